@@ -1,0 +1,40 @@
+//! # lstm-kernels
+//!
+//! LSTM cells on the CPU for high-throughput batch inference, with the
+//! numerics of the frameworks users bring weights from.
+//!
+//! The cell (row-vector convention, `x` is `[batch, n_in]`):
+//!
+//! ```text
+//! i = σ(x·w_i + m·u_i + b_i)          f = σ(x·w_f + m·u_f + b_f)
+//! c = f⊙c + i⊙tanh(x·w_c + m·u_c + b_c)
+//! o = σ(x·w_o + m·u_o + c·v_o + b_o)  (v_o: optional [H,H] peephole on the NEW c)
+//! m = o⊙tanh(c)                       (m recurs)
+//! h = tanh(m·w_h + b_h)               (optional output head; not fed back)
+//! ```
+//!
+//! Data flows: [`LstmConfig`] → [`LstmWeights`] (canonical concatenated
+//! layout; [`SeedWeights`] for the per-gate names) → [`Lstm`] (immutable
+//! model) → [`LstmState`] (per caller) → [`Lstm::step`] / [`Lstm::forward`].
+//! [`reference`] is the scalar `f64` oracle; [`io`] reads and writes
+//! `.npz`, `.safetensors` and `.npy` files.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod io;
+pub mod model;
+mod plain;
+pub mod reference;
+pub mod rng;
+pub mod weights;
+
+pub use config::{LstmConfig, Peephole};
+pub use error::{Error, Result};
+pub use model::{Lstm, LstmState};
+pub use weights::{GATE_ORDER, LstmWeights, SEED_NAMES, SeedWeights};
+
+/// The largest absolute error of the crate's `σ` and `tanh` on any `f32`
+/// argument, against the exact function. Tolerances in the tests derive
+/// from it (see [`reference::forward_with_bound`]).
+pub const ACTIVATION_MAX_ABS_ERROR: f32 = 1e-6;

@@ -1,0 +1,248 @@
+//! The public model: an immutable [`Lstm`] built once from a config and
+//! weights (`Send + Sync`, shareable across threads), and a per-caller
+//! [`LstmState`] holding `c`, `m` and the scratch a step needs, so that
+//! stepping never allocates.
+
+use std::sync::Arc;
+
+use crate::config::LstmConfig;
+use crate::error::{Error, Result, check_len};
+use crate::plain;
+use crate::weights::LstmWeights;
+
+/// An LSTM cell ready to run: validated config and weights, and how many
+/// threads to spread a batch over.
+///
+/// ```
+/// use lstm_kernels::{Lstm, LstmConfig, LstmWeights, Peephole};
+/// let cfg = LstmConfig::new(7, 5).with_head(3).with_peephole(Peephole::Matrix);
+/// let model = Lstm::new(cfg, LstmWeights::random(&cfg, 42))?;
+/// let mut state = model.new_state(10)?;          // batch of 10, zeros
+/// let xs = vec![0.5f32; 4 * 10 * 7];              // [T=4, B=10, n_in=7]
+/// let mut ys = vec![0.0f32; 4 * 10 * 3];          // [T, B, n_out=3]
+/// model.forward(&mut state, &xs, &mut ys)?;
+/// assert!(ys.iter().all(|y| y.abs() < 1.0));      // h = tanh(..)
+/// # Ok::<(), lstm_kernels::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Lstm {
+    config: LstmConfig,
+    weights: LstmWeights,
+    threads: usize,
+    pool: Option<Arc<rayon::ThreadPool>>,
+}
+
+/// Per-caller state for one batch: `c` and `m` (`[batch, H]` each) plus
+/// scratch. Create it with [`Lstm::new_state`] or [`Lstm::state_from`].
+#[derive(Clone, Debug)]
+pub struct LstmState {
+    batch: usize,
+    n_hidden: usize,
+    c: Vec<f32>,
+    m: Vec<f32>,
+    /// `[batch, 4H]` gate pre-activations.
+    gates: Vec<f32>,
+}
+
+impl LstmState {
+    /// Batch size.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+    /// Hidden size H.
+    pub fn n_hidden(&self) -> usize {
+        self.n_hidden
+    }
+    /// Cell state `c`, `[batch, H]` row-major.
+    pub fn c(&self) -> &[f32] {
+        &self.c
+    }
+    /// Recurrent output `m`, `[batch, H]` row-major.
+    pub fn m(&self) -> &[f32] {
+        &self.m
+    }
+    /// Mutable `c` (same layout), e.g. to set a sample's state.
+    pub fn c_mut(&mut self) -> &mut [f32] {
+        &mut self.c
+    }
+    /// Mutable `m` (same layout).
+    pub fn m_mut(&mut self) -> &mut [f32] {
+        &mut self.m
+    }
+    /// Resets `c` and `m` to zero.
+    pub fn reset(&mut self) {
+        self.c.fill(0.0);
+        self.m.fill(0.0);
+    }
+}
+
+impl Lstm {
+    /// Validates `weights` against `config` and builds the model
+    /// (single-threaded; see [`Lstm::with_threads`]).
+    pub fn new(config: LstmConfig, weights: LstmWeights) -> Result<Self> {
+        weights.validate(&config)?;
+        Ok(Lstm {
+            config,
+            weights,
+            threads: 1,
+            pool: None,
+        })
+    }
+
+    /// Spreads the batch over `threads` threads (its own pool); `0` means one
+    /// per available core. Results are identical for every thread count.
+    pub fn with_threads(mut self, threads: usize) -> Result<Self> {
+        let n = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            threads
+        };
+        self.pool = if n > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .map_err(|e| Error::Invalid(format!("cannot start {n} threads: {e}")))?;
+            Some(Arc::new(pool))
+        } else {
+            None
+        };
+        self.threads = n;
+        Ok(self)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LstmConfig {
+        &self.config
+    }
+
+    /// The canonical weights the model was built from.
+    pub fn weights(&self) -> &LstmWeights {
+        &self.weights
+    }
+
+    /// Number of threads a call may use.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Name of the kernel that runs the cell.
+    pub fn kernel_name(&self) -> &'static str {
+        "plain"
+    }
+
+    /// Name of the instruction set the kernel uses.
+    pub fn isa_name(&self) -> &'static str {
+        "scalar"
+    }
+
+    /// A zero state for `batch` samples.
+    pub fn new_state(&self, batch: usize) -> Result<LstmState> {
+        self.config.validate_batch(batch)?;
+        let h = self.config.n_hidden;
+        Ok(LstmState {
+            batch,
+            n_hidden: h,
+            c: vec![0.0; batch * h],
+            m: vec![0.0; batch * h],
+            gates: vec![0.0; batch * 4 * h],
+        })
+    }
+
+    /// A state for `batch` samples starting from `c` and `m` (`[batch, H]`).
+    pub fn state_from(&self, batch: usize, c: &[f32], m: &[f32]) -> Result<LstmState> {
+        let mut s = self.new_state(batch)?;
+        let h = self.config.n_hidden;
+        check_len("state c", c.len(), &[batch, h])?;
+        check_len("state m", m.len(), &[batch, h])?;
+        s.c.copy_from_slice(c);
+        s.m.copy_from_slice(m);
+        Ok(s)
+    }
+
+    fn check_state(&self, state: &LstmState) -> Result<()> {
+        if state.n_hidden != self.config.n_hidden {
+            return Err(Error::Shape {
+                tensor: "state".into(),
+                expected: format!("[{}, {}]", state.batch, self.config.n_hidden),
+                got: format!("[{}, {}] (a state made for another model)", state.batch, state.n_hidden),
+            });
+        }
+        Ok(())
+    }
+
+    /// One timestep for the batch: `x` is `[batch, n_in]`, `out` receives
+    /// `[batch, n_out]`; `state` is updated.
+    pub fn step(&self, state: &mut LstmState, x: &[f32], out: &mut [f32]) -> Result<()> {
+        self.check_state(state)?;
+        check_len("x", x.len(), &[state.batch, self.config.n_input])?;
+        check_len("output", out.len(), &[state.batch, self.config.n_output()])?;
+        self.run(state, x, out, 1);
+        Ok(())
+    }
+
+    /// A time-major sequence: `xs` is `[T, batch, n_in]` (T is inferred from
+    /// its length), `out` receives `[T, batch, n_out]`; `state` carries over
+    /// from step to step and holds the final state afterwards.
+    pub fn forward(&self, state: &mut LstmState, xs: &[f32], out: &mut [f32]) -> Result<()> {
+        self.check_state(state)?;
+        let (b, n, p) = (state.batch, self.config.n_input, self.config.n_output());
+        let row = b * n;
+        if xs.len() % row != 0 {
+            return Err(Error::Shape {
+                tensor: "xs".into(),
+                expected: format!("[T, {b}, {n}] (a multiple of {row} elements)"),
+                got: format!("{} elements", xs.len()),
+            });
+        }
+        let steps = xs.len() / row;
+        check_len("output", out.len(), &[steps, b, p])?;
+        self.run(state, xs, out, steps);
+        Ok(())
+    }
+
+    /// Runs `steps` steps, splitting the batch into contiguous chunks of
+    /// samples that each run the whole sequence on their own thread.
+    fn run(&self, state: &mut LstmState, xs: &[f32], out: &mut [f32], steps: usize) {
+        let cfg = &self.config;
+        let (b, n, h, p) = (state.batch, cfg.n_input, cfg.n_hidden, cfg.n_output());
+        let chunks = self.threads.min(b).max(1);
+        let per = b.div_ceil(chunks);
+        // Output rows of each chunk: row (t, s) goes to the chunk owning s.
+        let mut chunk_out: Vec<Vec<&mut [f32]>> = (0..chunks).map(|_| Vec::with_capacity(steps * per)).collect();
+        for (r, row) in out.chunks_mut(p).enumerate() {
+            chunk_out[(r % b) / per].push(row);
+        }
+        let work = state
+            .c
+            .chunks_mut(per * h)
+            .zip(state.m.chunks_mut(per * h))
+            .zip(state.gates.chunks_mut(per * 4 * h))
+            .zip(chunk_out)
+            .enumerate();
+        let run_chunk = |(k, (((c, m), g), mut outs)): (usize, (((&mut [f32], &mut [f32]), &mut [f32]), Vec<&mut [f32]>))| {
+            let rows = c.len() / h;
+            for t in 0..steps {
+                for r in 0..rows {
+                    let s = k * per + r;
+                    let x = &xs[(t * b + s) * n..(t * b + s + 1) * n];
+                    plain::step_row(
+                        cfg,
+                        &self.weights,
+                        x,
+                        &mut c[r * h..(r + 1) * h],
+                        &mut m[r * h..(r + 1) * h],
+                        &mut g[r * 4 * h..(r + 1) * 4 * h],
+                        outs[t * rows + r],
+                    );
+                }
+            }
+        };
+        match &self.pool {
+            Some(pool) if chunks > 1 => pool.install(|| {
+                use rayon::prelude::*;
+                work.collect::<Vec<_>>().into_par_iter().for_each(run_chunk);
+            }),
+            _ => work.for_each(run_chunk),
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! The scalar reference: the seed's equations, written out directly on the
+//! separate per-gate matrices of [`SeedWeights`], accumulating in `f64`.
+//!
+//! ```text
+//! i = σ(x·w_i + m·u_i + b_i)          f = σ(x·w_f + m·u_f + b_f)
+//! c = f⊙c + i⊙tanh(x·w_c + m·u_c + b_c)
+//! o = σ(x·w_o + m·u_o + c·v_o + b_o)  (v_o on the NEW c; absent: no term)
+//! m = o⊙tanh(c)                       (m recurs)
+//! h = tanh(m·w_h + b_h)               (head; absent: the output is m)
+//! ```
+//!
+//! This module is the oracle every fast path is tested against, so it is
+//! deliberately independent of the concatenated and packed layouts and of
+//! any SIMD code. It is slow and allocates freely.
+//!
+//! [`forward_with_bound`] also propagates a first-order bound on how far an
+//! `f32` implementation may be from these exact values (see [`ErrorModel`]);
+//! tests use it as their tolerance.
+
+use crate::config::LstmConfig;
+use crate::weights::SeedWeights;
+
+/// Reference state for a batch: `c` and `m`, each `[batch, H]`, in `f64`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefState {
+    /// Batch size.
+    pub batch: usize,
+    /// Cell state `c`, `[batch, H]`.
+    pub c: Vec<f64>,
+    /// Recurrent output `m`, `[batch, H]`.
+    pub m: Vec<f64>,
+}
+
+impl RefState {
+    /// Zero state.
+    pub fn zeros(config: &LstmConfig, batch: usize) -> Self {
+        let n = batch * config.n_hidden;
+        RefState {
+            batch,
+            c: vec![0.0; n],
+            m: vec![0.0; n],
+        }
+    }
+
+    /// State from `f32` values (`[batch, H]` each).
+    pub fn from_f32(batch: usize, c: &[f32], m: &[f32]) -> Self {
+        RefState {
+            batch,
+            c: c.iter().map(|&v| v as f64).collect(),
+            m: m.iter().map(|&v| v as f64).collect(),
+        }
+    }
+}
+
+fn sigmoid(z: f64) -> f64 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+/// `Σ_k a_k · W[k, j]` for a row-major `W` with `cols` columns.
+fn dot_col(a: &[f64], w: &[f32], cols: usize, j: usize) -> f64 {
+    a.iter().enumerate().map(|(k, &ak)| ak * w[k * cols + j] as f64).sum()
+}
+
+/// Everything one sample's step computed, kept for the error bound.
+struct RowTrace {
+    i: Vec<f64>,
+    f: Vec<f64>,
+    g: Vec<f64>,
+    o: Vec<f64>,
+    c: Vec<f64>,
+    m: Vec<f64>,
+    h: Option<Vec<f64>>,
+}
+
+/// One sample through one step, straight from the equations.
+fn step_row(cfg: &LstmConfig, w: &SeedWeights, x: &[f64], c_prev: &[f64], m_prev: &[f64]) -> RowTrace {
+    let h = cfg.n_hidden;
+    let gate = |wx: &[f32], u: &[f32], b: &[f32], j: usize| dot_col(x, wx, h, j) + dot_col(m_prev, u, h, j) + b[j] as f64;
+    let i: Vec<f64> = (0..h).map(|j| sigmoid(gate(&w.w_i, &w.u_i, &w.b_i, j))).collect();
+    let f: Vec<f64> = (0..h).map(|j| sigmoid(gate(&w.w_f, &w.u_f, &w.b_f, j))).collect();
+    let g: Vec<f64> = (0..h).map(|j| gate(&w.w_c, &w.u_c, &w.b_c, j).tanh()).collect();
+    let c: Vec<f64> = (0..h).map(|j| f[j] * c_prev[j] + i[j] * g[j]).collect();
+    let o: Vec<f64> = (0..h)
+        .map(|j| {
+            let peep = w.v_o.as_ref().map_or(0.0, |v| dot_col(&c, v, h, j));
+            sigmoid(gate(&w.w_o, &w.u_o, &w.b_o, j) + peep)
+        })
+        .collect();
+    let m: Vec<f64> = (0..h).map(|j| o[j] * c[j].tanh()).collect();
+    let head = match (&w.w_h, &w.b_h, cfg.head) {
+        (Some(wh), Some(bh), Some(p)) => Some((0..p).map(|j| (dot_col(&m, wh, p, j) + bh[j] as f64).tanh()).collect()),
+        _ => None,
+    };
+    RowTrace { i, f, g, o, c, m, h: head }
+}
+
+/// Runs a time-major sequence `xs` (`[T, batch, n_in]`, T inferred) through
+/// the cell, updating `state`; returns the outputs `[T, batch, n_out]`.
+///
+/// Panics if the slice lengths do not fit `config` and `state.batch`
+/// (the reference is a test oracle, not a public entry point for data).
+pub fn forward(config: &LstmConfig, w: &SeedWeights, xs: &[f32], state: &mut RefState) -> Vec<f64> {
+    forward_impl(config, w, xs, state, None).0
+}
+
+/// The error model of an `f32` implementation, for [`forward_with_bound`].
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorModel {
+    /// Largest absolute error of the implementation's `σ` and `tanh` for an
+    /// exactly given `f32` argument (the crate documents 1e-6:
+    /// [`crate::ACTIVATION_MAX_ABS_ERROR`]).
+    pub activation: f64,
+}
+
+impl Default for ErrorModel {
+    fn default() -> Self {
+        ErrorModel {
+            activation: crate::ACTIVATION_MAX_ABS_ERROR as f64,
+        }
+    }
+}
+
+/// Reference outputs with per-element error bounds.
+#[derive(Clone, Debug)]
+pub struct Bounded {
+    /// Exact outputs `[T, batch, n_out]`.
+    pub y: Vec<f64>,
+    /// Bound on `|y_f32 - y|` per element.
+    pub y_err: Vec<f64>,
+    /// Bound on the final `|c_f32 - c|` per element, `[batch, H]`.
+    pub c_err: Vec<f64>,
+    /// Bound on the final `|m_f32 - m|` per element, `[batch, H]`.
+    pub m_err: Vec<f64>,
+}
+
+/// Like [`forward`], and also bounds, element by element, how far any
+/// correct `f32` implementation may be from the exact result, assuming the
+/// starting state is exact.
+///
+/// The bound is a first-order forward error analysis that follows the data:
+/// * a dot product of `n` terms (any order, with or without FMA) errs by at
+///   most `γ_n · Σ|aₖ·bₖ|`, `γ_n = n·u/(1−n·u)`, `u = 2⁻²⁴`, plus
+///   `Σ|W|·(error already in the operand)`; a flushed subnormal adds
+///   `≤ 2⁻¹²⁶` per term;
+/// * `σ` has slope ≤ 1/4 and `tanh` slope ≤ 1, so their output errs by the
+///   slope times the input error plus the activation error of the model;
+/// * products and the cell update add the operands' errors times the other
+///   operand's magnitude (magnitudes inflated by the errors, so second-order
+///   terms are covered) plus two roundings.
+///
+/// Errors then flow through `c` and `m` to the next step, so the bound grows
+/// with T exactly as much as the recurrence amplifies it.
+pub fn forward_with_bound(config: &LstmConfig, w: &SeedWeights, xs: &[f32], state: &mut RefState, model: ErrorModel) -> Bounded {
+    let (y, b) = forward_impl(config, w, xs, state, Some(model));
+    let (y_err, c_err, m_err) = b.expect("bound requested");
+    Bounded { y, y_err, c_err, m_err }
+}
+
+type Bounds = (Vec<f64>, Vec<f64>, Vec<f64>);
+
+fn forward_impl(cfg: &LstmConfig, w: &SeedWeights, xs: &[f32], st: &mut RefState, model: Option<ErrorModel>) -> (Vec<f64>, Option<Bounds>) {
+    let (n, h, p, b) = (cfg.n_input, cfg.n_hidden, cfg.n_output(), st.batch);
+    assert!(xs.len() % (b * n) == 0, "xs is not [T, {b}, {n}]");
+    let steps = xs.len() / (b * n);
+    let mut y = vec![0.0; steps * b * p];
+    let mut y_err = vec![0.0; steps * b * p];
+    let mut c_err = vec![0.0; b * h];
+    let mut m_err = vec![0.0; b * h];
+    for t in 0..steps {
+        for r in 0..b {
+            let x: Vec<f64> = xs[(t * b + r) * n..(t * b + r + 1) * n].iter().map(|&v| v as f64).collect();
+            let (cs, ms) = (r * h..(r + 1) * h, r * h..(r + 1) * h);
+            let tr = step_row(cfg, w, &x, &st.c[cs.clone()], &st.m[ms.clone()]);
+            if let Some(model) = model {
+                let prev = Prev {
+                    x: &x,
+                    c: &st.c[cs.clone()],
+                    m: &st.m[ms.clone()],
+                    ec: &c_err[cs.clone()],
+                    em: &m_err[ms.clone()],
+                };
+                let (ec, em, eh) = propagate(cfg, w, &prev, &tr, model);
+                c_err[cs.clone()].copy_from_slice(&ec);
+                m_err[ms.clone()].copy_from_slice(&em);
+                y_err[(t * b + r) * p..(t * b + r + 1) * p].copy_from_slice(eh.as_ref().unwrap_or(&em));
+            }
+            st.c[cs].copy_from_slice(&tr.c);
+            st.m[ms].copy_from_slice(&tr.m);
+            y[(t * b + r) * p..(t * b + r + 1) * p].copy_from_slice(tr.h.as_ref().unwrap_or(&tr.m));
+        }
+    }
+    (y, model.map(|_| (y_err, c_err, m_err)))
+}
+
+/// The previous step's exact values and error bounds for one sample.
+struct Prev<'a> {
+    x: &'a [f64],
+    c: &'a [f64],
+    m: &'a [f64],
+    ec: &'a [f64],
+    em: &'a [f64],
+}
+
+/// `γ_n` for f32 plus the f64 reference's own `γ_n` (negligible but honest).
+fn gamma(n: usize) -> f64 {
+    let g = |u: f64| n as f64 * u / (1.0 - n as f64 * u);
+    g(2f64.powi(-24)) + g(2f64.powi(-53))
+}
+
+/// Per-term absolute error allowed for flushing a subnormal to zero.
+const FLUSH: f64 = 1.2e-38;
+
+/// Error of a dot product `Σ aₖ W[k,j]` whose operand `a` errs by `ea`:
+/// returns `(Σ (|aₖ|+eaₖ)|Wₖⱼ|, Σ |Wₖⱼ| eaₖ)`.
+fn dot_mag(a: &[f64], ea: Option<&[f64]>, wt: &[f32], cols: usize, j: usize) -> (f64, f64) {
+    let mut mag = 0.0;
+    let mut prop = 0.0;
+    for (k, &ak) in a.iter().enumerate() {
+        let wk = (wt[k * cols + j] as f64).abs();
+        let e = ea.map_or(0.0, |ea| ea[k]);
+        mag += (ak.abs() + e) * wk;
+        prop += wk * e;
+    }
+    (mag, prop)
+}
+
+/// One sample's error bounds for the step traced in `tr`; returns the bounds
+/// on the new `c`, the new `m` and (with a head) `h`.
+fn propagate(cfg: &LstmConfig, w: &SeedWeights, prev: &Prev, tr: &RowTrace, model: ErrorModel) -> (Vec<f64>, Vec<f64>, Option<Vec<f64>>) {
+    let (n, h) = (cfg.n_input, cfg.n_hidden);
+    let act = model.activation;
+    let u = 2f64.powi(-24);
+    // Pre-activation error of gate (wx, u, b) at unit j, with `extra_terms`
+    // more terms (the peephole) already counted in `extra_mag`/`extra_prop`.
+    let pre = |wx: &[f32], uu: &[f32], b: &[f32], j: usize, extra_terms: usize, extra_mag: f64, extra_prop: f64| {
+        let (mx, _) = dot_mag(prev.x, None, wx, h, j);
+        let (mm, pm) = dot_mag(prev.m, Some(prev.em), uu, h, j);
+        let terms = n + h + 1 + extra_terms;
+        let mag = mx + mm + (b[j] as f64).abs() + extra_mag;
+        gamma(terms) * mag + pm + extra_prop + terms as f64 * FLUSH
+    };
+    let mut ec = vec![0.0; h];
+    let mut em = vec![0.0; h];
+    for j in 0..h {
+        let ei = pre(&w.w_i, &w.u_i, &w.b_i, j, 0, 0.0, 0.0) / 4.0 + act;
+        let ef = pre(&w.w_f, &w.u_f, &w.b_f, j, 0, 0.0, 0.0) / 4.0 + act;
+        let eg = pre(&w.w_c, &w.u_c, &w.b_c, j, 0, 0.0, 0.0) + act;
+        let (i, f, g, cp) = (tr.i[j].abs(), tr.f[j].abs(), tr.g[j].abs(), prev.c[j].abs());
+        let ecp = prev.ec[j];
+        let fc = (f + ef) * (cp + ecp);
+        let ig = (i + ei) * (g + eg);
+        ec[j] = ef * cp + (f + ef) * ecp + ei * g + (i + ei) * eg + 2.0 * u * (fc + ig) + 2.0 * FLUSH;
+    }
+    for j in 0..h {
+        let (peep_terms, peep_mag, peep_prop) = match &w.v_o {
+            Some(v) => {
+                let (mag, prop) = dot_mag(&tr.c, Some(&ec), v, h, j);
+                (h, mag, prop)
+            }
+            None => (0, 0.0, 0.0),
+        };
+        let eo = pre(&w.w_o, &w.u_o, &w.b_o, j, peep_terms, peep_mag, peep_prop) / 4.0 + act;
+        let etc = ec[j] + act;
+        let (o, tc) = (tr.o[j].abs(), tr.c[j].tanh().abs());
+        em[j] = eo * tc + (o + eo) * etc + u * (o + eo) * (tc + etc) + FLUSH;
+    }
+    let eh = match (&w.w_h, &w.b_h, &tr.h) {
+        (Some(wh), Some(bh), Some(hv)) => {
+            let p = hv.len();
+            Some(
+                (0..p)
+                    .map(|j| {
+                        let (mag, prop) = dot_mag(&tr.m, Some(&em), wh, p, j);
+                        let terms = h + 1;
+                        gamma(terms) * (mag + (bh[j] as f64).abs()) + prop + terms as f64 * FLUSH + act
+                    })
+                    .collect(),
+            )
+        }
+        _ => None,
+    };
+    (ec, em, eh)
+}

@@ -1,0 +1,271 @@
+//! Weights in two layouts:
+//!
+//! * [`SeedWeights`] — the seed exercise's per-gate tensors under their own
+//!   names (`w_i u_i b_i w_f … v_o b_o w_h b_h`), row-vector orientation.
+//!   The file formats and the scalar reference use this layout.
+//! * [`LstmWeights`] — the canonical layout every engine packs from: one
+//!   concatenated gate matrix `[n_input + n_hidden, 4·H]` (rows: the input
+//!   features, then the recurrent `m` features; column block `g·H..(g+1)·H`
+//!   holds gate `g` in the order of [`GATE_ORDER`] = i, f, c̃, o — PyTorch's
+//!   i, f, g, o), one bias `[4·H]` in the same order, and the optional
+//!   peephole `v_o [H, H]` and head `w_h [H, P]`, `b_h [P]`.
+//!
+//! All matrices are row-major `f32`.
+
+use crate::config::{LstmConfig, Peephole};
+use crate::error::{Error, Result, check_len};
+use crate::rng::SplitMix64;
+
+/// The order of the gate blocks in the concatenated matrix and bias:
+/// input gate, forget gate, candidate cell (c̃, PyTorch's `g`), output gate.
+pub const GATE_ORDER: [&str; 4] = ["i", "f", "c", "o"];
+
+/// Canonical weights: see the module docs for the layout.
+///
+/// ```
+/// use lstm_kernels::{LstmConfig, LstmWeights, Peephole};
+/// let cfg = LstmConfig::new(7, 5).with_head(3).with_peephole(Peephole::Matrix);
+/// let w = LstmWeights::random(&cfg, 42);
+/// assert_eq!(w.gates.len(), (7 + 5) * 4 * 5);
+/// assert_eq!(w.v_o.as_ref().map(|v| v.len()), Some(25));
+/// w.validate(&cfg).unwrap();
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct LstmWeights {
+    /// `[n_input + n_hidden, 4·H]`, row-major, gate blocks in [`GATE_ORDER`].
+    pub gates: Vec<f32>,
+    /// `[4·H]`, gate blocks in [`GATE_ORDER`].
+    pub bias: Vec<f32>,
+    /// `[H, H]` output-gate peephole on the new `c` (with [`Peephole::Matrix`]).
+    pub v_o: Option<Vec<f32>>,
+    /// `[H, P]` output head weights (with a head of size `P`).
+    pub w_h: Option<Vec<f32>>,
+    /// `[P]` output head bias.
+    pub b_h: Option<Vec<f32>>,
+}
+
+impl LstmWeights {
+    /// All-zero weights shaped for `config` (fill the fields afterwards).
+    pub fn zeros(config: &LstmConfig) -> Self {
+        let h = config.n_hidden;
+        LstmWeights {
+            gates: vec![0.0; config.gate_rows() * config.gate_cols()],
+            bias: vec![0.0; config.gate_cols()],
+            v_o: (config.peephole == Peephole::Matrix).then(|| vec![0.0; h * h]),
+            w_h: config.head.map(|p| vec![0.0; h * p]),
+            b_h: config.head.map(|p| vec![0.0; p]),
+        }
+    }
+
+    /// Seeded random weights, PyTorch-style: every weight and bias uniform in
+    /// `[-1/√H, 1/√H)`. The same seed always gives the same weights.
+    pub fn random(config: &LstmConfig, seed: u64) -> Self {
+        let mut rng = SplitMix64::new(seed);
+        let k = 1.0 / (config.n_hidden as f32).sqrt();
+        let mut w = LstmWeights::zeros(config);
+        rng.fill_uniform(&mut w.gates, -k, k);
+        rng.fill_uniform(&mut w.bias, -k, k);
+        for t in [&mut w.v_o, &mut w.w_h, &mut w.b_h].into_iter().flatten() {
+            rng.fill_uniform(t, -k, k);
+        }
+        w
+    }
+
+    /// Checks every tensor's presence and size against `config`.
+    pub fn validate(&self, config: &LstmConfig) -> Result<()> {
+        config.validate()?;
+        let h = config.n_hidden;
+        check_len("gates", self.gates.len(), &[config.gate_rows(), config.gate_cols()])?;
+        check_len("bias", self.bias.len(), &[config.gate_cols()])?;
+        match (config.peephole, &self.v_o) {
+            (Peephole::Matrix, Some(v)) => check_len("v_o", v.len(), &[h, h])?,
+            (Peephole::Matrix, None) => return Err(missing("v_o")),
+            (Peephole::None, Some(_)) => return Err(unexpected("v_o", "the config has no peephole")),
+            (Peephole::None, None) => {}
+        }
+        match (config.head, &self.w_h, &self.b_h) {
+            (Some(p), Some(w), Some(b)) => {
+                check_len("w_h", w.len(), &[h, p])?;
+                check_len("b_h", b.len(), &[p])?;
+            }
+            (Some(_), None, _) => return Err(missing("w_h")),
+            (Some(_), _, None) => return Err(missing("b_h")),
+            (None, Some(_), _) => return Err(unexpected("w_h", "the config has no head")),
+            (None, _, Some(_)) => return Err(unexpected("b_h", "the config has no head")),
+            (None, None, None) => {}
+        }
+        Ok(())
+    }
+
+    /// Builds canonical weights from the seed's per-gate tensors.
+    pub fn from_seed(config: &LstmConfig, seed: &SeedWeights) -> Result<Self> {
+        seed.validate(config)?;
+        let (n, h) = (config.n_input, config.n_hidden);
+        let cols = config.gate_cols();
+        let mut w = LstmWeights::zeros(config);
+        let per_gate = seed.gate_tensors();
+        for (g, (wx, u, b)) in per_gate.iter().enumerate() {
+            for r in 0..n {
+                w.gates[r * cols + g * h..r * cols + (g + 1) * h].copy_from_slice(&wx[r * h..(r + 1) * h]);
+            }
+            for r in 0..h {
+                let row = n + r;
+                w.gates[row * cols + g * h..row * cols + (g + 1) * h].copy_from_slice(&u[r * h..(r + 1) * h]);
+            }
+            w.bias[g * h..(g + 1) * h].copy_from_slice(b);
+        }
+        w.v_o.clone_from(&seed.v_o);
+        w.w_h.clone_from(&seed.w_h);
+        w.b_h.clone_from(&seed.b_h);
+        Ok(w)
+    }
+
+    /// Splits canonical weights back into the seed's per-gate tensors.
+    pub fn to_seed(&self, config: &LstmConfig) -> Result<SeedWeights> {
+        self.validate(config)?;
+        let (n, h) = (config.n_input, config.n_hidden);
+        let cols = config.gate_cols();
+        let block = |g: usize, rows: std::ops::Range<usize>| -> Vec<f32> {
+            rows.flat_map(|r| self.gates[r * cols + g * h..r * cols + (g + 1) * h].iter().copied())
+                .collect()
+        };
+        let bias = |g: usize| self.bias[g * h..(g + 1) * h].to_vec();
+        Ok(SeedWeights {
+            w_i: block(0, 0..n),
+            u_i: block(0, n..n + h),
+            b_i: bias(0),
+            w_f: block(1, 0..n),
+            u_f: block(1, n..n + h),
+            b_f: bias(1),
+            w_c: block(2, 0..n),
+            u_c: block(2, n..n + h),
+            b_c: bias(2),
+            w_o: block(3, 0..n),
+            u_o: block(3, n..n + h),
+            b_o: bias(3),
+            v_o: self.v_o.clone(),
+            w_h: self.w_h.clone(),
+            b_h: self.b_h.clone(),
+        })
+    }
+}
+
+/// The seed exercise's tensors, one per name, row-vector orientation:
+/// `w_* [n_in, H]`, `u_* [H, H]`, `b_* [H]`, `v_o [H, H]`, `w_h [H, P]`,
+/// `b_h [P]`; all row-major.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+#[allow(missing_docs)]
+pub struct SeedWeights {
+    pub w_i: Vec<f32>,
+    pub u_i: Vec<f32>,
+    pub b_i: Vec<f32>,
+    pub w_f: Vec<f32>,
+    pub u_f: Vec<f32>,
+    pub b_f: Vec<f32>,
+    pub w_c: Vec<f32>,
+    pub u_c: Vec<f32>,
+    pub b_c: Vec<f32>,
+    pub w_o: Vec<f32>,
+    pub u_o: Vec<f32>,
+    pub b_o: Vec<f32>,
+    pub v_o: Option<Vec<f32>>,
+    pub w_h: Option<Vec<f32>>,
+    pub b_h: Option<Vec<f32>>,
+}
+
+/// The seed's tensor names, in the order the seed lists them.
+pub const SEED_NAMES: [&str; 15] = [
+    "w_i", "u_i", "b_i", "w_f", "u_f", "b_f", "w_c", "u_c", "b_c", "w_o", "u_o", "v_o", "b_o", "w_h", "b_h",
+];
+
+impl SeedWeights {
+    /// `(w, u, b)` per gate in [`GATE_ORDER`].
+    pub(crate) fn gate_tensors(&self) -> [(&[f32], &[f32], &[f32]); 4] {
+        [
+            (&self.w_i, &self.u_i, &self.b_i),
+            (&self.w_f, &self.u_f, &self.b_f),
+            (&self.w_c, &self.u_c, &self.b_c),
+            (&self.w_o, &self.u_o, &self.b_o),
+        ]
+    }
+
+    /// Checks every tensor's presence and size against `config`.
+    pub fn validate(&self, config: &LstmConfig) -> Result<()> {
+        config.validate()?;
+        let (n, h) = (config.n_input, config.n_hidden);
+        for (g, (w, u, b)) in self.gate_tensors().iter().enumerate() {
+            let gate = GATE_ORDER[g];
+            check_len(&format!("w_{gate}"), w.len(), &[n, h])?;
+            check_len(&format!("u_{gate}"), u.len(), &[h, h])?;
+            check_len(&format!("b_{gate}"), b.len(), &[h])?;
+        }
+        match (config.peephole, &self.v_o) {
+            (Peephole::Matrix, Some(v)) => check_len("v_o", v.len(), &[h, h])?,
+            (Peephole::Matrix, None) => return Err(missing("v_o")),
+            (Peephole::None, Some(_)) => return Err(unexpected("v_o", "the config has no peephole")),
+            (Peephole::None, None) => {}
+        }
+        match (config.head, &self.w_h, &self.b_h) {
+            (Some(p), Some(w), Some(b)) => {
+                check_len("w_h", w.len(), &[h, p])?;
+                check_len("b_h", b.len(), &[p])?;
+            }
+            (Some(_), None, _) => return Err(missing("w_h")),
+            (Some(_), _, None) => return Err(missing("b_h")),
+            (None, Some(_), _) => return Err(unexpected("w_h", "the config has no head")),
+            (None, _, Some(_)) => return Err(unexpected("b_h", "the config has no head")),
+            (None, None, None) => {}
+        }
+        Ok(())
+    }
+}
+
+fn missing(tensor: &str) -> Error {
+    Error::MissingTensor {
+        tensor: tensor.to_string(),
+        source_name: "the weights".to_string(),
+    }
+}
+
+fn unexpected(tensor: &str, why: &str) -> Error {
+    Error::UnexpectedTensor {
+        tensor: tensor.to_string(),
+        why: why.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_round_trip() {
+        let cfg = LstmConfig::new(7, 5).with_head(3).with_peephole(Peephole::Matrix);
+        let w = LstmWeights::random(&cfg, 1);
+        let s = w.to_seed(&cfg).unwrap();
+        // u_f[2][3] is the recurrent row n_in+2, column H+3 of the concatenation.
+        assert_eq!(s.u_f[2 * 5 + 3], w.gates[(7 + 2) * 20 + 5 + 3]);
+        assert_eq!(s.b_o[4], w.bias[15 + 4]);
+        assert_eq!(LstmWeights::from_seed(&cfg, &s).unwrap(), w);
+    }
+
+    #[test]
+    fn validate_names_the_tensor() {
+        let cfg = LstmConfig::new(3, 2).with_head(2);
+        let mut w = LstmWeights::random(&cfg, 1);
+        w.b_h = None;
+        assert!(w.validate(&cfg).unwrap_err().to_string().contains("b_h"));
+        let mut s = LstmWeights::random(&cfg, 1).to_seed(&cfg).unwrap();
+        s.u_c.pop();
+        let e = LstmWeights::from_seed(&cfg, &s).unwrap_err().to_string();
+        assert!(e.contains("u_c") && e.contains("[2, 2]"), "{e}");
+        s = LstmWeights::random(&cfg, 1).to_seed(&cfg).unwrap();
+        s.v_o = Some(vec![0.0; 4]);
+        assert!(matches!(
+            LstmWeights::from_seed(&cfg, &s),
+            Err(Error::UnexpectedTensor { .. })
+        ));
+    }
+}
