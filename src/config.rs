@@ -149,10 +149,16 @@ impl LstmConfig {
             ))
         };
         let limit = (isize::MAX as usize) / std::mem::size_of::<f64>();
-        let rows = self.n_input.checked_add(self.n_hidden).ok_or_else(overflow)?;
+        let rows = self
+            .n_input
+            .checked_add(self.n_hidden)
+            .ok_or_else(overflow)?;
         let cols = self.n_hidden.checked_mul(4).ok_or_else(overflow)?;
         let gates = rows.checked_mul(cols).ok_or_else(overflow)?;
-        let hh = self.n_hidden.checked_mul(self.n_hidden).ok_or_else(overflow)?;
+        let hh = self
+            .n_hidden
+            .checked_mul(self.n_hidden)
+            .ok_or_else(overflow)?;
         if gates > limit || hh > limit {
             return Err(overflow());
         }

@@ -87,8 +87,8 @@ pub enum Error {
 /// Shorthand for `Result<T, lstm_kernels::Error>`.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Formats a shape as `[a, b, c]` for error messages.
-pub(crate) fn shape_str(dims: &[usize]) -> String {
+/// Formats a shape as `[a, b, c]` for messages.
+pub fn shape_str(dims: &[usize]) -> String {
     let parts: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
     format!("[{}]", parts.join(", "))
 }

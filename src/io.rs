@@ -105,7 +105,8 @@ fn fortran_to_c(shape: &[usize], data: Vec<f32>) -> Vec<f32> {
 
 /// Parses one `.npy` stream (`name` and `path` are for messages).
 fn parse_npy(reader: impl Read, path: &Path, name: &str, format: &'static str) -> Result<Tensor> {
-    let npy = npyz::NpyFile::new(reader).map_err(|e| format_err(path, format, format!("array `{name}`: {e}")))?;
+    let npy = npyz::NpyFile::new(reader)
+        .map_err(|e| format_err(path, format, format!("array `{name}`: {e}")))?;
     let shape: Vec<usize> = npy
         .shape()
         .iter()
@@ -115,9 +116,18 @@ fn parse_npy(reader: impl Read, path: &Path, name: &str, format: &'static str) -
     let fortran = npy.order() == npyz::Order::Fortran;
     let descr = npy.dtype().descr();
     let n: usize = shape.iter().product();
-    let truncated = |e: std::io::Error| format_err(path, format, format!("array `{name}` {}: {e}", shape_str(&shape)));
+    let truncated = |e: std::io::Error| {
+        format_err(
+            path,
+            format,
+            format!("array `{name}` {}: {e}", shape_str(&shape)),
+        )
+    };
     let data: Vec<f32> = match npy.try_data::<f32>() {
-        Ok(reader) => reader.into_iter().collect::<std::io::Result<_>>().map_err(truncated)?,
+        Ok(reader) => reader
+            .into_iter()
+            .collect::<std::io::Result<_>>()
+            .map_err(truncated)?,
         Err(npy) => match npy.try_data::<f64>() {
             Ok(reader) => reader
                 .into_iter()
@@ -134,9 +144,21 @@ fn parse_npy(reader: impl Read, path: &Path, name: &str, format: &'static str) -
         },
     };
     if data.len() != n {
-        return Err(format_err(path, format, format!("array `{name}` holds {} values, its shape {} needs {n}", data.len(), shape_str(&shape))));
+        return Err(format_err(
+            path,
+            format,
+            format!(
+                "array `{name}` holds {} values, its shape {} needs {n}",
+                data.len(),
+                shape_str(&shape)
+            ),
+        ));
     }
-    let data = if fortran { fortran_to_c(&shape, data) } else { data };
+    let data = if fortran {
+        fortran_to_c(&shape, data)
+    } else {
+        data
+    };
     Ok(Tensor { shape, data })
 }
 
@@ -144,7 +166,9 @@ fn parse_npy(reader: impl Read, path: &Path, name: &str, format: &'static str) -
 pub fn read_npy(path: impl AsRef<Path>) -> Result<Tensor> {
     let path = path.as_ref();
     let file = File::open(path).map_err(io_err(path))?;
-    let name = path.file_stem().map_or_else(|| "array".into(), |s| s.to_string_lossy().into_owned());
+    let name = path
+        .file_stem()
+        .map_or_else(|| "array".into(), |s| s.to_string_lossy().into_owned());
     parse_npy(std::io::BufReader::new(file), path, &name, "npy")
 }
 
@@ -164,20 +188,41 @@ fn npy_bytes(shape: &[usize], data: &[f32]) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder,
-/// renamed over `path` only once fully written.
-pub fn write_atomic(path: impl AsRef<Path>, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
-    let path = path.as_ref();
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::Invalid(format!("{}: not a file path", path.display())))?;
-    let tmp = dir.join(format!(".{}.tmp{}", file_name.to_string_lossy(), std::process::id()));
-    let result = (|| {
+/// A file written to a temporary name beside its destination, waiting to be
+/// renamed into place by [`Staged::commit`]. Dropped without commit, the
+/// temporary file is removed: a failed run leaves no partial output.
+#[derive(Debug)]
+pub struct Staged {
+    tmp: PathBuf,
+    path: PathBuf,
+    committed: bool,
+}
+
+impl Staged {
+    /// Writes the whole file under a temporary name in `path`'s folder.
+    pub fn write(
+        path: impl AsRef<Path>,
+        write: impl FnOnce(&mut dyn Write) -> Result<()>,
+    ) -> Result<Staged> {
+        let path = path.as_ref();
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let file_name = path
+            .file_name()
+            .ok_or_else(|| Error::Invalid(format!("{}: not a file path", path.display())))?;
+        let tmp = dir.join(format!(
+            ".{}.tmp{}",
+            file_name.to_string_lossy(),
+            std::process::id()
+        ));
         let file = File::create(&tmp).map_err(io_err(path))?;
+        let staged = Staged {
+            tmp,
+            path: path.to_path_buf(),
+            committed: false,
+        };
         let mut w = BufWriter::new(file);
         write(&mut w)?;
         let file = w.into_inner().map_err(|e| Error::Io {
@@ -185,12 +230,52 @@ pub fn write_atomic(path: impl AsRef<Path>, write: impl FnOnce(&mut dyn Write) -
             source: e.into_error(),
         })?;
         file.sync_all().map_err(io_err(path))?;
-        std::fs::rename(&tmp, path).map_err(io_err(path))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        Ok(staged)
     }
-    result
+
+    /// Renames the temporary file to its destination.
+    pub fn commit(mut self) -> Result<()> {
+        std::fs::rename(&self.tmp, &self.path).map_err(io_err(&self.path))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Writes a file atomically: staged under a temporary name, then renamed.
+pub fn write_atomic(
+    path: impl AsRef<Path>,
+    write: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
+    Staged::write(path, write)?.commit()
+}
+
+/// Encodes a float32 `.npy` file in memory.
+pub fn npy_file_bytes(shape: &[usize], data: &[f32]) -> Result<Vec<u8>> {
+    npy_bytes(shape, data)
+}
+
+/// Encodes named float32 arrays as an uncompressed `.npz` in memory.
+pub fn npz_file_bytes(arrays: &[(&str, &[usize], &[f32])]) -> Result<Vec<u8>> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    let mut zip = zip::ZipWriter::new(&mut buf);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let bad = |e: zip::result::ZipError| Error::Invalid(format!("cannot encode npz: {e}"));
+    for (name, shape, data) in arrays {
+        zip.start_file(format!("{name}.npy"), opts).map_err(bad)?;
+        zip.write_all(&npy_bytes(shape, data)?)
+            .map_err(|e| Error::Invalid(format!("cannot encode npz: {e}")))?;
+    }
+    zip.finish().map_err(bad)?;
+    Ok(buf.into_inner())
 }
 
 /// Writes a float32 `.npy` file (atomically).
@@ -204,12 +289,19 @@ pub fn write_npy(path: impl AsRef<Path>, shape: &[usize], data: &[f32]) -> Resul
 pub fn read_npz(path: impl AsRef<Path>) -> Result<TensorFile> {
     let path = path.as_ref();
     let file = File::open(path).map_err(io_err(path))?;
-    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| format_err(path, "npz", e))?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+        .map_err(|e| format_err(path, "npz", e))?;
     let mut tensors = BTreeMap::new();
     for i in 0..zip.len() {
         let entry = zip.by_index(i).map_err(|e| format_err(path, "npz", e))?;
-        let entry_name = entry.name().map_err(|e| format_err(path, "npz", e))?.to_string();
-        let name = entry_name.strip_suffix(".npy").unwrap_or(&entry_name).to_string();
+        let entry_name = entry
+            .name()
+            .map_err(|e| format_err(path, "npz", e))?
+            .to_string();
+        let name = entry_name
+            .strip_suffix(".npy")
+            .unwrap_or(&entry_name)
+            .to_string();
         let t = parse_npy(entry, path, &name, "npz")?;
         tensors.insert(name, t);
     }
@@ -222,21 +314,8 @@ pub fn read_npz(path: impl AsRef<Path>) -> Result<TensorFile> {
 /// Writes named float32 arrays as an uncompressed `.npz` (atomically).
 pub fn write_npz(path: impl AsRef<Path>, arrays: &[(&str, &[usize], &[f32])]) -> Result<()> {
     let path = path.as_ref();
-    let mut encoded = Vec::with_capacity(arrays.len());
-    for (name, shape, data) in arrays {
-        encoded.push((*name, npy_bytes(shape, data)?));
-    }
-    write_atomic(path, |w| {
-        let mut buf = std::io::Cursor::new(Vec::new());
-        let mut zip = zip::ZipWriter::new(&mut buf);
-        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-        for (name, bytes) in &encoded {
-            zip.start_file(format!("{name}.npy"), opts).map_err(|e| format_err(path, "npz", e))?;
-            zip.write_all(bytes).map_err(io_err(path))?;
-        }
-        zip.finish().map_err(|e| format_err(path, "npz", e))?;
-        w.write_all(buf.get_ref()).map_err(io_err(path))
-    })
+    let bytes = npz_file_bytes(arrays)?;
+    write_atomic(path, |w| w.write_all(&bytes).map_err(io_err(path)))
 }
 
 /// Reads every tensor of a `.safetensors` file (F32 or F64).
@@ -244,11 +323,16 @@ pub fn read_safetensors(path: impl AsRef<Path>) -> Result<TensorFile> {
     use safetensors::Dtype;
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(io_err(path))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format_err(path, "safetensors", e))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| format_err(path, "safetensors", e))?;
     let mut tensors = BTreeMap::new();
     for (name, view) in st.iter() {
         let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::F32 => view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
             Dtype::F64 => view
                 .data()
                 .chunks_exact(8)
@@ -271,11 +355,20 @@ pub fn read_safetensors(path: impl AsRef<Path>) -> Result<TensorFile> {
 }
 
 /// Writes named float32 tensors as `.safetensors` (atomically).
-pub fn write_safetensors(path: impl AsRef<Path>, arrays: &[(&str, &[usize], &[f32])]) -> Result<()> {
+pub fn write_safetensors(
+    path: impl AsRef<Path>,
+    arrays: &[(&str, &[usize], &[f32])],
+) -> Result<()> {
     let path = path.as_ref();
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = arrays
         .iter()
-        .map(|(n, s, d)| (n.to_string(), d.iter().flat_map(|v| v.to_le_bytes()).collect(), s.to_vec()))
+        .map(|(n, s, d)| {
+            (
+                n.to_string(),
+                d.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                s.to_vec(),
+            )
+        })
         .collect();
     let views = bytes
         .iter()
@@ -285,7 +378,8 @@ pub fn write_safetensors(path: impl AsRef<Path>, arrays: &[(&str, &[usize], &[f3
                 .map_err(|e| Error::Invalid(format!("tensor `{n}`: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let out = safetensors::serialize(views, None).map_err(|e| format_err(path, "safetensors", e))?;
+    let out =
+        safetensors::serialize(views, None).map_err(|e| format_err(path, "safetensors", e))?;
     write_atomic(path, |w| w.write_all(&out).map_err(io_err(path)))
 }
 
@@ -359,7 +453,11 @@ pub fn load_seed_weights(path: impl AsRef<Path>) -> Result<(LstmConfig, SeedWeig
         });
     }
     cfg.validate()?;
-    if let Some(extra) = file.tensors.keys().find(|k| !SEED_NAMES.contains(&k.as_str())) {
+    if let Some(extra) = file
+        .tensors
+        .keys()
+        .find(|k| !SEED_NAMES.contains(&k.as_str()))
+    {
         return Err(Error::UnexpectedTensor {
             tensor: extra.clone(),
             why: format!("not a seed-format name (expected {})", SEED_NAMES.join(" ")),

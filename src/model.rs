@@ -164,7 +164,10 @@ impl Lstm {
             return Err(Error::Shape {
                 tensor: "state".into(),
                 expected: format!("[{}, {}]", state.batch, self.config.n_hidden),
-                got: format!("[{}, {}] (a state made for another model)", state.batch, state.n_hidden),
+                got: format!(
+                    "[{}, {}] (a state made for another model)",
+                    state.batch, state.n_hidden
+                ),
             });
         }
         Ok(())
@@ -208,7 +211,9 @@ impl Lstm {
         let chunks = self.threads.min(b).max(1);
         let per = b.div_ceil(chunks);
         // Output rows of each chunk: row (t, s) goes to the chunk owning s.
-        let mut chunk_out: Vec<Vec<&mut [f32]>> = (0..chunks).map(|_| Vec::with_capacity(steps * per)).collect();
+        let mut chunk_out: Vec<Vec<&mut [f32]>> = (0..chunks)
+            .map(|_| Vec::with_capacity(steps * per))
+            .collect();
         for (r, row) in out.chunks_mut(p).enumerate() {
             chunk_out[(r % b) / per].push(row);
         }
@@ -219,7 +224,10 @@ impl Lstm {
             .zip(state.gates.chunks_mut(per * 4 * h))
             .zip(chunk_out)
             .enumerate();
-        let run_chunk = |(k, (((c, m), g), mut outs)): (usize, (((&mut [f32], &mut [f32]), &mut [f32]), Vec<&mut [f32]>))| {
+        let run_chunk = |(k, (((c, m), g), mut outs)): (
+            usize,
+            (((&mut [f32], &mut [f32]), &mut [f32]), Vec<&mut [f32]>),
+        )| {
             let rows = c.len() / h;
             for t in 0..steps {
                 for r in 0..rows {

@@ -58,7 +58,10 @@ fn sigmoid(z: f64) -> f64 {
 
 /// `Σ_k a_k · W[k, j]` for a row-major `W` with `cols` columns.
 fn dot_col(a: &[f64], w: &[f32], cols: usize, j: usize) -> f64 {
-    a.iter().enumerate().map(|(k, &ak)| ak * w[k * cols + j] as f64).sum()
+    a.iter()
+        .enumerate()
+        .map(|(k, &ak)| ak * w[k * cols + j] as f64)
+        .sum()
 }
 
 /// Everything one sample's step computed, kept for the error bound.
@@ -73,12 +76,26 @@ struct RowTrace {
 }
 
 /// One sample through one step, straight from the equations.
-fn step_row(cfg: &LstmConfig, w: &SeedWeights, x: &[f64], c_prev: &[f64], m_prev: &[f64]) -> RowTrace {
+fn step_row(
+    cfg: &LstmConfig,
+    w: &SeedWeights,
+    x: &[f64],
+    c_prev: &[f64],
+    m_prev: &[f64],
+) -> RowTrace {
     let h = cfg.n_hidden;
-    let gate = |wx: &[f32], u: &[f32], b: &[f32], j: usize| dot_col(x, wx, h, j) + dot_col(m_prev, u, h, j) + b[j] as f64;
-    let i: Vec<f64> = (0..h).map(|j| sigmoid(gate(&w.w_i, &w.u_i, &w.b_i, j))).collect();
-    let f: Vec<f64> = (0..h).map(|j| sigmoid(gate(&w.w_f, &w.u_f, &w.b_f, j))).collect();
-    let g: Vec<f64> = (0..h).map(|j| gate(&w.w_c, &w.u_c, &w.b_c, j).tanh()).collect();
+    let gate = |wx: &[f32], u: &[f32], b: &[f32], j: usize| {
+        dot_col(x, wx, h, j) + dot_col(m_prev, u, h, j) + b[j] as f64
+    };
+    let i: Vec<f64> = (0..h)
+        .map(|j| sigmoid(gate(&w.w_i, &w.u_i, &w.b_i, j)))
+        .collect();
+    let f: Vec<f64> = (0..h)
+        .map(|j| sigmoid(gate(&w.w_f, &w.u_f, &w.b_f, j)))
+        .collect();
+    let g: Vec<f64> = (0..h)
+        .map(|j| gate(&w.w_c, &w.u_c, &w.b_c, j).tanh())
+        .collect();
     let c: Vec<f64> = (0..h).map(|j| f[j] * c_prev[j] + i[j] * g[j]).collect();
     let o: Vec<f64> = (0..h)
         .map(|j| {
@@ -88,10 +105,22 @@ fn step_row(cfg: &LstmConfig, w: &SeedWeights, x: &[f64], c_prev: &[f64], m_prev
         .collect();
     let m: Vec<f64> = (0..h).map(|j| o[j] * c[j].tanh()).collect();
     let head = match (&w.w_h, &w.b_h, cfg.head) {
-        (Some(wh), Some(bh), Some(p)) => Some((0..p).map(|j| (dot_col(&m, wh, p, j) + bh[j] as f64).tanh()).collect()),
+        (Some(wh), Some(bh), Some(p)) => Some(
+            (0..p)
+                .map(|j| (dot_col(&m, wh, p, j) + bh[j] as f64).tanh())
+                .collect(),
+        ),
         _ => None,
     };
-    RowTrace { i, f, g, o, c, m, h: head }
+    RowTrace {
+        i,
+        f,
+        g,
+        o,
+        c,
+        m,
+        h: head,
+    }
 }
 
 /// Runs a time-major sequence `xs` (`[T, batch, n_in]`, T inferred) through
@@ -150,15 +179,32 @@ pub struct Bounded {
 ///
 /// Errors then flow through `c` and `m` to the next step, so the bound grows
 /// with T exactly as much as the recurrence amplifies it.
-pub fn forward_with_bound(config: &LstmConfig, w: &SeedWeights, xs: &[f32], state: &mut RefState, model: ErrorModel) -> Bounded {
+pub fn forward_with_bound(
+    config: &LstmConfig,
+    w: &SeedWeights,
+    xs: &[f32],
+    state: &mut RefState,
+    model: ErrorModel,
+) -> Bounded {
     let (y, b) = forward_impl(config, w, xs, state, Some(model));
     let (y_err, c_err, m_err) = b.expect("bound requested");
-    Bounded { y, y_err, c_err, m_err }
+    Bounded {
+        y,
+        y_err,
+        c_err,
+        m_err,
+    }
 }
 
 type Bounds = (Vec<f64>, Vec<f64>, Vec<f64>);
 
-fn forward_impl(cfg: &LstmConfig, w: &SeedWeights, xs: &[f32], st: &mut RefState, model: Option<ErrorModel>) -> (Vec<f64>, Option<Bounds>) {
+fn forward_impl(
+    cfg: &LstmConfig,
+    w: &SeedWeights,
+    xs: &[f32],
+    st: &mut RefState,
+    model: Option<ErrorModel>,
+) -> (Vec<f64>, Option<Bounds>) {
     let (n, h, p, b) = (cfg.n_input, cfg.n_hidden, cfg.n_output(), st.batch);
     assert!(xs.len() % (b * n) == 0, "xs is not [T, {b}, {n}]");
     let steps = xs.len() / (b * n);
@@ -168,7 +214,10 @@ fn forward_impl(cfg: &LstmConfig, w: &SeedWeights, xs: &[f32], st: &mut RefState
     let mut m_err = vec![0.0; b * h];
     for t in 0..steps {
         for r in 0..b {
-            let x: Vec<f64> = xs[(t * b + r) * n..(t * b + r + 1) * n].iter().map(|&v| v as f64).collect();
+            let x: Vec<f64> = xs[(t * b + r) * n..(t * b + r + 1) * n]
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
             let (cs, ms) = (r * h..(r + 1) * h, r * h..(r + 1) * h);
             let tr = step_row(cfg, w, &x, &st.c[cs.clone()], &st.m[ms.clone()]);
             if let Some(model) = model {
@@ -182,7 +231,8 @@ fn forward_impl(cfg: &LstmConfig, w: &SeedWeights, xs: &[f32], st: &mut RefState
                 let (ec, em, eh) = propagate(cfg, w, &prev, &tr, model);
                 c_err[cs.clone()].copy_from_slice(&ec);
                 m_err[ms.clone()].copy_from_slice(&em);
-                y_err[(t * b + r) * p..(t * b + r + 1) * p].copy_from_slice(eh.as_ref().unwrap_or(&em));
+                y_err[(t * b + r) * p..(t * b + r + 1) * p]
+                    .copy_from_slice(eh.as_ref().unwrap_or(&em));
             }
             st.c[cs].copy_from_slice(&tr.c);
             st.m[ms].copy_from_slice(&tr.m);
@@ -226,13 +276,25 @@ fn dot_mag(a: &[f64], ea: Option<&[f64]>, wt: &[f32], cols: usize, j: usize) -> 
 
 /// One sample's error bounds for the step traced in `tr`; returns the bounds
 /// on the new `c`, the new `m` and (with a head) `h`.
-fn propagate(cfg: &LstmConfig, w: &SeedWeights, prev: &Prev, tr: &RowTrace, model: ErrorModel) -> (Vec<f64>, Vec<f64>, Option<Vec<f64>>) {
+fn propagate(
+    cfg: &LstmConfig,
+    w: &SeedWeights,
+    prev: &Prev,
+    tr: &RowTrace,
+    model: ErrorModel,
+) -> (Vec<f64>, Vec<f64>, Option<Vec<f64>>) {
     let (n, h) = (cfg.n_input, cfg.n_hidden);
     let act = model.activation;
     let u = 2f64.powi(-24);
     // Pre-activation error of gate (wx, u, b) at unit j, with `extra_terms`
     // more terms (the peephole) already counted in `extra_mag`/`extra_prop`.
-    let pre = |wx: &[f32], uu: &[f32], b: &[f32], j: usize, extra_terms: usize, extra_mag: f64, extra_prop: f64| {
+    let pre = |wx: &[f32],
+               uu: &[f32],
+               b: &[f32],
+               j: usize,
+               extra_terms: usize,
+               extra_mag: f64,
+               extra_prop: f64| {
         let (mx, _) = dot_mag(prev.x, None, wx, h, j);
         let (mm, pm) = dot_mag(prev.m, Some(prev.em), uu, h, j);
         let terms = n + h + 1 + extra_terms;
@@ -249,7 +311,8 @@ fn propagate(cfg: &LstmConfig, w: &SeedWeights, prev: &Prev, tr: &RowTrace, mode
         let ecp = prev.ec[j];
         let fc = (f + ef) * (cp + ecp);
         let ig = (i + ei) * (g + eg);
-        ec[j] = ef * cp + (f + ef) * ecp + ei * g + (i + ei) * eg + 2.0 * u * (fc + ig) + 2.0 * FLUSH;
+        ec[j] =
+            ef * cp + (f + ef) * ecp + ei * g + (i + ei) * eg + 2.0 * u * (fc + ig) + 2.0 * FLUSH;
     }
     for j in 0..h {
         let (peep_terms, peep_mag, peep_prop) = match &w.v_o {
@@ -272,7 +335,10 @@ fn propagate(cfg: &LstmConfig, w: &SeedWeights, prev: &Prev, tr: &RowTrace, mode
                     .map(|j| {
                         let (mag, prop) = dot_mag(&tr.m, Some(&em), wh, p, j);
                         let terms = h + 1;
-                        gamma(terms) * (mag + (bh[j] as f64).abs()) + prop + terms as f64 * FLUSH + act
+                        gamma(terms) * (mag + (bh[j] as f64).abs())
+                            + prop
+                            + terms as f64 * FLUSH
+                            + act
                     })
                     .collect(),
             )

@@ -76,12 +76,18 @@ impl LstmWeights {
     pub fn validate(&self, config: &LstmConfig) -> Result<()> {
         config.validate()?;
         let h = config.n_hidden;
-        check_len("gates", self.gates.len(), &[config.gate_rows(), config.gate_cols()])?;
+        check_len(
+            "gates",
+            self.gates.len(),
+            &[config.gate_rows(), config.gate_cols()],
+        )?;
         check_len("bias", self.bias.len(), &[config.gate_cols()])?;
         match (config.peephole, &self.v_o) {
             (Peephole::Matrix, Some(v)) => check_len("v_o", v.len(), &[h, h])?,
             (Peephole::Matrix, None) => return Err(missing("v_o")),
-            (Peephole::None, Some(_)) => return Err(unexpected("v_o", "the config has no peephole")),
+            (Peephole::None, Some(_)) => {
+                return Err(unexpected("v_o", "the config has no peephole"));
+            }
             (Peephole::None, None) => {}
         }
         match (config.head, &self.w_h, &self.b_h) {
@@ -107,11 +113,13 @@ impl LstmWeights {
         let per_gate = seed.gate_tensors();
         for (g, (wx, u, b)) in per_gate.iter().enumerate() {
             for r in 0..n {
-                w.gates[r * cols + g * h..r * cols + (g + 1) * h].copy_from_slice(&wx[r * h..(r + 1) * h]);
+                w.gates[r * cols + g * h..r * cols + (g + 1) * h]
+                    .copy_from_slice(&wx[r * h..(r + 1) * h]);
             }
             for r in 0..h {
                 let row = n + r;
-                w.gates[row * cols + g * h..row * cols + (g + 1) * h].copy_from_slice(&u[r * h..(r + 1) * h]);
+                w.gates[row * cols + g * h..row * cols + (g + 1) * h]
+                    .copy_from_slice(&u[r * h..(r + 1) * h]);
             }
             w.bias[g * h..(g + 1) * h].copy_from_slice(b);
         }
@@ -127,8 +135,12 @@ impl LstmWeights {
         let (n, h) = (config.n_input, config.n_hidden);
         let cols = config.gate_cols();
         let block = |g: usize, rows: std::ops::Range<usize>| -> Vec<f32> {
-            rows.flat_map(|r| self.gates[r * cols + g * h..r * cols + (g + 1) * h].iter().copied())
-                .collect()
+            rows.flat_map(|r| {
+                self.gates[r * cols + g * h..r * cols + (g + 1) * h]
+                    .iter()
+                    .copied()
+            })
+            .collect()
         };
         let bias = |g: usize| self.bias[g * h..(g + 1) * h].to_vec();
         Ok(SeedWeights {
@@ -177,7 +189,8 @@ pub struct SeedWeights {
 
 /// The seed's tensor names, in the order the seed lists them.
 pub const SEED_NAMES: [&str; 15] = [
-    "w_i", "u_i", "b_i", "w_f", "u_f", "b_f", "w_c", "u_c", "b_c", "w_o", "u_o", "v_o", "b_o", "w_h", "b_h",
+    "w_i", "u_i", "b_i", "w_f", "u_f", "b_f", "w_c", "u_c", "b_c", "w_o", "u_o", "v_o", "b_o",
+    "w_h", "b_h",
 ];
 
 impl SeedWeights {
@@ -204,7 +217,9 @@ impl SeedWeights {
         match (config.peephole, &self.v_o) {
             (Peephole::Matrix, Some(v)) => check_len("v_o", v.len(), &[h, h])?,
             (Peephole::Matrix, None) => return Err(missing("v_o")),
-            (Peephole::None, Some(_)) => return Err(unexpected("v_o", "the config has no peephole")),
+            (Peephole::None, Some(_)) => {
+                return Err(unexpected("v_o", "the config has no peephole"));
+            }
             (Peephole::None, None) => {}
         }
         match (config.head, &self.w_h, &self.b_h) {
@@ -242,7 +257,9 @@ mod tests {
 
     #[test]
     fn seed_round_trip() {
-        let cfg = LstmConfig::new(7, 5).with_head(3).with_peephole(Peephole::Matrix);
+        let cfg = LstmConfig::new(7, 5)
+            .with_head(3)
+            .with_peephole(Peephole::Matrix);
         let w = LstmWeights::random(&cfg, 1);
         let s = w.to_seed(&cfg).unwrap();
         // u_f[2][3] is the recurrent row n_in+2, column H+3 of the concatenation.

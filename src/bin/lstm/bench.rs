@@ -1,0 +1,157 @@
+//! `lstm bench`: forward throughput at one shape, as a table row or JSON.
+
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use lstm_kernels::error::{Error, Result};
+use lstm_kernels::rng::SplitMix64;
+use lstm_kernels::{Lstm, LstmConfig, LstmWeights, Peephole};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Batch size B.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Input features n_in.
+    #[arg(long, default_value_t = 256)]
+    input: usize,
+    /// Hidden units H.
+    #[arg(long, default_value_t = 256)]
+    hidden: usize,
+    /// Output head size P (default: no head).
+    #[arg(long)]
+    head: Option<usize>,
+    /// Output-gate peephole: none or matrix.
+    #[arg(long, default_value = "none")]
+    peephole: Peephole,
+    /// Timesteps per forward call T.
+    #[arg(long, default_value_t = 32)]
+    steps: usize,
+    /// Threads (0 = one per core).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Seconds to spend measuring (after one warm-up call).
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Timing of repeated forward calls.
+pub struct Measurement {
+    /// Median seconds per forward call.
+    pub median_s: f64,
+    /// Number of timed calls.
+    pub repeats: usize,
+}
+
+impl Measurement {
+    pub fn sample_steps_per_s(&self, batch: usize, steps: usize) -> f64 {
+        (batch * steps) as f64 / self.median_s
+    }
+}
+
+/// Times `call` repeatedly for about `seconds` (at least 3 calls, after one
+/// untimed warm-up) and returns the median.
+pub fn measure(seconds: f64, mut call: impl FnMut()) -> Measurement {
+    call();
+    let budget = Duration::from_secs_f64(seconds.max(0.0));
+    let start = Instant::now();
+    let mut times = Vec::new();
+    while times.len() < 3 || (start.elapsed() < budget && times.len() < 100_000) {
+        let t = Instant::now();
+        call();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Measurement {
+        median_s: times[times.len() / 2],
+        repeats: times.len(),
+    }
+}
+
+/// A model with seeded random weights and random inputs `[T, B, n_in]`.
+pub fn setup(
+    cfg: LstmConfig,
+    batch: usize,
+    steps: usize,
+    threads: usize,
+) -> Result<(Lstm, Vec<f32>)> {
+    let model = Lstm::new(cfg, LstmWeights::random(&cfg, 7))?.with_threads(threads)?;
+    model.new_state(batch)?; // validates the batch size
+    let n = steps
+        .checked_mul(batch)
+        .and_then(|v| v.checked_mul(cfg.n_input))
+        .ok_or_else(|| Error::Invalid("steps × batch × input is too large".into()))?;
+    let xs = SplitMix64::new(11).vec_uniform(n, -1.0, 1.0);
+    Ok((model, xs))
+}
+
+pub fn bench(a: &BenchArgs) -> Result<()> {
+    if a.steps == 0 {
+        return Err(Error::Invalid("--steps must be at least 1".into()));
+    }
+    if !(a.seconds.is_finite() && a.seconds >= 0.0) {
+        return Err(Error::Invalid(format!(
+            "--seconds must be a nonnegative number, got {}",
+            a.seconds
+        )));
+    }
+    let mut cfg = LstmConfig::new(a.input, a.hidden).with_peephole(a.peephole);
+    if let Some(p) = a.head {
+        cfg = cfg.with_head(p);
+    }
+    let (model, xs) = setup(cfg, a.batch, a.steps, a.threads)?;
+    let mut state = model.new_state(a.batch)?;
+    let mut ys = vec![0.0f32; a.steps * a.batch * cfg.n_output()];
+    let mut failure = None;
+    let m = measure(a.seconds, || {
+        if let Err(e) = model.forward(&mut state, &xs, &mut ys) {
+            failure = Some(e);
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let sps = m.sample_steps_per_s(a.batch, a.steps);
+    let gflops = sps * cfg.flops_per_sample_step() / 1e9;
+    let ns_per_step = m.median_s / a.steps as f64 * 1e9;
+    if a.json {
+        let v = serde_json::json!({
+            "isa": model.isa_name(),
+            "kernel": model.kernel_name(),
+            "batch": a.batch,
+            "input": a.input,
+            "hidden": a.hidden,
+            "head": a.head,
+            "peephole": a.peephole.name(),
+            "steps": a.steps,
+            "threads": model.threads(),
+            "sample_steps_per_s": sps,
+            "gflops": gflops,
+            "ns_per_step": ns_per_step,
+            "median_s": m.median_s,
+            "repeats": m.repeats,
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "isa {} kernel {} | B={} n_in={} H={} head={} peephole={} T={} threads={}",
+            model.isa_name(),
+            model.kernel_name(),
+            a.batch,
+            a.input,
+            a.hidden,
+            a.head.map_or("none".to_string(), |p| p.to_string()),
+            a.peephole.name(),
+            a.steps,
+            model.threads()
+        );
+        println!(
+            "{:.0} sample-steps/s  {:.2} GFLOP/s  {:.0} ns/step  (median of {} calls)",
+            sps, gflops, ns_per_step, m.repeats
+        );
+    }
+    Ok(())
+}

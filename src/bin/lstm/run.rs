@@ -1,0 +1,113 @@
+//! `lstm run`: weights, inputs and state from files, outputs to files.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use lstm_kernels::error::{Error, Result, shape_str};
+use lstm_kernels::io::{self, Staged};
+use lstm_kernels::{Lstm, LstmWeights};
+
+/// Weight file layouts `lstm run` reads.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Format {
+    /// The seed exercise's names: w_i u_i b_i w_f u_f b_f w_c u_c b_c w_o u_o v_o b_o w_h b_h.
+    Seed,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Weights file (.npz or .safetensors).
+    #[arg(long)]
+    weights: PathBuf,
+    /// Layout and names of the weights.
+    #[arg(long, value_enum, default_value = "seed")]
+    format: Format,
+    /// Input .npy: float32 [T, B, n_in], or [B, n_in] for a single step.
+    #[arg(long)]
+    input: PathBuf,
+    /// Output .npy: float32 [T, B, n_out] (or [B, n_out] for a 2-D input).
+    #[arg(long)]
+    output: PathBuf,
+    /// Initial state .npz holding `c` and `m`, each [B, H] (default: zeros).
+    #[arg(long)]
+    state_in: Option<PathBuf>,
+    /// Where to write the final state (.npz with `c` and `m`).
+    #[arg(long)]
+    state_out: Option<PathBuf>,
+    /// Threads to spread the batch over (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+pub fn run(args: &RunArgs) -> Result<()> {
+    let (cfg, seed) = match args.format {
+        Format::Seed => io::load_seed_weights(&args.weights)?,
+    };
+    let model = Lstm::new(cfg, LstmWeights::from_seed(&cfg, &seed)?)?.with_threads(args.threads)?;
+    let x = io::read_npy(&args.input)?;
+    let (n, h, p) = (cfg.n_input, cfg.n_hidden, cfg.n_output());
+    let (steps, batch, single) = match x.shape.as_slice() {
+        [t, b, k] if *k == n => (*t, *b, false),
+        [b, k] if *k == n => (1, *b, true),
+        other => {
+            return Err(Error::Shape {
+                tensor: format!("input {}", args.input.display()),
+                expected: format!("[T, B, {n}] or [B, {n}] (the weights have n_in = {n})"),
+                got: shape_str(other),
+            });
+        }
+    };
+    if batch == 0 {
+        return Err(Error::Invalid(format!(
+            "input {} has batch size 0",
+            args.input.display()
+        )));
+    }
+    let mut state = match &args.state_in {
+        Some(path) => {
+            let f = io::read_tensors(path)?;
+            let (c, m) = (f.get("c")?, f.get("m")?);
+            for (name, t) in [("c", c), ("m", m)] {
+                if t.shape != [batch, h] {
+                    return Err(Error::Shape {
+                        tensor: format!("{name} in {}", path.display()),
+                        expected: shape_str(&[batch, h]),
+                        got: shape_str(&t.shape),
+                    });
+                }
+            }
+            model.state_from(batch, &c.data, &m.data)?
+        }
+        None => model.new_state(batch)?,
+    };
+    let mut y = vec![0.0f32; steps * batch * p];
+    model.forward(&mut state, &x.data, &mut y)?;
+    let y_shape: Vec<usize> = if single {
+        vec![batch, p]
+    } else {
+        vec![steps, batch, p]
+    };
+    // Stage every output before renaming any into place.
+    let y_bytes = io::npy_file_bytes(&y_shape, &y)?;
+    let staged_y = Staged::write(&args.output, |w| write_all(w, &y_bytes, &args.output))?;
+    let staged_state = match &args.state_out {
+        Some(path) => {
+            let hs = [batch, h];
+            let bytes = io::npz_file_bytes(&[("c", &hs, state.c()), ("m", &hs, state.m())])?;
+            Some(Staged::write(path, |w| write_all(w, &bytes, path))?)
+        }
+        None => None,
+    };
+    staged_y.commit()?;
+    if let Some(s) = staged_state {
+        s.commit()?;
+    }
+    Ok(())
+}
+
+fn write_all(w: &mut dyn std::io::Write, bytes: &[u8], path: &std::path::Path) -> Result<()> {
+    w.write_all(bytes).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
