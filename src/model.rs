@@ -76,6 +76,12 @@ impl LstmState {
     }
 }
 
+/// One chunk's rows of `c`, `m`, gate scratch, and its output rows.
+type ChunkWork<'a> = (
+    ((&'a mut [f32], &'a mut [f32]), &'a mut [f32]),
+    Vec<&'a mut [f32]>,
+);
+
 impl Lstm {
     /// Validates `weights` against `config` and builds the model
     /// (single-threaded; see [`Lstm::with_threads`]).
@@ -190,7 +196,7 @@ impl Lstm {
         self.check_state(state)?;
         let (b, n, p) = (state.batch, self.config.n_input, self.config.n_output());
         let row = b * n;
-        if xs.len() % row != 0 {
+        if !xs.len().is_multiple_of(row) {
             return Err(Error::Shape {
                 tensor: "xs".into(),
                 expected: format!("[T, {b}, {n}] (a multiple of {row} elements)"),
@@ -224,10 +230,7 @@ impl Lstm {
             .zip(state.gates.chunks_mut(per * 4 * h))
             .zip(chunk_out)
             .enumerate();
-        let run_chunk = |(k, (((c, m), g), mut outs)): (
-            usize,
-            (((&mut [f32], &mut [f32]), &mut [f32]), Vec<&mut [f32]>),
-        )| {
+        let run_chunk = |(k, (((c, m), g), mut outs)): (usize, ChunkWork)| {
             let rows = c.len() / h;
             for t in 0..steps {
                 for r in 0..rows {

@@ -17,6 +17,9 @@
 //! `f32` implementation may be from these exact values (see [`ErrorModel`]);
 //! tests use it as their tolerance.
 
+// Index loops over hidden units mirror the equations (`x_j` for unit j).
+#![allow(clippy::needless_range_loop)]
+
 use crate::config::LstmConfig;
 use crate::weights::SeedWeights;
 
@@ -206,7 +209,7 @@ fn forward_impl(
     model: Option<ErrorModel>,
 ) -> (Vec<f64>, Option<Bounds>) {
     let (n, h, p, b) = (cfg.n_input, cfg.n_hidden, cfg.n_output(), st.batch);
-    assert!(xs.len() % (b * n) == 0, "xs is not [T, {b}, {n}]");
+    assert!(xs.len().is_multiple_of(b * n), "xs is not [T, {b}, {n}]");
     let steps = xs.len() / (b * n);
     let mut y = vec![0.0; steps * b * p];
     let mut y_err = vec![0.0; steps * b * p];

@@ -97,8 +97,8 @@ pub fn within(what: &str, got: &[f32], want: &[f64], bound: &[f64]) -> Result<()
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (k, ((&g, &w), &e)) in got.iter().zip(want).zip(bound).enumerate() {
         let err = (g as f64 - w).abs();
-        // `!(err <= e)` also catches NaN.
-        if !(err <= e) {
+        // A NaN result is a failure too.
+        if err.is_nan() || err > e {
             return Err(format!(
                 "{what}[{k}]: got {g}, want {w}, |err| {err:.3e} > bound {e:.3e}"
             ));

@@ -1,0 +1,454 @@
+//! Every error path of the public API and the file loaders: the right
+//! `Error` variant, a message naming the culprit, and never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use lstm_kernels::{Error, Lstm, LstmConfig, LstmWeights, Peephole, io};
+use proptest::prelude::*;
+
+fn golden(case: &str, file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(case)
+        .join(file)
+}
+
+fn seed_cfg() -> LstmConfig {
+    LstmConfig::new(7, 5)
+        .with_head(3)
+        .with_peephole(Peephole::Matrix)
+}
+
+#[test]
+fn bad_configs() {
+    let cases = [
+        (LstmConfig::new(0, 5), "n_input"),
+        (LstmConfig::new(7, 0), "n_hidden"),
+        (LstmConfig::new(7, 5).with_head(0), "head"),
+        (LstmConfig::new(7, 5).with_head(6), "larger than n_hidden"),
+        (LstmConfig::new(7, usize::MAX / 2), "too large"),
+        (LstmConfig::new(usize::MAX, 3), "too large"),
+        (LstmConfig::new(3, 1 << 40), "too large"),
+    ];
+    for (cfg, needle) in cases {
+        let e = cfg.validate().unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "{cfg:?}: {e:?}");
+        assert!(
+            e.to_string().contains(needle),
+            "{cfg:?}: `{e}` lacks `{needle}`"
+        );
+        // Model construction validates too.
+        assert!(Lstm::new(cfg, LstmWeights::zeros(&LstmConfig::new(1, 1))).is_err());
+    }
+}
+
+#[test]
+fn weights_that_do_not_fit_the_config() {
+    let cfg = seed_cfg();
+    let mut w = LstmWeights::random(&cfg, 1);
+    w.gates.pop();
+    let e = Lstm::new(cfg, w).unwrap_err().to_string();
+    assert!(e.contains("gates") && e.contains("[12, 20]"), "{e}");
+
+    let mut w = LstmWeights::random(&cfg, 1);
+    w.v_o = None;
+    assert!(
+        matches!(Lstm::new(cfg, w), Err(Error::MissingTensor { tensor, .. }) if tensor == "v_o")
+    );
+
+    let w = LstmWeights::random(&cfg, 1);
+    assert!(matches!(
+        Lstm::new(LstmConfig::new(7, 5), w),
+        Err(Error::UnexpectedTensor { .. })
+    ));
+}
+
+#[test]
+fn wrong_shapes_at_run_time() {
+    let cfg = seed_cfg();
+    let model = Lstm::new(cfg, LstmWeights::random(&cfg, 1)).unwrap();
+    let mut st = model.new_state(4).unwrap();
+    let mut out = vec![0.0; 4 * 3];
+    let e = model
+        .step(&mut st, &[0.0; 27], &mut out)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`x`") && e.contains("[4, 7]"), "{e}");
+    let e = model
+        .step(&mut st, &[0.0; 28], &mut [0.0; 11])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("output") && e.contains("[4, 3]"), "{e}");
+    let e = model
+        .forward(&mut st, &[0.0; 29], &mut out)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("xs") && e.contains("multiple of 28"), "{e}");
+    let e = model
+        .forward(&mut st, &[0.0; 56], &mut out)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("output") && e.contains("[2, 4, 3]"), "{e}");
+    // T = 0 is a valid empty sequence.
+    model.forward(&mut st, &[], &mut []).unwrap();
+
+    assert!(model.new_state(0).is_err());
+    assert!(model.new_state(usize::MAX / 4).is_err());
+    let e = model
+        .state_from(4, &[0.0; 20], &[0.0; 19])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("state m") && e.contains("[4, 5]"), "{e}");
+
+    // A state made for another model.
+    let other = Lstm::new(
+        LstmConfig::new(7, 6),
+        LstmWeights::random(&LstmConfig::new(7, 6), 1),
+    )
+    .unwrap();
+    let mut foreign = other.new_state(4).unwrap();
+    let e = model
+        .step(&mut foreign, &[0.0; 28], &mut out)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("another model"), "{e}");
+}
+
+#[test]
+fn missing_and_unknown_tensors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = io::read_npz(golden("seed", "weights.npz")).unwrap();
+    for drop in ["w_i", "u_f", "b_c", "u_o", "b_o"] {
+        let arrays: Vec<(&str, &[usize], &[f32])> = full
+            .tensors
+            .iter()
+            .filter(|(k, _)| k.as_str() != drop)
+            .map(|(k, t)| (k.as_str(), t.shape.as_slice(), t.data.as_slice()))
+            .collect();
+        for ext in ["npz", "safetensors"] {
+            let p = tmp.path().join(format!("w.{ext}"));
+            io::write_tensors(&p, &arrays).unwrap();
+            match io::load_seed_weights(&p) {
+                Err(Error::MissingTensor {
+                    tensor,
+                    source_name,
+                }) => {
+                    assert_eq!(tensor, drop);
+                    assert!(source_name.contains("w."), "{source_name}");
+                }
+                other => panic!("dropping {drop}: {other:?}"),
+            }
+        }
+    }
+    // b_h without w_h, a misshapen tensor, an unknown name.
+    let mut arrays: Vec<(&str, &[usize], &[f32])> = full
+        .tensors
+        .iter()
+        .filter(|(k, _)| k.as_str() != "w_h")
+        .map(|(k, t)| (k.as_str(), t.shape.as_slice(), t.data.as_slice()))
+        .collect();
+    let p = tmp.path().join("w.npz");
+    io::write_npz(&p, &arrays).unwrap();
+    assert!(
+        io::load_seed_weights(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("w_h")
+    );
+    let bad = vec![0.0f32; 6];
+    arrays.retain(|(k, _, _)| *k != "b_h");
+    arrays.retain(|(k, _, _)| *k != "u_i");
+    arrays.push(("u_i", &[2, 3], &bad));
+    io::write_npz(&p, &arrays).unwrap();
+    let e = io::load_seed_weights(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("u_i") && e.contains("[2, 3]") && e.contains("[5, 5]"),
+        "{e}"
+    );
+    arrays.retain(|(k, _, _)| *k != "u_i");
+    let ui = &full.tensors["u_i"];
+    arrays.push(("u_i", &ui.shape, &ui.data));
+    arrays.push(("w_x", &[1], &bad[..1]));
+    io::write_npz(&p, &arrays).unwrap();
+    assert!(
+        matches!(io::load_seed_weights(&p), Err(Error::UnexpectedTensor { tensor, .. }) if tensor == "w_x")
+    );
+}
+
+/// A hand-made `.npy` with an arbitrary dtype string.
+fn npy_with_dtype(descr: &str, n: usize, elem: usize) -> Vec<u8> {
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({n},), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut v = b"\x93NUMPY\x01\x00".to_vec();
+    v.extend((header.len() as u16).to_le_bytes());
+    v.extend(header.as_bytes());
+    v.extend(std::iter::repeat_n(0u8, n * elem));
+    v
+}
+
+#[test]
+fn wrong_dtypes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("x.npy");
+    std::fs::write(&p, npy_with_dtype("<i4", 3, 4)).unwrap();
+    match io::read_npy(&p) {
+        Err(Error::Dtype { dtype, .. }) => assert!(dtype.contains("i4"), "{dtype}"),
+        other => panic!("{other:?}"),
+    }
+    // float64 is accepted and converted.
+    std::fs::write(&p, npy_with_dtype("<f8", 3, 8)).unwrap();
+    assert_eq!(io::read_npy(&p).unwrap().data, vec![0.0; 3]);
+
+    let data = [0u8; 12];
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![3], &data).unwrap();
+    let bytes = safetensors::serialize([("w_i", view)], None).unwrap();
+    let p = tmp.path().join("w.safetensors");
+    std::fs::write(&p, bytes).unwrap();
+    assert!(
+        matches!(io::load_seed_weights(&p), Err(Error::Dtype { tensor, .. }) if tensor == "w_i")
+    );
+}
+
+fn load_any(path: &Path) -> Result<(), Error> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("npy") => io::read_npy(path).map(drop),
+        _ => io::load_seed_weights(path).map(drop),
+    }
+}
+
+#[test]
+fn every_truncation_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (case, file) in [
+        ("seed", "weights.npz"),
+        ("seed", "weights.safetensors"),
+        ("single_step", "weights.npz"),
+        ("seed", "x.npy"),
+    ] {
+        let bytes = std::fs::read(golden(case, file)).unwrap();
+        let p = tmp.path().join(file);
+        for len in 0..bytes.len() {
+            std::fs::write(&p, &bytes[..len]).unwrap();
+            assert!(
+                load_any(&p).is_err(),
+                "{case}/{file} truncated to {len} bytes loaded"
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Random byte corruption: an error or a successful load, never a panic.
+    #[test]
+    fn corrupt_files_never_panic(
+        which in 0usize..3,
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+    ) {
+        let (case, file) = [("seed", "weights.npz"), ("seed", "weights.safetensors"), ("seed", "x.npy")][which];
+        let mut bytes = std::fs::read(golden(case, file)).unwrap();
+        for (i, b) in edits {
+            let k = i.index(bytes.len());
+            bytes[k] = b;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join(file);
+        std::fs::write(&p, &bytes).unwrap();
+        let _ = load_any(&p);
+    }
+}
+
+#[test]
+fn nonexistent_file_names_the_path() {
+    let e = io::load_seed_weights("/nonexistent/w.npz")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/nonexistent/w.npz"), "{e}");
+}
+
+// ---- the CLI: one-line error, nonzero exit, no partial output ----
+
+fn lstm(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lstm"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cli_errors_are_one_line_and_leave_no_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let y = tmp.path().join("y.npy");
+    let s = tmp.path().join("s.npz");
+    let w = golden("seed", "weights.npz").display().to_string();
+    let x = golden("seed", "x.npy").display().to_string();
+    let x_other = golden("plain", "x.npy").display().to_string();
+    let st_other = golden("single_step", "state_in.npz").display().to_string();
+    let (ys, ss) = (y.display().to_string(), s.display().to_string());
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "run",
+                "--weights",
+                "/nope.npz",
+                "--input",
+                &x,
+                "--output",
+                &ys,
+            ],
+            "/nope.npz",
+        ),
+        (
+            vec!["run", "--weights", &w, "--input", &x_other, "--output", &ys],
+            "n_in = 7",
+        ),
+        (
+            vec![
+                "run",
+                "--weights",
+                &w,
+                "--input",
+                &x,
+                "--output",
+                &ys,
+                "--state-in",
+                &st_other,
+            ],
+            "[10, 5]",
+        ),
+        (
+            vec![
+                "run",
+                "--weights",
+                &w,
+                "--input",
+                &x,
+                "--output",
+                &ys,
+                "--state-in",
+                &x,
+            ],
+            "not a valid",
+        ),
+        (
+            vec!["run", "--weights", &x, "--input", &x, "--output", &ys],
+            "not a valid",
+        ),
+        (
+            vec![
+                "run",
+                "--weights",
+                &w,
+                "--input",
+                &x,
+                "--output",
+                &ys,
+                "--state-out",
+                "/nonexistent-dir/s.npz",
+            ],
+            "nonexistent-dir",
+        ),
+        (
+            vec![
+                "run",
+                "--weights",
+                &w,
+                "--input",
+                &x,
+                "--output",
+                "/nonexistent-dir/y.npy",
+                "--state-out",
+                &ss,
+            ],
+            "nonexistent-dir",
+        ),
+        (vec!["bench", "--batch", "0", "--seconds", "0"], "batch"),
+        (
+            vec!["bench", "--hidden", "4", "--head", "5", "--seconds", "0"],
+            "head",
+        ),
+        (vec!["bench", "--steps", "0"], "steps"),
+    ];
+    for (args, needle) in cases {
+        let (ok, err) = lstm(&args);
+        assert!(!ok, "{args:?} succeeded");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: not one line: {err}"
+        );
+        assert!(err.contains(needle), "{args:?}: `{err}` lacks `{needle}`");
+        assert!(!y.exists() && !s.exists(), "{args:?} left an output file");
+        let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+        assert!(leftovers.is_empty(), "{args:?} left {leftovers:?}");
+    }
+}
+
+#[test]
+fn cli_bench_json_has_the_fields() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lstm"))
+        .args([
+            "bench",
+            "--batch",
+            "3",
+            "--input",
+            "5",
+            "--hidden",
+            "7",
+            "--head",
+            "2",
+            "--peephole",
+            "matrix",
+            "--steps",
+            "4",
+            "--seconds",
+            "0.05",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.trim().lines().count(), 1, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for key in [
+        "isa",
+        "kernel",
+        "batch",
+        "input",
+        "hidden",
+        "head",
+        "peephole",
+        "steps",
+        "threads",
+        "sample_steps_per_s",
+        "gflops",
+        "ns_per_step",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key} in {text}");
+    }
+    assert_eq!(v["batch"], 3);
+    assert_eq!(v["head"], 2);
+    assert_eq!(v["peephole"], "matrix");
+    let sps = v["sample_steps_per_s"].as_f64().unwrap();
+    let gf = v["gflops"].as_f64().unwrap();
+    // FLOPs per sample-step: 2·(5+7)·28 + 2·7·7 + 2·7·2 = 798.
+    assert!(
+        (gf / sps * 1e9 - 798.0).abs() < 1e-6 * 798.0,
+        "gflops {gf} vs sps {sps}"
+    );
+}
