@@ -20,18 +20,23 @@
 //! `.npz`, `.safetensors` and `.npy` files.
 #![warn(missing_docs)]
 
+mod activation;
 pub mod config;
 pub mod error;
 pub mod io;
+mod kernel;
 pub mod model;
-mod plain;
+mod pack;
 pub mod reference;
 pub mod rng;
+pub mod simd;
 pub mod weights;
 
 pub use config::{LstmConfig, Peephole};
 pub use error::{Error, Result};
+pub use kernel::kernel_runs;
 pub use model::{Lstm, LstmState};
+pub use simd::Isa;
 pub use weights::{GATE_ORDER, LstmWeights, SEED_NAMES, SeedWeights};
 
 /// The largest absolute error of the crate's `σ` and `tanh` on any `f32`

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use crate::config::LstmConfig;
 use crate::error::{Error, Result, check_len};
-use crate::plain;
+use crate::kernel::{self, Packed, StateBufs};
+use crate::pack::AlignedBuf;
+use crate::simd::Isa;
 use crate::weights::LstmWeights;
 
 /// An LSTM cell ready to run: validated config and weights, and how many
@@ -28,6 +30,7 @@ use crate::weights::LstmWeights;
 pub struct Lstm {
     config: LstmConfig,
     weights: LstmWeights,
+    packed: Packed,
     threads: usize,
     pool: Option<Arc<rayon::ThreadPool>>,
 }
@@ -40,8 +43,9 @@ pub struct LstmState {
     n_hidden: usize,
     c: Vec<f32>,
     m: Vec<f32>,
-    /// `[batch, 4H]` gate pre-activations.
-    gates: Vec<f32>,
+    /// Kernel scratch (hoisted input GEMM, peephole pre-activations, the
+    /// second `m` buffer); grows on first use, then is reused.
+    scratch: AlignedBuf,
 }
 
 impl LstmState {
@@ -76,23 +80,38 @@ impl LstmState {
     }
 }
 
-/// One chunk's rows of `c`, `m`, gate scratch, and its output rows.
-type ChunkWork<'a> = (
-    ((&'a mut [f32], &'a mut [f32]), &'a mut [f32]),
-    Vec<&'a mut [f32]>,
-);
-
 impl Lstm {
-    /// Validates `weights` against `config` and builds the model
-    /// (single-threaded; see [`Lstm::with_threads`]).
+    /// Validates `weights` against `config`, picks the instruction set
+    /// (the best this CPU has, or the one forced by `LSTM_KERNELS_ISA`) and
+    /// packs the weights for it. Single-threaded; see [`Lstm::with_threads`].
     pub fn new(config: LstmConfig, weights: LstmWeights) -> Result<Self> {
         weights.validate(&config)?;
+        let isa = Isa::from_env().map_err(Error::Unsupported)?.unwrap_or_else(Isa::detect);
+        let packed = Packed::new(&config, &weights, isa);
         Ok(Lstm {
             config,
             weights,
+            packed,
             threads: 1,
             pool: None,
         })
+    }
+
+    /// Re-packs the model for `isa`; an error if this CPU lacks it.
+    pub fn with_isa(mut self, isa: Isa) -> Result<Self> {
+        kernel::check_isa(isa)?;
+        self.packed = Packed::new(&self.config, &self.weights, isa);
+        Ok(self)
+    }
+
+    /// The instruction set the kernels run with.
+    pub fn isa(&self) -> Isa {
+        self.packed.isa
+    }
+
+    /// Bytes of packed weights.
+    pub fn packed_bytes(&self) -> usize {
+        self.packed.bytes()
     }
 
     /// Spreads the batch over `threads` threads (its own pool); `0` means one
@@ -131,14 +150,15 @@ impl Lstm {
         self.threads
     }
 
-    /// Name of the kernel that runs the cell.
+    /// Name of the kernel that runs the cell (`generic`: packed panels,
+    /// any shape).
     pub fn kernel_name(&self) -> &'static str {
-        "plain"
+        "generic"
     }
 
     /// Name of the instruction set the kernel uses.
     pub fn isa_name(&self) -> &'static str {
-        "scalar"
+        self.packed.isa.name()
     }
 
     /// A zero state for `batch` samples.
@@ -150,7 +170,7 @@ impl Lstm {
             n_hidden: h,
             c: vec![0.0; batch * h],
             m: vec![0.0; batch * h],
-            gates: vec![0.0; batch * 4 * h],
+            scratch: AlignedBuf::zeros(0),
         })
     }
 
@@ -209,51 +229,13 @@ impl Lstm {
         Ok(())
     }
 
-    /// Runs `steps` steps, splitting the batch into contiguous chunks of
-    /// samples that each run the whole sequence on their own thread.
+    /// Runs `steps` steps through the kernels (lengths already checked).
     fn run(&self, state: &mut LstmState, xs: &[f32], out: &mut [f32], steps: usize) {
-        let cfg = &self.config;
-        let (b, n, h, p) = (state.batch, cfg.n_input, cfg.n_hidden, cfg.n_output());
-        let chunks = self.threads.min(b).max(1);
-        let per = b.div_ceil(chunks);
-        // Output rows of each chunk: row (t, s) goes to the chunk owning s.
-        let mut chunk_out: Vec<Vec<&mut [f32]>> = (0..chunks)
-            .map(|_| Vec::with_capacity(steps * per))
-            .collect();
-        for (r, row) in out.chunks_mut(p).enumerate() {
-            chunk_out[(r % b) / per].push(row);
-        }
-        let work = state
-            .c
-            .chunks_mut(per * h)
-            .zip(state.m.chunks_mut(per * h))
-            .zip(state.gates.chunks_mut(per * 4 * h))
-            .zip(chunk_out)
-            .enumerate();
-        let run_chunk = |(k, (((c, m), g), mut outs)): (usize, ChunkWork)| {
-            let rows = c.len() / h;
-            for t in 0..steps {
-                for r in 0..rows {
-                    let s = k * per + r;
-                    let x = &xs[(t * b + s) * n..(t * b + s + 1) * n];
-                    plain::step_row(
-                        cfg,
-                        &self.weights,
-                        x,
-                        &mut c[r * h..(r + 1) * h],
-                        &mut m[r * h..(r + 1) * h],
-                        &mut g[r * 4 * h..(r + 1) * 4 * h],
-                        outs[t * rows + r],
-                    );
-                }
-            }
+        let bufs = StateBufs {
+            c: &mut state.c,
+            m: &mut state.m,
+            scratch: &mut state.scratch,
         };
-        match &self.pool {
-            Some(pool) if chunks > 1 => pool.install(|| {
-                use rayon::prelude::*;
-                work.collect::<Vec<_>>().into_par_iter().for_each(run_chunk);
-            }),
-            _ => work.for_each(run_chunk),
-        }
+        kernel::forward(&self.packed, self.pool.as_deref(), self.threads, bufs, xs, out, state.batch, steps);
     }
 }

@@ -1,0 +1,243 @@
+//! One batch chunk through a whole sequence: the hoisted input GEMM, then
+//! per step the recurrent gate GEMM with the fused cell epilogue, the matrix
+//! peephole GEMM and the head GEMM. Generic over the ISA; instantiated by the
+//! `#[target_feature]` wrappers in `kernel/mod.rs`. Everything here is
+//! `#[inline(always)]` so that it is compiled with the wrapper's features.
+
+use super::gemm::{Acc, tile};
+use super::{KernelIsa, Packed};
+use crate::activation::{sigmoid, tanh};
+use crate::simd::Simd;
+
+/// Raw views of one chunk's data for one `forward` call. Built only by
+/// `kernel::ChunkJob::new`, which checks every length.
+pub(crate) struct Job<'a> {
+    pub(crate) packed: &'a Packed,
+    /// Samples in this chunk.
+    pub(crate) rows: usize,
+    /// Samples in the whole batch (row stride of `xs`/`out` per step).
+    pub(crate) batch: usize,
+    /// First sample of the chunk.
+    pub(crate) row0: usize,
+    pub(crate) steps: usize,
+    /// Steps per hoisted input GEMM.
+    pub(crate) tb: usize,
+    /// `[T, batch, n_in]`.
+    pub(crate) xs: *const f32,
+    /// `[T, batch, n_out]`.
+    pub(crate) out: *mut f32,
+    /// `[rows, H]` each.
+    pub(crate) c: *mut f32,
+    pub(crate) m: *mut f32,
+    pub(crate) m_alt: *mut f32,
+    /// `[rows, hw]` (matrix peephole only).
+    pub(crate) o_pre: *mut f32,
+    /// `[tb, rows, 4·hp]`.
+    pub(crate) xw: *mut f32,
+}
+
+/// Calls `$f::<$S, MR>(args..)` for the run-time row count `$nr ≤ 6`.
+macro_rules! with_mr {
+    ($nr:expr, $f:ident::<$S:ty>($($arg:expr),*)) => {
+        match $nr {
+            1 => $f::<$S, 1>($($arg),*),
+            2 => $f::<$S, 2>($($arg),*),
+            3 => $f::<$S, 3>($($arg),*),
+            4 => $f::<$S, 4>($($arg),*),
+            5 => $f::<$S, 5>($($arg),*),
+            _ => $f::<$S, 6>($($arg),*),
+        }
+    };
+}
+
+/// Loads `n ≤ LANES` floats (the rest zero).
+#[inline(always)]
+unsafe fn load_n<S: Simd>(p: *const f32, n: usize) -> S::V {
+    // SAFETY: the caller guarantees `p` is valid for `n` reads.
+    unsafe { if n == S::LANES { S::load(p) } else { S::load_partial(p, n) } }
+}
+
+/// Stores the first `n ≤ LANES` lanes.
+#[inline(always)]
+unsafe fn store_n<S: Simd>(p: *mut f32, v: S::V, n: usize) {
+    // SAFETY: the caller guarantees `p` is valid for `n` writes.
+    unsafe { if n == S::LANES { S::store(p, v) } else { S::store_partial(p, v, n) } }
+}
+
+/// Input GEMM tile: rows `q0..q0+MR` of the time block (row `q` is sample
+/// `q % rows` at step `t0 + q / rows`), panel `p`: `xw = bias + x·W_x`.
+#[inline(always)]
+unsafe fn input_tile<S: Simd, const MR: usize>(job: &Job, t0: usize, q0: usize, p: usize) {
+    let pk = job.packed;
+    let l = S::LANES;
+    // SAFETY: `Job::new` checked that xs holds every (t, sample) row and xw
+    // every (q, panel) tile; the panel holds a bias row and n_in rows.
+    unsafe {
+        let panel = pk.wx.panel(p).as_ptr();
+        let a: [*const f32; MR] = std::array::from_fn(|r| {
+            let q = q0 + r;
+            job.xs.add(((t0 + q / job.rows) * job.batch + job.row0 + q % job.rows) * pk.n_in)
+        });
+        let bias = [S::load(panel), S::load(panel.add(l)), S::load(panel.add(2 * l)), S::load(panel.add(3 * l))];
+        let mut acc: Acc<S, MR> = [bias; MR];
+        tile::<S, MR>(pk.n_in, &a, panel.add(4 * l), &mut acc);
+        for (r, acc_r) in acc.iter().enumerate() {
+            let dst = job.xw.add((q0 + r) * 4 * pk.hp + p * 4 * l);
+            for (v, &x) in acc_r.iter().enumerate() {
+                S::store(dst.add(v * l), x);
+            }
+        }
+    }
+}
+
+/// Gate tile: samples `r0..r0+MR`, hidden units of panel `p`, step `s` of
+/// the time block. Accumulators start from `xw`, add `m_cur·W_h`, then the
+/// fused epilogue: `c = σ(f)·c + σ(i)·tanh(c̃)`, and either
+/// `m_next = σ(o)·tanh(c)` or (matrix peephole) `o_pre = o`.
+#[inline(always)]
+unsafe fn gate_tile<S: Simd, const MR: usize>(job: &Job, s: usize, r0: usize, p: usize, m_cur: *const f32, m_next: *mut f32) {
+    let pk = job.packed;
+    let (l, h) = (S::LANES, pk.h);
+    // SAFETY: rows r0..r0+MR < job.rows; c/m buffers are [rows, H], xw
+    // [tb, rows, 4hp], o_pre [rows, hw ≥ hp]; units j0..j0+n < H.
+    unsafe {
+        let a: [*const f32; MR] = std::array::from_fn(|r| m_cur.add((r0 + r) * h));
+        let mut acc: Acc<S, MR> = std::array::from_fn(|r| {
+            let src = job.xw.add((s * job.rows + r0 + r) * 4 * pk.hp + p * 4 * l);
+            [S::load(src), S::load(src.add(l)), S::load(src.add(2 * l)), S::load(src.add(3 * l))]
+        });
+        tile::<S, MR>(h, &a, pk.wh.panel(p).as_ptr(), &mut acc);
+        let j0 = p * l;
+        let n = l.min(h - j0);
+        for (r, g) in acc.iter().enumerate() {
+            let row = r0 + r;
+            let cp = job.c.add(row * h + j0);
+            let c_old = load_n::<S>(cp, n);
+            let c_new = S::fmadd(sigmoid::<S>(g[1]), c_old, S::mul(sigmoid::<S>(g[0]), tanh::<S>(g[2])));
+            store_n::<S>(cp, c_new, n);
+            if pk.vo.is_some() {
+                S::store(job.o_pre.add(row * pk.hw + j0), g[3]);
+            } else {
+                let m = S::mul(sigmoid::<S>(g[3]), tanh::<S>(c_new));
+                store_n::<S>(m_next.add(row * h + j0), m, n);
+            }
+        }
+    }
+}
+
+/// Peephole tile: `o = σ(o_pre + c·v_o)`, `m_next = o·tanh(c)` for samples
+/// `r0..r0+MR` and the 4·LANES units of wide panel `q`.
+#[inline(always)]
+unsafe fn peephole_tile<S: Simd, const MR: usize>(job: &Job, r0: usize, q: usize, m_next: *mut f32) {
+    let pk = job.packed;
+    let (l, h) = (S::LANES, pk.h);
+    let Some(vo) = pk.vo.as_ref() else { return };
+    // SAFETY: as in `gate_tile`; o_pre rows are hw ≥ (q+1)·4·LANES long.
+    unsafe {
+        let a: [*const f32; MR] = std::array::from_fn(|r| job.c.add((r0 + r) * h).cast_const());
+        let mut acc: Acc<S, MR> = std::array::from_fn(|r| {
+            let src = job.o_pre.add((r0 + r) * pk.hw + q * 4 * l);
+            [S::load(src), S::load(src.add(l)), S::load(src.add(2 * l)), S::load(src.add(3 * l))]
+        });
+        tile::<S, MR>(h, &a, vo.panel(q).as_ptr(), &mut acc);
+        for (r, o) in acc.iter().enumerate() {
+            let row = r0 + r;
+            for (v, &ov) in o.iter().enumerate() {
+                let j0 = q * 4 * l + v * l;
+                if j0 >= h {
+                    break;
+                }
+                let n = l.min(h - j0);
+                let c = load_n::<S>(job.c.add(row * h + j0), n);
+                store_n::<S>(m_next.add(row * h + j0), S::mul(sigmoid::<S>(ov), tanh::<S>(c)), n);
+            }
+        }
+    }
+}
+
+/// Head tile: `h = tanh(b_h + m·w_h)` into the output rows of step `t`.
+#[inline(always)]
+unsafe fn head_tile<S: Simd, const MR: usize>(job: &Job, t: usize, r0: usize, q: usize, m_next: *const f32) {
+    let pk = job.packed;
+    let (l, h, p_out) = (S::LANES, pk.h, pk.n_out);
+    let Some(wh) = pk.head.as_ref() else { return };
+    // SAFETY: out holds [T, batch, n_out]; the head panel a bias row and H rows.
+    unsafe {
+        let panel = wh.panel(q).as_ptr();
+        let a: [*const f32; MR] = std::array::from_fn(|r| m_next.add((r0 + r) * h));
+        let bias = [S::load(panel), S::load(panel.add(l)), S::load(panel.add(2 * l)), S::load(panel.add(3 * l))];
+        let mut acc: Acc<S, MR> = [bias; MR];
+        tile::<S, MR>(h, &a, panel.add(4 * l), &mut acc);
+        for (r, y) in acc.iter().enumerate() {
+            let out = job.out.add((t * job.batch + job.row0 + r0 + r) * p_out);
+            for (v, &yv) in y.iter().enumerate() {
+                let j0 = q * 4 * l + v * l;
+                if j0 >= p_out {
+                    break;
+                }
+                store_n::<S>(out.add(j0), tanh::<S>(yv), l.min(p_out - j0));
+            }
+        }
+    }
+}
+
+/// Runs `f(r0, nr)` over row blocks of at most `S::MR` rows.
+#[inline(always)]
+fn row_blocks<S: KernelIsa>(rows: usize, mut f: impl FnMut(usize, usize)) {
+    let mut r0 = 0;
+    while r0 < rows {
+        let nr = S::MR.min(rows - r0);
+        f(r0, nr);
+        r0 += nr;
+    }
+}
+
+/// The whole sequence for one chunk (see the module docs).
+///
+/// # Safety
+/// The CPU supports `S`, and `job` was built by `ChunkJob::new` (all
+/// buffers sized and disjoint as documented on [`Job`]).
+#[inline(always)]
+pub(crate) unsafe fn run<S: KernelIsa>(job: &Job) {
+    let pk = job.packed;
+    let (h, rows) = (pk.h, job.rows);
+    let mut t0 = 0;
+    // SAFETY: every tile call stays within the buffers `Job::new` checked.
+    unsafe {
+        while t0 < job.steps {
+            let nt = job.tb.min(job.steps - t0);
+            for p in 0..pk.wx.n_panels {
+                row_blocks::<S>(nt * rows, |q0, nr| with_mr!(nr, input_tile::<S>(job, t0, q0, p)));
+            }
+            for s in 0..nt {
+                let t = t0 + s;
+                let (m_cur, m_next) = if t % 2 == 0 { (job.m, job.m_alt) } else { (job.m_alt, job.m) };
+                for p in 0..pk.wh.n_panels {
+                    row_blocks::<S>(rows, |r0, nr| with_mr!(nr, gate_tile::<S>(job, s, r0, p, m_cur, m_next)));
+                }
+                if let Some(vo) = &pk.vo {
+                    for q in 0..vo.n_panels {
+                        row_blocks::<S>(rows, |r0, nr| with_mr!(nr, peephole_tile::<S>(job, r0, q, m_next)));
+                    }
+                }
+                match &pk.head {
+                    Some(wh) => {
+                        for q in 0..wh.n_panels {
+                            row_blocks::<S>(rows, |r0, nr| with_mr!(nr, head_tile::<S>(job, t, r0, q, m_next)));
+                        }
+                    }
+                    None => {
+                        for r in 0..rows {
+                            let dst = job.out.add((t * job.batch + job.row0 + r) * h);
+                            std::ptr::copy_nonoverlapping(m_next.add(r * h), dst, h);
+                        }
+                    }
+                }
+            }
+            t0 += nt;
+        }
+        if job.steps % 2 == 1 {
+            std::ptr::copy_nonoverlapping(job.m_alt, job.m, rows * h);
+        }
+    }
+}

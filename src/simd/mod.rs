@@ -1,0 +1,238 @@
+//! A small vector trait and its instruction-set instances.
+//!
+//! Each ISA is a zero-sized type implementing [`Simd`]; hot kernels are
+//! generic `#[inline(always)]` bodies over the trait, instantiated by thin
+//! `#[target_feature]` wrappers (see `kernel/mod.rs`). The rule that keeps
+//! this fast: **every** function between the wrapper and the intrinsics is
+//! `#[inline(always)]`, so all of it is compiled inside the wrapper, with
+//! its features; a non-inlined generic helper would be compiled without
+//! them and call the intrinsics out of line.
+//!
+//! * [`Avx512`]: `__m512`, 16 lanes, needs AVX-512F.
+//! * [`Avx2`]: `__m256`, 8 lanes, needs AVX2 and FMA.
+//! * [`Portable`]: `wide::f32x8`, 8 lanes, any target.
+//!
+//! [`Isa`] names them, detects the best one and reads `LSTM_KERNELS_ISA`.
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod portable;
+
+#[cfg(target_arch = "x86_64")]
+pub use avx2::Avx2;
+#[cfg(target_arch = "x86_64")]
+pub use avx512::Avx512;
+pub use portable::Portable;
+
+/// Vector operations the kernels and activations are written in.
+///
+/// # Safety
+/// Every method requires that the CPU supports the instance's ISA; methods
+/// taking pointers require them valid for `LANES` floats (or `n`, for the
+/// partial ones).
+pub trait Simd: Copy + Send + Sync + 'static {
+    /// f32 lanes per vector.
+    const LANES: usize;
+    /// Name (`avx512`, `avx2`, `portable`).
+    const NAME: &'static str;
+    /// The vector type.
+    type V: Copy;
+
+    /// All lanes `x`.
+    unsafe fn splat(x: f32) -> Self::V;
+    /// Unaligned load of `LANES` floats.
+    unsafe fn load(p: *const f32) -> Self::V;
+    /// Unaligned store of `LANES` floats.
+    unsafe fn store(p: *mut f32, v: Self::V);
+    /// Loads `n < LANES` floats, other lanes 0; reads nothing past `p + n`.
+    unsafe fn load_partial(p: *const f32, n: usize) -> Self::V;
+    /// Stores the first `n < LANES` lanes; writes nothing past `p + n`.
+    unsafe fn store_partial(p: *mut f32, v: Self::V, n: usize);
+    /// `a + b`.
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    /// `a - b`.
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
+    /// `a · b`.
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+    /// `a / b` (correctly rounded).
+    unsafe fn div(a: Self::V, b: Self::V) -> Self::V;
+    /// `a · b + c`, fused where the ISA has FMA.
+    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// `min(hi, max(lo, x))`, returning NaN for a NaN `x`.
+    unsafe fn clamp(x: Self::V, lo: f32, hi: f32) -> Self::V;
+    /// `|x|`.
+    unsafe fn abs(x: Self::V) -> Self::V;
+    /// Rounds to the nearest integer (ties to even).
+    unsafe fn round(x: Self::V) -> Self::V;
+    /// `x · 2ⁿ` for integral `n` in `[-126, 127]` (given as floats).
+    unsafe fn scale2(x: Self::V, n: Self::V) -> Self::V;
+    /// `r` with the sign bit of `s` or-ed in (for `r ≥ 0`: `copysign`).
+    unsafe fn or_sign(r: Self::V, s: Self::V) -> Self::V;
+    /// `x` in the lanes where `x` is NaN, `r` elsewhere.
+    unsafe fn keep_nan(x: Self::V, r: Self::V) -> Self::V;
+    /// Lanes as an array (tests, tails).
+    unsafe fn to_array(v: Self::V) -> [f32; 16];
+}
+
+/// An instruction-set path of the kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// AVX-512F, 16 lanes.
+    Avx512 = 0,
+    /// AVX2 + FMA, 8 lanes.
+    Avx2 = 1,
+    /// `wide`, 8 lanes, any CPU.
+    Portable = 2,
+}
+
+/// The environment variable that forces an ISA (`avx512`, `avx2`,
+/// `portable`; empty or `auto` = detect).
+pub const ISA_ENV: &str = "LSTM_KERNELS_ISA";
+
+impl Isa {
+    /// Every ISA, best first.
+    pub const ALL: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Portable];
+
+    /// Name used on the command line, in JSON and in `LSTM_KERNELS_ISA`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
+            Isa::Portable => "portable",
+        }
+    }
+
+    /// f32 lanes per vector.
+    pub fn lanes(self) -> usize {
+        match self {
+            Isa::Avx512 => 16,
+            Isa::Avx2 | Isa::Portable => 8,
+        }
+    }
+
+    /// Whether this CPU can run it.
+    pub fn available(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
+            Isa::Portable => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// The best ISA this CPU has.
+    pub fn detect() -> Isa {
+        Isa::ALL.into_iter().find(|i| i.available()).unwrap_or(Isa::Portable)
+    }
+
+    /// Every ISA this CPU has, best first.
+    pub fn all_available() -> Vec<Isa> {
+        Isa::ALL.into_iter().filter(|i| i.available()).collect()
+    }
+
+    /// The ISA forced by `LSTM_KERNELS_ISA`, if any: `Ok(None)` when unset,
+    /// empty or `auto`; an error for an unknown name or one this CPU lacks.
+    pub fn from_env() -> Result<Option<Isa>, String> {
+        match std::env::var(ISA_ENV) {
+            Ok(v) if !v.is_empty() && v != "auto" => {
+                let isa: Isa = v.parse().map_err(|e| format!("{ISA_ENV}: {e}"))?;
+                if isa.available() {
+                    Ok(Some(isa))
+                } else {
+                    Err(format!("{ISA_ENV}={v}: this CPU does not support {v}"))
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+impl std::str::FromStr for Isa {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Isa, String> {
+        Isa::ALL
+            .into_iter()
+            .find(|i| i.name() == s)
+            .ok_or_else(|| format!("unknown instruction set `{s}` (expected avx512, avx2 or portable)"))
+    }
+}
+
+impl std::fmt::Display for Isa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Flushes subnormal results and inputs to zero (MXCSR FTZ and DAZ) while
+/// alive, restoring the previous mode on drop. MXCSR is per thread: each
+/// worker thread makes its own guard. A no-op off x86-64.
+pub(crate) struct DenormalGuard {
+    #[cfg(target_arch = "x86_64")]
+    saved: u32,
+}
+
+#[cfg(target_arch = "x86_64")]
+const FTZ_DAZ: u32 = (1 << 15) | (1 << 6);
+
+impl DenormalGuard {
+    pub(crate) fn new() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut saved: u32 = 0;
+            // SAFETY: stmxcsr/ldmxcsr only read and write the calling
+            // thread's MXCSR; setting FTZ and DAZ changes no other state and
+            // every x86-64 CPU has SSE.
+            unsafe {
+                std::arch::asm!("stmxcsr [{}]", in(reg) &mut saved, options(nostack));
+                let new = saved | FTZ_DAZ;
+                std::arch::asm!("ldmxcsr [{}]", in(reg) &new, options(nostack, readonly));
+            }
+            DenormalGuard { saved }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        DenormalGuard {}
+    }
+}
+
+impl Drop for DenormalGuard {
+    fn drop(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: restores the MXCSR value read in `new` on this thread.
+        unsafe {
+            std::arch::asm!("ldmxcsr [{}]", in(reg) &self.saved, options(nostack, readonly));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denormal_guard_flushes_and_restores() {
+        let tiny = std::hint::black_box(1e-30f32);
+        let scale = std::hint::black_box(1e-10f32);
+        assert!(tiny * scale > 0.0, "subnormal product without the guard");
+        {
+            let _g = DenormalGuard::new();
+            #[cfg(target_arch = "x86_64")]
+            assert_eq!(std::hint::black_box(tiny) * std::hint::black_box(scale), 0.0);
+        }
+        assert!(std::hint::black_box(tiny) * std::hint::black_box(scale) > 0.0);
+    }
+
+    #[test]
+    fn isa_names_parse() {
+        for isa in Isa::ALL {
+            assert_eq!(isa.name().parse::<Isa>().unwrap(), isa);
+        }
+        assert!("sse9".parse::<Isa>().unwrap_err().contains("sse9"));
+        assert!(Isa::Portable.available());
+        assert_eq!(Isa::all_available()[0], Isa::detect());
+    }
+}
