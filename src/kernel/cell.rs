@@ -57,6 +57,14 @@ unsafe fn load_n<S: Simd>(p: *const f32, n: usize) -> S::V {
     unsafe { if n == S::LANES { S::load(p) } else { S::load_partial(p, n) } }
 }
 
+/// Loads 4 consecutive vectors.
+#[inline(always)]
+unsafe fn load4<S: Simd>(p: *const f32) -> [S::V; 4] {
+    let l = S::LANES;
+    // SAFETY: the caller guarantees `p` is valid for 4·LANES reads.
+    unsafe { [S::load(p), S::load(p.add(l)), S::load(p.add(2 * l)), S::load(p.add(3 * l))] }
+}
+
 /// Stores the first `n ≤ LANES` lanes.
 #[inline(always)]
 unsafe fn store_n<S: Simd>(p: *mut f32, v: S::V, n: usize) {
@@ -74,11 +82,12 @@ unsafe fn input_tile<S: Simd, const MR: usize>(job: &Job, t0: usize, q0: usize, 
     // every (q, panel) tile; the panel holds a bias row and n_in rows.
     unsafe {
         let panel = pk.wx.panel(p).as_ptr();
-        let a: [*const f32; MR] = std::array::from_fn(|r| {
+        let mut a = [std::ptr::null::<f32>(); MR];
+        for (r, ar) in a.iter_mut().enumerate() {
             let q = q0 + r;
-            job.xs.add(((t0 + q / job.rows) * job.batch + job.row0 + q % job.rows) * pk.n_in)
-        });
-        let bias = [S::load(panel), S::load(panel.add(l)), S::load(panel.add(2 * l)), S::load(panel.add(3 * l))];
+            *ar = job.xs.add(((t0 + q / job.rows) * job.batch + job.row0 + q % job.rows) * pk.n_in);
+        }
+        let bias = load4::<S>(panel);
         let mut acc: Acc<S, MR> = [bias; MR];
         tile::<S, MR>(pk.n_in, &a, panel.add(4 * l), &mut acc);
         for (r, acc_r) in acc.iter().enumerate() {
@@ -101,11 +110,12 @@ unsafe fn gate_tile<S: Simd, const MR: usize>(job: &Job, s: usize, r0: usize, p:
     // SAFETY: rows r0..r0+MR < job.rows; c/m buffers are [rows, H], xw
     // [tb, rows, 4hp], o_pre [rows, hw ≥ hp]; units j0..j0+n < H.
     unsafe {
-        let a: [*const f32; MR] = std::array::from_fn(|r| m_cur.add((r0 + r) * h));
-        let mut acc: Acc<S, MR> = std::array::from_fn(|r| {
-            let src = job.xw.add((s * job.rows + r0 + r) * 4 * pk.hp + p * 4 * l);
-            [S::load(src), S::load(src.add(l)), S::load(src.add(2 * l)), S::load(src.add(3 * l))]
-        });
+        let mut a = [std::ptr::null::<f32>(); MR];
+        let mut acc: Acc<S, MR> = [[S::splat(0.0); 4]; MR];
+        for r in 0..MR {
+            a[r] = m_cur.add((r0 + r) * h);
+            acc[r] = load4::<S>(job.xw.add((s * job.rows + r0 + r) * 4 * pk.hp + p * 4 * l));
+        }
         tile::<S, MR>(h, &a, pk.wh.panel(p).as_ptr(), &mut acc);
         let j0 = p * l;
         let n = l.min(h - j0);
@@ -134,11 +144,12 @@ unsafe fn peephole_tile<S: Simd, const MR: usize>(job: &Job, r0: usize, q: usize
     let Some(vo) = pk.vo.as_ref() else { return };
     // SAFETY: as in `gate_tile`; o_pre rows are hw ≥ (q+1)·4·LANES long.
     unsafe {
-        let a: [*const f32; MR] = std::array::from_fn(|r| job.c.add((r0 + r) * h).cast_const());
-        let mut acc: Acc<S, MR> = std::array::from_fn(|r| {
-            let src = job.o_pre.add((r0 + r) * pk.hw + q * 4 * l);
-            [S::load(src), S::load(src.add(l)), S::load(src.add(2 * l)), S::load(src.add(3 * l))]
-        });
+        let mut a = [std::ptr::null::<f32>(); MR];
+        let mut acc: Acc<S, MR> = [[S::splat(0.0); 4]; MR];
+        for r in 0..MR {
+            a[r] = job.c.add((r0 + r) * h).cast_const();
+            acc[r] = load4::<S>(job.o_pre.add((r0 + r) * pk.hw + q * 4 * l));
+        }
         tile::<S, MR>(h, &a, vo.panel(q).as_ptr(), &mut acc);
         for (r, o) in acc.iter().enumerate() {
             let row = r0 + r;
@@ -164,8 +175,11 @@ unsafe fn head_tile<S: Simd, const MR: usize>(job: &Job, t: usize, r0: usize, q:
     // SAFETY: out holds [T, batch, n_out]; the head panel a bias row and H rows.
     unsafe {
         let panel = wh.panel(q).as_ptr();
-        let a: [*const f32; MR] = std::array::from_fn(|r| m_next.add((r0 + r) * h));
-        let bias = [S::load(panel), S::load(panel.add(l)), S::load(panel.add(2 * l)), S::load(panel.add(3 * l))];
+        let mut a = [std::ptr::null::<f32>(); MR];
+        for (r, ar) in a.iter_mut().enumerate() {
+            *ar = m_next.add((r0 + r) * h);
+        }
+        let bias = load4::<S>(panel);
         let mut acc: Acc<S, MR> = [bias; MR];
         tile::<S, MR>(h, &a, panel.add(4 * l), &mut acc);
         for (r, y) in acc.iter().enumerate() {
@@ -181,15 +195,18 @@ unsafe fn head_tile<S: Simd, const MR: usize>(job: &Job, t: usize, r0: usize, q:
     }
 }
 
-/// Runs `f(r0, nr)` over row blocks of at most `S::MR` rows.
-#[inline(always)]
-fn row_blocks<S: KernelIsa>(rows: usize, mut f: impl FnMut(usize, usize)) {
-    let mut r0 = 0;
-    while r0 < rows {
-        let nr = S::MR.min(rows - r0);
-        f(r0, nr);
-        r0 += nr;
-    }
+/// Runs `$body` for row blocks `($r0, $nr)` of at most `S::MR` rows (a
+/// macro, not a closure, so it is compiled inside the ISA wrapper).
+macro_rules! row_blocks {
+    ($S:ty, $rows:expr, |$r0:ident, $nr:ident| $body:expr) => {{
+        let rows = $rows;
+        let mut $r0 = 0;
+        while $r0 < rows {
+            let $nr = <$S as KernelIsa>::MR.min(rows - $r0);
+            $body;
+            $r0 += $nr;
+        }
+    }};
 }
 
 /// The whole sequence for one chunk (see the module docs).
@@ -207,23 +224,23 @@ pub(crate) unsafe fn run<S: KernelIsa>(job: &Job) {
         while t0 < job.steps {
             let nt = job.tb.min(job.steps - t0);
             for p in 0..pk.wx.n_panels {
-                row_blocks::<S>(nt * rows, |q0, nr| with_mr!(nr, input_tile::<S>(job, t0, q0, p)));
+                row_blocks!(S, nt * rows, |q0, nr| with_mr!(nr, input_tile::<S>(job, t0, q0, p)));
             }
             for s in 0..nt {
                 let t = t0 + s;
                 let (m_cur, m_next) = if t % 2 == 0 { (job.m, job.m_alt) } else { (job.m_alt, job.m) };
                 for p in 0..pk.wh.n_panels {
-                    row_blocks::<S>(rows, |r0, nr| with_mr!(nr, gate_tile::<S>(job, s, r0, p, m_cur, m_next)));
+                    row_blocks!(S, rows, |r0, nr| with_mr!(nr, gate_tile::<S>(job, s, r0, p, m_cur, m_next)));
                 }
                 if let Some(vo) = &pk.vo {
                     for q in 0..vo.n_panels {
-                        row_blocks::<S>(rows, |r0, nr| with_mr!(nr, peephole_tile::<S>(job, r0, q, m_next)));
+                        row_blocks!(S, rows, |r0, nr| with_mr!(nr, peephole_tile::<S>(job, r0, q, m_next)));
                     }
                 }
                 match &pk.head {
                     Some(wh) => {
                         for q in 0..wh.n_panels {
-                            row_blocks::<S>(rows, |r0, nr| with_mr!(nr, head_tile::<S>(job, t, r0, q, m_next)));
+                            row_blocks!(S, rows, |r0, nr| with_mr!(nr, head_tile::<S>(job, t, r0, q, m_next)));
                         }
                     }
                     None => {
