@@ -92,9 +92,17 @@ mod tests {
             // `chunk.len() ≤ LANES` floats.
             unsafe {
                 let n = chunk.len();
-                let v = if n == l { S::load(chunk.as_ptr()) } else { S::load_partial(chunk.as_ptr(), n) };
+                let v = if n == l {
+                    S::load(chunk.as_ptr())
+                } else {
+                    S::load_partial(chunk.as_ptr(), n)
+                };
                 let y = if sig { sigmoid::<S>(v) } else { tanh::<S>(v) };
-                if n == l { S::store(dst.as_mut_ptr(), y) } else { S::store_partial(dst.as_mut_ptr(), y, n) }
+                if n == l {
+                    S::store(dst.as_mut_ptr(), y)
+                } else {
+                    S::store_partial(dst.as_mut_ptr(), y, n)
+                }
             }
         }
         out
@@ -137,7 +145,10 @@ mod tests {
     /// ≥ 10⁷ points: every 512th bit pattern (both signs, all finite and
     /// non-finite), a dense grid over [−20, 20], and the special values.
     fn sweep_points() -> Vec<f32> {
-        let mut xs: Vec<f32> = (0..(1u64 << 32)).step_by(512).map(|b| f32::from_bits(b as u32)).collect();
+        let mut xs: Vec<f32> = (0..(1u64 << 32))
+            .step_by(512)
+            .map(|b| f32::from_bits(b as u32))
+            .collect();
         xs.extend((0..2_000_001).map(|i| -20.0 + i as f32 * 2e-5));
         let specials = [
             0.0,
@@ -174,14 +185,24 @@ mod tests {
         xs
     }
 
-    fn check(isa: Isa, xs: &[f32], ys: &[f32], f: fn(f64) -> f64, lo: f32, name: &str) -> (f64, f32) {
+    fn check(
+        isa: Isa,
+        xs: &[f32],
+        ys: &[f32],
+        f: fn(f64) -> f64,
+        lo: f32,
+        name: &str,
+    ) -> (f64, f32) {
         let mut worst = (0.0, 0.0);
         for (&x, &y) in xs.iter().zip(ys) {
             if x.is_nan() {
                 assert!(y.is_nan(), "{isa}: {name}(NaN) = {y}");
                 continue;
             }
-            assert!((lo..=1.0).contains(&y), "{isa}: {name}({x}) = {y} out of range");
+            assert!(
+                (lo..=1.0).contains(&y),
+                "{isa}: {name}({x}) = {y} out of range"
+            );
             let err = (y as f64 - f(x as f64)).abs();
             if err > worst.0 {
                 worst = (err, x);
@@ -198,19 +219,36 @@ mod tests {
             let (es, xs_w) = check(isa, &xs, &eval(isa, &xs, true), sig64, 0.0, "sigmoid");
             let (et, xt_w) = check(isa, &xs, &eval(isa, &xs, false), f64::tanh, -1.0, "tanh");
             println!("{isa}: sigmoid max abs err {es:.3e} at {xs_w}; tanh {et:.3e} at {xt_w}");
-            assert!(es <= crate::ACTIVATION_MAX_ABS_ERROR as f64, "{isa}: sigmoid err {es} at {xs_w}");
-            assert!(et <= crate::ACTIVATION_MAX_ABS_ERROR as f64, "{isa}: tanh err {et} at {xt_w}");
+            assert!(
+                es <= crate::ACTIVATION_MAX_ABS_ERROR as f64,
+                "{isa}: sigmoid err {es} at {xs_w}"
+            );
+            assert!(
+                et <= crate::ACTIVATION_MAX_ABS_ERROR as f64,
+                "{isa}: tanh err {et} at {xt_w}"
+            );
         }
     }
 
     #[test]
     fn exact_values_and_signs() {
-        let pts = [0.0f32, -0.0, f32::INFINITY, f32::NEG_INFINITY, 1e-30, -1e-30];
+        let pts = [
+            0.0f32,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e-30,
+            -1e-30,
+        ];
         for isa in Isa::all_available() {
             let t = eval(isa, &pts, false);
             let s = eval(isa, &pts, true);
             assert_eq!(t[0].to_bits(), 0.0f32.to_bits(), "{isa}: tanh(+0)");
-            assert_eq!(t[1].to_bits(), (-0.0f32).to_bits(), "{isa}: tanh(-0) must be -0");
+            assert_eq!(
+                t[1].to_bits(),
+                (-0.0f32).to_bits(),
+                "{isa}: tanh(-0) must be -0"
+            );
             assert_eq!((t[2], t[3]), (1.0, -1.0), "{isa}: tanh(±inf)");
             assert!(t[4] >= 0.0 && t[5] <= 0.0, "{isa}: tanh keeps the sign");
             assert_eq!(s[0], 0.5, "{isa}: sigmoid(0)");
@@ -227,7 +265,10 @@ mod tests {
                 let xs: Vec<f32> = (0..n).map(|i| i as f32 * 0.25).collect();
                 let ys = eval(isa, &xs, true);
                 assert_eq!(ys.len(), n);
-                assert!(ys.iter().all(|y| (0.5..1.0).contains(y)), "{isa} n={n}: {ys:?}");
+                assert!(
+                    ys.iter().all(|y| (0.5..1.0).contains(y)),
+                    "{isa} n={n}: {ys:?}"
+                );
             }
         }
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::config::LstmConfig;
 use crate::error::{Error, Result, check_len};
-use crate::kernel::{self, Packed, StateBufs};
+use crate::kernel::{self, Packed, Parallel, StateBufs};
 use crate::pack::AlignedBuf;
 use crate::simd::Isa;
 use crate::weights::LstmWeights;
@@ -33,6 +33,7 @@ pub struct Lstm {
     packed: Packed,
     threads: usize,
     pool: Option<Arc<rayon::ThreadPool>>,
+    min_parallel_flops: f64,
 }
 
 /// Per-caller state for one batch: `c` and `m` (`[batch, H]` each) plus
@@ -80,13 +81,19 @@ impl LstmState {
     }
 }
 
+/// Below this many gate FLOPs per step a second thread costs more than it
+/// gives (measured: thread wake-up is a few µs).
+const DEFAULT_MIN_PARALLEL_FLOPS: f64 = 2e6;
+
 impl Lstm {
     /// Validates `weights` against `config`, picks the instruction set
     /// (the best this CPU has, or the one forced by `LSTM_KERNELS_ISA`) and
     /// packs the weights for it. Single-threaded; see [`Lstm::with_threads`].
     pub fn new(config: LstmConfig, weights: LstmWeights) -> Result<Self> {
         weights.validate(&config)?;
-        let isa = Isa::from_env().map_err(Error::Unsupported)?.unwrap_or_else(Isa::detect);
+        let isa = Isa::from_env()
+            .map_err(Error::Unsupported)?
+            .unwrap_or_else(Isa::detect);
         let packed = Packed::new(&config, &weights, isa);
         Ok(Lstm {
             config,
@@ -94,7 +101,16 @@ impl Lstm {
             packed,
             threads: 1,
             pool: None,
+            min_parallel_flops: DEFAULT_MIN_PARALLEL_FLOPS,
         })
+    }
+
+    /// Sets the work per step (gate FLOPs for the whole batch) below which a
+    /// call stays on one thread; default 2e6. `0.0` always uses every
+    /// thread (tests do this to exercise chunking on small shapes).
+    pub fn with_parallel_threshold(mut self, flops: f64) -> Self {
+        self.min_parallel_flops = flops;
+        self
     }
 
     /// Re-packs the model for `isa`; an error if this CPU lacks it.
@@ -236,6 +252,11 @@ impl Lstm {
             m: &mut state.m,
             scratch: &mut state.scratch,
         };
-        kernel::forward(&self.packed, self.pool.as_deref(), self.threads, bufs, xs, out, state.batch, steps);
+        let par = Parallel {
+            pool: self.pool.as_deref(),
+            threads: self.threads,
+            min_flops: self.min_parallel_flops,
+        };
+        kernel::forward(&self.packed, par, bufs, xs, out, state.batch, steps);
     }
 }

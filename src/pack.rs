@@ -83,7 +83,13 @@ pub(crate) struct Panels {
 impl Panels {
     /// Packs the `k × cols` row-major `src` (columns mapped by `kind`), with
     /// `bias` (one value per source column) as a leading row if given.
-    pub(crate) fn pack(src: &[f32], k: usize, kind: PanelKind, bias: Option<&[f32]>, u: usize) -> Self {
+    pub(crate) fn pack(
+        src: &[f32],
+        k: usize,
+        kind: PanelKind,
+        bias: Option<&[f32]>,
+        u: usize,
+    ) -> Self {
         let (cols, n_panels) = match kind {
             PanelKind::Gates { h } => (4 * h, h.div_ceil(u)),
             PanelKind::Wide { cols } => (cols, cols.div_ceil(4 * u)),
@@ -96,7 +102,9 @@ impl Panels {
         let col_of = |p: usize, v: usize, l: usize| -> Option<usize> {
             match kind {
                 PanelKind::Gates { h } => (p * u + l < h).then_some(v * h + p * u + l),
-                PanelKind::Wide { cols } => (p * 4 * u + v * u + l < cols).then_some(p * 4 * u + v * u + l),
+                PanelKind::Wide { cols } => {
+                    (p * 4 * u + v * u + l < cols).then_some(p * 4 * u + v * u + l)
+                }
             }
         };
         for p in 0..n_panels {
@@ -155,7 +163,10 @@ mod tests {
         assert_eq!(p.panel_len(), 3 * 8);
         let p0 = p.panel(0);
         // Bias row: gate g, unit l → bias[g·h + l].
-        assert_eq!(&p0[..8], &[-1.0, -2.0, -4.0, -5.0, -7.0, -8.0, -10.0, -11.0]);
+        assert_eq!(
+            &p0[..8],
+            &[-1.0, -2.0, -4.0, -5.0, -7.0, -8.0, -10.0, -11.0]
+        );
         // Row 1 (source row 0): src[0][g·h + l].
         assert_eq!(&p0[8..16], &[1.0, 2.0, 4.0, 5.0, 7.0, 8.0, 10.0, 11.0]);
         // Panel 1 holds unit 2 and zero padding.

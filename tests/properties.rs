@@ -12,7 +12,24 @@
 mod common;
 
 use common::{Case, check_run, config};
+use lstm_kernels::{Isa, Lstm, LstmConfig, LstmWeights, kernel_runs};
 use proptest::prelude::*;
+
+/// Runs `f` on the case's model under every ISA this CPU has, checking that
+/// the ISA's kernel really ran.
+fn on_every_isa(
+    case: &Case,
+    mut f: impl FnMut(Isa, &Lstm) -> Result<(), TestCaseError>,
+) -> Result<(), TestCaseError> {
+    for isa in Isa::all_available() {
+        let model = case.model().with_isa(isa).unwrap();
+        prop_assert_eq!(model.isa(), isa);
+        let before = kernel_runs(isa);
+        f(isa, &model)?;
+        prop_assert!(kernel_runs(isa) > before, "the {} kernel did not run", isa);
+    }
+    Ok(())
+}
 
 fn arb_case() -> impl Strategy<Value = Case> {
     (
@@ -40,36 +57,46 @@ proptest! {
 
     #[test]
     fn forward_matches_reference(case in arb_case()) {
-        let model = case.model();
-        let run = case.run_forward(&model);
-        check_run(&case, &run).map_err(TestCaseError::fail)?;
+        on_every_isa(&case, |isa, model| {
+            check_run(&case, &case.run_forward(model)).map_err(|e| TestCaseError::fail(format!("{isa}: {e}")))
+        })?;
     }
 
     #[test]
     fn step_by_step_matches_reference(case in arb_case()) {
-        let model = case.model();
-        let run = case.run_steps(&model);
-        check_run(&case, &run).map_err(TestCaseError::fail)?;
+        on_every_isa(&case, |isa, model| {
+            check_run(&case, &case.run_steps(model)).map_err(|e| TestCaseError::fail(format!("{isa}: {e}")))
+        })?;
     }
 
     #[test]
     fn threads_give_identical_bits(case in arb_case(), threads in 2usize..=5) {
-        let one = case.run_forward(&case.model());
-        let many = case.run_forward(&case.model().with_threads(threads).unwrap());
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        prop_assert_eq!(bits(&one.0), bits(&many.0));
-        prop_assert_eq!(bits(&one.1), bits(&many.1));
-        prop_assert_eq!(bits(&one.2), bits(&many.2));
+        on_every_isa(&case, |isa, model| {
+            let one = case.run_forward(model);
+            let before = kernel_runs(isa);
+            let many = case.run_forward(&model.clone().with_threads(threads).unwrap().with_parallel_threshold(0.0));
+            // Row blocks are at most 6 rows, so B > 6 must have been split.
+            if case.batch > 6 {
+                prop_assert!(kernel_runs(isa) - before >= 2, "batch {} ran as one chunk", case.batch);
+            }
+            prop_assert_eq!(bits(&one.0), bits(&many.0));
+            prop_assert_eq!(bits(&one.1), bits(&many.1));
+            prop_assert_eq!(bits(&one.2), bits(&many.2));
+            Ok(())
+        })?;
     }
 }
 
 /// Edge shapes, deterministic: 1, primes and sizes around vector widths.
 #[test]
 fn edge_shapes() {
-    let dims = [1usize, 2, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65];
+    let dims = [
+        1usize, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 129,
+    ];
     for (k, &h) in dims.iter().enumerate() {
         let n = dims[(k * 5 + 3) % dims.len()];
-        for &b in &[1usize, 4, 13] {
+        for &b in &[1usize, 2, 3, 4, 5, 6, 7, 13, 37] {
             for (head, peep) in [(None, false), (Some(h.div_ceil(2)), true)] {
                 let case = Case::new(config(n, h, head, peep), b, 3, (k * 31 + b) as u64, 1.0);
                 check_run(&case, &case.run_forward(&case.model()))
@@ -109,4 +136,37 @@ fn bound_detects_errors() {
     let (b, _) = case.reference();
     let worst = b.y_err.iter().cloned().fold(0.0, f64::max);
     assert!(worst < 1e-4, "bound {worst} is too loose to be useful");
+}
+
+/// The ISA named by `LSTM_KERNELS_ISA` (CI runs this file once per ISA) is
+/// the one models pick up, and its kernel is the one that runs.
+#[test]
+fn forced_isa_really_runs() {
+    let cfg = LstmConfig::new(9, 20).with_head(5);
+    let model = Lstm::new(cfg, LstmWeights::random(&cfg, 3)).unwrap();
+    match Isa::from_env().unwrap() {
+        Some(forced) => assert_eq!(model.isa(), forced),
+        None => assert_eq!(model.isa(), Isa::detect()),
+    }
+    let isa = model.isa();
+    let before = kernel_runs(isa);
+    let mut st = model.new_state(3).unwrap();
+    model.step(&mut st, &[0.5; 27], &mut [0.0; 15]).unwrap();
+    assert!(kernel_runs(isa) > before, "{isa} did not run");
+    println!("ran the {isa} kernel");
+}
+
+/// Subnormal inputs, weights and states give the same results as zeros would
+/// (flushed) and never a NaN.
+#[test]
+fn subnormals_are_harmless() {
+    let tiny = f32::from_bits(1);
+    let mut case = Case::new(config(16, 24, None, true), 7, 4, 5, 1.0);
+    case.xs.iter_mut().step_by(3).for_each(|v| *v = tiny);
+    case.c0.iter_mut().for_each(|v| *v *= 1e-39);
+    case.m0.iter_mut().for_each(|v| *v *= 1e-39);
+    for isa in Isa::all_available() {
+        let run = case.run_forward(&case.model().with_isa(isa).unwrap());
+        check_run(&case, &run).unwrap_or_else(|e| panic!("{isa}: {e}"));
+    }
 }

@@ -54,7 +54,13 @@ macro_rules! with_mr {
 #[inline(always)]
 unsafe fn load_n<S: Simd>(p: *const f32, n: usize) -> S::V {
     // SAFETY: the caller guarantees `p` is valid for `n` reads.
-    unsafe { if n == S::LANES { S::load(p) } else { S::load_partial(p, n) } }
+    unsafe {
+        if n == S::LANES {
+            S::load(p)
+        } else {
+            S::load_partial(p, n)
+        }
+    }
 }
 
 /// Loads 4 consecutive vectors.
@@ -62,14 +68,27 @@ unsafe fn load_n<S: Simd>(p: *const f32, n: usize) -> S::V {
 unsafe fn load4<S: Simd>(p: *const f32) -> [S::V; 4] {
     let l = S::LANES;
     // SAFETY: the caller guarantees `p` is valid for 4·LANES reads.
-    unsafe { [S::load(p), S::load(p.add(l)), S::load(p.add(2 * l)), S::load(p.add(3 * l))] }
+    unsafe {
+        [
+            S::load(p),
+            S::load(p.add(l)),
+            S::load(p.add(2 * l)),
+            S::load(p.add(3 * l)),
+        ]
+    }
 }
 
 /// Stores the first `n ≤ LANES` lanes.
 #[inline(always)]
 unsafe fn store_n<S: Simd>(p: *mut f32, v: S::V, n: usize) {
     // SAFETY: the caller guarantees `p` is valid for `n` writes.
-    unsafe { if n == S::LANES { S::store(p, v) } else { S::store_partial(p, v, n) } }
+    unsafe {
+        if n == S::LANES {
+            S::store(p, v)
+        } else {
+            S::store_partial(p, v, n)
+        }
+    }
 }
 
 /// Input GEMM tile: rows `q0..q0+MR` of the time block (row `q` is sample
@@ -85,7 +104,9 @@ unsafe fn input_tile<S: Simd, const MR: usize>(job: &Job, t0: usize, q0: usize, 
         let mut a = [std::ptr::null::<f32>(); MR];
         for (r, ar) in a.iter_mut().enumerate() {
             let q = q0 + r;
-            *ar = job.xs.add(((t0 + q / job.rows) * job.batch + job.row0 + q % job.rows) * pk.n_in);
+            *ar = job
+                .xs
+                .add(((t0 + q / job.rows) * job.batch + job.row0 + q % job.rows) * pk.n_in);
         }
         let bias = load4::<S>(panel);
         let mut acc: Acc<S, MR> = [bias; MR];
@@ -104,7 +125,14 @@ unsafe fn input_tile<S: Simd, const MR: usize>(job: &Job, t0: usize, q0: usize, 
 /// fused epilogue: `c = σ(f)·c + σ(i)·tanh(c̃)`, and either
 /// `m_next = σ(o)·tanh(c)` or (matrix peephole) `o_pre = o`.
 #[inline(always)]
-unsafe fn gate_tile<S: Simd, const MR: usize>(job: &Job, s: usize, r0: usize, p: usize, m_cur: *const f32, m_next: *mut f32) {
+unsafe fn gate_tile<S: Simd, const MR: usize>(
+    job: &Job,
+    s: usize,
+    r0: usize,
+    p: usize,
+    m_cur: *const f32,
+    m_next: *mut f32,
+) {
     let pk = job.packed;
     let (l, h) = (S::LANES, pk.h);
     // SAFETY: rows r0..r0+MR < job.rows; c/m buffers are [rows, H], xw
@@ -123,7 +151,11 @@ unsafe fn gate_tile<S: Simd, const MR: usize>(job: &Job, s: usize, r0: usize, p:
             let row = r0 + r;
             let cp = job.c.add(row * h + j0);
             let c_old = load_n::<S>(cp, n);
-            let c_new = S::fmadd(sigmoid::<S>(g[1]), c_old, S::mul(sigmoid::<S>(g[0]), tanh::<S>(g[2])));
+            let c_new = S::fmadd(
+                sigmoid::<S>(g[1]),
+                c_old,
+                S::mul(sigmoid::<S>(g[0]), tanh::<S>(g[2])),
+            );
             store_n::<S>(cp, c_new, n);
             if pk.vo.is_some() {
                 S::store(job.o_pre.add(row * pk.hw + j0), g[3]);
@@ -138,7 +170,12 @@ unsafe fn gate_tile<S: Simd, const MR: usize>(job: &Job, s: usize, r0: usize, p:
 /// Peephole tile: `o = σ(o_pre + c·v_o)`, `m_next = o·tanh(c)` for samples
 /// `r0..r0+MR` and the 4·LANES units of wide panel `q`.
 #[inline(always)]
-unsafe fn peephole_tile<S: Simd, const MR: usize>(job: &Job, r0: usize, q: usize, m_next: *mut f32) {
+unsafe fn peephole_tile<S: Simd, const MR: usize>(
+    job: &Job,
+    r0: usize,
+    q: usize,
+    m_next: *mut f32,
+) {
     let pk = job.packed;
     let (l, h) = (S::LANES, pk.h);
     let Some(vo) = pk.vo.as_ref() else { return };
@@ -160,7 +197,11 @@ unsafe fn peephole_tile<S: Simd, const MR: usize>(job: &Job, r0: usize, q: usize
                 }
                 let n = l.min(h - j0);
                 let c = load_n::<S>(job.c.add(row * h + j0), n);
-                store_n::<S>(m_next.add(row * h + j0), S::mul(sigmoid::<S>(ov), tanh::<S>(c)), n);
+                store_n::<S>(
+                    m_next.add(row * h + j0),
+                    S::mul(sigmoid::<S>(ov), tanh::<S>(c)),
+                    n,
+                );
             }
         }
     }
@@ -168,7 +209,13 @@ unsafe fn peephole_tile<S: Simd, const MR: usize>(job: &Job, r0: usize, q: usize
 
 /// Head tile: `h = tanh(b_h + m·w_h)` into the output rows of step `t`.
 #[inline(always)]
-unsafe fn head_tile<S: Simd, const MR: usize>(job: &Job, t: usize, r0: usize, q: usize, m_next: *const f32) {
+unsafe fn head_tile<S: Simd, const MR: usize>(
+    job: &Job,
+    t: usize,
+    r0: usize,
+    q: usize,
+    m_next: *const f32,
+) {
     let pk = job.packed;
     let (l, h, p_out) = (S::LANES, pk.h, pk.n_out);
     let Some(wh) = pk.head.as_ref() else { return };
@@ -224,23 +271,39 @@ pub(crate) unsafe fn run<S: KernelIsa>(job: &Job) {
         while t0 < job.steps {
             let nt = job.tb.min(job.steps - t0);
             for p in 0..pk.wx.n_panels {
-                row_blocks!(S, nt * rows, |q0, nr| with_mr!(nr, input_tile::<S>(job, t0, q0, p)));
+                row_blocks!(S, nt * rows, |q0, nr| with_mr!(
+                    nr,
+                    input_tile::<S>(job, t0, q0, p)
+                ));
             }
             for s in 0..nt {
                 let t = t0 + s;
-                let (m_cur, m_next) = if t % 2 == 0 { (job.m, job.m_alt) } else { (job.m_alt, job.m) };
+                let (m_cur, m_next) = if t % 2 == 0 {
+                    (job.m, job.m_alt)
+                } else {
+                    (job.m_alt, job.m)
+                };
                 for p in 0..pk.wh.n_panels {
-                    row_blocks!(S, rows, |r0, nr| with_mr!(nr, gate_tile::<S>(job, s, r0, p, m_cur, m_next)));
+                    row_blocks!(S, rows, |r0, nr| with_mr!(
+                        nr,
+                        gate_tile::<S>(job, s, r0, p, m_cur, m_next)
+                    ));
                 }
                 if let Some(vo) = &pk.vo {
                     for q in 0..vo.n_panels {
-                        row_blocks!(S, rows, |r0, nr| with_mr!(nr, peephole_tile::<S>(job, r0, q, m_next)));
+                        row_blocks!(S, rows, |r0, nr| with_mr!(
+                            nr,
+                            peephole_tile::<S>(job, r0, q, m_next)
+                        ));
                     }
                 }
                 match &pk.head {
                     Some(wh) => {
                         for q in 0..wh.n_panels {
-                            row_blocks!(S, rows, |r0, nr| with_mr!(nr, head_tile::<S>(job, t, r0, q, m_next)));
+                            row_blocks!(S, rows, |r0, nr| with_mr!(
+                                nr,
+                                head_tile::<S>(job, t, r0, q, m_next)
+                            ));
                         }
                     }
                     None => {

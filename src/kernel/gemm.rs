@@ -18,13 +18,23 @@ pub(crate) type Acc<S, const MR: usize> = [[<S as Simd>::V; 4]; MR];
 /// The CPU supports `S`; every `a[r]` is valid for `k` reads and `panel`
 /// for `k · 4 · S::LANES` reads.
 #[inline(always)]
-pub(crate) unsafe fn tile<S: Simd, const MR: usize>(k: usize, a: &[*const f32; MR], panel: *const f32, acc: &mut Acc<S, MR>) {
+pub(crate) unsafe fn tile<S: Simd, const MR: usize>(
+    k: usize,
+    a: &[*const f32; MR],
+    panel: *const f32,
+    acc: &mut Acc<S, MR>,
+) {
     let step = 4 * S::LANES;
     // SAFETY: the caller guarantees the reads are in bounds and the ISA.
     unsafe {
         for kk in 0..k {
             let bp = panel.add(kk * step);
-            let b = [S::load(bp), S::load(bp.add(S::LANES)), S::load(bp.add(2 * S::LANES)), S::load(bp.add(3 * S::LANES))];
+            let b = [
+                S::load(bp),
+                S::load(bp.add(S::LANES)),
+                S::load(bp.add(2 * S::LANES)),
+                S::load(bp.add(3 * S::LANES)),
+            ];
             for r in 0..MR {
                 let av = S::splat(*a[r].add(kk));
                 for v in 0..4 {

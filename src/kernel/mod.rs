@@ -72,14 +72,28 @@ impl Packed {
         let u = isa.lanes();
         let (n, h) = (cfg.n_input, cfg.n_hidden);
         let cols = 4 * h;
-        let wx = Panels::pack(&w.gates[..n * cols], n, PanelKind::Gates { h }, Some(&w.bias), u);
+        let wx = Panels::pack(
+            &w.gates[..n * cols],
+            n,
+            PanelKind::Gates { h },
+            Some(&w.bias),
+            u,
+        );
         let wh = Panels::pack(&w.gates[n * cols..], h, PanelKind::Gates { h }, None, u);
         let vo = match (cfg.peephole, &w.v_o) {
-            (Peephole::Matrix, Some(v)) => Some(Panels::pack(v, h, PanelKind::Wide { cols: h }, None, u)),
+            (Peephole::Matrix, Some(v)) => {
+                Some(Panels::pack(v, h, PanelKind::Wide { cols: h }, None, u))
+            }
             _ => None,
         };
         let head = match (&w.w_h, &w.b_h) {
-            (Some(wh), Some(bh)) => Some(Panels::pack(wh, h, PanelKind::Wide { cols: bh.len() }, Some(bh), u)),
+            (Some(wh), Some(bh)) => Some(Panels::pack(
+                wh,
+                h,
+                PanelKind::Wide { cols: bh.len() },
+                Some(bh),
+                u,
+            )),
             _ => None,
         };
         let hp = wh.n_panels * u;
@@ -110,7 +124,10 @@ impl Packed {
 
     /// Bytes of packed weights.
     pub(crate) fn bytes(&self) -> usize {
-        self.wx.bytes() + self.wh.bytes() + self.vo.as_ref().map_or(0, Panels::bytes) + self.head.as_ref().map_or(0, Panels::bytes)
+        self.wx.bytes()
+            + self.wh.bytes()
+            + self.vo.as_ref().map_or(0, Panels::bytes)
+            + self.head.as_ref().map_or(0, Panels::bytes)
     }
 }
 
@@ -189,12 +206,21 @@ fn round16(n: usize) -> usize {
 }
 
 impl Plan {
-    pub(crate) fn new(pk: &Packed, batch: usize, steps: usize, threads: usize) -> Plan {
+    pub(crate) fn new(
+        pk: &Packed,
+        batch: usize,
+        steps: usize,
+        threads: usize,
+        min_flops: f64,
+    ) -> Plan {
         let mr = pk.mr();
         let blocks = batch.div_ceil(mr);
-        // Below ~2 MFLOP per step, a second thread costs more than it gives.
         let flops = batch as f64 * 8.0 * (pk.n_in + pk.h) as f64 * pk.h as f64;
-        let chunks = if flops < 2e6 { 1 } else { threads.clamp(1, blocks) };
+        let chunks = if flops < min_flops {
+            1
+        } else {
+            threads.clamp(1, blocks)
+        };
         let per = blocks.div_ceil(chunks) * mr;
         let chunks = batch.div_ceil(per);
         let tb = (XW_BUDGET / (batch * 4 * pk.hp)).clamp(1, steps.max(1));
@@ -203,12 +229,20 @@ impl Plan {
 
     /// Scratch floats for a chunk of `rows` samples.
     fn chunk_scratch(&self, pk: &Packed, rows: usize) -> [usize; 3] {
-        [round16(self.tb * rows * 4 * pk.hp), round16(rows * pk.hw), round16(rows * pk.h)]
+        [
+            round16(self.tb * rows * 4 * pk.hp),
+            round16(rows * pk.hw),
+            round16(rows * pk.h),
+        ]
     }
 
     pub(crate) fn scratch_len(&self, pk: &Packed, batch: usize) -> usize {
         (0..self.chunks)
-            .map(|k| self.chunk_scratch(pk, self.per.min(batch - k * self.per)).iter().sum::<usize>())
+            .map(|k| {
+                self.chunk_scratch(pk, self.per.min(batch - k * self.per))
+                    .iter()
+                    .sum::<usize>()
+            })
             .sum()
     }
 }
@@ -217,14 +251,38 @@ impl Plan {
 /// `[steps, batch, n_out]`; `st.c`, `st.m` are `[batch, H]` and updated.
 /// Lengths must have been checked by the caller (`Lstm`); they are asserted
 /// here as the safety boundary of the kernels.
-pub(crate) fn forward(pk: &Packed, pool: Option<&rayon::ThreadPool>, threads: usize, st: StateBufs, xs: &[f32], out: &mut [f32], batch: usize, steps: usize) {
+/// How a call may use threads.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Parallel<'a> {
+    pub(crate) pool: Option<&'a rayon::ThreadPool>,
+    pub(crate) threads: usize,
+    /// Gate FLOPs per step below which a call stays on one thread.
+    pub(crate) min_flops: f64,
+}
+
+pub(crate) fn forward(
+    pk: &Packed,
+    par: Parallel,
+    st: StateBufs,
+    xs: &[f32],
+    out: &mut [f32],
+    batch: usize,
+    steps: usize,
+) {
     if steps == 0 {
         return;
     }
     let h = pk.h;
     assert!(xs.len() == steps * batch * pk.n_in && out.len() == steps * batch * pk.n_out);
     assert!(st.c.len() == batch * h && st.m.len() == batch * h);
-    let plan = Plan::new(pk, batch, steps, if pool.is_some() { threads } else { 1 });
+    let pool = par.pool;
+    let plan = Plan::new(
+        pk,
+        batch,
+        steps,
+        if pool.is_some() { par.threads } else { 1 },
+        par.min_flops,
+    );
     let need = plan.scratch_len(pk, batch);
     if st.scratch.as_slice().len() < need {
         *st.scratch = AlignedBuf::zeros(need);
@@ -232,8 +290,7 @@ pub(crate) fn forward(pk: &Packed, pool: Option<&rayon::ThreadPool>, threads: us
     let mut scratch = st.scratch.as_mut_slice();
     let (mut c, mut m) = (st.c, st.m);
     let out_ptr = out.as_mut_ptr();
-    let mut jobs: Vec<SendJob> = Vec::with_capacity(plan.chunks);
-    for k in 0..plan.chunks {
+    let mut make_job = |k: usize| {
         let rows = plan.per.min(batch - k * plan.per);
         let [n_xw, n_op, n_ma] = plan.chunk_scratch(pk, rows);
         let (xw, rest) = std::mem::take(&mut scratch).split_at_mut(n_xw);
@@ -243,7 +300,7 @@ pub(crate) fn forward(pk: &Packed, pool: Option<&rayon::ThreadPool>, threads: us
         let (ck, c_rest) = std::mem::take(&mut c).split_at_mut(rows * h);
         let (mk, m_rest) = std::mem::take(&mut m).split_at_mut(rows * h);
         (c, m) = (c_rest, m_rest);
-        jobs.push(SendJob(cell::Job {
+        SendJob(cell::Job {
             packed: pk,
             rows,
             batch,
@@ -257,14 +314,22 @@ pub(crate) fn forward(pk: &Packed, pool: Option<&rayon::ThreadPool>, threads: us
             m_alt: m_alt.as_mut_ptr(),
             o_pre: o_pre.as_mut_ptr(),
             xw: xw.as_mut_ptr(),
-        }));
-    }
+        })
+    };
     match pool {
-        Some(pool) if jobs.len() > 1 => pool.install(|| {
-            use rayon::prelude::*;
-            jobs.into_par_iter().for_each(|j| run_job(&j.0));
-        }),
-        _ => jobs.iter().for_each(|j| run_job(&j.0)),
+        Some(pool) if plan.chunks > 1 => {
+            // One small Vec per call (not per step) to hand chunks to rayon.
+            let jobs: Vec<SendJob> = (0..plan.chunks).map(&mut make_job).collect();
+            pool.install(|| {
+                use rayon::prelude::*;
+                jobs.into_par_iter().for_each(|j| run_job(&j.0));
+            })
+        }
+        _ => {
+            for k in 0..plan.chunks {
+                run_job(&make_job(k).0);
+            }
+        }
     }
 }
 
@@ -273,6 +338,9 @@ pub(crate) fn check_isa(isa: Isa) -> Result<()> {
     if isa.available() {
         Ok(())
     } else {
-        Err(Error::Unsupported(format!("instruction set `{}` is not available on this CPU", isa.name())))
+        Err(Error::Unsupported(format!(
+            "instruction set `{}` is not available on this CPU",
+            isa.name()
+        )))
     }
 }

@@ -12,7 +12,12 @@ pub struct Avx2;
 #[inline(always)]
 unsafe fn mask(n: usize) -> __m256i {
     // SAFETY: the caller guarantees AVX2.
-    unsafe { _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)) }
+    unsafe {
+        _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(n as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        )
+    }
 }
 
 // SAFETY (all methods): the trait contract makes the caller guarantee AVX2
@@ -93,7 +98,10 @@ impl Simd for Avx2 {
         // SAFETY: see the impl comment. 2ⁿ is built in the exponent field:
         // (n + 127) << 23, valid for n in [-126, 127].
         unsafe {
-            let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)));
+            let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+                _mm256_cvtps_epi32(n),
+                _mm256_set1_epi32(127),
+            ));
             _mm256_mul_ps(x, _mm256_castsi256_ps(e))
         }
     }

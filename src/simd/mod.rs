@@ -118,7 +118,10 @@ impl Isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
+            Isa::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
             Isa::Portable => true,
             #[allow(unreachable_patterns)]
             _ => false,
@@ -127,7 +130,10 @@ impl Isa {
 
     /// The best ISA this CPU has.
     pub fn detect() -> Isa {
-        Isa::ALL.into_iter().find(|i| i.available()).unwrap_or(Isa::Portable)
+        Isa::ALL
+            .into_iter()
+            .find(|i| i.available())
+            .unwrap_or(Isa::Portable)
     }
 
     /// Every ISA this CPU has, best first.
@@ -155,10 +161,9 @@ impl Isa {
 impl std::str::FromStr for Isa {
     type Err = String;
     fn from_str(s: &str) -> Result<Isa, String> {
-        Isa::ALL
-            .into_iter()
-            .find(|i| i.name() == s)
-            .ok_or_else(|| format!("unknown instruction set `{s}` (expected avx512, avx2 or portable)"))
+        Isa::ALL.into_iter().find(|i| i.name() == s).ok_or_else(|| {
+            format!("unknown instruction set `{s}` (expected avx512, avx2 or portable)")
+        })
     }
 }
 
@@ -221,7 +226,10 @@ mod tests {
         {
             let _g = DenormalGuard::new();
             #[cfg(target_arch = "x86_64")]
-            assert_eq!(std::hint::black_box(tiny) * std::hint::black_box(scale), 0.0);
+            assert_eq!(
+                std::hint::black_box(tiny) * std::hint::black_box(scale),
+                0.0
+            );
         }
         assert!(std::hint::black_box(tiny) * std::hint::black_box(scale) > 0.0);
     }

@@ -1,0 +1,96 @@
+//! No allocation per step: a counting global allocator shows that a
+//! `forward` over many steps allocates exactly as often as over one step
+//! (and, once the state's scratch has grown, a single-threaded call does
+//! not allocate at all; with threads, only rayon's per-call bookkeeping).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use lstm_kernels::{Isa, Lstm, LstmConfig, LstmWeights, Peephole};
+
+struct Counting;
+
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged, only counting calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn count(f: impl FnOnce()) -> usize {
+    let before = ALLOCS.load(Ordering::SeqCst);
+    f();
+    ALLOCS.load(Ordering::SeqCst) - before
+}
+
+#[test]
+fn forward_does_not_allocate_per_step() {
+    let cfg = LstmConfig::new(24, 40)
+        .with_head(8)
+        .with_peephole(Peephole::Matrix);
+    for isa in Isa::all_available() {
+        for threads in [1, 2] {
+            let model = Lstm::new(cfg, LstmWeights::random(&cfg, 1))
+                .unwrap()
+                .with_isa(isa)
+                .unwrap()
+                .with_threads(threads)
+                .unwrap()
+                .with_parallel_threshold(0.0);
+            let batch = 13;
+            let mut st = model.new_state(batch).unwrap();
+            let long = 200;
+            let xs = vec![0.25f32; long * batch * 24];
+            let mut ys = vec![0.0f32; long * batch * 8];
+            // Warm up: the scratch grows to its size for this batch.
+            model.forward(&mut st, &xs, &mut ys).unwrap();
+            let one = count(|| {
+                model
+                    .forward(&mut st, &xs[..batch * 24], &mut ys[..batch * 8])
+                    .unwrap()
+            });
+            let many = count(|| model.forward(&mut st, &xs, &mut ys).unwrap());
+            let steps = count(|| {
+                for t in 0..50 {
+                    model
+                        .step(
+                            &mut st,
+                            &xs[t * batch * 24..(t + 1) * batch * 24],
+                            &mut ys[..batch * 8],
+                        )
+                        .unwrap();
+                }
+            });
+            println!(
+                "{isa}, {threads} thread(s): 1 step {one} allocations, {long} steps {many}, 50 × step() {steps}"
+            );
+            // With a thread pool, rayon's own bookkeeping allocates a few
+            // times per call (how many depends on scheduling); per step it
+            // would be ≥ 200.
+            assert!(
+                many <= one + 8,
+                "{isa}/{threads}: {many} allocations for {long} steps vs {one} for 1"
+            );
+            if threads == 1 {
+                assert_eq!(many, 0, "{isa}: single-threaded forward allocated");
+                assert_eq!(steps, 0, "{isa}: step() allocated");
+            }
+        }
+    }
+}
