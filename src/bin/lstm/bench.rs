@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use lstm_kernels::error::{Error, Result};
 use lstm_kernels::rng::SplitMix64;
-use lstm_kernels::{Lstm, LstmConfig, LstmWeights, Peephole};
+use lstm_kernels::{Isa, Lstm, LstmConfig, LstmWeights, Peephole, kernel_runs};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -33,6 +33,13 @@ pub struct BenchArgs {
     /// Seconds to spend measuring (after one warm-up call).
     #[arg(long, default_value_t = 2.0)]
     seconds: f64,
+    /// Instruction set: auto (the best this CPU has, or LSTM_KERNELS_ISA),
+    /// avx512, avx2 or portable.
+    #[arg(long, default_value = "auto")]
+    isa: String,
+    /// Fill inputs and state with subnormal numbers (denormal slow-path check).
+    #[arg(long)]
+    subnormal: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -79,6 +86,12 @@ pub fn setup(
     threads: usize,
 ) -> Result<(Lstm, Vec<f32>)> {
     let model = Lstm::new(cfg, LstmWeights::random(&cfg, 7))?.with_threads(threads)?;
+    setup_inputs(model, batch, steps)
+}
+
+/// Random inputs `[T, B, n_in]` for `model`.
+pub fn setup_inputs(model: Lstm, batch: usize, steps: usize) -> Result<(Lstm, Vec<f32>)> {
+    let cfg = *model.config();
     model.new_state(batch)?; // validates the batch size
     let n = steps
         .checked_mul(batch)
@@ -102,8 +115,21 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     if let Some(p) = a.head {
         cfg = cfg.with_head(p);
     }
-    let (model, xs) = setup(cfg, a.batch, a.steps, a.threads)?;
+    let mut model = Lstm::new(cfg, LstmWeights::random(&cfg, 7))?.with_threads(a.threads)?;
+    if a.isa != "auto" {
+        let isa: Isa = a.isa.parse().map_err(Error::Unsupported)?;
+        model = model.with_isa(isa)?;
+    }
+    let (model, mut xs) = setup_inputs(model, a.batch, a.steps)?;
     let mut state = model.new_state(a.batch)?;
+    if a.subnormal {
+        // Tiny inputs and a tiny state: x·W, c and m are all subnormal.
+        let tiny = f32::from_bits(0x0000_4000);
+        xs.iter_mut().for_each(|v| *v *= tiny);
+        state.c_mut().iter_mut().for_each(|v| *v = tiny);
+        state.m_mut().iter_mut().for_each(|v| *v = tiny);
+    }
+    let runs_before: Vec<u64> = Isa::ALL.iter().map(|&i| kernel_runs(i)).collect();
     let mut ys = vec![0.0f32; a.steps * a.batch * cfg.n_output()];
     let mut failure = None;
     let m = measure(a.seconds, || {
@@ -114,6 +140,11 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     if let Some(e) = failure {
         return Err(e);
     }
+    let runs: serde_json::Map<String, serde_json::Value> = Isa::ALL
+        .iter()
+        .zip(&runs_before)
+        .map(|(&i, &b)| (i.name().to_string(), serde_json::Value::from(kernel_runs(i) - b)))
+        .collect();
     let sps = m.sample_steps_per_s(a.batch, a.steps);
     let gflops = sps * cfg.flops_per_sample_step() / 1e9;
     let ns_per_step = m.median_s / a.steps as f64 * 1e9;
@@ -133,6 +164,8 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             "ns_per_step": ns_per_step,
             "median_s": m.median_s,
             "repeats": m.repeats,
+            "subnormal": a.subnormal,
+            "kernel_runs": runs,
         });
         println!("{v}");
     } else {
