@@ -34,7 +34,7 @@ pub mod weights;
 
 pub use config::{LstmConfig, Peephole};
 pub use error::{Error, Result};
-pub use kernel::kernel_runs;
+pub use kernel::{fma_peak_gflops, kernel_runs};
 pub use model::{Lstm, LstmState};
 pub use simd::Isa;
 pub use weights::{GATE_ORDER, LstmWeights, SEED_NAMES, SeedWeights};

@@ -460,23 +460,49 @@ fn cli_forced_isa_really_runs() {
     for isa in lstm_kernels::Isa::all_available() {
         for via_env in [true, false] {
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_lstm"));
-            cmd.args(["bench", "--batch", "2", "--input", "3", "--hidden", "9", "--steps", "2", "--seconds", "0", "--json"]);
+            cmd.args([
+                "bench",
+                "--batch",
+                "2",
+                "--input",
+                "3",
+                "--hidden",
+                "9",
+                "--steps",
+                "2",
+                "--seconds",
+                "0",
+                "--json",
+            ]);
             if via_env {
                 cmd.env("LSTM_KERNELS_ISA", isa.name());
             } else {
-                cmd.env_remove("LSTM_KERNELS_ISA").args(["--isa", isa.name()]);
+                cmd.env_remove("LSTM_KERNELS_ISA")
+                    .args(["--isa", isa.name()]);
             }
             let out = cmd.output().unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
             assert_eq!(v["isa"], isa.name());
             for other in lstm_kernels::Isa::ALL {
                 let runs = v["kernel_runs"][other.name()].as_u64().unwrap();
-                assert_eq!(runs > 0, other == isa, "{isa} forced, {other} ran {runs} times");
+                assert_eq!(
+                    runs > 0,
+                    other == isa,
+                    "{isa} forced, {other} ran {runs} times"
+                );
             }
         }
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_lstm")).args(["bench", "--seconds", "0"]).env("LSTM_KERNELS_ISA", "sse1").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lstm"))
+        .args(["bench", "--seconds", "0"])
+        .env("LSTM_KERNELS_ISA", "sse1")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("sse1"));
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use lstm_kernels::error::{Error, Result};
 use lstm_kernels::rng::SplitMix64;
-use lstm_kernels::{Isa, Lstm, LstmConfig, LstmWeights, Peephole, kernel_runs};
+use lstm_kernels::{Isa, Lstm, LstmConfig, LstmWeights, Peephole, fma_peak_gflops, kernel_runs};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -143,11 +143,19 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     let runs: serde_json::Map<String, serde_json::Value> = Isa::ALL
         .iter()
         .zip(&runs_before)
-        .map(|(&i, &b)| (i.name().to_string(), serde_json::Value::from(kernel_runs(i) - b)))
+        .map(|(&i, &b)| {
+            (
+                i.name().to_string(),
+                serde_json::Value::from(kernel_runs(i) - b),
+            )
+        })
         .collect();
     let sps = m.sample_steps_per_s(a.batch, a.steps);
     let gflops = sps * cfg.flops_per_sample_step() / 1e9;
     let ns_per_step = m.median_s / a.steps as f64 * 1e9;
+    // Fraction of the per-core peak of the ISA that ran, times the threads.
+    let peak = fma_peak_gflops(model.isa()).unwrap_or(f64::NAN);
+    let peak_fraction = gflops / (peak * model.threads() as f64);
     if a.json {
         let v = serde_json::json!({
             "isa": model.isa_name(),
@@ -166,6 +174,8 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             "repeats": m.repeats,
             "subnormal": a.subnormal,
             "kernel_runs": runs,
+            "fma_peak_gflops": peak,
+            "peak_fraction": peak_fraction,
         });
         println!("{v}");
     } else {
@@ -182,8 +192,14 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             model.threads()
         );
         println!(
-            "{:.0} sample-steps/s  {:.2} GFLOP/s  {:.0} ns/step  (median of {} calls)",
-            sps, gflops, ns_per_step, m.repeats
+            "{:.0} sample-steps/s  {:.2} GFLOP/s  {:.1}% of peak ({:.1} GFLOP/s × {} threads)  {:.0} ns/step  (median of {} calls)",
+            sps,
+            gflops,
+            100.0 * peak_fraction,
+            peak,
+            model.threads(),
+            ns_per_step,
+            m.repeats
         );
     }
     Ok(())
