@@ -170,3 +170,53 @@ fn subnormals_are_harmless() {
         check_run(&case, &run).unwrap_or_else(|e| panic!("{isa}: {e}"));
     }
 }
+
+/// Small batches split their hidden units across threads (with a barrier
+/// between phases): bitwise the same as one thread, and correct, for every
+/// variant and ISA.
+#[test]
+fn hidden_unit_split_is_exact() {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (head, peep) in [
+        (None, false),
+        (None, true),
+        (Some(50), false),
+        (Some(129), true),
+    ] {
+        for b in [1usize, 2, 5] {
+            let case = Case::new(config(33, 129, head, peep), b, 5, b as u64, 1.0);
+            for isa in Isa::all_available() {
+                let model = case.model().with_isa(isa).unwrap();
+                let one = case.run_forward(&model);
+                check_run(&case, &one).unwrap_or_else(|e| panic!("{isa}: {e}"));
+                for threads in [2, 3] {
+                    let before = kernel_runs(isa);
+                    let split = model
+                        .clone()
+                        .with_threads(threads)
+                        .unwrap()
+                        .with_parallel_threshold(0.0);
+                    let many = case.run_forward(&split);
+                    // (≥: other tests in this process may run the same ISA meanwhile)
+                    assert!(
+                        kernel_runs(isa) - before >= threads as u64,
+                        "{isa}: not split over {threads} threads"
+                    );
+                    assert_eq!(
+                        bits(&one.0),
+                        bits(&many.0),
+                        "{isa} {threads}t head={head:?} peep={peep} b={b}: y"
+                    );
+                    assert_eq!(bits(&one.1), bits(&many.1), "{isa} {threads}t: c");
+                    assert_eq!(bits(&one.2), bits(&many.2), "{isa} {threads}t: m");
+                    let steps = case.run_steps(&split);
+                    assert_eq!(
+                        bits(&one.0),
+                        bits(&steps.0),
+                        "{isa} {threads}t: step() vs forward()"
+                    );
+                }
+            }
+        }
+    }
+}

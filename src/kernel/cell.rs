@@ -5,12 +5,13 @@
 //! `#[inline(always)]` so that it is compiled with the wrapper's features.
 
 use super::gemm::{Acc, tile};
-use super::{KernelIsa, Packed};
+use super::{KernelIsa, Packed, SpinBarrier};
 use crate::activation::{sigmoid, tanh};
 use crate::simd::Simd;
 
 /// Raw views of one chunk's data for one `forward` call. Built only by
-/// `kernel::ChunkJob::new`, which checks every length.
+/// `kernel::forward`, which checks every length.
+#[derive(Clone, Copy)]
 pub(crate) struct Job<'a> {
     pub(crate) packed: &'a Packed,
     /// Samples in this chunk.
@@ -34,6 +35,28 @@ pub(crate) struct Job<'a> {
     pub(crate) o_pre: *mut f32,
     /// `[tb, rows, 4·hp]`.
     pub(crate) xw: *mut f32,
+    /// Hidden-unit split: this job computes panel share `part` of `parts`
+    /// for every phase and meets the others at `barrier` between phases.
+    /// With `parts == 1` there is no barrier and the job does everything.
+    pub(crate) part: usize,
+    pub(crate) parts: usize,
+    pub(crate) barrier: Option<&'a SpinBarrier>,
+}
+
+impl Job<'_> {
+    /// This job's contiguous share of `n` panels.
+    #[inline(always)]
+    fn share(&self, n: usize) -> std::ops::Range<usize> {
+        (n * self.part / self.parts)..(n * (self.part + 1) / self.parts)
+    }
+
+    /// Waits for the other parts (no-op without a split).
+    #[inline(always)]
+    fn sync(&self) {
+        if let Some(b) = self.barrier {
+            b.wait();
+        }
+    }
 }
 
 /// Calls `$f::<$S, MR>(args..)` for the run-time row count `$nr ≤ 6`.
@@ -97,7 +120,7 @@ unsafe fn store_n<S: Simd>(p: *mut f32, v: S::V, n: usize) {
 unsafe fn input_tile<S: Simd, const MR: usize>(job: &Job, t0: usize, q0: usize, p: usize) {
     let pk = job.packed;
     let l = S::LANES;
-    // SAFETY: `Job::new` checked that xs holds every (t, sample) row and xw
+    // SAFETY: `kernel::forward` checked that xs holds every (t, sample) row and xw
     // every (q, panel) tile; the panel holds a bias row and n_in rows.
     unsafe {
         let panel = pk.wx.panel(p).as_ptr();
@@ -264,13 +287,17 @@ macro_rules! row_blocks {
 #[inline(always)]
 pub(crate) unsafe fn run<S: KernelIsa>(job: &Job) {
     let pk = job.packed;
-    let (h, rows) = (pk.h, job.rows);
+    let (h, rows, l) = (pk.h, job.rows, S::LANES);
     let mut t0 = 0;
-    // SAFETY: every tile call stays within the buffers `Job::new` checked.
+    // SAFETY: every tile call stays within the buffers `kernel::forward` checked.
+    // With a hidden-unit split, parts write disjoint units (their panels)
+    // and read other parts' results only after a barrier.
     unsafe {
         while t0 < job.steps {
             let nt = job.tb.min(job.steps - t0);
-            for p in 0..pk.wx.n_panels {
+            // Each part only ever reads its own panels' columns of xw, so
+            // no barrier is needed after the input GEMM.
+            for p in job.share(pk.wx.n_panels) {
                 row_blocks!(S, nt * rows, |q0, nr| with_mr!(
                     nr,
                     input_tile::<S>(job, t0, q0, p)
@@ -283,14 +310,16 @@ pub(crate) unsafe fn run<S: KernelIsa>(job: &Job) {
                 } else {
                     (job.m_alt, job.m)
                 };
-                for p in 0..pk.wh.n_panels {
+                let gates = job.share(pk.wh.n_panels);
+                for p in gates.clone() {
                     row_blocks!(S, rows, |r0, nr| with_mr!(
                         nr,
                         gate_tile::<S>(job, s, r0, p, m_cur, m_next)
                     ));
                 }
                 if let Some(vo) = &pk.vo {
-                    for q in 0..vo.n_panels {
+                    job.sync(); // the peephole reads every unit of the new c
+                    for q in job.share(vo.n_panels) {
                         row_blocks!(S, rows, |r0, nr| with_mr!(
                             nr,
                             peephole_tile::<S>(job, r0, q, m_next)
@@ -299,7 +328,8 @@ pub(crate) unsafe fn run<S: KernelIsa>(job: &Job) {
                 }
                 match &pk.head {
                     Some(wh) => {
-                        for q in 0..wh.n_panels {
+                        job.sync(); // the head reads every unit of the new m
+                        for q in job.share(wh.n_panels) {
                             row_blocks!(S, rows, |r0, nr| with_mr!(
                                 nr,
                                 head_tile::<S>(job, t, r0, q, m_next)
@@ -307,16 +337,27 @@ pub(crate) unsafe fn run<S: KernelIsa>(job: &Job) {
                         }
                     }
                     None => {
+                        // The output is m: copy this part's gate units
+                        // (after the peephole, others may have written them).
+                        if pk.vo.is_some() {
+                            job.sync();
+                        }
+                        let (j0, j1) = ((gates.start * l).min(h), (gates.end * l).min(h));
                         for r in 0..rows {
                             let dst = job.out.add((t * job.batch + job.row0 + r) * h);
-                            std::ptr::copy_nonoverlapping(m_next.add(r * h), dst, h);
+                            std::ptr::copy_nonoverlapping(
+                                m_next.add(r * h + j0),
+                                dst.add(j0),
+                                j1 - j0,
+                            );
                         }
                     }
                 }
+                job.sync(); // the next step reads every unit of m and c
             }
             t0 += nt;
         }
-        if job.steps % 2 == 1 {
+        if job.steps % 2 == 1 && job.part == 0 {
             std::ptr::copy_nonoverlapping(job.m_alt, job.m, rows * h);
         }
     }

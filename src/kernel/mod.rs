@@ -180,6 +180,43 @@ fn run_job(job: &cell::Job) {
     }
 }
 
+/// A barrier for the parts of a hidden-unit split: they spin (briefly, then
+/// yield) instead of sleeping, since a step takes microseconds.
+pub(crate) struct SpinBarrier {
+    parts: usize,
+    arrived: AtomicU64,
+    generation: AtomicU64,
+}
+
+impl SpinBarrier {
+    fn new(parts: usize) -> Self {
+        SpinBarrier {
+            parts,
+            arrived: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Returns once all `parts` callers have arrived.
+    pub(crate) fn wait(&self) {
+        let generation = self.generation.load(Ordering::Acquire);
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.parts as u64 {
+            self.arrived.store(0, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::Release);
+        } else {
+            let mut spins = 0u32;
+            while self.generation.load(Ordering::Acquire) == generation {
+                spins += 1;
+                if spins < 1 << 14 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+}
+
 /// A chunk's job, sendable to a worker thread.
 struct SendJob<'a>(cell::Job<'a>);
 
@@ -187,6 +224,16 @@ struct SendJob<'a>(cell::Job<'a>);
 // its samples' rows of the output) are disjoint from every other job's;
 // `xs` and the packed weights are only read.
 unsafe impl Send for SendJob<'_> {}
+
+impl<'a> SendJob<'a> {
+    fn job(&self) -> cell::Job<'a> {
+        self.0
+    }
+}
+
+// SAFETY: shared only for a hidden-unit split, whose parts write disjoint
+// units and synchronise through `SpinBarrier` before reading each other's.
+unsafe impl Sync for SendJob<'_> {}
 
 /// Mutable state of a batch, as slices the driver splits among chunks.
 pub(crate) struct StateBufs<'a> {
@@ -203,6 +250,8 @@ pub(crate) struct Plan {
     pub(crate) chunks: usize,
     /// Steps per hoisted input GEMM.
     pub(crate) tb: usize,
+    /// Hidden-unit split of one chunk over this many threads (1: none).
+    pub(crate) split: usize,
 }
 
 fn round16(n: usize) -> usize {
@@ -228,7 +277,24 @@ impl Plan {
         let per = blocks.div_ceil(chunks) * mr;
         let chunks = batch.div_ceil(per);
         let tb = (XW_BUDGET / (batch * 4 * pk.hp)).clamp(1, steps.max(1));
-        Plan { per, chunks, tb }
+        // A batch of one row block cannot be split by rows: split its hidden
+        // units instead (each core keeps its share of the weights in its own
+        // L2), when there is enough work per step to pay for the barriers.
+        let split = if chunks == 1
+            && threads > 1
+            && pk.wh.n_panels >= 2 * threads
+            && flops >= min_flops / 8.0
+        {
+            threads
+        } else {
+            1
+        };
+        Plan {
+            per,
+            chunks,
+            tb,
+            split,
+        }
     }
 
     /// Scratch floats for a chunk of `rows` samples.
@@ -318,9 +384,29 @@ pub(crate) fn forward(
             m_alt: m_alt.as_mut_ptr(),
             o_pre: o_pre.as_mut_ptr(),
             xw: xw.as_mut_ptr(),
+            part: 0,
+            parts: 1,
+            barrier: None,
         })
     };
     match pool {
+        Some(pool) if plan.split > 1 => {
+            let barrier = SpinBarrier::new(plan.split);
+            let shared = make_job(0);
+            // SAFETY-relevant: every part gets the same buffers; `cell::run`
+            // confines each part's writes to its own panels' units and
+            // separates phases with the barrier. `broadcast` runs exactly
+            // one part on each of the pool's `split` threads at once, so the
+            // barrier cannot deadlock.
+            pool.broadcast(|ctx| {
+                run_job(&cell::Job {
+                    part: ctx.index(),
+                    parts: plan.split,
+                    barrier: Some(&barrier),
+                    ..shared.job()
+                })
+            });
+        }
         Some(pool) if plan.chunks > 1 => {
             // One small Vec per call (not per step) to hand chunks to rayon.
             let jobs: Vec<SendJob> = (0..plan.chunks).map(&mut make_job).collect();

@@ -1,0 +1,216 @@
+//! `cargo bench`: forward over a sequence, per shape, for
+//! * `lstm-kernels` on every ISA this CPU has (1 thread, and 2 threads for
+//!   the B=64 shape),
+//! * what a Rust user would write with a GEMM crate: ndarray's `dot`
+//!   (matrixmultiply inside) for one concatenated `[x m]·W` per step, then
+//!   scalar gate math,
+//! * the scalar `f64` reference (small shapes only: it is very slow).
+//!
+//! Criterion's throughput is set to FLOPs, so its "elem/s" are FLOP/s. At
+//! the end a summary prints GFLOP/s and the fraction of the measured FMA
+//! peak (`fma_peak_gflops`) for the same runs.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use lstm_kernels::reference::{self, RefState};
+use lstm_kernels::rng::SplitMix64;
+use lstm_kernels::{Isa, Lstm, LstmConfig, LstmWeights, Peephole, fma_peak_gflops};
+use ndarray::{Array2, ArrayView2, s};
+
+const STEPS: usize = 16;
+
+struct Shape {
+    name: &'static str,
+    cfg: LstmConfig,
+    batch: usize,
+}
+
+fn shapes() -> Vec<Shape> {
+    let std = |n, h| LstmConfig::new(n, h);
+    vec![
+        Shape {
+            name: "seed_7x5h3p_b10",
+            cfg: std(7, 5).with_head(3).with_peephole(Peephole::Matrix),
+            batch: 10,
+        },
+        Shape {
+            name: "h64_b16",
+            cfg: std(64, 64),
+            batch: 16,
+        },
+        Shape {
+            name: "h256_b1",
+            cfg: std(256, 256),
+            batch: 1,
+        },
+        Shape {
+            name: "h256_b16",
+            cfg: std(256, 256),
+            batch: 16,
+        },
+        Shape {
+            name: "h256_b64",
+            cfg: std(256, 256),
+            batch: 64,
+        },
+        Shape {
+            name: "h512_b64",
+            cfg: std(512, 512),
+            batch: 64,
+        },
+        Shape {
+            name: "h512_b64_seed_cell",
+            cfg: std(512, 512).with_head(256).with_peephole(Peephole::Matrix),
+            batch: 64,
+        },
+    ]
+}
+
+/// One concatenated GEMM per step with ndarray, then scalar gate math
+/// (standard cell: no peephole, no head).
+struct GemmCrateLstm {
+    w: Array2<f32>,
+    bias: Vec<f32>,
+    h: usize,
+    n: usize,
+}
+
+impl GemmCrateLstm {
+    fn new(cfg: &LstmConfig, w: &LstmWeights) -> Self {
+        let w2 =
+            Array2::from_shape_vec((cfg.gate_rows(), cfg.gate_cols()), w.gates.clone()).unwrap();
+        GemmCrateLstm {
+            w: w2,
+            bias: w.bias.clone(),
+            h: cfg.n_hidden,
+            n: cfg.n_input,
+        }
+    }
+
+    fn forward(
+        &self,
+        xm: &mut Array2<f32>,
+        c: &mut [f32],
+        xs: &[f32],
+        out: &mut [f32],
+        batch: usize,
+    ) {
+        let (n, h) = (self.n, self.h);
+        let sig = |z: f32| 1.0 / (1.0 + (-z).exp());
+        for t in 0..xs.len() / (batch * n) {
+            let x = ArrayView2::from_shape((batch, n), &xs[t * batch * n..(t + 1) * batch * n])
+                .unwrap();
+            xm.slice_mut(s![.., ..n]).assign(&x);
+            let gates = xm.dot(&self.w);
+            for b in 0..batch {
+                let g = gates.row(b);
+                for j in 0..h {
+                    let i = sig(g[j] + self.bias[j]);
+                    let f = sig(g[h + j] + self.bias[h + j]);
+                    let cc = (g[2 * h + j] + self.bias[2 * h + j]).tanh();
+                    let o = sig(g[3 * h + j] + self.bias[3 * h + j]);
+                    let cn = f * c[b * h + j] + i * cc;
+                    c[b * h + j] = cn;
+                    let m = o * cn.tanh();
+                    xm[(b, n + j)] = m;
+                    out[(t * batch + b) * h + j] = m;
+                }
+            }
+        }
+    }
+}
+
+fn inputs(sh: &Shape) -> Vec<f32> {
+    SplitMix64::new(5).vec_uniform(STEPS * sh.batch * sh.cfg.n_input, -1.0, 1.0)
+}
+
+fn model(sh: &Shape, isa: Isa, threads: usize) -> Lstm {
+    Lstm::new(sh.cfg, LstmWeights::random(&sh.cfg, 1))
+        .unwrap()
+        .with_isa(isa)
+        .unwrap()
+        .with_threads(threads)
+        .unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    for sh in shapes() {
+        let flops = sh.cfg.flops_per_sample_step() * (sh.batch * STEPS) as f64;
+        let mut g = c.benchmark_group(sh.name);
+        g.throughput(Throughput::Elements(flops as u64));
+        g.sample_size(10);
+        let xs = inputs(&sh);
+        let mut ys = vec![0.0f32; STEPS * sh.batch * sh.cfg.n_output()];
+        for isa in Isa::all_available() {
+            for threads in [1, 2] {
+                if threads == 2 && sh.batch < 64 {
+                    continue;
+                }
+                let m = model(&sh, isa, threads);
+                let mut st = m.new_state(sh.batch).unwrap();
+                g.bench_function(
+                    BenchmarkId::new(format!("lstm-kernels/{isa}"), format!("{threads}t")),
+                    |b| b.iter(|| m.forward(&mut st, black_box(&xs), &mut ys).unwrap()),
+                );
+            }
+        }
+        if sh.cfg.head.is_none() && sh.cfg.peephole == Peephole::None {
+            let gl = GemmCrateLstm::new(&sh.cfg, &LstmWeights::random(&sh.cfg, 1));
+            let mut xm = Array2::zeros((sh.batch, sh.cfg.gate_rows()));
+            let mut cst = vec![0.0f32; sh.batch * sh.cfg.n_hidden];
+            g.bench_function("ndarray-gemm+scalar", |b| {
+                b.iter(|| gl.forward(&mut xm, &mut cst, black_box(&xs), &mut ys, sh.batch))
+            });
+        }
+        if sh.cfg.n_hidden <= 64 {
+            let seed = LstmWeights::random(&sh.cfg, 1).to_seed(&sh.cfg).unwrap();
+            let mut rst = RefState::zeros(&sh.cfg, sh.batch);
+            g.bench_function("reference-f64", |b| {
+                b.iter(|| reference::forward(&sh.cfg, &seed, black_box(&xs), &mut rst))
+            });
+        }
+        g.finish();
+    }
+    summary();
+}
+
+/// GFLOP/s and fraction of the FMA peak, timed here directly (median of 7).
+fn summary() {
+    println!(
+        "\nsummary: lstm-kernels forward, T={STEPS}, GFLOP/s and fraction of the per-core FMA peak × threads"
+    );
+    let peaks: Vec<(Isa, f64)> = Isa::all_available()
+        .into_iter()
+        .map(|i| (i, fma_peak_gflops(i).unwrap()))
+        .collect();
+    for (isa, p) in &peaks {
+        println!("  {isa} FMA peak: {p:.1} GFLOP/s per core");
+    }
+    for sh in shapes() {
+        let xs = inputs(&sh);
+        let mut ys = vec![0.0f32; STEPS * sh.batch * sh.cfg.n_output()];
+        for &(isa, peak) in &peaks {
+            let m = model(&sh, isa, 1);
+            let mut st = m.new_state(sh.batch).unwrap();
+            let mut times: Vec<f64> = (0..7)
+                .map(|_| {
+                    let t = Instant::now();
+                    m.forward(&mut st, &xs, &mut ys).unwrap();
+                    t.elapsed().as_secs_f64()
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            let gf = sh.cfg.flops_per_sample_step() * (sh.batch * STEPS) as f64 / times[3] / 1e9;
+            println!(
+                "  {:<22} {isa:<8} {gf:>7.2} GFLOP/s  {:>5.1}% of peak",
+                sh.name,
+                100.0 * gf / peak
+            );
+        }
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
