@@ -29,14 +29,14 @@ pub mod model;
 mod pack;
 pub mod reference;
 pub mod rng;
-pub mod simd;
+mod simd;
 pub mod weights;
 
 pub use config::{LstmConfig, Peephole};
 pub use error::{Error, Result};
 pub use kernel::{fma_peak_gflops, kernel_runs};
 pub use model::{Lstm, LstmState};
-pub use simd::Isa;
+pub use simd::{ISA_ENV, Isa};
 pub use weights::{GATE_ORDER, LstmWeights, SEED_NAMES, SeedWeights};
 
 /// The largest absolute error of the crate's `σ` and `tanh` on any `f32`

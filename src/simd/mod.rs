@@ -35,7 +35,9 @@ pub use portable::Portable;
 pub trait Simd: Copy + Send + Sync + 'static {
     /// f32 lanes per vector.
     const LANES: usize;
-    /// Name (`avx512`, `avx2`, `portable`).
+    /// Name (`avx512`, `avx2`, `portable`); tests use it to prove which
+    /// instance ran.
+    #[cfg_attr(not(test), allow(dead_code))]
     const NAME: &'static str;
     /// The vector type.
     type V: Copy;
