@@ -12,10 +12,20 @@ struct Counting;
 
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 
+thread_local! {
+    /// Allocations made by this thread (const-initialised: no allocation).
+    static MINE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn note_alloc() {
+    ALLOCS.fetch_add(1, Ordering::Relaxed);
+    let _ = MINE.try_with(|c| c.set(c.get() + 1));
+}
+
 // SAFETY: forwards to the system allocator unchanged, only counting calls.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        note_alloc();
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
@@ -24,7 +34,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        note_alloc();
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -33,10 +43,19 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn count(f: impl FnOnce()) -> usize {
+/// Allocations by every thread of the process while `f` runs (other
+/// tests' threads included, so only used with a generous bound).
+fn count(f: &mut dyn FnMut()) -> usize {
     let before = ALLOCS.load(Ordering::SeqCst);
     f();
     ALLOCS.load(Ordering::SeqCst) - before
+}
+
+/// Allocations by the calling thread while `f` runs (exact).
+fn count_mine(f: &mut dyn FnMut()) -> usize {
+    let before = MINE.with(|c| c.get());
+    f();
+    MINE.with(|c| c.get()) - before
 }
 
 #[test]
@@ -60,13 +79,16 @@ fn forward_does_not_allocate_per_step() {
             let mut ys = vec![0.0f32; long * batch * 8];
             // Warm up: the scratch grows to its size for this batch.
             model.forward(&mut st, &xs, &mut ys).unwrap();
-            let one = count(|| {
+            // One thread: every allocation would be on this thread, counted
+            // exactly; with a pool, count the whole process.
+            let counter = if threads == 1 { count_mine } else { count };
+            let one = counter(&mut || {
                 model
                     .forward(&mut st, &xs[..batch * 24], &mut ys[..batch * 8])
                     .unwrap()
             });
-            let many = count(|| model.forward(&mut st, &xs, &mut ys).unwrap());
-            let steps = count(|| {
+            let many = counter(&mut || model.forward(&mut st, &xs, &mut ys).unwrap());
+            let steps = counter(&mut || {
                 for t in 0..50 {
                     model
                         .step(
