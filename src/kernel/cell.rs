@@ -265,14 +265,24 @@ unsafe fn head_tile<S: Simd, const MR: usize>(
     }
 }
 
-/// Runs `$body` for row blocks `($r0, $nr)` of at most `S::MR` rows (a
-/// macro, not a closure, so it is compiled inside the ISA wrapper).
+/// Runs `$body` for row blocks `($r0, $nr)` covering `$rows` rows with as
+/// few blocks of at most `S::MR` rows as possible, balanced (32 rows on
+/// AVX-512: 6,6,5,5,5,5, not 6,6,6,6,6,2) so that no block is a sliver. A
+/// macro, not a closure, so it is compiled inside the ISA wrapper. Block
+/// sizes never change a row's arithmetic, only which rows share a tile.
 macro_rules! row_blocks {
     ($S:ty, $rows:expr, |$r0:ident, $nr:ident| $body:expr) => {{
         let rows = $rows;
+        let mr = <$S as KernelIsa>::MR;
+        let blocks = rows.div_ceil(mr);
+        let (base, extra) = if blocks == 0 {
+            (0, 0)
+        } else {
+            (rows / blocks, rows % blocks)
+        };
         let mut $r0 = 0;
-        while $r0 < rows {
-            let $nr = <$S as KernelIsa>::MR.min(rows - $r0);
+        for blk in 0..blocks {
+            let $nr = base + usize::from(blk < extra);
             $body;
             $r0 += $nr;
         }
