@@ -5,7 +5,7 @@
 //! `#[inline(always)]` so that it is compiled with the wrapper's features.
 
 use super::gemm::{Acc, tile};
-use super::{KernelIsa, Packed, SpinBarrier};
+use super::{Dims, KernelIsa, Packed, Shape, SpinBarrier};
 use crate::activation::{sigmoid, tanh};
 use crate::simd::Simd;
 
@@ -61,14 +61,14 @@ impl Job<'_> {
 
 /// Calls `$f::<$S, MR>(args..)` for the run-time row count `$nr ≤ 6`.
 macro_rules! with_mr {
-    ($nr:expr, $f:ident::<$S:ty>($($arg:expr),*)) => {
+    ($nr:expr, $f:ident::<$S:ty, $D:ty>($($arg:expr),*)) => {
         match $nr {
-            1 => $f::<$S, 1>($($arg),*),
-            2 => $f::<$S, 2>($($arg),*),
-            3 => $f::<$S, 3>($($arg),*),
-            4 => $f::<$S, 4>($($arg),*),
-            5 => $f::<$S, 5>($($arg),*),
-            _ => $f::<$S, 6>($($arg),*),
+            1 => $f::<$S, $D, 1>($($arg),*),
+            2 => $f::<$S, $D, 2>($($arg),*),
+            3 => $f::<$S, $D, 3>($($arg),*),
+            4 => $f::<$S, $D, 4>($($arg),*),
+            5 => $f::<$S, $D, 5>($($arg),*),
+            _ => $f::<$S, $D, 6>($($arg),*),
         }
     };
 }
@@ -117,8 +117,9 @@ unsafe fn store_n<S: Simd>(p: *mut f32, v: S::V, n: usize) {
 /// Input GEMM tile: rows `q0..q0+MR` of the time block (row `q` is sample
 /// `q % rows` at step `t0 + q / rows`), panel `p`: `xw = bias + x·W_x`.
 #[inline(always)]
-unsafe fn input_tile<S: Simd, const MR: usize>(job: &Job, t0: usize, q0: usize, p: usize) {
+unsafe fn input_tile<S: KernelIsa, D: Dims, const MR: usize>(job: &Job, t0: usize, q0: usize, p: usize) {
     let pk = job.packed;
+    let d = Shape::of::<S, D>(pk);
     let l = S::LANES;
     // SAFETY: `kernel::forward` checked that xs holds every (t, sample) row and xw
     // every (q, panel) tile; the panel holds a bias row and n_in rows.
@@ -129,13 +130,13 @@ unsafe fn input_tile<S: Simd, const MR: usize>(job: &Job, t0: usize, q0: usize, 
             let q = q0 + r;
             *ar = job
                 .xs
-                .add(((t0 + q / job.rows) * job.batch + job.row0 + q % job.rows) * pk.n_in);
+                .add(((t0 + q / job.rows) * job.batch + job.row0 + q % job.rows) * d.n_in);
         }
         let bias = load4::<S>(panel);
         let mut acc: Acc<S, MR> = [bias; MR];
-        tile::<S, MR>(pk.n_in, &a, panel.add(4 * l), &mut acc);
+        tile::<S, MR>(d.n_in, &a, panel.add(4 * l), &mut acc);
         for (r, acc_r) in acc.iter().enumerate() {
-            let dst = job.xw.add((q0 + r) * 4 * pk.hp + p * 4 * l);
+            let dst = job.xw.add((q0 + r) * 4 * d.hp + p * 4 * l);
             for (v, &x) in acc_r.iter().enumerate() {
                 S::store(dst.add(v * l), x);
             }
@@ -148,7 +149,7 @@ unsafe fn input_tile<S: Simd, const MR: usize>(job: &Job, t0: usize, q0: usize, 
 /// fused epilogue: `c = σ(f)·c + σ(i)·tanh(c̃)`, and either
 /// `m_next = σ(o)·tanh(c)` or (matrix peephole) `o_pre = o`.
 #[inline(always)]
-unsafe fn gate_tile<S: Simd, const MR: usize>(
+unsafe fn gate_tile<S: KernelIsa, D: Dims, const MR: usize>(
     job: &Job,
     s: usize,
     r0: usize,
@@ -157,7 +158,8 @@ unsafe fn gate_tile<S: Simd, const MR: usize>(
     m_next: *mut f32,
 ) {
     let pk = job.packed;
-    let (l, h) = (S::LANES, pk.h);
+    let d = Shape::of::<S, D>(pk);
+    let (l, h) = (S::LANES, d.h);
     // SAFETY: rows r0..r0+MR < job.rows; c/m buffers are [rows, H], xw
     // [tb, rows, 4hp], o_pre [rows, hw ≥ hp]; units j0..j0+n < H.
     unsafe {
@@ -165,7 +167,7 @@ unsafe fn gate_tile<S: Simd, const MR: usize>(
         let mut acc: Acc<S, MR> = [[S::splat(0.0); 4]; MR];
         for r in 0..MR {
             a[r] = m_cur.add((r0 + r) * h);
-            acc[r] = load4::<S>(job.xw.add((s * job.rows + r0 + r) * 4 * pk.hp + p * 4 * l));
+            acc[r] = load4::<S>(job.xw.add((s * job.rows + r0 + r) * 4 * d.hp + p * 4 * l));
         }
         tile::<S, MR>(h, &a, pk.wh.panel(p).as_ptr(), &mut acc);
         let j0 = p * l;
@@ -180,8 +182,8 @@ unsafe fn gate_tile<S: Simd, const MR: usize>(
                 S::mul(sigmoid::<S>(g[0]), tanh::<S>(g[2])),
             );
             store_n::<S>(cp, c_new, n);
-            if pk.vo.is_some() {
-                S::store(job.o_pre.add(row * pk.hw + j0), g[3]);
+            if d.peephole {
+                S::store(job.o_pre.add(row * d.hw + j0), g[3]);
             } else {
                 let m = S::mul(sigmoid::<S>(g[3]), tanh::<S>(c_new));
                 store_n::<S>(m_next.add(row * h + j0), m, n);
@@ -193,14 +195,15 @@ unsafe fn gate_tile<S: Simd, const MR: usize>(
 /// Peephole tile: `o = σ(o_pre + c·v_o)`, `m_next = o·tanh(c)` for samples
 /// `r0..r0+MR` and the 4·LANES units of wide panel `q`.
 #[inline(always)]
-unsafe fn peephole_tile<S: Simd, const MR: usize>(
+unsafe fn peephole_tile<S: KernelIsa, D: Dims, const MR: usize>(
     job: &Job,
     r0: usize,
     q: usize,
     m_next: *mut f32,
 ) {
     let pk = job.packed;
-    let (l, h) = (S::LANES, pk.h);
+    let d = Shape::of::<S, D>(pk);
+    let (l, h) = (S::LANES, d.h);
     let Some(vo) = pk.vo.as_ref() else { return };
     // SAFETY: as in `gate_tile`; o_pre rows are hw ≥ (q+1)·4·LANES long.
     unsafe {
@@ -208,7 +211,7 @@ unsafe fn peephole_tile<S: Simd, const MR: usize>(
         let mut acc: Acc<S, MR> = [[S::splat(0.0); 4]; MR];
         for r in 0..MR {
             a[r] = job.c.add((r0 + r) * h).cast_const();
-            acc[r] = load4::<S>(job.o_pre.add((r0 + r) * pk.hw + q * 4 * l));
+            acc[r] = load4::<S>(job.o_pre.add((r0 + r) * d.hw + q * 4 * l));
         }
         tile::<S, MR>(h, &a, vo.panel(q).as_ptr(), &mut acc);
         for (r, o) in acc.iter().enumerate() {
@@ -232,7 +235,7 @@ unsafe fn peephole_tile<S: Simd, const MR: usize>(
 
 /// Head tile: `h = tanh(b_h + m·w_h)` into the output rows of step `t`.
 #[inline(always)]
-unsafe fn head_tile<S: Simd, const MR: usize>(
+unsafe fn head_tile<S: KernelIsa, D: Dims, const MR: usize>(
     job: &Job,
     t: usize,
     r0: usize,
@@ -240,7 +243,8 @@ unsafe fn head_tile<S: Simd, const MR: usize>(
     m_next: *const f32,
 ) {
     let pk = job.packed;
-    let (l, h, p_out) = (S::LANES, pk.h, pk.n_out);
+    let d = Shape::of::<S, D>(pk);
+    let (l, h, p_out) = (S::LANES, d.h, d.n_out);
     let Some(wh) = pk.head.as_ref() else { return };
     // SAFETY: out holds [T, batch, n_out]; the head panel a bias row and H rows.
     unsafe {
@@ -295,9 +299,10 @@ macro_rules! row_blocks {
 /// The CPU supports `S`, and `job` was built by `ChunkJob::new` (all
 /// buffers sized and disjoint as documented on [`Job`]).
 #[inline(always)]
-pub(crate) unsafe fn run<S: KernelIsa>(job: &Job) {
+pub(crate) unsafe fn run<S: KernelIsa, D: Dims>(job: &Job) {
     let pk = job.packed;
-    let (h, rows, l) = (pk.h, job.rows, S::LANES);
+    let d = Shape::of::<S, D>(pk);
+    let (h, rows, l) = (d.h, job.rows, S::LANES);
     let mut t0 = 0;
     // SAFETY: every tile call stays within the buffers `kernel::forward` checked.
     // With a hidden-unit split, parts write disjoint units (their panels)
@@ -307,10 +312,10 @@ pub(crate) unsafe fn run<S: KernelIsa>(job: &Job) {
             let nt = job.tb.min(job.steps - t0);
             // Each part only ever reads its own panels' columns of xw, so
             // no barrier is needed after the input GEMM.
-            for p in job.share(pk.wx.n_panels) {
+            for p in job.share(d.gate_panels) {
                 row_blocks!(S, nt * rows, |q0, nr| with_mr!(
                     nr,
-                    input_tile::<S>(job, t0, q0, p)
+                    input_tile::<S, D>(job, t0, q0, p)
                 ));
             }
             for s in 0..nt {
@@ -320,36 +325,36 @@ pub(crate) unsafe fn run<S: KernelIsa>(job: &Job) {
                 } else {
                     (job.m_alt, job.m)
                 };
-                let gates = job.share(pk.wh.n_panels);
+                let gates = job.share(d.gate_panels);
                 for p in gates.clone() {
                     row_blocks!(S, rows, |r0, nr| with_mr!(
                         nr,
-                        gate_tile::<S>(job, s, r0, p, m_cur, m_next)
+                        gate_tile::<S, D>(job, s, r0, p, m_cur, m_next)
                     ));
                 }
-                if let Some(vo) = &pk.vo {
+                if d.peephole {
                     job.sync(); // the peephole reads every unit of the new c
-                    for q in job.share(vo.n_panels) {
+                    for q in job.share(d.wide_panels) {
                         row_blocks!(S, rows, |r0, nr| with_mr!(
                             nr,
-                            peephole_tile::<S>(job, r0, q, m_next)
+                            peephole_tile::<S, D>(job, r0, q, m_next)
                         ));
                     }
                 }
-                match &pk.head {
-                    Some(wh) => {
+                match d.head {
+                    true => {
                         job.sync(); // the head reads every unit of the new m
-                        for q in job.share(wh.n_panels) {
+                        for q in job.share(d.head_panels) {
                             row_blocks!(S, rows, |r0, nr| with_mr!(
                                 nr,
-                                head_tile::<S>(job, t, r0, q, m_next)
+                                head_tile::<S, D>(job, t, r0, q, m_next)
                             ));
                         }
                     }
-                    None => {
+                    false => {
                         // The output is m: copy this part's gate units
                         // (after the peephole, others may have written them).
-                        if pk.vo.is_some() {
+                        if d.peephole {
                             job.sync();
                         }
                         let (j0, j1) = ((gates.start * l).min(h), (gates.end * l).min(h));
