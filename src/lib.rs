@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 mod activation;
+mod codegen;
 pub mod config;
 pub mod error;
 pub mod io;
@@ -34,7 +35,10 @@ pub mod weights;
 
 pub use config::{LstmConfig, Peephole};
 pub use error::{Error, Result};
-pub use kernel::{fma_peak_gflops, kernel_runs};
+pub use kernel::{
+    KernelChoice, fma_peak_gflops, generated_source, kernel_runs, specialized_kernels,
+    specialized_runs, specialized_shapes,
+};
 pub use model::{Lstm, LstmState};
 pub use simd::{ISA_ENV, Isa};
 pub use weights::{GATE_ORDER, LstmWeights, SEED_NAMES, SeedWeights};
@@ -43,3 +47,10 @@ pub use weights::{GATE_ORDER, LstmWeights, SEED_NAMES, SeedWeights};
 /// argument, against the exact function. Tolerances in the tests derive
 /// from it (see [`reference::forward_with_bound`]).
 pub const ACTIVATION_MAX_ABS_ERROR: f32 = 1e-6;
+
+/// What build.rs would generate for a shape list in the
+/// `LSTM_KERNELS_SHAPES` grammar (`<n_in>x<hidden>[h<head>][p]`, comma
+/// separated, `only:` prefix to drop the defaults), or the parse error.
+pub fn codegen_preview(shapes: &str) -> std::result::Result<String, String> {
+    codegen::shape_list(shapes).map(|s| codegen::generate(&s))
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::config::LstmConfig;
 use crate::error::{Error, Result, check_len};
-use crate::kernel::{self, Packed, Parallel, StateBufs};
+use crate::kernel::{self, KernelChoice, Packed, Parallel, StateBufs};
 use crate::pack::AlignedBuf;
 use crate::simd::Isa;
 use crate::weights::LstmWeights;
@@ -34,6 +34,7 @@ pub struct Lstm {
     threads: usize,
     pool: Option<Arc<rayon::ThreadPool>>,
     min_parallel_flops: f64,
+    kernel_choice: KernelChoice,
 }
 
 /// Per-caller state for one batch: `c` and `m` (`[batch, H]` each) plus
@@ -94,7 +95,8 @@ impl Lstm {
         let isa = Isa::from_env()
             .map_err(Error::Unsupported)?
             .unwrap_or_else(Isa::detect);
-        let packed = Packed::new(&config, &weights, isa);
+        let mut packed = Packed::new(&config, &weights, isa);
+        packed.choose_kernel(&config, KernelChoice::Auto)?;
         Ok(Lstm {
             config,
             weights,
@@ -102,6 +104,7 @@ impl Lstm {
             threads: 1,
             pool: None,
             min_parallel_flops: DEFAULT_MIN_PARALLEL_FLOPS,
+            kernel_choice: KernelChoice::Auto,
         })
     }
 
@@ -116,7 +119,19 @@ impl Lstm {
     /// Re-packs the model for `isa`; an error if this CPU lacks it.
     pub fn with_isa(mut self, isa: Isa) -> Result<Self> {
         kernel::check_isa(isa)?;
+        let choice = self.kernel_choice;
         self.packed = Packed::new(&self.config, &self.weights, isa);
+        self.packed.choose_kernel(&self.config, choice)?;
+        Ok(self)
+    }
+
+    /// Chooses the kernel: `Auto` (default) runs a generated,
+    /// shape-specialized kernel when build.rs made one for this shape,
+    /// variant and ISA; `Generic` always runs the generic one;
+    /// `Specialized` is an error when none exists.
+    pub fn with_kernel(mut self, choice: KernelChoice) -> Result<Self> {
+        self.packed.choose_kernel(&self.config, choice)?;
+        self.kernel_choice = choice;
         Ok(self)
     }
 
@@ -166,10 +181,10 @@ impl Lstm {
         self.threads
     }
 
-    /// Name of the kernel that runs the cell (`generic`: packed panels,
-    /// any shape).
+    /// Name of the kernel that runs the cell: `generic` (packed panels,
+    /// any shape) or a generated one such as `cell_7x5h3p__avx512`.
     pub fn kernel_name(&self) -> &'static str {
-        "generic"
+        self.packed.kernel_name()
     }
 
     /// Name of the instruction set the kernel uses.

@@ -117,7 +117,12 @@ unsafe fn store_n<S: Simd>(p: *mut f32, v: S::V, n: usize) {
 /// Input GEMM tile: rows `q0..q0+MR` of the time block (row `q` is sample
 /// `q % rows` at step `t0 + q / rows`), panel `p`: `xw = bias + x·W_x`.
 #[inline(always)]
-unsafe fn input_tile<S: KernelIsa, D: Dims, const MR: usize>(job: &Job, t0: usize, q0: usize, p: usize) {
+unsafe fn input_tile<S: KernelIsa, D: Dims, const MR: usize>(
+    job: &Job,
+    t0: usize,
+    q0: usize,
+    p: usize,
+) {
     let pk = job.packed;
     let d = Shape::of::<S, D>(pk);
     let l = S::LANES;

@@ -15,6 +15,8 @@
 mod cell;
 mod gemm;
 mod peak;
+mod small;
+mod specialized;
 
 pub use peak::fma_peak_gflops;
 
@@ -91,7 +93,13 @@ impl Shape {
     pub(crate) fn of<S: Simd, D: Dims>(pk: &Packed) -> Shape {
         let u = S::LANES;
         let (n_in, h, n_out, peephole, head) = if D::KNOWN {
-            (D::N_IN, D::H, if D::HEAD > 0 { D::HEAD } else { D::H }, D::PEEPHOLE, D::HEAD > 0)
+            (
+                D::N_IN,
+                D::H,
+                if D::HEAD > 0 { D::HEAD } else { D::H },
+                D::PEEPHOLE,
+                D::HEAD > 0,
+            )
         } else {
             (pk.n_in, pk.h, pk.n_out, pk.vo.is_some(), pk.head.is_some())
         };
@@ -134,6 +142,8 @@ pub(crate) struct Packed {
     pub(crate) wh: Panels,
     pub(crate) vo: Option<Panels>,
     pub(crate) head: Option<Panels>,
+    /// The generated kernel to run, or `None` for the generic one.
+    pub(crate) kernel: Option<&'static specialized::Specialized>,
 }
 
 impl Packed {
@@ -177,7 +187,36 @@ impl Packed {
             wh,
             vo,
             head,
+            kernel: None,
         }
+    }
+
+    /// Chooses the kernel: `Auto` takes a generated one when the shape,
+    /// variant and ISA match; `Specialized` requires one.
+    pub(crate) fn choose_kernel(&mut self, cfg: &LstmConfig, choice: KernelChoice) -> Result<()> {
+        let found = specialized::find(cfg, self.isa);
+        self.kernel = match choice {
+            KernelChoice::Generic => None,
+            KernelChoice::Auto => found,
+            KernelChoice::Specialized => Some(found.ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "no specialized kernel for n_in={} hidden={} head={} peephole={} on {} (generated shapes: {}; add one with {} at build time)",
+                    cfg.n_input,
+                    cfg.n_hidden,
+                    cfg.head.map_or("none".into(), |p| p.to_string()),
+                    cfg.peephole.name(),
+                    self.isa.name(),
+                    specialized_shapes().join(", "),
+                    crate::codegen::SHAPES_ENV
+                ))
+            })?),
+        };
+        Ok(())
+    }
+
+    /// Name of the kernel that runs: a generated one's, or `generic`.
+    pub(crate) fn kernel_name(&self) -> &'static str {
+        self.kernel.map_or("generic", |k| k.name)
     }
 
     /// Rows per register block for this ISA.
@@ -198,6 +237,68 @@ impl Packed {
             + self.vo.as_ref().map_or(0, Panels::bytes)
             + self.head.as_ref().map_or(0, Panels::bytes)
     }
+}
+
+/// Which kernel a model runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum KernelChoice {
+    /// A generated, shape-specialized kernel when one matches, else generic.
+    #[default]
+    Auto,
+    /// The generic kernel (any shape).
+    Generic,
+    /// A generated kernel; an error if none matches the model.
+    Specialized,
+}
+
+impl std::str::FromStr for KernelChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(KernelChoice::Auto),
+            "generic" => Ok(KernelChoice::Generic),
+            "specialized" => Ok(KernelChoice::Specialized),
+            other => Err(Error::Invalid(format!(
+                "unknown kernel `{other}` (expected auto, generic or specialized)"
+            ))),
+        }
+    }
+}
+
+/// The shapes build.rs generated kernels for (tags like `7x5h3p`).
+pub fn specialized_shapes() -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for k in specialized::SPECIALIZED {
+        let tag = k
+            .name
+            .trim_start_matches("cell_")
+            .split("__")
+            .next()
+            .unwrap_or("")
+            .to_string();
+        if !v.contains(&tag) {
+            v.push(tag);
+        }
+    }
+    v
+}
+
+/// Names of every generated kernel.
+pub fn specialized_kernels() -> Vec<&'static str> {
+    specialized::SPECIALIZED.iter().map(|k| k.name).collect()
+}
+
+/// The generated source of the specialized kernels (for review).
+pub fn generated_source() -> &'static str {
+    specialized::SOURCE
+}
+
+/// Runs of generated kernels in this process (tests prove dispatch with it).
+static SPECIALIZED_RUNS: AtomicU64 = AtomicU64::new(0);
+
+/// Number of chunk runs of generated (specialized) kernels so far.
+pub fn specialized_runs() -> u64 {
+    SPECIALIZED_RUNS.load(Ordering::Relaxed)
 }
 
 /// How many times each ISA's kernel entry ran in this process (avx512,
@@ -233,6 +334,13 @@ fn run_job(job: &cell::Job) {
     let _denormals = DenormalGuard::new();
     let isa = job.packed.isa;
     RUNS[isa as usize].fetch_add(1, Ordering::Relaxed);
+    if let Some(k) = job.packed.kernel {
+        SPECIALIZED_RUNS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the entry matches the model's ISA (checked available at
+        // construction) and shape (`specialized::find`).
+        unsafe { (k.run)(job) };
+        return;
+    }
     match isa {
         // SAFETY: a `Packed` is only built for an ISA the CPU supports
         // (checked by `Lstm` at construction).
@@ -345,7 +453,10 @@ impl Plan {
         // A batch of one row block cannot be split by rows: split its hidden
         // units instead (each core keeps its share of the weights in its own
         // L2), when there is enough work per step to pay for the barriers.
-        let split = if chunks == 1
+        // (The register-resident small kernel is never split.)
+        let splittable = pk.kernel.is_none_or(|k| !k.small);
+        let split = if splittable
+            && chunks == 1
             && threads > 1
             && pk.wh.n_panels >= 2 * threads
             && flops >= min_flops / 8.0

@@ -116,6 +116,11 @@ impl Simd for Avx2 {
         unsafe { _mm256_blendv_ps(r, x, _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x)) }
     }
     #[inline(always)]
+    unsafe fn lane_splat(v: __m256, k: usize) -> __m256 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm256_permutevar8x32_ps(v, _mm256_set1_epi32(k as i32)) }
+    }
+    #[inline(always)]
     unsafe fn to_array(v: __m256) -> [f32; 16] {
         let mut a = [0.0; 16];
         // SAFETY: `a` holds at least 8 floats.

@@ -105,6 +105,11 @@ impl Simd for Avx512 {
         unsafe { _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x), r, x) }
     }
     #[inline(always)]
+    unsafe fn lane_splat(v: __m512, k: usize) -> __m512 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm512_permutexvar_ps(_mm512_set1_epi32(k as i32), v) }
+    }
+    #[inline(always)]
     unsafe fn to_array(v: __m512) -> [f32; 16] {
         let mut a = [0.0; 16];
         // SAFETY: `a` holds 16 floats.

@@ -74,6 +74,8 @@ pub trait Simd: Copy + Send + Sync + 'static {
     unsafe fn or_sign(r: Self::V, s: Self::V) -> Self::V;
     /// `x` in the lanes where `x` is NaN, `r` elsewhere.
     unsafe fn keep_nan(x: Self::V, r: Self::V) -> Self::V;
+    /// Every lane = lane `k` of `v` (`k < LANES`), without a memory round trip.
+    unsafe fn lane_splat(v: Self::V, k: usize) -> Self::V;
     /// Lanes as an array (tests, tails).
     unsafe fn to_array(v: Self::V) -> [f32; 16];
 }

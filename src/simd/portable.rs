@@ -99,6 +99,10 @@ impl Simd for Portable {
         map2(x, r, |x, r| if x.is_nan() { x } else { r })
     }
     #[inline(always)]
+    unsafe fn lane_splat(v: f32x8, k: usize) -> f32x8 {
+        f32x8::splat(v.to_array()[k & 7])
+    }
+    #[inline(always)]
     unsafe fn to_array(v: f32x8) -> [f32; 16] {
         let mut a = [0.0; 16];
         a[..8].copy_from_slice(&v.to_array());

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use lstm_kernels::error::{Error, Result};
 use lstm_kernels::rng::SplitMix64;
-use lstm_kernels::{Isa, Lstm, LstmConfig, LstmWeights, Peephole, fma_peak_gflops, kernel_runs};
+use lstm_kernels::{
+    Isa, KernelChoice, Lstm, LstmConfig, LstmWeights, Peephole, fma_peak_gflops, kernel_runs,
+};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -37,6 +39,10 @@ pub struct BenchArgs {
     /// avx512, avx2 or portable.
     #[arg(long, default_value = "auto")]
     isa: String,
+    /// Kernel: auto (a generated, shape-specialized one if it exists, else
+    /// generic), generic, or specialized (an error if none exists).
+    #[arg(long, default_value = "auto")]
+    kernel: KernelChoice,
     /// Fill inputs and state with subnormal numbers (denormal slow-path check).
     #[arg(long)]
     subnormal: bool,
@@ -120,6 +126,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         let isa: Isa = a.isa.parse().map_err(Error::Unsupported)?;
         model = model.with_isa(isa)?;
     }
+    model = model.with_kernel(a.kernel)?;
     let (model, mut xs) = setup_inputs(model, a.batch, a.steps)?;
     let mut state = model.new_state(a.batch)?;
     if a.subnormal {

@@ -30,6 +30,16 @@ enum Command {
     Run(run::RunArgs),
     /// Measure forward throughput at one shape.
     Bench(bench::BenchArgs),
+    /// Print the source of the shape-specialized kernels build.rs generated
+    /// (or, with --shapes, what it would generate for that list).
+    Codegen {
+        /// A shape list in the LSTM_KERNELS_SHAPES grammar, e.g. "7x5h3p,40x128".
+        #[arg(long)]
+        shapes: Option<String>,
+        /// Only list the generated kernels' names.
+        #[arg(long)]
+        list: bool,
+    },
 }
 
 fn main() {
@@ -38,9 +48,26 @@ fn main() {
         Command::Demo => demo::demo(),
         Command::Run(args) => run::run(&args),
         Command::Bench(args) => bench::bench(&args),
+        Command::Codegen { shapes, list } => codegen(shapes.as_deref(), list),
     };
     if let Err(e) = result {
         eprintln!("lstm: error: {e}");
         std::process::exit(1);
     }
+}
+
+fn codegen(shapes: Option<&str>, list: bool) -> lstm_kernels::Result<()> {
+    match (shapes, list) {
+        (None, false) => print!("{}", lstm_kernels::generated_source()),
+        (None, true) => {
+            for name in lstm_kernels::specialized_kernels() {
+                println!("{name}");
+            }
+        }
+        (Some(s), _) => {
+            let src = lstm_kernels::codegen_preview(s).map_err(lstm_kernels::Error::Invalid)?;
+            print!("{src}");
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,391 @@
+//! The generator of shape-specialized kernels. `build.rs` includes this
+//! file (`#[path]`) and writes its output to `$OUT_DIR/kernels.rs`; the crate
+//! compiles it as a module too, for its unit tests and `lstm codegen`. It
+//! is self-contained: std only, no crate types.
+//!
+//! Shapes come from [`DEFAULT_SHAPES`] plus `LSTM_KERNELS_SHAPES`, a
+//! comma-separated list of `<n_in>x<hidden>[h<head>][p]` (`p`: the seed's
+//! matrix peephole), e.g. `7x5h3p,256x256,40x128`. A list starting with
+//! `only:` replaces the defaults (`only:` alone: no specialized kernels).
+//!
+//! Each shape gets one [`DimsSpec`] (its dimensions as constants) and one
+//! [`KernelSpec`] per ISA (a `#[target_feature]` wrapper named like
+//! `cell_7x5h3p__avx512`); one table lists them all.
+
+use std::fmt::Write;
+
+/// Shapes specialized by default: the seed's cell, and H = 64…512 with
+/// input = hidden.
+pub const DEFAULT_SHAPES: &str = "7x5h3p,64x64,128x128,256x256,512x512";
+
+/// The environment variable a dependent crate sets to add shapes.
+pub const SHAPES_ENV: &str = "LSTM_KERNELS_SHAPES";
+
+/// Largest dimension accepted in a shape (keeps generated code sane).
+pub const MAX_DIM: usize = 1 << 16;
+
+/// One specialized shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShapeSpec {
+    pub n_in: usize,
+    pub hidden: usize,
+    pub head: Option<usize>,
+    pub peephole: bool,
+}
+
+impl ShapeSpec {
+    /// The shape's tag, as written in the list: `7x5h3p`.
+    pub fn tag(&self) -> String {
+        let mut t = format!("{}x{}", self.n_in, self.hidden);
+        if let Some(p) = self.head {
+            write!(t, "h{p}").unwrap();
+        }
+        if self.peephole {
+            t.push('p');
+        }
+        t
+    }
+
+    /// Parses one `<n_in>x<hidden>[h<head>][p]`.
+    pub fn parse(s: &str) -> Result<ShapeSpec, String> {
+        let bad = |why: &str| {
+            format!(
+                "bad shape `{s}`: {why} (expected <n_in>x<hidden>[h<head>][p], e.g. 7x5h3p or 256x256)"
+            )
+        };
+        let (body, peephole) = match s.strip_suffix('p') {
+            Some(b) => (b, true),
+            None => (s, false),
+        };
+        let (dims, head) = match body.split_once('h') {
+            Some((d, h)) => (d, Some(h)),
+            None => (body, None),
+        };
+        let (n, h) = dims
+            .split_once('x')
+            .ok_or_else(|| bad("no `x` between n_in and hidden"))?;
+        let num = |v: &str, what: &str| -> Result<usize, String> {
+            let x: usize = v
+                .parse()
+                .map_err(|_| bad(&format!("{what} `{v}` is not a number")))?;
+            if x == 0 || x > MAX_DIM {
+                return Err(bad(&format!("{what} must be in 1..={MAX_DIM}")));
+            }
+            Ok(x)
+        };
+        let shape = ShapeSpec {
+            n_in: num(n, "n_in")?,
+            hidden: num(h, "hidden")?,
+            head: head.map(|p| num(p, "head")).transpose()?,
+            peephole,
+        };
+        if shape.head.is_some_and(|p| p > shape.hidden) {
+            return Err(bad("head is larger than hidden"));
+        }
+        Ok(shape)
+    }
+}
+
+/// The shapes to specialize: the defaults plus `extra` (the value of
+/// `LSTM_KERNELS_SHAPES`), without duplicates, in order.
+pub fn shape_list(extra: &str) -> Result<Vec<ShapeSpec>, String> {
+    let extra = extra.trim();
+    let (base, extra) = match extra.strip_prefix("only:") {
+        Some(rest) => ("", rest),
+        None => (DEFAULT_SHAPES, extra),
+    };
+    let mut out: Vec<ShapeSpec> = Vec::new();
+    for item in base.split(',').chain(extra.split(',')) {
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        let s = ShapeSpec::parse(item)?;
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+/// An ISA path as the generated code names it.
+#[derive(Clone, Copy, Debug)]
+pub struct IsaSpec {
+    /// `avx512`, `avx2`, `portable` (the suffix of kernel names).
+    pub name: &'static str,
+    /// The `Isa` variant and the `Simd` type.
+    pub variant: &'static str,
+    /// `#[target_feature(enable = ...)]`, none for portable.
+    pub feature: Option<&'static str>,
+    pub lanes: usize,
+}
+
+/// Every ISA path.
+pub const ISAS: [IsaSpec; 3] = [
+    IsaSpec {
+        name: "avx512",
+        variant: "Avx512",
+        feature: Some("avx512f"),
+        lanes: 16,
+    },
+    IsaSpec {
+        name: "avx2",
+        variant: "Avx2",
+        feature: Some("avx2,fma"),
+        lanes: 8,
+    },
+    IsaSpec {
+        name: "portable",
+        variant: "Portable",
+        feature: None,
+        lanes: 8,
+    },
+];
+
+/// A shape's dimensions as a `Dims` type.
+pub struct DimsSpec(pub ShapeSpec);
+
+impl DimsSpec {
+    pub fn type_name(&self) -> String {
+        format!("Dims{}", self.0.tag().to_uppercase())
+    }
+
+    pub fn write(&self, out: &mut String) {
+        let s = &self.0;
+        let head = s.head.map_or("none".to_string(), |p| p.to_string());
+        let peep = if s.peephole { "matrix" } else { "none" };
+        writeln!(
+            out,
+            "/// {} → {} hidden units, head {head}, peephole {peep}.",
+            s.n_in, s.hidden
+        )
+        .unwrap();
+        writeln!(out, "#[derive(Clone, Copy)]").unwrap();
+        writeln!(out, "pub(crate) struct {};", self.type_name()).unwrap();
+        writeln!(out).unwrap();
+        writeln!(out, "impl Dims for {} {{", self.type_name()).unwrap();
+        writeln!(out, "    const KNOWN: bool = true;").unwrap();
+        writeln!(out, "    const N_IN: usize = {};", s.n_in).unwrap();
+        writeln!(out, "    const H: usize = {};", s.hidden).unwrap();
+        writeln!(out, "    const HEAD: usize = {};", s.head.unwrap_or(0)).unwrap();
+        writeln!(out, "    const PEEPHOLE: bool = {};", s.peephole).unwrap();
+        writeln!(out, "}}").unwrap();
+        writeln!(out).unwrap();
+    }
+}
+
+/// One kernel: a shape on an ISA path.
+pub struct KernelSpec {
+    pub shape: ShapeSpec,
+    pub isa: IsaSpec,
+}
+
+impl KernelSpec {
+    /// `cell_7x5h3p__avx512`.
+    pub fn name(&self) -> String {
+        format!("cell_{}__{}", self.shape.tag(), self.isa.name)
+    }
+
+    /// The body it instantiates: the register-resident `small::run` when
+    /// the hidden units fit one vector, else the blocked `cell::run`.
+    pub fn body(&self) -> &'static str {
+        if self.shape.hidden <= self.isa.lanes {
+            "small"
+        } else {
+            "cell"
+        }
+    }
+
+    pub fn write(&self, out: &mut String) {
+        let dims = DimsSpec(self.shape).type_name();
+        let (name, body, v) = (self.name(), self.body(), self.isa.variant);
+        let what = if body == "small" {
+            "register-resident"
+        } else {
+            "blocked, constant trip counts"
+        };
+        writeln!(
+            out,
+            "/// `{}` on {}: {what}.",
+            self.shape.tag(),
+            self.isa.name
+        )
+        .unwrap();
+        writeln!(out, "///").unwrap();
+        writeln!(out, "/// # Safety").unwrap();
+        writeln!(
+            out,
+            "/// The CPU supports {}; `job` comes from `kernel::forward` for this shape.",
+            self.isa.name
+        )
+        .unwrap();
+        match self.isa.feature {
+            Some(f) => {
+                writeln!(
+                    out,
+                    "#[cfg_attr(target_arch = \"x86_64\", target_feature(enable = \"{f}\"))]"
+                )
+                .unwrap();
+                writeln!(out, "unsafe fn {name}(job: &Job) {{").unwrap();
+                writeln!(out, "    #[cfg(target_arch = \"x86_64\")]").unwrap();
+                writeln!(
+                    out,
+                    "    // SAFETY: the table entry is only used when {} is available.",
+                    self.isa.name
+                )
+                .unwrap();
+                writeln!(out, "    unsafe {{").unwrap();
+                writeln!(out, "        {body}::run::<{v}, {dims}>(job)").unwrap();
+                writeln!(out, "    }}").unwrap();
+                writeln!(out, "    #[cfg(not(target_arch = \"x86_64\"))]").unwrap();
+                writeln!(out, "    let _ = job;").unwrap();
+                writeln!(out, "}}").unwrap();
+            }
+            None => {
+                writeln!(out, "unsafe fn {name}(job: &Job) {{").unwrap();
+                writeln!(
+                    out,
+                    "    // SAFETY: the portable path needs no CPU feature."
+                )
+                .unwrap();
+                writeln!(out, "    unsafe {{ {body}::run::<{v}, {dims}>(job) }}").unwrap();
+                writeln!(out, "}}").unwrap();
+            }
+        }
+        writeln!(out).unwrap();
+    }
+
+    pub fn write_entry(&self, out: &mut String) {
+        let s = &self.shape;
+        writeln!(out, "    Specialized {{").unwrap();
+        writeln!(out, "        name: \"{}\",", self.name()).unwrap();
+        writeln!(out, "        n_in: {},", s.n_in).unwrap();
+        writeln!(out, "        hidden: {},", s.hidden).unwrap();
+        writeln!(out, "        head: {:?},", s.head).unwrap();
+        writeln!(out, "        peephole: {},", s.peephole).unwrap();
+        writeln!(out, "        isa: Isa::{},", self.isa.variant).unwrap();
+        writeln!(out, "        small: {},", self.body() == "small").unwrap();
+        writeln!(out, "        run: {},", self.name()).unwrap();
+        writeln!(out, "    }},").unwrap();
+    }
+}
+
+/// The whole generated file for `shapes`.
+pub fn generate(shapes: &[ShapeSpec]) -> String {
+    let mut out = String::new();
+    out.push_str("// Auto-generated by build.rs (src/codegen.rs). Do not edit.\n");
+    let tags: Vec<String> = shapes.iter().map(ShapeSpec::tag).collect();
+    writeln!(
+        out,
+        "// Shapes: {}",
+        if tags.is_empty() {
+            "(none)".to_string()
+        } else {
+            tags.join(", ")
+        }
+    )
+    .unwrap();
+    out.push_str("// Every kernel is a `#[target_feature]` wrapper instantiating a generic body\n");
+    out.push_str("// with the shape's dimensions as constants; `SPECIALIZED` lists them.\n\n");
+    let kernels: Vec<KernelSpec> = shapes
+        .iter()
+        .flat_map(|&shape| ISAS.iter().map(move |&isa| KernelSpec { shape, isa }))
+        .collect();
+    for s in shapes {
+        DimsSpec(*s).write(&mut out);
+    }
+    for k in &kernels {
+        k.write(&mut out);
+    }
+    writeln!(
+        out,
+        "/// Every generated kernel, for dispatch by shape and ISA."
+    )
+    .unwrap();
+    writeln!(out, "pub(crate) static SPECIALIZED: &[Specialized] = &[").unwrap();
+    for k in &kernels {
+        k.write_entry(&mut out);
+    }
+    writeln!(out, "];").unwrap();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_grammar() {
+        let s = ShapeSpec::parse("7x5h3p").unwrap();
+        assert_eq!(
+            s,
+            ShapeSpec {
+                n_in: 7,
+                hidden: 5,
+                head: Some(3),
+                peephole: true
+            }
+        );
+        assert_eq!(s.tag(), "7x5h3p");
+        assert_eq!(ShapeSpec::parse("40x128").unwrap().tag(), "40x128");
+        assert_eq!(ShapeSpec::parse("9x9p").unwrap().head, None);
+        for (bad, why) in [
+            ("7", "no `x`"),
+            ("x5", "n_in"),
+            ("7x", "hidden"),
+            ("7x5h", "head"),
+            ("7x5h6", "larger"),
+            ("0x5", "1..="),
+            ("7x5q", "not a number"),
+            ("7x5hp", "head"),
+        ] {
+            let e = ShapeSpec::parse(bad).unwrap_err();
+            assert!(e.contains(why) && e.contains(bad), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn list_adds_to_defaults_and_only_replaces() {
+        let d = shape_list("").unwrap();
+        assert_eq!(d.len(), 5);
+        let more = shape_list(" 40x128 , 7x5h3p,").unwrap();
+        assert_eq!(more.len(), 6, "duplicates are dropped");
+        assert_eq!(more[5].tag(), "40x128");
+        assert_eq!(shape_list("only:").unwrap().len(), 0);
+        assert_eq!(
+            shape_list("only:3x4").unwrap(),
+            vec![ShapeSpec::parse("3x4").unwrap()]
+        );
+        assert!(
+            shape_list("7x5,bad")
+                .unwrap_err()
+                .contains("bad shape `bad`")
+        );
+    }
+
+    #[test]
+    fn generated_code_names_and_lists_every_kernel() {
+        let shapes = shape_list("only:7x5h3p,64x64").unwrap();
+        let src = generate(&shapes);
+        assert!(src.starts_with("// Auto-generated by build.rs (src/codegen.rs)"));
+        for name in [
+            "cell_7x5h3p__avx512",
+            "cell_7x5h3p__avx2",
+            "cell_7x5h3p__portable",
+            "cell_64x64__avx512",
+        ] {
+            assert!(
+                src.contains(&format!("unsafe fn {name}(job: &Job)")),
+                "{name}"
+            );
+            assert!(
+                src.contains(&format!("run: {name},")),
+                "{name} in the table"
+            );
+        }
+        assert!(src.contains("small::run::<Avx512, Dims7X5H3P>"));
+        assert!(src.contains("cell::run::<Avx2, Dims64X64>"));
+        assert!(src.contains("const HEAD: usize = 3;"));
+        assert_eq!(src.matches("Specialized {").count(), 6);
+    }
+}
