@@ -8,6 +8,9 @@
 //! order as the generic kernel (bias, inputs, recurrent terms; peephole
 //! after), so results are bitwise identical to it.
 
+// Stage-major loops index several per-row arrays by the same row.
+#![allow(clippy::needless_range_loop)]
+
 use super::cell::Job;
 use super::{Dims, KernelIsa, Shape};
 use crate::activation::{sigmoid, tanh};
