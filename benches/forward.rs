@@ -4,7 +4,9 @@
 //! * what a Rust user would write with a GEMM crate: ndarray's `dot`
 //!   (matrixmultiply inside) for one concatenated `[x m]·W` per step, then
 //!   scalar gate math,
-//! * the scalar `f64` reference (small shapes only: it is very slow).
+//! * the scalar `f64` reference (small shapes only: it is very slow);
+//! * generated shape-specialized kernels vs the generic kernel, for every
+//!   shape build.rs specialized (`specialized_<shape>` groups).
 //!
 //! Criterion's throughput is set to FLOPs, so its "elem/s" are FLOP/s. At
 //! the end a summary prints GFLOP/s and the fraction of the measured FMA
@@ -16,7 +18,7 @@ use std::time::Instant;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use lstm_kernels::reference::{self, RefState};
 use lstm_kernels::rng::SplitMix64;
-use lstm_kernels::{Isa, Lstm, LstmConfig, LstmWeights, Peephole, fma_peak_gflops};
+use lstm_kernels::{Isa, KernelChoice, Lstm, LstmConfig, LstmWeights, Peephole, fma_peak_gflops, specialized_shapes};
 use ndarray::{Array2, ArrayView2, s};
 
 const STEPS: usize = 16;
@@ -141,6 +143,8 @@ fn bench(c: &mut Criterion) {
         let mut g = c.benchmark_group(sh.name);
         g.throughput(Throughput::Elements(flops as u64));
         g.sample_size(10);
+        g.warm_up_time(std::time::Duration::from_secs(1));
+        g.measurement_time(std::time::Duration::from_secs(2));
         let xs = inputs(&sh);
         let mut ys = vec![0.0f32; STEPS * sh.batch * sh.cfg.n_output()];
         for isa in Isa::all_available() {
@@ -173,7 +177,56 @@ fn bench(c: &mut Criterion) {
         }
         g.finish();
     }
+    specialized(c);
     summary();
+}
+
+/// Generated (shape-specialized) kernels vs the generic kernel, for every
+/// shape build.rs specialized, on the best ISA, at B = 1, 4, 16 (and 64).
+fn specialized(c: &mut Criterion) {
+    for tag in specialized_shapes() {
+        let (n, h, head, peep) = parse_tag(&tag);
+        let mut cfg = LstmConfig::new(n, h);
+        if let Some(p) = head {
+            cfg = cfg.with_head(p);
+        }
+        if peep {
+            cfg = cfg.with_peephole(Peephole::Matrix);
+        }
+        let steps = if h <= 128 { 256 } else { 16 };
+        let batches: &[usize] = if h <= 128 { &[1, 4, 10, 16] } else { &[1, 16, 64] };
+        let mut g = c.benchmark_group(format!("specialized_{tag}"));
+        g.sample_size(10);
+        g.warm_up_time(std::time::Duration::from_secs(1));
+        g.measurement_time(std::time::Duration::from_secs(2));
+        for &b in batches {
+            g.throughput(Throughput::Elements((cfg.flops_per_sample_step() * (b * steps) as f64) as u64));
+            let xs = SplitMix64::new(5).vec_uniform(steps * b * n, -1.0, 1.0);
+            let mut ys = vec![0.0f32; steps * b * cfg.n_output()];
+            for choice in [KernelChoice::Generic, KernelChoice::Specialized] {
+                let m = Lstm::new(cfg, LstmWeights::random(&cfg, 1)).unwrap().with_kernel(choice).unwrap();
+                let mut st = m.new_state(b).unwrap();
+                g.bench_function(BenchmarkId::new(format!("{choice:?}"), format!("b{b}")), |bch| {
+                    bch.iter(|| m.forward(&mut st, black_box(&xs), &mut ys).unwrap())
+                });
+            }
+        }
+        g.finish();
+    }
+}
+
+/// `7x5h3p` → (n_in, hidden, head, peephole).
+fn parse_tag(tag: &str) -> (usize, usize, Option<usize>, bool) {
+    let (body, peep) = match tag.strip_suffix('p') {
+        Some(b) => (b, true),
+        None => (tag, false),
+    };
+    let (dims, head) = match body.split_once('h') {
+        Some((d, h)) => (d, Some(h.parse().unwrap())),
+        None => (body, None),
+    };
+    let (n, h) = dims.split_once('x').unwrap();
+    (n.parse().unwrap(), h.parse().unwrap(), head, peep)
 }
 
 /// GFLOP/s and fraction of the FMA peak, timed here directly (median of 7).
