@@ -18,7 +18,9 @@ use std::time::Instant;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use lstm_kernels::reference::{self, RefState};
 use lstm_kernels::rng::SplitMix64;
-use lstm_kernels::{Isa, KernelChoice, Lstm, LstmConfig, LstmWeights, Peephole, fma_peak_gflops, specialized_shapes};
+use lstm_kernels::{
+    Isa, KernelChoice, Lstm, LstmConfig, LstmWeights, Peephole, fma_peak_gflops, specialized_shapes,
+};
 use ndarray::{Array2, ArrayView2, s};
 
 const STEPS: usize = 16;
@@ -194,21 +196,31 @@ fn specialized(c: &mut Criterion) {
             cfg = cfg.with_peephole(Peephole::Matrix);
         }
         let steps = if h <= 128 { 256 } else { 16 };
-        let batches: &[usize] = if h <= 128 { &[1, 4, 10, 16] } else { &[1, 16, 64] };
+        let batches: &[usize] = if h <= 128 {
+            &[1, 4, 10, 16]
+        } else {
+            &[1, 16, 64]
+        };
         let mut g = c.benchmark_group(format!("specialized_{tag}"));
         g.sample_size(10);
         g.warm_up_time(std::time::Duration::from_secs(1));
         g.measurement_time(std::time::Duration::from_secs(2));
         for &b in batches {
-            g.throughput(Throughput::Elements((cfg.flops_per_sample_step() * (b * steps) as f64) as u64));
+            g.throughput(Throughput::Elements(
+                (cfg.flops_per_sample_step() * (b * steps) as f64) as u64,
+            ));
             let xs = SplitMix64::new(5).vec_uniform(steps * b * n, -1.0, 1.0);
             let mut ys = vec![0.0f32; steps * b * cfg.n_output()];
             for choice in [KernelChoice::Generic, KernelChoice::Specialized] {
-                let m = Lstm::new(cfg, LstmWeights::random(&cfg, 1)).unwrap().with_kernel(choice).unwrap();
+                let m = Lstm::new(cfg, LstmWeights::random(&cfg, 1))
+                    .unwrap()
+                    .with_kernel(choice)
+                    .unwrap();
                 let mut st = m.new_state(b).unwrap();
-                g.bench_function(BenchmarkId::new(format!("{choice:?}"), format!("b{b}")), |bch| {
-                    bch.iter(|| m.forward(&mut st, black_box(&xs), &mut ys).unwrap())
-                });
+                g.bench_function(
+                    BenchmarkId::new(format!("{choice:?}"), format!("b{b}")),
+                    |bch| bch.iter(|| m.forward(&mut st, black_box(&xs), &mut ys).unwrap()),
+                );
             }
         }
         g.finish();

@@ -14,6 +14,9 @@ pub enum Peephole {
     /// The seed's full `[H, H]` matrix on the *new* cell state:
     /// `o = σ(x·w_o + m·u_o + c·v_o + b_o)`.
     Matrix,
+    /// Diagonal peepholes (TF, ONNX, oneDNN): `i` and `f` add `w_ci⊙c_{t−1}`
+    /// and `w_cf⊙c_{t−1}`, `o` adds `w_co⊙c_t`.
+    Diagonal,
 }
 
 impl Peephole {
@@ -22,6 +25,7 @@ impl Peephole {
         match self {
             Peephole::None => "none",
             Peephole::Matrix => "matrix",
+            Peephole::Diagonal => "diagonal",
         }
     }
 }
@@ -32,8 +36,9 @@ impl std::str::FromStr for Peephole {
         match s {
             "none" => Ok(Peephole::None),
             "matrix" => Ok(Peephole::Matrix),
+            "diagonal" => Ok(Peephole::Diagonal),
             other => Err(Error::Invalid(format!(
-                "unknown peephole kind `{other}` (expected `none` or `matrix`)"
+                "unknown peephole kind `{other}` (expected `none`, `matrix` or `diagonal`)"
             ))),
         }
     }
@@ -52,7 +57,7 @@ impl std::str::FromStr for Peephole {
 /// assert_eq!(cfg.n_output(), 3);
 /// assert!(LstmConfig::new(7, 5).with_head(6).validate().is_err()); // head > hidden
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct LstmConfig {
     /// Number of input features (`n_in`).
@@ -62,8 +67,26 @@ pub struct LstmConfig {
     /// Size of the output head `h = tanh(m·w_h + b_h)`, at most `n_hidden`.
     /// `None`: no head, the output is `m`.
     pub head: Option<usize>,
-    /// The output-gate peephole.
+    /// The peephole connections.
     pub peephole: Peephole,
+    /// Recurrent projection size (TF `num_proj`, PyTorch `proj_size`):
+    /// `r = m·W_p` (no bias) recurs instead of `m` and is the output.
+    pub projection: Option<usize>,
+    /// Added to the forget gate's pre-activation at run time (TF
+    /// `LSTMCell`'s `forget_bias`); 0 by default.
+    pub forget_bias: f32,
+    /// TF `cell_clip`: `c` is clamped to `[−clip, clip]` after the update
+    /// and the clamped value carries on.
+    pub cell_clip: Option<f32>,
+    /// TF `proj_clip`: `r` is clamped to `[−clip, clip]`.
+    pub proj_clip: Option<f32>,
+    /// ONNX `clip`: the inputs of every activation (the gates' σ/tanh and
+    /// the `tanh` of `c` in `m = o⊙tanh(c)`) are clamped to `[−clip, clip]`;
+    /// the state `c` itself is not.
+    pub clip: Option<f32>,
+    /// ONNX `input_forget`: the forget gate is `1 − i` (its weights are
+    /// ignored).
+    pub input_forget: bool,
 }
 
 impl LstmConfig {
@@ -74,7 +97,67 @@ impl LstmConfig {
             n_hidden,
             head: None,
             peephole: Peephole::None,
+            projection: None,
+            forget_bias: 0.0,
+            cell_clip: None,
+            proj_clip: None,
+            clip: None,
+            input_forget: false,
         }
+    }
+
+    /// Adds a recurrent projection of size `p` (`r = m·W_p` recurs).
+    pub fn with_projection(mut self, p: usize) -> Self {
+        self.projection = Some(p);
+        self
+    }
+
+    /// Sets the run-time forget bias (TF `forget_bias`).
+    pub fn with_forget_bias(mut self, b: f32) -> Self {
+        self.forget_bias = b;
+        self
+    }
+
+    /// Sets TF's `cell_clip`.
+    pub fn with_cell_clip(mut self, clip: f32) -> Self {
+        self.cell_clip = Some(clip);
+        self
+    }
+
+    /// Sets TF's `proj_clip` (needs a projection).
+    pub fn with_proj_clip(mut self, clip: f32) -> Self {
+        self.proj_clip = Some(clip);
+        self
+    }
+
+    /// Sets ONNX's `clip` (activation inputs).
+    pub fn with_clip(mut self, clip: f32) -> Self {
+        self.clip = Some(clip);
+        self
+    }
+
+    /// Sets ONNX's `input_forget` (coupled input and forget gates).
+    pub fn with_input_forget(mut self, on: bool) -> Self {
+        self.input_forget = on;
+        self
+    }
+
+    /// Size of the recurrent state fed back: the projection size, or H.
+    pub fn n_recurrent(&self) -> usize {
+        self.projection.unwrap_or(self.n_hidden)
+    }
+
+    /// Whether only the standard cell's switches are set (no diagonal
+    /// peephole, projection, forget bias, clips or coupled gates); the
+    /// seed's matrix peephole and head are allowed.
+    pub fn is_seed_family(&self) -> bool {
+        self.peephole != Peephole::Diagonal
+            && self.projection.is_none()
+            && self.forget_bias == 0.0
+            && self.cell_clip.is_none()
+            && self.proj_clip.is_none()
+            && self.clip.is_none()
+            && !self.input_forget
     }
 
     /// Adds the output head `h = tanh(m·w_h + b_h)` with `n_output` units.
@@ -89,14 +172,15 @@ impl LstmConfig {
         self
     }
 
-    /// Width of one output row: the head size, or `n_hidden` without a head.
+    /// Width of one output row: the head size, else the projection size,
+    /// else `n_hidden`.
     pub fn n_output(&self) -> usize {
-        self.head.unwrap_or(self.n_hidden)
+        self.head.unwrap_or(self.n_recurrent())
     }
 
-    /// Rows of the concatenated gate matrix: `n_input + n_hidden`.
+    /// Rows of the concatenated gate matrix: `n_input + n_recurrent`.
     pub fn gate_rows(&self) -> usize {
-        self.n_input + self.n_hidden
+        self.n_input + self.n_recurrent()
     }
 
     /// Columns of the concatenated gate matrix: `4 * n_hidden`.
@@ -105,12 +189,20 @@ impl LstmConfig {
     }
 
     /// Floating-point operations for one sample through one step, counting a
-    /// multiply-add as 2: `2·(n_in+H)·4H` for the gates, `+ 2·H·H` for the
-    /// matrix peephole, `+ 2·H·P` for a head of size P. Activations and the
-    /// element-wise update are not counted.
+    /// multiply-add as 2: `2·(n_in+R)·4H` for the gates (R = projection or
+    /// H), `+ 2·H·H` for the matrix peephole, `+ 2·H·R` for a projection,
+    /// `+ 2·H·P` for a head of size P. Activations and the element-wise
+    /// update are not counted.
     pub fn flops_per_sample_step(&self) -> f64 {
-        let (n, h) = (self.n_input as f64, self.n_hidden as f64);
-        let mut f = 2.0 * (n + h) * 4.0 * h;
+        let (n, h, r) = (
+            self.n_input as f64,
+            self.n_hidden as f64,
+            self.n_recurrent() as f64,
+        );
+        let mut f = 2.0 * (n + r) * 4.0 * h;
+        if self.projection.is_some() {
+            f += 2.0 * h * r;
+        }
         if self.peephole == Peephole::Matrix {
             f += 2.0 * h * h;
         }
@@ -141,6 +233,43 @@ impl LstmConfig {
                     self.n_hidden
                 )));
             }
+        }
+        if let Some(p) = self.projection {
+            if p == 0 {
+                return Err(Error::Config("projection size must be at least 1".into()));
+            }
+            if self.head.is_some() {
+                return Err(Error::Config(
+                    "a head and a projection together are not supported (with a projection the output is r)".into(),
+                ));
+            }
+        }
+        if self.proj_clip.is_some() && self.projection.is_none() {
+            return Err(Error::Config("proj_clip needs a projection".into()));
+        }
+        for (name, v) in [
+            ("cell_clip", self.cell_clip),
+            ("proj_clip", self.proj_clip),
+            ("clip", self.clip),
+        ] {
+            if let Some(v) = v {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(Error::Config(format!(
+                        "{name} must be a positive finite number, got {v}"
+                    )));
+                }
+            }
+        }
+        if !self.forget_bias.is_finite() {
+            return Err(Error::Config(format!(
+                "forget_bias must be finite, got {}",
+                self.forget_bias
+            )));
+        }
+        if self.peephole == Peephole::Matrix && (self.clip.is_some() || self.input_forget) {
+            return Err(Error::Config(
+                "the matrix peephole does not combine with ONNX clip or input_forget (ONNX has no matrix peephole)".into(),
+            ));
         }
         let overflow = || {
             Error::Config(format!(

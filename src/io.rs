@@ -484,10 +484,14 @@ pub fn load_seed_weights(path: impl AsRef<Path>) -> Result<(LstmConfig, SeedWeig
         b_o: take("b_o", &[h])?,
         v_o: match cfg.peephole {
             Peephole::Matrix => Some(take("v_o", &[h, h])?),
-            Peephole::None => None,
+            _ => None,
         },
         w_h: cfg.head.map(|_| take("w_h", &[h, p])).transpose()?,
         b_h: cfg.head.map(|_| take("b_h", &[p])).transpose()?,
+        w_ci: None,
+        w_cf: None,
+        w_co: None,
+        w_p: None,
     };
     w.validate(&cfg)?;
     Ok((cfg, w))

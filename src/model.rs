@@ -37,12 +37,13 @@ pub struct Lstm {
     kernel_choice: KernelChoice,
 }
 
-/// Per-caller state for one batch: `c` and `m` (`[batch, H]` each) plus
-/// scratch. Create it with [`Lstm::new_state`] or [`Lstm::state_from`].
+/// Per-caller state for one batch: `c` (`[batch, H]`) and the recurrent
+/// `m` (`[batch, R]`, R = projection size or H) plus scratch. Create it with [`Lstm::new_state`] or [`Lstm::state_from`].
 #[derive(Clone, Debug)]
 pub struct LstmState {
     batch: usize,
     n_hidden: usize,
+    n_recurrent: usize,
     c: Vec<f32>,
     m: Vec<f32>,
     /// Kernel scratch (hoisted input GEMM, peephole pre-activations, the
@@ -63,7 +64,11 @@ impl LstmState {
     pub fn c(&self) -> &[f32] {
         &self.c
     }
-    /// Recurrent output `m`, `[batch, H]` row-major.
+    /// Size of the recurrent state R (projection size, or H).
+    pub fn n_recurrent(&self) -> usize {
+        self.n_recurrent
+    }
+    /// Recurrent output `m` (`r` with a projection), `[batch, R]` row-major.
     pub fn m(&self) -> &[f32] {
         &self.m
     }
@@ -195,29 +200,32 @@ impl Lstm {
     /// A zero state for `batch` samples.
     pub fn new_state(&self, batch: usize) -> Result<LstmState> {
         self.config.validate_batch(batch)?;
-        let h = self.config.n_hidden;
+        let (h, r) = (self.config.n_hidden, self.config.n_recurrent());
         Ok(LstmState {
             batch,
             n_hidden: h,
+            n_recurrent: r,
             c: vec![0.0; batch * h],
-            m: vec![0.0; batch * h],
+            m: vec![0.0; batch * r],
             scratch: AlignedBuf::zeros(0),
         })
     }
 
-    /// A state for `batch` samples starting from `c` and `m` (`[batch, H]`).
+    /// A state for `batch` samples starting from `c` (`[batch, H]`) and `m`
+    /// (`[batch, R]`).
     pub fn state_from(&self, batch: usize, c: &[f32], m: &[f32]) -> Result<LstmState> {
         let mut s = self.new_state(batch)?;
         let h = self.config.n_hidden;
         check_len("state c", c.len(), &[batch, h])?;
-        check_len("state m", m.len(), &[batch, h])?;
+        check_len("state m", m.len(), &[batch, self.config.n_recurrent()])?;
         s.c.copy_from_slice(c);
         s.m.copy_from_slice(m);
         Ok(s)
     }
 
     fn check_state(&self, state: &LstmState) -> Result<()> {
-        if state.n_hidden != self.config.n_hidden {
+        if state.n_hidden != self.config.n_hidden || state.n_recurrent != self.config.n_recurrent()
+        {
             return Err(Error::Shape {
                 tensor: "state".into(),
                 expected: format!("[{}, {}]", state.batch, self.config.n_hidden),

@@ -23,29 +23,29 @@
 use crate::config::LstmConfig;
 use crate::weights::SeedWeights;
 
-/// Reference state for a batch: `c` and `m`, each `[batch, H]`, in `f64`.
+/// Reference state for a batch: `c` (`[batch, H]`) and the recurrent `m`
+/// (`[batch, R]`, R = projection size or H), in `f64`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RefState {
     /// Batch size.
     pub batch: usize,
     /// Cell state `c`, `[batch, H]`.
     pub c: Vec<f64>,
-    /// Recurrent output `m`, `[batch, H]`.
+    /// Recurrent output `m` (or `r` with a projection), `[batch, R]`.
     pub m: Vec<f64>,
 }
 
 impl RefState {
     /// Zero state.
     pub fn zeros(config: &LstmConfig, batch: usize) -> Self {
-        let n = batch * config.n_hidden;
         RefState {
             batch,
-            c: vec![0.0; n],
-            m: vec![0.0; n],
+            c: vec![0.0; batch * config.n_hidden],
+            m: vec![0.0; batch * config.n_recurrent()],
         }
     }
 
-    /// State from `f32` values (`[batch, H]` each).
+    /// State from `f32` values (`c` `[batch, H]`, `m` `[batch, R]`).
     pub fn from_f32(batch: usize, c: &[f32], m: &[f32]) -> Self {
         RefState {
             batch,
@@ -75,38 +75,73 @@ struct RowTrace {
     o: Vec<f64>,
     c: Vec<f64>,
     m: Vec<f64>,
+    /// What recurs: `r = m·W_p` with a projection, else `m`.
+    r: Vec<f64>,
     h: Option<Vec<f64>>,
 }
 
-/// One sample through one step, straight from the equations.
+/// One sample through one step, straight from the equations (with the
+/// variants: diagonal peepholes, forget bias, ONNX clip, coupled gates,
+/// cell clip, projection).
 fn step_row(
     cfg: &LstmConfig,
     w: &SeedWeights,
     x: &[f64],
     c_prev: &[f64],
-    m_prev: &[f64],
+    r_prev: &[f64],
 ) -> RowTrace {
     let h = cfg.n_hidden;
     let gate = |wx: &[f32], u: &[f32], b: &[f32], j: usize| {
-        dot_col(x, wx, h, j) + dot_col(m_prev, u, h, j) + b[j] as f64
+        dot_col(x, wx, h, j) + dot_col(r_prev, u, h, j) + b[j] as f64
     };
+    // ONNX `clip` bounds the input of every activation.
+    let act_in = |z: f64| cfg.clip.map_or(z, |t| z.clamp(-t as f64, t as f64));
+    let diag =
+        |d: &Option<Vec<f32>>, j: usize, c: &[f64]| d.as_ref().map_or(0.0, |d| d[j] as f64 * c[j]);
+    let fb = cfg.forget_bias as f64;
     let i: Vec<f64> = (0..h)
-        .map(|j| sigmoid(gate(&w.w_i, &w.u_i, &w.b_i, j)))
-        .collect();
-    let f: Vec<f64> = (0..h)
-        .map(|j| sigmoid(gate(&w.w_f, &w.u_f, &w.b_f, j)))
-        .collect();
-    let g: Vec<f64> = (0..h)
-        .map(|j| gate(&w.w_c, &w.u_c, &w.b_c, j).tanh())
-        .collect();
-    let c: Vec<f64> = (0..h).map(|j| f[j] * c_prev[j] + i[j] * g[j]).collect();
-    let o: Vec<f64> = (0..h)
         .map(|j| {
-            let peep = w.v_o.as_ref().map_or(0.0, |v| dot_col(&c, v, h, j));
-            sigmoid(gate(&w.w_o, &w.u_o, &w.b_o, j) + peep)
+            sigmoid(act_in(
+                gate(&w.w_i, &w.u_i, &w.b_i, j) + diag(&w.w_ci, j, c_prev),
+            ))
         })
         .collect();
-    let m: Vec<f64> = (0..h).map(|j| o[j] * c[j].tanh()).collect();
+    let f: Vec<f64> = (0..h)
+        .map(|j| {
+            if cfg.input_forget {
+                1.0 - i[j]
+            } else {
+                sigmoid(act_in(
+                    gate(&w.w_f, &w.u_f, &w.b_f, j) + fb + diag(&w.w_cf, j, c_prev),
+                ))
+            }
+        })
+        .collect();
+    let g: Vec<f64> = (0..h)
+        .map(|j| act_in(gate(&w.w_c, &w.u_c, &w.b_c, j)).tanh())
+        .collect();
+    let c: Vec<f64> = (0..h)
+        .map(|j| {
+            let c = f[j] * c_prev[j] + i[j] * g[j];
+            cfg.cell_clip.map_or(c, |t| c.clamp(-t as f64, t as f64))
+        })
+        .collect();
+    let o: Vec<f64> = (0..h)
+        .map(|j| {
+            let peep = w.v_o.as_ref().map_or(0.0, |v| dot_col(&c, v, h, j)) + diag(&w.w_co, j, &c);
+            sigmoid(act_in(gate(&w.w_o, &w.u_o, &w.b_o, j) + peep))
+        })
+        .collect();
+    let m: Vec<f64> = (0..h).map(|j| o[j] * act_in(c[j]).tanh()).collect();
+    let r = match (&w.w_p, cfg.projection) {
+        (Some(wp), Some(rr)) => (0..rr)
+            .map(|j| {
+                let v = dot_col(&m, wp, rr, j);
+                cfg.proj_clip.map_or(v, |t| v.clamp(-t as f64, t as f64))
+            })
+            .collect(),
+        _ => m.clone(),
+    };
     let head = match (&w.w_h, &w.b_h, cfg.head) {
         (Some(wh), Some(bh), Some(p)) => Some(
             (0..p)
@@ -122,6 +157,7 @@ fn step_row(
         o,
         c,
         m,
+        r,
         h: head,
     }
 }
@@ -208,20 +244,26 @@ fn forward_impl(
     st: &mut RefState,
     model: Option<ErrorModel>,
 ) -> (Vec<f64>, Option<Bounds>) {
-    let (n, h, p, b) = (cfg.n_input, cfg.n_hidden, cfg.n_output(), st.batch);
+    let (n, h, p, b, rr) = (
+        cfg.n_input,
+        cfg.n_hidden,
+        cfg.n_output(),
+        st.batch,
+        cfg.n_recurrent(),
+    );
     assert!(xs.len().is_multiple_of(b * n), "xs is not [T, {b}, {n}]");
     let steps = xs.len() / (b * n);
     let mut y = vec![0.0; steps * b * p];
     let mut y_err = vec![0.0; steps * b * p];
     let mut c_err = vec![0.0; b * h];
-    let mut m_err = vec![0.0; b * h];
+    let mut m_err = vec![0.0; b * rr];
     for t in 0..steps {
         for r in 0..b {
             let x: Vec<f64> = xs[(t * b + r) * n..(t * b + r + 1) * n]
                 .iter()
                 .map(|&v| v as f64)
                 .collect();
-            let (cs, ms) = (r * h..(r + 1) * h, r * h..(r + 1) * h);
+            let (cs, ms) = (r * h..(r + 1) * h, r * rr..(r + 1) * rr);
             let tr = step_row(cfg, w, &x, &st.c[cs.clone()], &st.m[ms.clone()]);
             if let Some(model) = model {
                 let prev = Prev {
@@ -233,13 +275,13 @@ fn forward_impl(
                 };
                 let (ec, em, eh) = propagate(cfg, w, &prev, &tr, model);
                 c_err[cs.clone()].copy_from_slice(&ec);
-                m_err[ms.clone()].copy_from_slice(&em);
+                m_err[ms.clone()].copy_from_slice(&em); // the recurrent state's bound
                 y_err[(t * b + r) * p..(t * b + r + 1) * p]
                     .copy_from_slice(eh.as_ref().unwrap_or(&em));
             }
             st.c[cs].copy_from_slice(&tr.c);
-            st.m[ms].copy_from_slice(&tr.m);
-            y[(t * b + r) * p..(t * b + r + 1) * p].copy_from_slice(tr.h.as_ref().unwrap_or(&tr.m));
+            st.m[ms].copy_from_slice(&tr.r);
+            y[(t * b + r) * p..(t * b + r + 1) * p].copy_from_slice(tr.h.as_ref().unwrap_or(&tr.r));
         }
     }
     (y, model.map(|_| (y_err, c_err, m_err)))
@@ -278,7 +320,9 @@ fn dot_mag(a: &[f64], ea: Option<&[f64]>, wt: &[f32], cols: usize, j: usize) -> 
 }
 
 /// One sample's error bounds for the step traced in `tr`; returns the bounds
-/// on the new `c`, the new `m` and (with a head) `h`.
+/// on the new `c`, the new recurrent state (`m`, or `r` with a projection)
+/// and (with a head) `h`. Clamps (cell clip, ONNX clip, proj clip) are
+/// 1-Lipschitz, so they never increase an error and need no term.
 fn propagate(
     cfg: &LstmConfig,
     w: &SeedWeights,
@@ -286,11 +330,11 @@ fn propagate(
     tr: &RowTrace,
     model: ErrorModel,
 ) -> (Vec<f64>, Vec<f64>, Option<Vec<f64>>) {
-    let (n, h) = (cfg.n_input, cfg.n_hidden);
+    let (n, h, rr) = (cfg.n_input, cfg.n_hidden, cfg.n_recurrent());
     let act = model.activation;
     let u = 2f64.powi(-24);
     // Pre-activation error of gate (wx, u, b) at unit j, with `extra_terms`
-    // more terms (the peephole) already counted in `extra_mag`/`extra_prop`.
+    // more terms (peepholes, forget bias) counted in `extra_mag`/`extra_prop`.
     let pre = |wx: &[f32],
                uu: &[f32],
                b: &[f32],
@@ -300,36 +344,69 @@ fn propagate(
                extra_prop: f64| {
         let (mx, _) = dot_mag(prev.x, None, wx, h, j);
         let (mm, pm) = dot_mag(prev.m, Some(prev.em), uu, h, j);
-        let terms = n + h + 1 + extra_terms;
+        let terms = n + rr + 1 + extra_terms;
         let mag = mx + mm + (b[j] as f64).abs() + extra_mag;
         gamma(terms) * mag + pm + extra_prop + terms as f64 * FLUSH
     };
+    // A diagonal peephole term d[j]·c[j] with c erring by ec: (terms, magnitude, propagated).
+    let diag = |d: &Option<Vec<f32>>, j: usize, c: f64, ec: f64| match d {
+        Some(d) => (
+            1,
+            (d[j] as f64).abs() * (c.abs() + ec),
+            (d[j] as f64).abs() * ec,
+        ),
+        None => (0, 0.0, 0.0),
+    };
+    let fb = (cfg.forget_bias != 0.0) as usize;
     let mut ec = vec![0.0; h];
     let mut em = vec![0.0; h];
     for j in 0..h {
-        let ei = pre(&w.w_i, &w.u_i, &w.b_i, j, 0, 0.0, 0.0) / 4.0 + act;
-        let ef = pre(&w.w_f, &w.u_f, &w.b_f, j, 0, 0.0, 0.0) / 4.0 + act;
+        let (cp, ecp) = (prev.c[j].abs(), prev.ec[j]);
+        let (ti, mi, pi) = diag(&w.w_ci, j, cp, ecp);
+        let ei = pre(&w.w_i, &w.u_i, &w.b_i, j, ti, mi, pi) / 4.0 + act;
+        let ef = if cfg.input_forget {
+            ei + u
+        } else {
+            let (tf, mf, pf) = diag(&w.w_cf, j, cp, ecp);
+            pre(
+                &w.w_f,
+                &w.u_f,
+                &w.b_f,
+                j,
+                tf + fb,
+                mf + cfg.forget_bias.abs() as f64,
+                pf,
+            ) / 4.0
+                + act
+        };
         let eg = pre(&w.w_c, &w.u_c, &w.b_c, j, 0, 0.0, 0.0) + act;
-        let (i, f, g, cp) = (tr.i[j].abs(), tr.f[j].abs(), tr.g[j].abs(), prev.c[j].abs());
-        let ecp = prev.ec[j];
+        let (i, f, g) = (tr.i[j].abs(), tr.f[j].abs(), tr.g[j].abs());
         let fc = (f + ef) * (cp + ecp);
         let ig = (i + ei) * (g + eg);
         ec[j] =
             ef * cp + (f + ef) * ecp + ei * g + (i + ei) * eg + 2.0 * u * (fc + ig) + 2.0 * FLUSH;
     }
     for j in 0..h {
-        let (peep_terms, peep_mag, peep_prop) = match &w.v_o {
-            Some(v) => {
-                let (mag, prop) = dot_mag(&tr.c, Some(&ec), v, h, j);
-                (h, mag, prop)
-            }
-            None => (0, 0.0, 0.0),
-        };
-        let eo = pre(&w.w_o, &w.u_o, &w.b_o, j, peep_terms, peep_mag, peep_prop) / 4.0 + act;
+        let (mut terms, mut mag, mut prop) = (0, 0.0, 0.0);
+        if let Some(v) = &w.v_o {
+            let (m2, p2) = dot_mag(&tr.c, Some(&ec), v, h, j);
+            (terms, mag, prop) = (h, m2, p2);
+        }
+        let (td, md, pd) = diag(&w.w_co, j, tr.c[j].abs(), ec[j]);
+        let eo = pre(&w.w_o, &w.u_o, &w.b_o, j, terms + td, mag + md, prop + pd) / 4.0 + act;
         let etc = ec[j] + act;
         let (o, tc) = (tr.o[j].abs(), tr.c[j].tanh().abs());
         em[j] = eo * tc + (o + eo) * etc + u * (o + eo) * (tc + etc) + FLUSH;
     }
+    let er = match (&w.w_p, cfg.projection) {
+        (Some(wp), Some(_)) => (0..rr)
+            .map(|j| {
+                let (mag, prop) = dot_mag(&tr.m, Some(&em), wp, rr, j);
+                gamma(h) * mag + prop + h as f64 * FLUSH
+            })
+            .collect(),
+        _ => em.clone(),
+    };
     let eh = match (&w.w_h, &w.b_h, &tr.h) {
         (Some(wh), Some(bh), Some(hv)) => {
             let p = hv.len();
@@ -348,5 +425,5 @@ fn propagate(
         }
         _ => None,
     };
-    (ec, em, eh)
+    (ec, er, eh)
 }

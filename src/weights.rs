@@ -43,6 +43,11 @@ pub struct LstmWeights {
     pub w_h: Option<Vec<f32>>,
     /// `[P]` output head bias.
     pub b_h: Option<Vec<f32>>,
+    /// `[3, H]` diagonal peepholes `w_ci, w_cf, w_co` (with
+    /// [`Peephole::Diagonal`]).
+    pub peep_diag: Option<Vec<f32>>,
+    /// `[H, R]` projection `W_p` (with a projection of size R).
+    pub w_p: Option<Vec<f32>>,
 }
 
 impl LstmWeights {
@@ -55,6 +60,8 @@ impl LstmWeights {
             v_o: (config.peephole == Peephole::Matrix).then(|| vec![0.0; h * h]),
             w_h: config.head.map(|p| vec![0.0; h * p]),
             b_h: config.head.map(|p| vec![0.0; p]),
+            peep_diag: (config.peephole == Peephole::Diagonal).then(|| vec![0.0; 3 * h]),
+            w_p: config.projection.map(|r| vec![0.0; h * r]),
         }
     }
 
@@ -66,7 +73,16 @@ impl LstmWeights {
         let mut w = LstmWeights::zeros(config);
         rng.fill_uniform(&mut w.gates, -k, k);
         rng.fill_uniform(&mut w.bias, -k, k);
-        for t in [&mut w.v_o, &mut w.w_h, &mut w.b_h].into_iter().flatten() {
+        for t in [
+            &mut w.v_o,
+            &mut w.w_h,
+            &mut w.b_h,
+            &mut w.peep_diag,
+            &mut w.w_p,
+        ]
+        .into_iter()
+        .flatten()
+        {
             rng.fill_uniform(t, -k, k);
         }
         w
@@ -85,10 +101,10 @@ impl LstmWeights {
         match (config.peephole, &self.v_o) {
             (Peephole::Matrix, Some(v)) => check_len("v_o", v.len(), &[h, h])?,
             (Peephole::Matrix, None) => return Err(missing("v_o")),
-            (Peephole::None, Some(_)) => {
+            (Peephole::None | Peephole::Diagonal, Some(_)) => {
                 return Err(unexpected("v_o", "the config has no peephole"));
             }
-            (Peephole::None, None) => {}
+            (Peephole::None | Peephole::Diagonal, None) => {}
         }
         match (config.head, &self.w_h, &self.b_h) {
             (Some(p), Some(w), Some(b)) => {
@@ -101,6 +117,20 @@ impl LstmWeights {
             (None, _, Some(_)) => return Err(unexpected("b_h", "the config has no head")),
             (None, None, None) => {}
         }
+        let diag = (config.peephole == Peephole::Diagonal).then_some([3, h]);
+        optional(
+            "peep_diag",
+            diag.as_ref().map(|d| d.as_slice()),
+            self.peep_diag.as_deref(),
+            "the config has no diagonal peephole",
+        )?;
+        let proj = config.projection.map(|r| [h, r]);
+        optional(
+            "w_p",
+            proj.as_ref().map(|d| d.as_slice()),
+            self.w_p.as_deref(),
+            "the config has no projection",
+        )?;
         Ok(())
     }
 
@@ -126,13 +156,18 @@ impl LstmWeights {
         w.v_o.clone_from(&seed.v_o);
         w.w_h.clone_from(&seed.w_h);
         w.b_h.clone_from(&seed.b_h);
+        w.peep_diag = match (&seed.w_ci, &seed.w_cf, &seed.w_co) {
+            (Some(i), Some(f), Some(o)) => Some([i.as_slice(), f, o].concat()),
+            _ => None,
+        };
+        w.w_p.clone_from(&seed.w_p);
         Ok(w)
     }
 
     /// Splits canonical weights back into the seed's per-gate tensors.
     pub fn to_seed(&self, config: &LstmConfig) -> Result<SeedWeights> {
         self.validate(config)?;
-        let (n, h) = (config.n_input, config.n_hidden);
+        let (n, h, rr) = (config.n_input, config.n_hidden, config.n_recurrent());
         let cols = config.gate_cols();
         let block = |g: usize, rows: std::ops::Range<usize>| -> Vec<f32> {
             rows.flat_map(|r| {
@@ -145,27 +180,33 @@ impl LstmWeights {
         let bias = |g: usize| self.bias[g * h..(g + 1) * h].to_vec();
         Ok(SeedWeights {
             w_i: block(0, 0..n),
-            u_i: block(0, n..n + h),
+            u_i: block(0, n..n + rr),
             b_i: bias(0),
             w_f: block(1, 0..n),
-            u_f: block(1, n..n + h),
+            u_f: block(1, n..n + rr),
             b_f: bias(1),
             w_c: block(2, 0..n),
-            u_c: block(2, n..n + h),
+            u_c: block(2, n..n + rr),
             b_c: bias(2),
             w_o: block(3, 0..n),
-            u_o: block(3, n..n + h),
+            u_o: block(3, n..n + rr),
             b_o: bias(3),
             v_o: self.v_o.clone(),
             w_h: self.w_h.clone(),
             b_h: self.b_h.clone(),
+            w_ci: self.peep_diag.as_ref().map(|d| d[..h].to_vec()),
+            w_cf: self.peep_diag.as_ref().map(|d| d[h..2 * h].to_vec()),
+            w_co: self.peep_diag.as_ref().map(|d| d[2 * h..].to_vec()),
+            w_p: self.w_p.clone(),
         })
     }
 }
 
 /// The seed exercise's tensors, one per name, row-vector orientation:
-/// `w_* [n_in, H]`, `u_* [H, H]`, `b_* [H]`, `v_o [H, H]`, `w_h [H, P]`,
-/// `b_h [P]`; all row-major.
+/// `w_* [n_in, H]`, `u_* [R, H]` (R = projection size, else H), `b_* [H]`,
+/// `v_o [H, H]`, `w_h [H, P]`, `b_h [P]`; all row-major. The variants add
+/// the diagonal peepholes `w_ci w_cf w_co [H]` and the projection
+/// `w_p [H, R]`.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 #[allow(missing_docs)]
@@ -185,6 +226,10 @@ pub struct SeedWeights {
     pub v_o: Option<Vec<f32>>,
     pub w_h: Option<Vec<f32>>,
     pub b_h: Option<Vec<f32>>,
+    pub w_ci: Option<Vec<f32>>,
+    pub w_cf: Option<Vec<f32>>,
+    pub w_co: Option<Vec<f32>>,
+    pub w_p: Option<Vec<f32>>,
 }
 
 /// The seed's tensor names, in the order the seed lists them.
@@ -207,20 +252,20 @@ impl SeedWeights {
     /// Checks every tensor's presence and size against `config`.
     pub fn validate(&self, config: &LstmConfig) -> Result<()> {
         config.validate()?;
-        let (n, h) = (config.n_input, config.n_hidden);
+        let (n, h, rr) = (config.n_input, config.n_hidden, config.n_recurrent());
         for (g, (w, u, b)) in self.gate_tensors().iter().enumerate() {
             let gate = GATE_ORDER[g];
             check_len(&format!("w_{gate}"), w.len(), &[n, h])?;
-            check_len(&format!("u_{gate}"), u.len(), &[h, h])?;
+            check_len(&format!("u_{gate}"), u.len(), &[rr, h])?;
             check_len(&format!("b_{gate}"), b.len(), &[h])?;
         }
         match (config.peephole, &self.v_o) {
             (Peephole::Matrix, Some(v)) => check_len("v_o", v.len(), &[h, h])?,
             (Peephole::Matrix, None) => return Err(missing("v_o")),
-            (Peephole::None, Some(_)) => {
+            (Peephole::None | Peephole::Diagonal, Some(_)) => {
                 return Err(unexpected("v_o", "the config has no peephole"));
             }
-            (Peephole::None, None) => {}
+            (Peephole::None | Peephole::Diagonal, None) => {}
         }
         match (config.head, &self.w_h, &self.b_h) {
             (Some(p), Some(w), Some(b)) => {
@@ -233,7 +278,38 @@ impl SeedWeights {
             (None, _, Some(_)) => return Err(unexpected("b_h", "the config has no head")),
             (None, None, None) => {}
         }
+        let diag = (config.peephole == Peephole::Diagonal).then_some([h]);
+        for (name, t) in [
+            ("w_ci", &self.w_ci),
+            ("w_cf", &self.w_cf),
+            ("w_co", &self.w_co),
+        ] {
+            optional(
+                name,
+                diag.as_ref().map(|d| d.as_slice()),
+                t.as_deref(),
+                "the config has no diagonal peephole",
+            )?;
+        }
+        let proj = config.projection.map(|r| [h, r]);
+        optional(
+            "w_p",
+            proj.as_ref().map(|d| d.as_slice()),
+            self.w_p.as_deref(),
+            "the config has no projection",
+        )?;
         Ok(())
+    }
+}
+
+/// Checks an optional tensor: required with `shape` when the config has it,
+/// absent otherwise.
+fn optional(name: &str, shape: Option<&[usize]>, t: Option<&[f32]>, why_not: &str) -> Result<()> {
+    match (shape, t) {
+        (Some(sh), Some(t)) => check_len(name, t.len(), sh),
+        (Some(_), None) => Err(missing(name)),
+        (None, Some(_)) => Err(unexpected(name, why_not)),
+        (None, None) => Ok(()),
     }
 }
 

@@ -35,6 +35,8 @@ pub(crate) struct Job<'a> {
     pub(crate) o_pre: *mut f32,
     /// `[tb, rows, 4·hp]`.
     pub(crate) xw: *mut f32,
+    /// `[rows, H]`: the full `m` before the projection (projection only).
+    pub(crate) m_full: *mut f32,
     /// Hidden-unit split: this job computes panel share `part` of `parts`
     /// for every phase and meets the others at `barrier` between phases.
     /// With `parts == 1` there is no barrier and the job does everything.
@@ -164,34 +166,110 @@ unsafe fn gate_tile<S: KernelIsa, D: Dims, const MR: usize>(
 ) {
     let pk = job.packed;
     let d = Shape::of::<S, D>(pk);
-    let (l, h) = (S::LANES, d.h);
-    // SAFETY: rows r0..r0+MR < job.rows; c/m buffers are [rows, H], xw
-    // [tb, rows, 4hp], o_pre [rows, hw ≥ hp]; units j0..j0+n < H.
+    let (l, h, rr) = (S::LANES, d.h, d.r);
+    // SAFETY: rows r0..r0+MR < job.rows; c is [rows, H], m buffers
+    // [rows, R], m_full [rows, H], xw [tb, rows, 4hp], o_pre [rows, hw ≥ hp],
+    // diag [3][hp]; units j0..j0+n < H.
     unsafe {
         let mut a = [std::ptr::null::<f32>(); MR];
         let mut acc: Acc<S, MR> = [[S::splat(0.0); 4]; MR];
         for r in 0..MR {
-            a[r] = m_cur.add((r0 + r) * h);
+            a[r] = m_cur.add((r0 + r) * rr);
             acc[r] = load4::<S>(job.xw.add((s * job.rows + r0 + r) * 4 * d.hp + p * 4 * l));
         }
-        tile::<S, MR>(h, &a, pk.wh.panel(p).as_ptr(), &mut acc);
+        tile::<S, MR>(rr, &a, pk.wh.panel(p).as_ptr(), &mut acc);
         let j0 = p * l;
         let n = l.min(h - j0);
+        // Without a projection m goes straight to m_next (R = H).
+        let m_dst = if d.proj { job.m_full } else { m_next };
+        let diag = match (&pk.diag, d.diag) {
+            (Some(dg), true) => {
+                let b = dg.as_slice().as_ptr().add(j0);
+                Some([S::load(b), S::load(b.add(d.hp)), S::load(b.add(2 * d.hp))])
+            }
+            _ => None,
+        };
         for (r, g) in acc.iter().enumerate() {
             let row = r0 + r;
             let cp = job.c.add(row * h + j0);
             let c_old = load_n::<S>(cp, n);
-            let c_new = S::fmadd(
-                sigmoid::<S>(g[1]),
-                c_old,
-                S::mul(sigmoid::<S>(g[0]), tanh::<S>(g[2])),
-            );
+            let (mut zi, mut zf) = (g[0], g[1]);
+            if let Some(dg) = diag {
+                zi = S::fmadd(dg[0], c_old, zi);
+                zf = S::fmadd(dg[1], c_old, zf);
+            }
+            let i = sigmoid::<S>(act_in::<S>(zi, d.clip));
+            let f = if d.input_forget {
+                S::sub(S::splat(1.0), i)
+            } else {
+                sigmoid::<S>(act_in::<S>(zf, d.clip))
+            };
+            let mut c_new = S::fmadd(f, c_old, S::mul(i, tanh::<S>(act_in::<S>(g[2], d.clip))));
+            if let Some(t) = d.cell_clip {
+                c_new = S::clamp(c_new, -t, t);
+            }
             store_n::<S>(cp, c_new, n);
             if d.peephole {
                 S::store(job.o_pre.add(row * d.hw + j0), g[3]);
             } else {
-                let m = S::mul(sigmoid::<S>(g[3]), tanh::<S>(c_new));
-                store_n::<S>(m_next.add(row * h + j0), m, n);
+                let zo = match diag {
+                    Some(dg) => S::fmadd(dg[2], c_new, g[3]),
+                    None => g[3],
+                };
+                let m = S::mul(
+                    sigmoid::<S>(act_in::<S>(zo, d.clip)),
+                    tanh::<S>(act_in::<S>(c_new, d.clip)),
+                );
+                store_n::<S>(m_dst.add(row * h + j0), m, n);
+            }
+        }
+    }
+}
+
+/// ONNX `clip`: clamps an activation's input when set.
+#[inline(always)]
+unsafe fn act_in<S: Simd>(z: S::V, clip: Option<f32>) -> S::V {
+    // SAFETY: the caller guarantees the ISA.
+    unsafe {
+        match clip {
+            Some(t) => S::clamp(z, -t, t),
+            None => z,
+        }
+    }
+}
+
+/// Projection tile: `r = m·W_p` (no bias), clamped by `proj_clip`, into
+/// `m_next` for samples `r0..r0+MR` and outputs of wide panel `q`.
+#[inline(always)]
+unsafe fn proj_tile<S: KernelIsa, D: Dims, const MR: usize>(
+    job: &Job,
+    r0: usize,
+    q: usize,
+    m_next: *mut f32,
+) {
+    let pk = job.packed;
+    let d = Shape::of::<S, D>(pk);
+    let (l, h, rr) = (S::LANES, d.h, d.r);
+    let Some(wp) = pk.proj.as_ref() else { return };
+    // SAFETY: m_full rows are [H], m_next rows [R]; the panel holds H rows.
+    unsafe {
+        let mut a = [std::ptr::null::<f32>(); MR];
+        for (r, ar) in a.iter_mut().enumerate() {
+            *ar = job.m_full.add((r0 + r) * h);
+        }
+        let mut acc: Acc<S, MR> = [[S::splat(0.0); 4]; MR];
+        tile::<S, MR>(h, &a, wp.panel(q).as_ptr(), &mut acc);
+        for (r, y) in acc.iter().enumerate() {
+            for (v, &yv) in y.iter().enumerate() {
+                let j0 = q * 4 * l + v * l;
+                if j0 >= rr {
+                    break;
+                }
+                let yv = match d.proj_clip {
+                    Some(t) => S::clamp(yv, -t, t),
+                    None => yv,
+                };
+                store_n::<S>(m_next.add((r0 + r) * rr + j0), yv, l.min(rr - j0));
             }
         }
     }
@@ -346,6 +424,15 @@ pub(crate) unsafe fn run<S: KernelIsa, D: Dims>(job: &Job) {
                         ));
                     }
                 }
+                if d.proj {
+                    // Never split (see `Plan`): every unit of m is here.
+                    for q in 0..d.proj_panels {
+                        row_blocks!(S, rows, |r0, nr| with_mr!(
+                            nr,
+                            proj_tile::<S, D>(job, r0, q, m_next)
+                        ));
+                    }
+                }
                 match d.head {
                     true => {
                         job.sync(); // the head reads every unit of the new m
@@ -357,16 +444,22 @@ pub(crate) unsafe fn run<S: KernelIsa, D: Dims>(job: &Job) {
                         }
                     }
                     false => {
-                        // The output is m: copy this part's gate units
-                        // (after the peephole, others may have written them).
+                        // The output is m (or r): copy this part's gate
+                        // units (after the peephole, others may have
+                        // written them); unsplit, all R of them.
                         if d.peephole {
                             job.sync();
                         }
-                        let (j0, j1) = ((gates.start * l).min(h), (gates.end * l).min(h));
+                        let rr = d.r;
+                        let (j0, j1) = if job.parts == 1 {
+                            (0, rr)
+                        } else {
+                            ((gates.start * l).min(h), (gates.end * l).min(h))
+                        };
                         for r in 0..rows {
-                            let dst = job.out.add((t * job.batch + job.row0 + r) * h);
+                            let dst = job.out.add((t * job.batch + job.row0 + r) * rr);
                             std::ptr::copy_nonoverlapping(
-                                m_next.add(r * h + j0),
+                                m_next.add(r * rr + j0),
                                 dst.add(j0),
                                 j1 - j0,
                             );
@@ -378,7 +471,7 @@ pub(crate) unsafe fn run<S: KernelIsa, D: Dims>(job: &Job) {
             t0 += nt;
         }
         if job.steps % 2 == 1 && job.part == 0 {
-            std::ptr::copy_nonoverlapping(job.m_alt, job.m, rows * h);
+            std::ptr::copy_nonoverlapping(job.m_alt, job.m, rows * d.r);
         }
     }
 }

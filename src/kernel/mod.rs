@@ -73,11 +73,21 @@ impl Dims for Runtime {
     const KNOWN: bool = false;
 }
 
-/// Dimensions as a kernel uses them (constants when `D::KNOWN`).
+/// Dimensions as a kernel uses them (constants when `D::KNOWN`; the
+/// variants' switches are always off for generated kernels).
 #[derive(Clone, Copy)]
 pub(crate) struct Shape {
     pub(crate) n_in: usize,
     pub(crate) h: usize,
+    /// Recurrent size: the projection size, or `h`.
+    pub(crate) r: usize,
+    pub(crate) diag: bool,
+    pub(crate) proj: bool,
+    pub(crate) proj_panels: usize,
+    pub(crate) cell_clip: Option<f32>,
+    pub(crate) proj_clip: Option<f32>,
+    pub(crate) clip: Option<f32>,
+    pub(crate) input_forget: bool,
     pub(crate) n_out: usize,
     pub(crate) hp: usize,
     pub(crate) hw: usize,
@@ -105,9 +115,23 @@ impl Shape {
         };
         let gate_panels = h.div_ceil(u);
         let hp = gate_panels * u;
+        let v = if D::KNOWN {
+            Variants::default()
+        } else {
+            pk.variants
+        };
+        let r = if v.proj { pk.r } else { h };
         Shape {
             n_in,
             h,
+            r,
+            diag: v.diag,
+            proj: v.proj,
+            proj_panels: r.div_ceil(4 * u),
+            cell_clip: v.cell_clip,
+            proj_clip: v.proj_clip,
+            clip: v.clip,
+            input_forget: v.input_forget,
             n_out,
             hp,
             hw: hp.max(h.div_ceil(4 * u) * 4 * u),
@@ -125,12 +149,30 @@ impl Shape {
 /// (measured: 4 MiB blocks cost 5–7% at H=256).
 const XW_BUDGET: usize = 1 << 16;
 
+/// The variants' run-time switches (all off for the seed's cell).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Variants {
+    pub(crate) diag: bool,
+    pub(crate) proj: bool,
+    pub(crate) cell_clip: Option<f32>,
+    pub(crate) proj_clip: Option<f32>,
+    pub(crate) clip: Option<f32>,
+    pub(crate) input_forget: bool,
+}
+
 /// Weights packed for one ISA.
 #[derive(Clone, Debug)]
 pub(crate) struct Packed {
     pub(crate) isa: Isa,
     pub(crate) n_in: usize,
     pub(crate) h: usize,
+    /// Recurrent size (projection size, or h).
+    pub(crate) r: usize,
+    pub(crate) variants: Variants,
+    /// Diagonal peepholes `[3][hp]` (i, f, o), zero-padded per unit.
+    pub(crate) diag: Option<AlignedBuf>,
+    /// Projection `W_p` as wide panels over the R outputs.
+    pub(crate) proj: Option<Panels>,
     pub(crate) n_out: usize,
     /// Hidden units padded to whole gate panels.
     pub(crate) hp: usize,
@@ -149,16 +191,43 @@ pub(crate) struct Packed {
 impl Packed {
     pub(crate) fn new(cfg: &LstmConfig, w: &LstmWeights, isa: Isa) -> Packed {
         let u = isa.lanes();
-        let (n, h) = (cfg.n_input, cfg.n_hidden);
+        let (n, h, r) = (cfg.n_input, cfg.n_hidden, cfg.n_recurrent());
         let cols = 4 * h;
+        // The run-time forget bias is folded into the packed bias (one more
+        // term of the same sum; the error bound counts it).
+        let mut bias = w.bias.clone();
+        bias[h..2 * h]
+            .iter_mut()
+            .for_each(|b| *b += cfg.forget_bias);
         let wx = Panels::pack(
             &w.gates[..n * cols],
             n,
             PanelKind::Gates { h },
-            Some(&w.bias),
+            Some(&bias),
             u,
         );
-        let wh = Panels::pack(&w.gates[n * cols..], h, PanelKind::Gates { h }, None, u);
+        let wh = Panels::pack(&w.gates[n * cols..], r, PanelKind::Gates { h }, None, u);
+        let hp_pad = h.div_ceil(u) * u;
+        let diag = w.peep_diag.as_ref().map(|d| {
+            let mut buf = AlignedBuf::zeros(3 * hp_pad);
+            let out = buf.as_mut_slice();
+            for g in 0..3 {
+                out[g * hp_pad..g * hp_pad + h].copy_from_slice(&d[g * h..(g + 1) * h]);
+            }
+            buf
+        });
+        let proj = match (cfg.projection, &w.w_p) {
+            (Some(r), Some(wp)) => Some(Panels::pack(wp, h, PanelKind::Wide { cols: r }, None, u)),
+            _ => None,
+        };
+        let variants = Variants {
+            diag: diag.is_some(),
+            proj: proj.is_some(),
+            cell_clip: cfg.cell_clip,
+            proj_clip: cfg.proj_clip,
+            clip: cfg.clip,
+            input_forget: cfg.input_forget,
+        };
         let vo = match (cfg.peephole, &w.v_o) {
             (Peephole::Matrix, Some(v)) => {
                 Some(Panels::pack(v, h, PanelKind::Wide { cols: h }, None, u))
@@ -180,6 +249,10 @@ impl Packed {
             isa,
             n_in: n,
             h,
+            r,
+            variants,
+            diag,
+            proj,
             n_out: cfg.n_output(),
             hp,
             hw: hp.max(h.div_ceil(4 * u) * 4 * u),
@@ -454,7 +527,9 @@ impl Plan {
         // units instead (each core keeps its share of the weights in its own
         // L2), when there is enough work per step to pay for the barriers.
         // (The register-resident small kernel is never split.)
-        let splittable = pk.kernel.is_none_or(|k| !k.small);
+        // (Neither the register-resident small kernel nor a projection,
+        // whose output needs every unit of m, is split.)
+        let splittable = pk.kernel.is_none_or(|k| !k.small) && !pk.variants.proj;
         let split = if splittable
             && chunks == 1
             && threads > 1
@@ -474,11 +549,16 @@ impl Plan {
     }
 
     /// Scratch floats for a chunk of `rows` samples.
-    fn chunk_scratch(&self, pk: &Packed, rows: usize) -> [usize; 3] {
+    fn chunk_scratch(&self, pk: &Packed, rows: usize) -> [usize; 4] {
         [
             round16(self.tb * rows * 4 * pk.hp),
             round16(rows * pk.hw),
-            round16(rows * pk.h),
+            round16(rows * pk.r),
+            if pk.variants.proj {
+                round16(rows * pk.h)
+            } else {
+                0
+            },
         ]
     }
 
@@ -520,7 +600,7 @@ pub(crate) fn forward(
     }
     let h = pk.h;
     assert!(xs.len() == steps * batch * pk.n_in && out.len() == steps * batch * pk.n_out);
-    assert!(st.c.len() == batch * h && st.m.len() == batch * h);
+    assert!(st.c.len() == batch * h && st.m.len() == batch * pk.r);
     let pool = par.pool;
     let plan = Plan::new(
         pk,
@@ -538,13 +618,14 @@ pub(crate) fn forward(
     let out_ptr = out.as_mut_ptr();
     let mut make_job = |k: usize| {
         let rows = plan.per.min(batch - k * plan.per);
-        let [n_xw, n_op, n_ma] = plan.chunk_scratch(pk, rows);
+        let [n_xw, n_op, n_ma, n_mf] = plan.chunk_scratch(pk, rows);
         let (xw, rest) = std::mem::take(&mut scratch).split_at_mut(n_xw);
         let (o_pre, rest) = rest.split_at_mut(n_op);
         let (m_alt, rest) = rest.split_at_mut(n_ma);
+        let (m_full, rest) = rest.split_at_mut(n_mf);
         scratch = rest;
         let (ck, c_rest) = std::mem::take(&mut c).split_at_mut(rows * h);
-        let (mk, m_rest) = std::mem::take(&mut m).split_at_mut(rows * h);
+        let (mk, m_rest) = std::mem::take(&mut m).split_at_mut(rows * pk.r);
         (c, m) = (c_rest, m_rest);
         SendJob(cell::Job {
             packed: pk,
@@ -560,6 +641,7 @@ pub(crate) fn forward(
             m_alt: m_alt.as_mut_ptr(),
             o_pre: o_pre.as_mut_ptr(),
             xw: xw.as_mut_ptr(),
+            m_full: m_full.as_mut_ptr(),
             part: 0,
             parts: 1,
             barrier: None,

@@ -33,6 +33,9 @@ pub(crate) const SOURCE: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels.
 
 /// The generated kernel for this shape and ISA, if any.
 pub(crate) fn find(cfg: &crate::LstmConfig, isa: Isa) -> Option<&'static Specialized> {
+    if !cfg.is_seed_family() {
+        return None;
+    }
     SPECIALIZED.iter().find(|k| {
         k.isa == isa
             && k.n_in == cfg.n_input

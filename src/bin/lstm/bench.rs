@@ -23,9 +23,12 @@ pub struct BenchArgs {
     /// Output head size P (default: no head).
     #[arg(long)]
     head: Option<usize>,
-    /// Output-gate peephole: none or matrix.
+    /// Peepholes: none, matrix (the seed's) or diagonal.
     #[arg(long, default_value = "none")]
     peephole: Peephole,
+    /// Recurrent projection size (r = m·W_p recurs).
+    #[arg(long)]
+    projection: Option<usize>,
     /// Timesteps per forward call T.
     #[arg(long, default_value_t = 32)]
     steps: usize,
@@ -121,6 +124,9 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     if let Some(p) = a.head {
         cfg = cfg.with_head(p);
     }
+    if let Some(p) = a.projection {
+        cfg = cfg.with_projection(p);
+    }
     let mut model = Lstm::new(cfg, LstmWeights::random(&cfg, 7))?.with_threads(a.threads)?;
     if a.isa != "auto" {
         let isa: Isa = a.isa.parse().map_err(Error::Unsupported)?;
@@ -172,6 +178,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             "hidden": a.hidden,
             "head": a.head,
             "peephole": a.peephole.name(),
+            "projection": a.projection,
             "steps": a.steps,
             "threads": model.threads(),
             "sample_steps_per_s": sps,

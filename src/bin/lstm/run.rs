@@ -67,11 +67,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
         Some(path) => {
             let f = io::read_tensors(path)?;
             let (c, m) = (f.get("c")?, f.get("m")?);
-            for (name, t) in [("c", c), ("m", m)] {
-                if t.shape != [batch, h] {
+            for (name, t, w) in [("c", c, h), ("m", m, cfg.n_recurrent())] {
+                if t.shape != [batch, w] {
                     return Err(Error::Shape {
                         tensor: format!("{name} in {}", path.display()),
-                        expected: shape_str(&[batch, h]),
+                        expected: shape_str(&[batch, w]),
                         got: shape_str(&t.shape),
                     });
                 }
@@ -92,8 +92,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let staged_y = Staged::write(&args.output, |w| write_all(w, &y_bytes, &args.output))?;
     let staged_state = match &args.state_out {
         Some(path) => {
-            let hs = [batch, h];
-            let bytes = io::npz_file_bytes(&[("c", &hs, state.c()), ("m", &hs, state.m())])?;
+            let (hs, rs) = ([batch, h], [batch, cfg.n_recurrent()]);
+            let bytes = io::npz_file_bytes(&[("c", &hs, state.c()), ("m", &rs, state.m())])?;
             Some(Staged::write(path, |w| write_all(w, &bytes, path))?)
         }
         None => None,
