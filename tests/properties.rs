@@ -12,7 +12,7 @@
 mod common;
 
 use common::{Case, check_run, config};
-use lstm_kernels::{Isa, Lstm, LstmConfig, LstmWeights, kernel_runs};
+use lstm_kernels::{Isa, Lstm, LstmConfig, LstmWeights, Peephole, kernel_runs};
 use proptest::prelude::*;
 
 /// Runs `f` on the case's model under every ISA this CPU has, checking that
@@ -217,6 +217,117 @@ fn hidden_unit_split_is_exact() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// Random variant configs: diagonal or matrix peephole, projection (with
+/// proj_clip), forget bias, cell clip, ONNX clip, coupled gates.
+fn arb_variant_case() -> impl Strategy<Value = Case> {
+    (
+        (
+            1usize..=24,
+            1usize..=40,
+            0usize..3,
+            prop::option::of(1usize..=44),
+            any::<bool>(),
+        ),
+        (
+            prop::option::of(0.05f32..3.0),
+            prop::option::of(0.05f32..3.0),
+            prop::option::of(0.05f32..3.0),
+            any::<bool>(),
+        ),
+        (
+            1usize..=9,
+            1usize..=5,
+            any::<u64>(),
+            prop_oneof![Just(1.0f32), Just(4.0f32)],
+        ),
+    )
+        .prop_map(
+            |(
+                (n, h, peep, proj, fb),
+                (cell_clip, proj_clip, clip, coupled),
+                (b, t, seed, scale),
+            )| {
+                let mut cfg = LstmConfig::new(n, h)
+                    .with_peephole([Peephole::None, Peephole::Diagonal, Peephole::Matrix][peep]);
+                if let Some(p) = proj {
+                    cfg = cfg.with_projection(p);
+                    if let Some(c) = proj_clip {
+                        cfg = cfg.with_proj_clip(c);
+                    }
+                }
+                if fb {
+                    cfg = cfg.with_forget_bias(1.0);
+                }
+                if let Some(c) = cell_clip {
+                    cfg = cfg.with_cell_clip(c);
+                }
+                // ONNX clip and coupled gates do not combine with the matrix peephole.
+                if peep != 2 {
+                    if let Some(c) = clip {
+                        cfg = cfg.with_clip(c);
+                    }
+                    cfg = cfg.with_input_forget(coupled);
+                }
+                Case::new(cfg, b, t, seed, scale)
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
+
+    #[test]
+    fn variants_match_reference(case in arb_variant_case()) {
+        on_every_isa(&case, |isa, model| {
+            check_run(&case, &case.run_forward(model)).map_err(|e| TestCaseError::fail(format!("{isa} {:?}: {e}", case.cfg)))?;
+            check_run(&case, &case.run_steps(model)).map_err(|e| TestCaseError::fail(format!("{isa} step(): {e}")))
+        })?;
+    }
+
+    #[test]
+    fn variants_identical_bits_over_threads(case in arb_variant_case(), threads in 2usize..=3) {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        on_every_isa(&case, |_, model| {
+            let one = case.run_forward(model);
+            let many = case.run_forward(&model.clone().with_threads(threads).unwrap().with_parallel_threshold(0.0));
+            prop_assert_eq!(bits(&one.0), bits(&many.0));
+            prop_assert_eq!(bits(&one.2), bits(&many.2));
+            Ok(())
+        })?;
+    }
+}
+
+/// Each variant really changes the result (the kernels do not ignore a
+/// switch), and the reference agrees with the kernels on each.
+#[test]
+fn every_variant_switch_matters() {
+    let base = LstmConfig::new(6, 20);
+    let variants = [
+        base.with_peephole(Peephole::Diagonal),
+        base.with_projection(7),
+        base.with_projection(7).with_proj_clip(0.05),
+        base.with_forget_bias(1.0),
+        base.with_cell_clip(0.1),
+        base.with_clip(0.2),
+        base.with_input_forget(true),
+    ];
+    let plain = Case::new(base, 3, 4, 9, 3.0);
+    let y0 = plain.run_forward(&plain.model()).0;
+    for cfg in variants {
+        let mut case = Case::new(cfg, 3, 4, 9, 3.0);
+        // Same shared weights as the plain case where shapes agree.
+        if cfg.projection.is_none() {
+            case.weights.gates.clone_from(&plain.weights.gates);
+            case.weights.bias.clone_from(&plain.weights.bias);
+        }
+        let run = case.run_forward(&case.model());
+        check_run(&case, &run).unwrap_or_else(|e| panic!("{cfg:?}: {e}"));
+        if cfg.projection.is_none() {
+            assert_ne!(run.0, y0, "{cfg:?} changed nothing");
         }
     }
 }

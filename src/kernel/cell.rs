@@ -306,11 +306,13 @@ unsafe fn peephole_tile<S: KernelIsa, D: Dims, const MR: usize>(
                 }
                 let n = l.min(h - j0);
                 let c = load_n::<S>(job.c.add(row * h + j0), n);
-                store_n::<S>(
-                    m_next.add(row * h + j0),
-                    S::mul(sigmoid::<S>(ov), tanh::<S>(c)),
-                    n,
+                let m = S::mul(
+                    sigmoid::<S>(act_in::<S>(ov, d.clip)),
+                    tanh::<S>(act_in::<S>(c, d.clip)),
                 );
+                // With a projection m goes to m_full (stride H) first.
+                let m_dst = if d.proj { job.m_full } else { m_next };
+                store_n::<S>(m_dst.add(row * h + j0), m, n);
             }
         }
     }

@@ -35,7 +35,7 @@ impl Case {
         Case {
             xs: rng.vec_uniform(steps * batch * cfg.n_input, -2.0, 2.0),
             c0: rng.vec_uniform(batch * h, -1.0, 1.0),
-            m0: rng.vec_uniform(batch * h, -1.0, 1.0),
+            m0: rng.vec_uniform(batch * cfg.n_recurrent(), -1.0, 1.0),
             cfg,
             weights,
             batch,
