@@ -252,12 +252,12 @@ impl LstmConfig {
             ("proj_clip", self.proj_clip),
             ("clip", self.clip),
         ] {
-            if let Some(v) = v {
-                if !(v.is_finite() && v > 0.0) {
-                    return Err(Error::Config(format!(
-                        "{name} must be a positive finite number, got {v}"
-                    )));
-                }
+            if let Some(v) = v
+                && !(v.is_finite() && v > 0.0)
+            {
+                return Err(Error::Config(format!(
+                    "{name} must be a positive finite number, got {v}"
+                )));
             }
         }
         if !self.forget_bias.is_finite() {
