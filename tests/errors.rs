@@ -30,6 +30,14 @@ fn bad_configs() {
         (LstmConfig::new(7, usize::MAX / 2), "too large"),
         (LstmConfig::new(usize::MAX, 3), "too large"),
         (LstmConfig::new(3, 1 << 40), "too large"),
+        (LstmConfig::new(7, 5).with_head(3).with_projection(4), "head and a projection"),
+        (LstmConfig::new(7, 5).with_projection(0), "projection size"),
+        (LstmConfig::new(7, 5).with_proj_clip(1.0), "proj_clip needs a projection"),
+        (LstmConfig::new(7, 5).with_cell_clip(0.0), "cell_clip must be"),
+        (LstmConfig::new(7, 5).with_clip(f32::NAN), "clip must be"),
+        (LstmConfig::new(7, 5).with_forget_bias(f32::INFINITY), "forget_bias"),
+        (LstmConfig::new(7, 5).with_peephole(Peephole::Matrix).with_clip(1.0), "matrix peephole"),
+        (LstmConfig::new(7, 5).with_peephole(Peephole::Matrix).with_input_forget(true), "matrix peephole"),
     ];
     for (cfg, needle) in cases {
         let e = cfg.validate().unwrap_err();
