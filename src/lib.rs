@@ -24,6 +24,7 @@ mod activation;
 mod codegen;
 pub mod config;
 pub mod error;
+pub mod import;
 pub mod io;
 mod kernel;
 pub mod model;

@@ -30,14 +30,36 @@ fn bad_configs() {
         (LstmConfig::new(7, usize::MAX / 2), "too large"),
         (LstmConfig::new(usize::MAX, 3), "too large"),
         (LstmConfig::new(3, 1 << 40), "too large"),
-        (LstmConfig::new(7, 5).with_head(3).with_projection(4), "head and a projection"),
+        (
+            LstmConfig::new(7, 5).with_head(3).with_projection(4),
+            "head and a projection",
+        ),
         (LstmConfig::new(7, 5).with_projection(0), "projection size"),
-        (LstmConfig::new(7, 5).with_proj_clip(1.0), "proj_clip needs a projection"),
-        (LstmConfig::new(7, 5).with_cell_clip(0.0), "cell_clip must be"),
+        (
+            LstmConfig::new(7, 5).with_proj_clip(1.0),
+            "proj_clip needs a projection",
+        ),
+        (
+            LstmConfig::new(7, 5).with_cell_clip(0.0),
+            "cell_clip must be",
+        ),
         (LstmConfig::new(7, 5).with_clip(f32::NAN), "clip must be"),
-        (LstmConfig::new(7, 5).with_forget_bias(f32::INFINITY), "forget_bias"),
-        (LstmConfig::new(7, 5).with_peephole(Peephole::Matrix).with_clip(1.0), "matrix peephole"),
-        (LstmConfig::new(7, 5).with_peephole(Peephole::Matrix).with_input_forget(true), "matrix peephole"),
+        (
+            LstmConfig::new(7, 5).with_forget_bias(f32::INFINITY),
+            "forget_bias",
+        ),
+        (
+            LstmConfig::new(7, 5)
+                .with_peephole(Peephole::Matrix)
+                .with_clip(1.0),
+            "matrix peephole",
+        ),
+        (
+            LstmConfig::new(7, 5)
+                .with_peephole(Peephole::Matrix)
+                .with_input_forget(true),
+            "matrix peephole",
+        ),
     ];
     for (cfg, needle) in cases {
         let e = cfg.validate().unwrap_err();
@@ -513,4 +535,135 @@ fn cli_forced_isa_really_runs() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("sse1"));
+}
+
+/// Every framework loader: each truncation of its weight file is an error,
+/// and random corruption is an error or a load, never a panic.
+#[test]
+fn framework_loaders_reject_truncated_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fw = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/frameworks");
+    for (case, file, format) in [
+        ("torch_proj", "weights.safetensors", "pytorch"),
+        ("keras_lstm", "weights.npz", "keras"),
+        ("tf_peep_proj_clip", "weights.npz", "tf"),
+    ] {
+        let bytes = std::fs::read(fw.join(case).join(file)).unwrap();
+        let p = tmp.path().join(file);
+        for len in (0..bytes.len()).step_by(7) {
+            std::fs::write(&p, &bytes[..len]).unwrap();
+            assert!(
+                load_framework(format, &p).is_err(),
+                "{case} truncated to {len} bytes loaded"
+            );
+        }
+    }
+}
+
+fn load_framework(format: &str, p: &Path) -> Result<(), Error> {
+    use lstm_kernels::import;
+    match format {
+        "pytorch" => import::pytorch(p, "lstm.").map(drop),
+        "keras" => import::keras(p, "").map(drop),
+        _ => import::tf(p, "", import::TfOptions::default()).map(drop),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn corrupt_framework_files_never_panic(
+        which in 0usize..3,
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+    ) {
+        let (case, file, format) = [("torch_proj", "weights.safetensors", "pytorch"), ("keras_lstm", "weights.npz", "keras"), ("tf_peep_proj_clip", "weights.npz", "tf")][which];
+        let fw = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/frameworks");
+        let mut bytes = std::fs::read(fw.join(case).join(file)).unwrap();
+        for (i, b) in edits {
+            let k = i.index(bytes.len());
+            bytes[k] = b;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join(file);
+        std::fs::write(&p, &bytes).unwrap();
+        let _ = load_framework(format, &p);
+    }
+}
+
+#[test]
+fn framework_loaders_name_missing_and_misshapen_tensors() {
+    use lstm_kernels::import;
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("w.npz");
+    let k = vec![0.0f32; 7 * 24];
+    let b = vec![0.0f32; 24];
+    let d = vec![0.0f32; 6];
+    io::write_npz(
+        &p,
+        &[
+            ("kernel", &[7, 24], &k),
+            ("bias", &[24], &b),
+            ("w_i_diag", &[6], &d),
+        ],
+    )
+    .unwrap();
+    let e = import::tf(&p, "", import::TfOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("w_f_diag"), "{e}");
+    io::write_npz(&p, &[("kernel", &[7, 24], &k), ("bias", &[23], &b[..23])]).unwrap();
+    let e = import::tf(&p, "", import::TfOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bias") && e.contains("[24]"), "{e}");
+    io::write_npz(
+        &p,
+        &[
+            ("kernel", &[7, 24], &k),
+            ("recurrent_kernel", &[6, 24], &k[..144]),
+        ],
+    )
+    .unwrap();
+    assert!(import::keras(&p, "").is_ok());
+    io::write_npz(
+        &p,
+        &[
+            ("kernel", &[7, 24], &k),
+            ("recurrent_kernel", &[5, 24], &k[..120]),
+        ],
+    )
+    .unwrap();
+    let e = import::keras(&p, "").unwrap_err().to_string();
+    assert!(
+        e.contains("recurrent_kernel") && e.contains("[6, 24]"),
+        "{e}"
+    );
+    io::write_npz(
+        &p,
+        &[
+            ("kernel", &[7, 24], &k),
+            ("recurrent_kernel", &[6, 24], &k[..144]),
+            ("extra", &[1], &b[..1]),
+        ],
+    )
+    .unwrap();
+    assert!(
+        matches!(import::keras(&p, ""), Err(Error::UnexpectedTensor { tensor, .. }) if tensor == "extra")
+    );
+    let st = tmp.path().join("w.safetensors");
+    io::write_safetensors(&st, &[("weight_ih_l0", &[24, 7], &k)]).unwrap();
+    let e = import::pytorch(&st, "").unwrap_err().to_string();
+    assert!(e.contains("weight_hh_l0"), "{e}");
+    io::write_safetensors(
+        &st,
+        &[
+            ("weight_ih_l0", &[24, 7], &k),
+            ("weight_hh_l0", &[24, 6], &k[..144]),
+            ("weight_ih_l1", &[24, 6], &k[..144]),
+        ],
+    )
+    .unwrap();
+    let e = import::pytorch(&st, "").unwrap_err().to_string();
+    assert!(e.contains("layer 0"), "{e}");
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use lstm_kernels::error::{Error, Result, shape_str};
+use lstm_kernels::import::{self, TfOptions};
 use lstm_kernels::io::{self, Staged};
 use lstm_kernels::{Lstm, LstmWeights};
 
@@ -12,6 +13,12 @@ use lstm_kernels::{Lstm, LstmWeights};
 pub enum Format {
     /// The seed exercise's names: w_i u_i b_i w_f u_f b_f w_c u_c b_c w_o u_o v_o b_o w_h b_h.
     Seed,
+    /// A PyTorch nn.LSTM (layer 0) / nn.LSTMCell state dict (.safetensors).
+    Pytorch,
+    /// A Keras LSTM layer's kernel, recurrent_kernel, bias (.npz).
+    Keras,
+    /// tf.compat.v1 LSTMCell variables (.npz): kernel, bias, w_*_diag, projection/kernel.
+    Tf,
 }
 
 #[derive(Args, Debug)]
@@ -37,13 +44,45 @@ pub struct RunArgs {
     /// Threads to spread the batch over (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Key prefix of the tensors (pytorch, keras, tf), e.g. `lstm.`.
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// tf: LSTMCell's forget_bias (TF's default 1.0).
+    #[arg(long, default_value_t = 1.0)]
+    forget_bias: f32,
+    /// tf: LSTMCell's cell_clip.
+    #[arg(long)]
+    cell_clip: Option<f32>,
+    /// tf: LSTMCell's proj_clip.
+    #[arg(long)]
+    proj_clip: Option<f32>,
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
-    let (cfg, seed) = match args.format {
-        Format::Seed => io::load_seed_weights(&args.weights)?,
+    if !matches!(args.format, Format::Tf)
+        && (args.cell_clip.is_some() || args.proj_clip.is_some() || args.forget_bias != 1.0)
+    {
+        return Err(Error::Invalid(
+            "--forget-bias, --cell-clip and --proj-clip are settings of --format tf".into(),
+        ));
+    }
+    let (cfg, weights) = match args.format {
+        Format::Seed => {
+            let (cfg, seed) = io::load_seed_weights(&args.weights)?;
+            (cfg, LstmWeights::from_seed(&cfg, &seed)?)
+        }
+        Format::Pytorch => import::pytorch(&args.weights, &args.prefix)?,
+        Format::Keras => import::keras(&args.weights, &args.prefix)?,
+        Format::Tf => {
+            let opts = TfOptions {
+                forget_bias: args.forget_bias,
+                cell_clip: args.cell_clip,
+                proj_clip: args.proj_clip,
+            };
+            import::tf(&args.weights, &args.prefix, opts)?
+        }
     };
-    let model = Lstm::new(cfg, LstmWeights::from_seed(&cfg, &seed)?)?.with_threads(args.threads)?;
+    let model = Lstm::new(cfg, weights)?.with_threads(args.threads)?;
     let x = io::read_npy(&args.input)?;
     let (n, h, p) = (cfg.n_input, cfg.n_hidden, cfg.n_output());
     let (steps, batch, single) = match x.shape.as_slice() {

@@ -1,0 +1,315 @@
+//! Weights from the frameworks users train in, mapped to this crate's
+//! canonical layout with exactly their semantics:
+//!
+//! * [`pytorch`]: an `nn.LSTM` (layer 0) or `nn.LSTMCell` state dict saved
+//!   with safetensors: `weight_ih_l0 [4H, in]`, `weight_hh_l0 [4H, R]`,
+//!   `bias_ih_l0`, `bias_hh_l0 [4H]` (summed), `weight_hr_l0 [R, H]` with
+//!   `proj_size`; gate order i, f, g, o (= ours). An optional key prefix.
+//! * [`keras`]: a Keras `LSTM` layer's weights in `.npz`: `kernel [in, 4U]`,
+//!   `recurrent_kernel [U, 4U]`, `bias [4U]`; gate order i, f, c, o.
+//! * [`tf`]: `tf.compat.v1` `LSTMCell` variables in `.npz`: `kernel
+//!   [in + rec, 4U]` and `bias [4U]` in gate order i, j (= c̃), f, o;
+//!   optional `w_i_diag`, `w_f_diag`, `w_o_diag [U]` and
+//!   `projection/kernel [U, P]`; `forget_bias`, `cell_clip` and `proj_clip`
+//!   are settings of the cell, passed in [`TfOptions`].
+//!
+//! Every error names the file and the missing or misshapen tensor.
+
+use std::path::Path;
+
+use crate::config::{LstmConfig, Peephole};
+use crate::error::{Error, Result, shape_str};
+use crate::io::{Tensor, TensorFile, read_tensors};
+use crate::weights::LstmWeights;
+
+fn shape_err(file: &TensorFile, name: &str, expected: String, got: &[usize]) -> Error {
+    Error::Shape {
+        tensor: format!("{name} in {}", file.path.display()),
+        expected,
+        got: shape_str(got),
+    }
+}
+
+/// A 2-D tensor's `(rows, cols)`, or an error naming it.
+fn dims2(file: &TensorFile, name: &str, t: &Tensor) -> Result<(usize, usize)> {
+    match t.shape.as_slice() {
+        [a, b] => Ok((*a, *b)),
+        other => Err(shape_err(file, name, "a matrix".into(), other)),
+    }
+}
+
+fn expect(file: &TensorFile, name: &str, t: &Tensor, shape: &[usize]) -> Result<()> {
+    if t.shape == shape {
+        Ok(())
+    } else {
+        Err(shape_err(file, name, shape_str(shape), &t.shape))
+    }
+}
+
+/// Rejects tensors the loader did not use (a typo would otherwise be
+/// silently ignored).
+fn no_leftovers(file: &TensorFile, used: &[String], what: &str) -> Result<()> {
+    match file.tensors.keys().find(|k| !used.contains(k)) {
+        Some(extra) => Err(Error::UnexpectedTensor {
+            tensor: extra.clone(),
+            why: format!("not part of a {what} in {}", file.path.display()),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Fills the canonical gate matrix from per-row, per-gate lookups:
+/// `src(row, gate, unit)` for `rows` rows.
+fn fill_gates(
+    w: &mut LstmWeights,
+    cols: usize,
+    h: usize,
+    row0: usize,
+    rows: usize,
+    src: impl Fn(usize, usize, usize) -> f32,
+) {
+    for r in 0..rows {
+        for g in 0..4 {
+            for j in 0..h {
+                w.gates[(row0 + r) * cols + g * h + j] = src(r, g, j);
+            }
+        }
+    }
+}
+
+/// Loads a PyTorch `nn.LSTM` (layer 0, unidirectional) or `nn.LSTMCell`
+/// state dict from `.safetensors` (or `.npz`), keys optionally behind
+/// `prefix` (e.g. `lstm.`).
+pub fn pytorch(path: impl AsRef<Path>, prefix: &str) -> Result<(LstmConfig, LstmWeights)> {
+    let file = read_tensors(path)?;
+    // nn.LSTM names its tensors `..._l0`; nn.LSTMCell has no suffix.
+    let suffix = if file.tensors.contains_key(&format!("{prefix}weight_ih_l0")) {
+        "_l0"
+    } else {
+        ""
+    };
+    let key = |n: &str| format!("{prefix}{n}{suffix}");
+    let (w_ih, w_hh) = (file.get(&key("weight_ih"))?, file.get(&key("weight_hh"))?);
+    let (g4, n) = dims2(&file, &key("weight_ih"), w_ih)?;
+    if g4 % 4 != 0 || g4 == 0 {
+        return Err(shape_err(
+            &file,
+            &key("weight_ih"),
+            "[4·hidden, input]".into(),
+            &w_ih.shape,
+        ));
+    }
+    let h = g4 / 4;
+    let w_hr = file.tensors.get(&key("weight_hr"));
+    let r = match w_hr {
+        Some(t) => {
+            let (r, hh) = dims2(&file, &key("weight_hr"), t)?;
+            expect(&file, &key("weight_hr"), t, &[r, h])?;
+            let _ = hh;
+            r
+        }
+        None => h,
+    };
+    expect(&file, &key("weight_hh"), w_hh, &[4 * h, r])?;
+    let mut cfg = LstmConfig::new(n, h);
+    if w_hr.is_some() {
+        cfg = cfg.with_projection(r);
+    }
+    cfg.validate()?;
+    let mut w = LstmWeights::zeros(&cfg);
+    let cols = 4 * h;
+    // Same gate order (i, f, g, o); transpose [4H, k] → [k, 4H].
+    fill_gates(&mut w, cols, h, 0, n, |k, g, j| {
+        w_ih.data[(g * h + j) * n + k]
+    });
+    fill_gates(&mut w, cols, h, n, r, |k, g, j| {
+        w_hh.data[(g * h + j) * r + k]
+    });
+    let mut used = vec![key("weight_ih"), key("weight_hh")];
+    for b in ["bias_ih", "bias_hh"] {
+        if let Some(t) = file.tensors.get(&key(b)) {
+            expect(&file, &key(b), t, &[4 * h])?;
+            for (acc, v) in w.bias.iter_mut().zip(&t.data) {
+                *acc += v;
+            }
+            used.push(key(b));
+        }
+    }
+    if let (Some(t), Some(wp)) = (w_hr, w.w_p.as_mut()) {
+        // weight_hr is [R, H]; w_p is [H, R].
+        for i in 0..h {
+            for k in 0..r {
+                wp[i * r + k] = t.data[k * h + i];
+            }
+        }
+        used.push(key("weight_hr"));
+    }
+    // Other layers or directions are for the sequence-model issue; refuse
+    // them instead of silently running layer 0 only.
+    if let Some(k) = file.tensors.keys().find(|k| {
+        !used.contains(k) && k.starts_with(prefix) && (k.contains("_l1") || k.contains("_reverse"))
+    }) {
+        return Err(Error::Unsupported(format!(
+            "{}: `{k}`: only layer 0, forward direction, is supported so far",
+            file.path.display()
+        )));
+    }
+    Ok((cfg, w))
+}
+
+/// Loads a Keras `LSTM` layer's weights from `.npz` (`kernel`,
+/// `recurrent_kernel`, `bias`; an optional key prefix).
+pub fn keras(path: impl AsRef<Path>, prefix: &str) -> Result<(LstmConfig, LstmWeights)> {
+    let file = read_tensors(path)?;
+    let key = |n: &str| format!("{prefix}{n}");
+    let (k, rk) = (
+        file.get(&key("kernel"))?,
+        file.get(&key("recurrent_kernel"))?,
+    );
+    let (n, g4) = dims2(&file, &key("kernel"), k)?;
+    if g4 % 4 != 0 || g4 == 0 {
+        return Err(shape_err(
+            &file,
+            &key("kernel"),
+            "[input, 4·units]".into(),
+            &k.shape,
+        ));
+    }
+    let h = g4 / 4;
+    expect(&file, &key("recurrent_kernel"), rk, &[h, 4 * h])?;
+    let cfg = LstmConfig::new(n, h);
+    cfg.validate()?;
+    let mut w = LstmWeights::zeros(&cfg);
+    // Same gate order (i, f, c, o) and orientation: a plain copy.
+    w.gates[..n * 4 * h].copy_from_slice(&k.data);
+    w.gates[n * 4 * h..].copy_from_slice(&rk.data);
+    let mut used = vec![key("kernel"), key("recurrent_kernel")];
+    if let Some(b) = file.tensors.get(&key("bias")) {
+        expect(&file, &key("bias"), b, &[4 * h])?;
+        w.bias.copy_from_slice(&b.data);
+        used.push(key("bias"));
+    }
+    no_leftovers(&file, &used, "Keras LSTM layer")?;
+    Ok((cfg, w))
+}
+
+/// The `tf.compat.v1.nn.rnn_cell.LSTMCell` settings that are not weights.
+#[derive(Clone, Copy, Debug)]
+pub struct TfOptions {
+    /// `forget_bias` (TF's default: 1.0).
+    pub forget_bias: f32,
+    /// `cell_clip`.
+    pub cell_clip: Option<f32>,
+    /// `proj_clip`.
+    pub proj_clip: Option<f32>,
+}
+
+impl Default for TfOptions {
+    fn default() -> Self {
+        TfOptions {
+            forget_bias: 1.0,
+            cell_clip: None,
+            proj_clip: None,
+        }
+    }
+}
+
+/// Loads `tf.compat.v1` `LSTMCell` variables from `.npz`: `kernel`,
+/// `bias`, optional `w_i_diag w_f_diag w_o_diag` (all three: peepholes)
+/// and `projection/kernel` (names may carry a scope prefix, e.g.
+/// `rnn/lstm_cell/`).
+pub fn tf(
+    path: impl AsRef<Path>,
+    prefix: &str,
+    opts: TfOptions,
+) -> Result<(LstmConfig, LstmWeights)> {
+    let file = read_tensors(path)?;
+    let key = |n: &str| format!("{prefix}{n}");
+    let (k, b) = (file.get(&key("kernel"))?, file.get(&key("bias"))?);
+    let (rows, g4) = dims2(&file, &key("kernel"), k)?;
+    if g4 % 4 != 0 || g4 == 0 {
+        return Err(shape_err(
+            &file,
+            &key("kernel"),
+            "[input + recurrent, 4·units]".into(),
+            &k.shape,
+        ));
+    }
+    let h = g4 / 4;
+    expect(&file, &key("bias"), b, &[4 * h])?;
+    let proj = file.tensors.get(&key("projection/kernel"));
+    let r = match proj {
+        Some(p) => {
+            let (ph, pr) = dims2(&file, &key("projection/kernel"), p)?;
+            expect(&file, &key("projection/kernel"), p, &[h, pr])?;
+            let _ = ph;
+            pr
+        }
+        None => h,
+    };
+    if rows <= r {
+        return Err(shape_err(
+            &file,
+            &key("kernel"),
+            format!("[input + {r}, {g4}] with input ≥ 1"),
+            &k.shape,
+        ));
+    }
+    let n = rows - r;
+    let mut cfg = LstmConfig::new(n, h).with_forget_bias(opts.forget_bias);
+    if proj.is_some() {
+        cfg = cfg.with_projection(r);
+    }
+    if let Some(c) = opts.cell_clip {
+        cfg = cfg.with_cell_clip(c);
+    }
+    if let Some(c) = opts.proj_clip {
+        cfg = cfg.with_proj_clip(c);
+    }
+    let diag_names = ["w_i_diag", "w_f_diag", "w_o_diag"].map(key);
+    let diag_present = diag_names
+        .iter()
+        .filter(|n| file.tensors.contains_key(*n))
+        .count();
+    if diag_present == 3 {
+        cfg = cfg.with_peephole(Peephole::Diagonal);
+    } else if diag_present > 0 {
+        let missing = diag_names
+            .iter()
+            .find(|n| !file.tensors.contains_key(*n))
+            .expect("one is missing");
+        return Err(Error::MissingTensor {
+            tensor: missing.clone(),
+            source_name: format!(
+                "{} (peepholes need all three diagonals)",
+                file.path.display()
+            ),
+        });
+    }
+    cfg.validate()?;
+    let mut w = LstmWeights::zeros(&cfg);
+    // TF's gate order is i, j (= c̃), f, o; ours i, f, c̃, o.
+    const TF_GATE: [usize; 4] = [0, 2, 1, 3];
+    fill_gates(&mut w, 4 * h, h, 0, rows, |row, g, j| {
+        k.data[row * 4 * h + TF_GATE[g] * h + j]
+    });
+    for g in 0..4 {
+        w.bias[g * h..(g + 1) * h].copy_from_slice(&b.data[TF_GATE[g] * h..(TF_GATE[g] + 1) * h]);
+    }
+    let mut used = vec![key("kernel"), key("bias")];
+    if let Some(d) = w.peep_diag.as_mut() {
+        // Ours: [w_ci, w_cf, w_co].
+        for (g, name) in diag_names.iter().enumerate() {
+            let t = file.get(name)?;
+            expect(&file, name, t, &[h])?;
+            d[g * h..(g + 1) * h].copy_from_slice(&t.data);
+            used.push(name.clone());
+        }
+    }
+    if let (Some(p), Some(wp)) = (proj, w.w_p.as_mut()) {
+        wp.copy_from_slice(&p.data);
+        used.push(key("projection/kernel"));
+    }
+    no_leftovers(&file, &used, "TF LSTMCell")?;
+    Ok((cfg, w))
+}

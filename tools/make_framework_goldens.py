@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Golden cases from the real frameworks, for tests/frameworks.rs.
+
+    pip install torch tensorflow-cpu tf-keras safetensors numpy
+    TF_USE_LEGACY_KERAS=1 python3 tools/make_framework_goldens.py
+
+CI does not run this script; its outputs under tests/golden/frameworks/ are
+committed. Each case directory holds:
+
+    weights.safetensors | weights.npz   the framework's own tensors/names
+    x.npy                               float32 input, [T, B, n_in] ([B, n_in]: one step)
+    state_in.npz                        float32 c [B, H] and m [B, R] (m = h)
+    expected_y.npy                      float32 outputs the framework computed
+    expected_state.npz                  float32 final c and m
+    meta.json                           how to load it (format, prefix, TF options)
+
+Cases: PyTorch nn.LSTM (plain, proj_size), nn.LSTMCell (one step); Keras
+LSTM; tf.compat.v1 LSTMCell plain (forget_bias 1.0) and with diagonal
+peepholes + projection + cell_clip + proj_clip.
+"""
+
+import json
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "golden", "frameworks")
+
+
+def save_case(name, meta, x, c0, m0, y, c1, m1, weights=None, weights_path=None):
+    d = os.path.join(ROOT, name)
+    os.makedirs(d, exist_ok=True)
+    f32 = lambda a: np.ascontiguousarray(np.asarray(a, dtype=np.float32))
+    np.save(os.path.join(d, "x.npy"), f32(x))
+    np.savez(os.path.join(d, "state_in.npz"), c=f32(c0), m=f32(m0))
+    np.save(os.path.join(d, "expected_y.npy"), f32(y))
+    np.savez(os.path.join(d, "expected_state.npz"), c=f32(c1), m=f32(m1))
+    if weights is not None:
+        np.savez(os.path.join(d, weights_path), **{k: f32(v) for k, v in weights.items()})
+    with open(os.path.join(d, "meta.json"), "w") as f:
+        json.dump(meta, f, indent=1, sort_keys=True)
+        f.write("\n")
+    return d
+
+
+def torch_cases():
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+
+    class Wrap(torch.nn.Module):
+        def __init__(self, lstm):
+            super().__init__()
+            self.lstm = lstm
+
+    for name, n, h, proj, t, b in [("torch_lstm", 5, 7, 0, 4, 3), ("torch_proj", 5, 8, 3, 3, 2)]:
+        lstm = torch.nn.LSTM(n, h, proj_size=proj)
+        r = proj or h
+        x = torch.rand(t, b, n) * 4 - 2
+        h0 = torch.rand(1, b, r) * 2 - 1
+        c0 = torch.rand(1, b, h) * 2 - 1
+        with torch.no_grad():
+            y, (h1, c1) = lstm(x, (h0, c0))
+        sd = {k: v.contiguous() for k, v in Wrap(lstm).state_dict().items()}
+        d = save_case(name, {"format": "pytorch", "prefix": "lstm."}, x.numpy(), c0[0].numpy(), h0[0].numpy(), y.numpy(), c1[0].numpy(), h1[0].numpy())
+        save_file(sd, os.path.join(d, "weights.safetensors"))
+
+    cell = torch.nn.LSTMCell(4, 6)
+    b = 5
+    x = torch.rand(b, 4) * 4 - 2
+    h0, c0 = torch.rand(b, 6) * 2 - 1, torch.rand(b, 6) * 2 - 1
+    with torch.no_grad():
+        h1, c1 = cell(x, (h0, c0))
+    d = save_case("torch_cell", {"format": "pytorch", "prefix": ""}, x.numpy(), c0.numpy(), h0.numpy(), h1.numpy(), c1.numpy(), h1.numpy())
+    save_file({k: v.contiguous() for k, v in cell.state_dict().items()}, os.path.join(d, "weights.safetensors"))
+
+
+def keras_case():
+    import tensorflow as tf
+
+    tf.random.set_seed(1)
+    rng = np.random.RandomState(1)
+    t, b, n, u = 5, 2, 4, 6
+    layer = tf.keras.layers.LSTM(u, return_sequences=True, return_state=True, time_major=False)
+    x = tf.constant((rng.rand(b, t, n) * 4 - 2).astype(np.float32))
+    h0 = tf.constant((rng.rand(b, u) * 2 - 1).astype(np.float32))
+    c0 = tf.constant((rng.rand(b, u) * 2 - 1).astype(np.float32))
+    y, h1, c1 = layer(x, initial_state=[h0, c0])
+    # Bias away from zero so a wrong gate order shows.
+    k, rk, bias = layer.get_weights()
+    layer.set_weights([k, rk, (rng.rand(4 * u) - 0.5).astype(np.float32)])
+    y, h1, c1 = layer(x, initial_state=[h0, c0])
+    k, rk, bias = layer.get_weights()
+    x, h0, c0 = x.numpy(), h0.numpy(), c0.numpy()
+    save_case("keras_lstm", {"format": "keras", "prefix": ""}, x.transpose(1, 0, 2), c0, h0, np.asarray(y).transpose(1, 0, 2), c1, h1,
+              weights={"kernel": k, "recurrent_kernel": rk, "bias": bias}, weights_path="weights.npz")
+
+
+def tf_cases():
+    import tensorflow as tf
+
+    rng = np.random.RandomState(2)
+    for name, kwargs, n, u, t, b in [
+        ("tf_cell", dict(num_units=5), 3, 5, 4, 2),
+        ("tf_peep_proj_clip", dict(num_units=6, use_peepholes=True, num_proj=4, cell_clip=0.8, proj_clip=0.3, forget_bias=0.5), 3, 6, 5, 3),
+    ]:
+        cell = tf.compat.v1.nn.rnn_cell.LSTMCell(**kwargs)
+        r = kwargs.get("num_proj") or u
+        x = (rng.rand(t, b, n) * 4 - 2).astype(np.float32)
+        c = (rng.rand(b, u) * 2 - 1).astype(np.float32)
+        m = (rng.rand(b, r) * 2 - 1).astype(np.float32)
+        c0, m0 = c.copy(), m.copy()
+        cell.build(tf.TensorShape([b, n]))
+        # Random, larger-than-default diagonals and bias so every term matters.
+        for v in cell.variables:
+            v.assign((rng.rand(*v.shape) - 0.5).astype(np.float32) * (2.0 if "diag" in v.name else 1.0))
+        ys = []
+        state = tf.compat.v1.nn.rnn_cell.LSTMStateTuple(c, m)
+        for s in range(t):
+            out, state = cell(x[s], state)
+            ys.append(np.asarray(out))
+        weights = {}
+        for v in cell.variables:
+            key = v.name.split("/", 1)[1] if "/" in v.name else v.name
+            key = key.split(":")[0]
+            weights[key] = v.numpy()
+        meta = {"format": "tf", "prefix": "", "forget_bias": kwargs.get("forget_bias", 1.0), "cell_clip": kwargs.get("cell_clip"), "proj_clip": kwargs.get("proj_clip")}
+        save_case(name, meta, x, c0, m0, np.stack(ys), np.asarray(state.c), np.asarray(state.h), weights=weights, weights_path="weights.npz")
+
+
+if __name__ == "__main__":
+    torch_cases()
+    keras_case()
+    tf_cases()
+    print("wrote", sorted(os.listdir(ROOT)))
