@@ -293,9 +293,10 @@ pub fn tf(
     fill_gates(&mut w, 4 * h, h, 0, rows, |row, g, j| {
         k.data[row * 4 * h + TF_GATE[g] * h + j]
     });
-    for g in 0..4 {
-        w.bias[g * h..(g + 1) * h].copy_from_slice(&b.data[TF_GATE[g] * h..(TF_GATE[g] + 1) * h]);
+    for (g, &tg) in TF_GATE.iter().enumerate() {
+        w.bias[g * h..(g + 1) * h].copy_from_slice(&b.data[tg * h..(tg + 1) * h]);
     }
+
     let mut used = vec![key("kernel"), key("bias")];
     if let Some(d) = w.peep_diag.as_mut() {
         // Ours: [w_ci, w_cf, w_co].
