@@ -13,6 +13,11 @@
 //!   `projection/kernel [U, P]`; `forget_bias`, `cell_clip` and `proj_clip`
 //!   are settings of the cell, passed in [`TfOptions`].
 //!
+//! * [`onnx`]: an `.onnx` model with one `LSTM` node (initializers `W`,
+//!   `R`, optional `B`, `P`; gate order i, o, f, c; peephole order i, o, f;
+//!   attributes `hidden_size`, `clip`, `input_forget`; forward direction,
+//!   default activations), decoded with `prost`.
+//!
 //! Every error names the file and the missing or misshapen tensor.
 
 use std::path::Path;
@@ -312,5 +317,229 @@ pub fn tf(
         used.push(key("projection/kernel"));
     }
     no_leftovers(&file, &used, "TF LSTMCell")?;
+    Ok((cfg, w))
+}
+
+fn onnx_err(path: &Path, reason: impl ToString) -> Error {
+    Error::Format {
+        path: path.to_path_buf(),
+        format: "onnx",
+        reason: reason.to_string(),
+    }
+}
+
+/// A float tensor of an ONNX initializer (float or double; raw or typed).
+fn onnx_tensor(path: &Path, t: &crate::onnx_proto::TensorProto) -> Result<Tensor> {
+    use crate::onnx_proto::{DOUBLE, FLOAT};
+    let shape: Vec<usize> = t
+        .dims
+        .iter()
+        .map(|&d| {
+            usize::try_from(d).map_err(|_| {
+                onnx_err(
+                    path,
+                    format!("tensor `{}` has a negative dimension", t.name),
+                )
+            })
+        })
+        .collect::<Result<_>>()?;
+    if t.data_location != 0 {
+        return Err(Error::Unsupported(format!(
+            "{}: tensor `{}` uses external data",
+            path.display(),
+            t.name
+        )));
+    }
+    let data: Vec<f32> = match t.data_type {
+        FLOAT if !t.raw_data.is_empty() => t
+            .raw_data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        FLOAT => t.float_data.clone(),
+        DOUBLE if !t.raw_data.is_empty() => t
+            .raw_data
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("chunks_exact(8)")) as f32)
+            .collect(),
+        DOUBLE => t.double_data.iter().map(|&v| v as f32).collect(),
+        other => {
+            return Err(Error::Dtype {
+                tensor: t.name.clone(),
+                path: path.to_path_buf(),
+                dtype: format!("ONNX data type {other}"),
+            });
+        }
+    };
+    let n: usize = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| onnx_err(path, format!("tensor `{}` is too large", t.name)))?;
+    if data.len() != n {
+        return Err(onnx_err(
+            path,
+            format!(
+                "tensor `{}` holds {} values, its shape {} needs {n}",
+                t.name,
+                data.len(),
+                shape_str(&shape)
+            ),
+        ));
+    }
+    Ok(Tensor { shape, data })
+}
+
+/// Loads the single `LSTM` node of an `.onnx` model (see the module docs).
+pub fn onnx(path: impl AsRef<Path>) -> Result<(LstmConfig, LstmWeights)> {
+    use prost::Message;
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let model =
+        crate::onnx_proto::ModelProto::decode(bytes.as_slice()).map_err(|e| onnx_err(path, e))?;
+    let graph = model
+        .graph
+        .ok_or_else(|| onnx_err(path, "the model has no graph"))?;
+    let lstms: Vec<_> = graph.node.iter().filter(|n| n.op_type == "LSTM").collect();
+    let node = match lstms.as_slice() {
+        [n] => *n,
+        [] => return Err(onnx_err(path, "the graph has no LSTM node")),
+        _ => {
+            return Err(Error::Unsupported(format!(
+                "{}: {} LSTM nodes; one is supported",
+                path.display(),
+                lstms.len()
+            )));
+        }
+    };
+    let attr = |name: &str| node.attribute.iter().find(|a| a.name == name);
+    let hidden = attr("hidden_size")
+        .map(|a| a.i)
+        .ok_or_else(|| onnx_err(path, "the LSTM node has no hidden_size attribute"))?;
+    let h = usize::try_from(hidden)
+        .ok()
+        .filter(|&h| h > 0)
+        .ok_or_else(|| onnx_err(path, format!("hidden_size {hidden} is not positive")))?;
+    if let Some(d) = attr("direction") {
+        let d = String::from_utf8_lossy(&d.s);
+        if d != "forward" {
+            return Err(Error::Unsupported(format!(
+                "{}: direction `{d}`: only forward is supported so far",
+                path.display()
+            )));
+        }
+    }
+    if attr("layout").is_some_and(|a| a.i != 0) {
+        return Err(Error::Unsupported(format!(
+            "{}: layout=1 (batch-first) is not supported yet",
+            path.display()
+        )));
+    }
+    if let Some(a) = attr("activations") {
+        let acts: Vec<String> = a
+            .strings
+            .iter()
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect();
+        if acts != ["Sigmoid", "Tanh", "Tanh"] {
+            return Err(Error::Unsupported(format!(
+                "{}: activations {acts:?}: only the defaults Sigmoid, Tanh, Tanh are supported",
+                path.display()
+            )));
+        }
+    }
+    // Initializers by the node's input names: X, W, R, B, sequence_lens,
+    // initial_h, initial_c, P.
+    let input = |k: usize| node.input.get(k).filter(|s| !s.is_empty());
+    let init = |k: usize, what: &str| -> Result<Option<Tensor>> {
+        let Some(name) = input(k) else {
+            return Ok(None);
+        };
+        match graph.initializer.iter().find(|t| &t.name == name) {
+            Some(t) => onnx_tensor(path, t).map(Some),
+            None => Err(Error::MissingTensor {
+                tensor: format!("{what} (`{name}`)"),
+                source_name: format!("{}'s initializers (it must be a constant)", path.display()),
+            }),
+        }
+    };
+    let need = |t: Option<Tensor>, what: &str| {
+        t.ok_or_else(|| Error::MissingTensor {
+            tensor: what.to_string(),
+            source_name: format!("{} (LSTM node input)", path.display()),
+        })
+    };
+    let w_t = need(init(1, "W")?, "W")?;
+    let r_t = need(init(2, "R")?, "R")?;
+    let b_t = init(3, "B")?;
+    let p_t = init(7, "P")?;
+    let named = |n: &str| format!("{n} in {}", path.display());
+    let n = match w_t.shape.as_slice() {
+        [1, g4, n] if *g4 == 4 * h => *n,
+        other => {
+            return Err(Error::Shape {
+                tensor: named("W"),
+                expected: format!("[1, {}, input_size]", 4 * h),
+                got: shape_str(other),
+            });
+        }
+    };
+    if r_t.shape != [1, 4 * h, h] {
+        return Err(Error::Shape {
+            tensor: named("R"),
+            expected: shape_str(&[1, 4 * h, h]),
+            got: shape_str(&r_t.shape),
+        });
+    }
+    let mut cfg = LstmConfig::new(n, h);
+    if let Some(c) = attr("clip") {
+        cfg = cfg.with_clip(c.f);
+    }
+    if attr("input_forget").is_some_and(|a| a.i != 0) {
+        cfg = cfg.with_input_forget(true);
+    }
+    if p_t.is_some() {
+        cfg = cfg.with_peephole(Peephole::Diagonal);
+    }
+    cfg.validate()?;
+    let mut w = LstmWeights::zeros(&cfg);
+    // ONNX gate order i, o, f, c; ours i, f, c, o.
+    const ONNX_GATE: [usize; 4] = [0, 2, 3, 1];
+    let cols = 4 * h;
+    fill_gates(&mut w, cols, h, 0, n, |k, g, j| {
+        w_t.data[(ONNX_GATE[g] * h + j) * n + k]
+    });
+    fill_gates(&mut w, cols, h, n, h, |k, g, j| {
+        r_t.data[(ONNX_GATE[g] * h + j) * h + k]
+    });
+    if let Some(b) = b_t {
+        if b.shape != [1, 8 * h] {
+            return Err(Error::Shape {
+                tensor: named("B"),
+                expected: shape_str(&[1, 8 * h]),
+                got: shape_str(&b.shape),
+            });
+        }
+        for (g, &og) in ONNX_GATE.iter().enumerate() {
+            for j in 0..h {
+                w.bias[g * h + j] = b.data[og * h + j] + b.data[4 * h + og * h + j];
+            }
+        }
+    }
+    if let (Some(p), Some(d)) = (p_t, w.peep_diag.as_mut()) {
+        if p.shape != [1, 3 * h] {
+            return Err(Error::Shape {
+                tensor: named("P"),
+                expected: shape_str(&[1, 3 * h]),
+                got: shape_str(&p.shape),
+            });
+        }
+        // ONNX peepholes i, o, f; ours i, f, o.
+        d[..h].copy_from_slice(&p.data[..h]);
+        d[h..2 * h].copy_from_slice(&p.data[2 * h..3 * h]);
+        d[2 * h..].copy_from_slice(&p.data[h..2 * h]);
+    }
     Ok((cfg, w))
 }

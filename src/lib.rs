@@ -28,6 +28,7 @@ pub mod import;
 pub mod io;
 mod kernel;
 pub mod model;
+mod onnx_proto;
 mod pack;
 pub mod reference;
 pub mod rng;

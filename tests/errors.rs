@@ -565,8 +565,39 @@ fn load_framework(format: &str, p: &Path) -> Result<(), Error> {
     match format {
         "pytorch" => import::pytorch(p, "lstm.").map(drop),
         "keras" => import::keras(p, "").map(drop),
+        "onnx" => import::onnx(p).map(drop),
         _ => import::tf(p, "", import::TfOptions::default()).map(drop),
     }
+}
+
+/// ONNX (protobuf) has no length header: a cut that only drops trailing
+/// fields after the graph (opset_import) still decodes. Every truncation
+/// must then be an error or give exactly the full file's weights.
+#[test]
+fn onnx_truncations_error_or_load_the_same_weights() {
+    use lstm_kernels::import;
+    let fw = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/frameworks");
+    let full_path = fw.join("onnx_peep_clip_coupled/weights.onnx");
+    let full = import::onnx(&full_path).unwrap();
+    let bytes = std::fs::read(&full_path).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("m.onnx");
+    let mut errors = 0;
+    for len in 0..bytes.len() {
+        std::fs::write(&p, &bytes[..len]).unwrap();
+        match import::onnx(&p) {
+            Ok(w) => assert_eq!(
+                w, full,
+                "a truncation to {len} bytes loaded different weights"
+            ),
+            Err(_) => errors += 1,
+        }
+    }
+    assert!(
+        errors > bytes.len() * 9 / 10,
+        "only {errors} of {} truncations failed",
+        bytes.len()
+    );
 }
 
 proptest! {
@@ -574,10 +605,15 @@ proptest! {
 
     #[test]
     fn corrupt_framework_files_never_panic(
-        which in 0usize..3,
+        which in 0usize..4,
         edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
     ) {
-        let (case, file, format) = [("torch_proj", "weights.safetensors", "pytorch"), ("keras_lstm", "weights.npz", "keras"), ("tf_peep_proj_clip", "weights.npz", "tf")][which];
+        let (case, file, format) = [
+            ("torch_proj", "weights.safetensors", "pytorch"),
+            ("keras_lstm", "weights.npz", "keras"),
+            ("tf_peep_proj_clip", "weights.npz", "tf"),
+            ("onnx_peep_clip_coupled", "weights.onnx", "onnx"),
+        ][which];
         let fw = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/frameworks");
         let mut bytes = std::fs::read(fw.join(case).join(file)).unwrap();
         for (i, b) in edits {

@@ -1,7 +1,9 @@
 //! Weights, inputs and outputs from the real frameworks (PyTorch nn.LSTM
 //! with and without proj_size, nn.LSTMCell; Keras LSTM; tf.compat.v1
 //! LSTMCell plain and with diagonal peepholes, projection, forget_bias,
-//! cell_clip and proj_clip), written by tools/make_framework_goldens.py.
+//! cell_clip and proj_clip; ONNX LSTM run by onnxruntime, plain and with
+//! peepholes, clip and input_forget), written by
+//! tools/make_framework_goldens.py.
 //!
 //! Tolerance, derived: `reference::forward_with_bound` bounds how far any
 //! correct f32 implementation with activation error ≤ 1e-6 can be from the
@@ -42,12 +44,11 @@ fn meta(case: &str) -> serde_json::Value {
 }
 
 fn weights_file(case: &str) -> PathBuf {
-    let st = dir(case).join("weights.safetensors");
-    if st.exists() {
-        st
-    } else {
-        dir(case).join("weights.npz")
-    }
+    ["weights.safetensors", "weights.onnx", "weights.npz"]
+        .iter()
+        .map(|f| dir(case).join(f))
+        .find(|p| p.exists())
+        .unwrap()
 }
 
 fn load(case: &str) -> (LstmConfig, LstmWeights) {
@@ -65,6 +66,7 @@ fn load(case: &str) -> (LstmConfig, LstmWeights) {
             };
             import::tf(&path, prefix, opts).unwrap()
         }
+        "onnx" => import::onnx(&path).unwrap(),
         other => panic!("unknown format {other}"),
     }
 }
@@ -72,7 +74,7 @@ fn load(case: &str) -> (LstmConfig, LstmWeights) {
 #[test]
 fn every_framework_case_matches_on_every_isa() {
     let cases = cases();
-    assert!(cases.len() >= 6, "golden cases missing: {cases:?}");
+    assert!(cases.len() >= 8, "golden cases missing: {cases:?}");
     for case in &cases {
         let (cfg, w) = load(case);
         let x = io::read_npy(dir(case).join("x.npy")).unwrap();

@@ -7,7 +7,7 @@
 CI does not run this script; its outputs under tests/golden/frameworks/ are
 committed. Each case directory holds:
 
-    weights.safetensors | weights.npz   the framework's own tensors/names
+    weights.safetensors | .npz | .onnx  the framework's own tensors/names
     x.npy                               float32 input, [T, B, n_in] ([B, n_in]: one step)
     state_in.npz                        float32 c [B, H] and m [B, R] (m = h)
     expected_y.npy                      float32 outputs the framework computed
@@ -16,7 +16,10 @@ committed. Each case directory holds:
 
 Cases: PyTorch nn.LSTM (plain, proj_size), nn.LSTMCell (one step); Keras
 LSTM; tf.compat.v1 LSTMCell plain (forget_bias 1.0) and with diagonal
-peepholes + projection + cell_clip + proj_clip.
+peepholes + projection + cell_clip + proj_clip; ONNX LSTM run by
+onnxruntime, plain and with peepholes + clip + input_forget.
+
+    pip install onnx onnxruntime   (also needed)
 """
 
 import json
@@ -132,8 +135,53 @@ def tf_cases():
         save_case(name, meta, x, c0, m0, np.stack(ys), np.asarray(state.c), np.asarray(state.h), weights=weights, weights_path="weights.npz")
 
 
+def onnx_cases():
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.RandomState(3)
+    for name, n, h, t, b, peep, attrs in [
+        ("onnx_plain", 3, 5, 4, 2, False, {}),
+        ("onnx_peep_clip_coupled", 4, 6, 5, 3, True, {"clip": 0.7, "input_forget": 1}),
+    ]:
+        f32 = lambda *s: ((rng.rand(*s) - 0.5) * 1.6).astype(np.float32)
+        W, R, B = f32(1, 4 * h, n), f32(1, 4 * h, h), f32(1, 8 * h)
+        inits = [numpy_helper.from_array(W, "W"), numpy_helper.from_array(R, "R"), numpy_helper.from_array(B, "B")]
+        inputs = ["X", "W", "R", "B", "", "initial_h", "initial_c"]
+        if peep:
+            inits.append(numpy_helper.from_array(f32(1, 3 * h) * 2, "P"))
+            inputs.append("P")
+        node = helper.make_node("LSTM", inputs, ["Y", "Y_h", "Y_c"], hidden_size=h, **attrs)
+        graph = helper.make_graph(
+            [node],
+            name,
+            [
+                helper.make_tensor_value_info("X", TensorProto.FLOAT, [t, b, n]),
+                helper.make_tensor_value_info("initial_h", TensorProto.FLOAT, [1, b, h]),
+                helper.make_tensor_value_info("initial_c", TensorProto.FLOAT, [1, b, h]),
+            ],
+            [
+                helper.make_tensor_value_info("Y", TensorProto.FLOAT, [t, 1, b, h]),
+                helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, [1, b, h]),
+                helper.make_tensor_value_info("Y_c", TensorProto.FLOAT, [1, b, h]),
+            ],
+            inits,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], producer_name="make_framework_goldens")
+        onnx.checker.check_model(model)
+        x = ((rng.rand(t, b, n) * 4) - 2).astype(np.float32)
+        h0 = ((rng.rand(1, b, h) * 2) - 1).astype(np.float32)
+        c0 = ((rng.rand(1, b, h) * 2) - 1).astype(np.float32)
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        y, yh, yc = sess.run(None, {"X": x, "initial_h": h0, "initial_c": c0})
+        d = save_case(name, {"format": "onnx", "prefix": ""}, x, c0[0], h0[0], y[:, 0], yc[0], yh[0])
+        onnx.save(model, os.path.join(d, "weights.onnx"))
+
+
 if __name__ == "__main__":
     torch_cases()
     keras_case()
     tf_cases()
+    onnx_cases()
     print("wrote", sorted(os.listdir(ROOT)))

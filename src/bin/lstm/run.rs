@@ -19,6 +19,8 @@ pub enum Format {
     Keras,
     /// tf.compat.v1 LSTMCell variables (.npz): kernel, bias, w_*_diag, projection/kernel.
     Tf,
+    /// An .onnx model with one LSTM node (forward direction).
+    Onnx,
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +83,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             };
             import::tf(&args.weights, &args.prefix, opts)?
         }
+        Format::Onnx => import::onnx(&args.weights)?,
     };
     let model = Lstm::new(cfg, weights)?.with_threads(args.threads)?;
     let x = io::read_npy(&args.input)?;
