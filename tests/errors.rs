@@ -703,3 +703,26 @@ fn framework_loaders_name_missing_and_misshapen_tensors() {
     let e = import::pytorch(&st, "").unwrap_err().to_string();
     assert!(e.contains("layer 0"), "{e}");
 }
+
+/// `lstm … | head` closes stdout early: the CLI exits quietly, no panic.
+#[test]
+fn cli_survives_a_closed_stdout() {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lstm"))
+        .arg("codegen")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}

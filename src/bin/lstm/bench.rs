@@ -191,9 +191,9 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             "fma_peak_gflops": peak,
             "peak_fraction": peak_fraction,
         });
-        println!("{v}");
+        outln!("{v}");
     } else {
-        println!(
+        outln!(
             "isa {} kernel {} | B={} n_in={} H={} head={} peephole={} T={} threads={}",
             model.isa_name(),
             model.kernel_name(),
@@ -205,7 +205,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             a.steps,
             model.threads()
         );
-        println!(
+        outln!(
             "{:.0} sample-steps/s  {:.2} GFLOP/s  {:.1}% of peak ({:.1} GFLOP/s × {} threads)  {:.0} ns/step  (median of {} calls)",
             sps,
             gflops,

@@ -9,13 +9,13 @@ use lstm_kernels::{Lstm, LstmConfig, LstmWeights, Peephole};
 use crate::bench::{measure, setup};
 
 fn print_matrix(name: &str, rows: usize, cols: usize, v: &[f32]) {
-    println!("{name} [{rows}x{cols}] =");
+    outln!("{name} [{rows}x{cols}] =");
     for r in 0..rows {
         let row: Vec<String> = v[r * cols..(r + 1) * cols]
             .iter()
             .map(|x| format!("{x:>8.4}"))
             .collect();
-        println!("  [{}]", row.join(" "));
+        outln!("  [{}]", row.join(" "));
     }
 }
 
@@ -31,10 +31,10 @@ pub fn demo() -> Result<()> {
     let mut state = model.new_state(batch)?;
     let mut h = vec![0.0f32; batch * n_output];
     model.step(&mut state, &x, &mut h)?;
-    println!(
+    outln!(
         "The seed exercise: one LSTM step, {n_features} features, {batch} samples, {n_hidden} hidden units, {n_output} outputs"
     );
-    println!("(seeded weights U(-1/sqrt(H), 1/sqrt(H)), zero initial c and m)\n");
+    outln!("(seeded weights U(-1/sqrt(H), 1/sqrt(H)), zero initial c and m)\n");
     print_matrix("x", batch, n_features, &x);
     print_matrix("c", batch, n_hidden, state.c());
     print_matrix("m", batch, n_hidden, state.m());
@@ -78,16 +78,21 @@ pub fn demo() -> Result<()> {
         ));
     }
     bar.finish_and_clear();
-    println!(
+    outln!(
         "\nforward over T={steps} steps, 1 thread, kernel `{}` (sample-steps/s, median)",
         model.kernel_name()
     );
-    println!(
+    outln!(
         "{:<30} {:>4} {:>16} {:>16} {:>9} {:>10}",
-        "shape", "B", "lstm-kernels", "reference", "speedup", "GFLOP/s"
+        "shape",
+        "B",
+        "lstm-kernels",
+        "reference",
+        "speedup",
+        "GFLOP/s"
     );
     for (name, b, fast, slow, flops) in rows {
-        println!(
+        outln!(
             "{name:<30} {b:>4} {fast:>16.0} {slow:>16.0} {:>8.1}x {:>10.2}",
             fast / slow,
             fast * flops / 1e9

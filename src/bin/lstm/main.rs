@@ -4,6 +4,27 @@
 //! * `lstm run` — run a cell on weights and inputs from files;
 //! * `lstm bench` — throughput of `forward` at a given shape.
 
+/// `println!` that exits quietly when stdout is closed (`lstm … | head`)
+/// instead of panicking.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($t)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
+/// `print!` with the same behaviour as [`outln!`].
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if write!(std::io::stdout(), $($t)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 mod bench;
 mod demo;
 mod run;
@@ -58,15 +79,15 @@ fn main() {
 
 fn codegen(shapes: Option<&str>, list: bool) -> lstm_kernels::Result<()> {
     match (shapes, list) {
-        (None, false) => print!("{}", lstm_kernels::generated_source()),
+        (None, false) => out!("{}", lstm_kernels::generated_source()),
         (None, true) => {
             for name in lstm_kernels::specialized_kernels() {
-                println!("{name}");
+                outln!("{name}");
             }
         }
         (Some(s), _) => {
             let src = lstm_kernels::codegen_preview(s).map_err(lstm_kernels::Error::Invalid)?;
-            print!("{src}");
+            out!("{src}");
         }
     }
     Ok(())
