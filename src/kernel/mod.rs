@@ -491,7 +491,7 @@ pub(crate) struct StateBufs<'a> {
 /// Planning of a forward call: chunking and scratch layout.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Plan {
-    /// Samples per chunk (a multiple of MR, except possibly the last).
+    /// Samples per chunk (the last chunk may have fewer).
     pub(crate) per: usize,
     pub(crate) chunks: usize,
     /// Steps per hoisted input GEMM.
@@ -520,7 +520,9 @@ impl Plan {
         } else {
             threads.clamp(1, blocks)
         };
-        let per = blocks.div_ceil(chunks) * mr;
+        // Even chunks (64 rows on 2 threads: 32 + 32, not 36 + 28): a row's
+        // arithmetic does not depend on which block or chunk it is in.
+        let per = batch.div_ceil(chunks);
         let chunks = batch.div_ceil(per);
         let tb = (XW_BUDGET / (batch * 4 * pk.hp)).clamp(1, steps.max(1));
         // A batch of one row block cannot be split by rows: split its hidden
