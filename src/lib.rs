@@ -33,6 +33,7 @@ mod pack;
 pub mod reference;
 pub mod rng;
 mod simd;
+pub mod stack;
 pub mod weights;
 
 pub use config::{LstmConfig, Peephole};
@@ -43,6 +44,7 @@ pub use kernel::{
 };
 pub use model::{Lstm, LstmState};
 pub use simd::{ISA_ENV, Isa};
+pub use stack::{LstmStack, Merge, SeqOptions, StackLayer, StackState};
 pub use weights::{GATE_ORDER, LstmWeights, SEED_NAMES, SeedWeights};
 
 /// The largest absolute error of the crate's `σ` and `tanh` on any `f32`

@@ -268,11 +268,42 @@ impl Lstm {
         Ok(())
     }
 
+    /// Runs `steps` steps for the first `rows` samples of `state` only
+    /// (`xs` is `[steps, rows, n_in]`, `out` `[steps, rows, n_out]`): the
+    /// sequence driver's way to run the samples still active.
+    pub(crate) fn forward_prefix(
+        &self,
+        state: &mut LstmState,
+        rows: usize,
+        xs: &[f32],
+        out: &mut [f32],
+    ) {
+        let (h, r) = (self.config.n_hidden, self.config.n_recurrent());
+        let steps = xs.len() / (rows * self.config.n_input);
+        debug_assert!(rows <= state.batch && out.len() == steps * rows * self.config.n_output());
+        self.run_rows(state, rows, h, r, xs, out, steps);
+    }
+
     /// Runs `steps` steps through the kernels (lengths already checked).
     fn run(&self, state: &mut LstmState, xs: &[f32], out: &mut [f32], steps: usize) {
+        let (h, r) = (self.config.n_hidden, self.config.n_recurrent());
+        self.run_rows(state, state.batch, h, r, xs, out, steps);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_rows(
+        &self,
+        state: &mut LstmState,
+        rows: usize,
+        h: usize,
+        r: usize,
+        xs: &[f32],
+        out: &mut [f32],
+        steps: usize,
+    ) {
         let bufs = StateBufs {
-            c: &mut state.c,
-            m: &mut state.m,
+            c: &mut state.c[..rows * h],
+            m: &mut state.m[..rows * r],
             scratch: &mut state.scratch,
         };
         let par = Parallel {
@@ -280,6 +311,6 @@ impl Lstm {
             threads: self.threads,
             min_flops: self.min_parallel_flops,
         };
-        kernel::forward(&self.packed, par, bufs, xs, out, state.batch, steps);
+        kernel::forward(&self.packed, par, bufs, xs, out, rows, steps);
     }
 }

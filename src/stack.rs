@@ -1,0 +1,375 @@
+//! Sequence models: stacked and bidirectional LSTMs over padded batches
+//! with per-sequence lengths, time-major or batch-first.
+//!
+//! Semantics follow PyTorch's `nn.LSTM` with a `PackedSequence`: layer
+//! k's output feeds layer k+1; a bidirectional layer runs a forward and a
+//! reverse cell and concatenates (or sums) their outputs; with `seq_lens`,
+//! padded steps output zeros, each sample's final state is that of its last
+//! valid step, and the reverse direction starts at each sample's own end.
+//!
+//! Every direction runs through the same fused kernels. Samples are
+//! ordered by length (longest first) so that the samples still active at a
+//! step are a prefix of the batch, and runs of steps with the same active
+//! count go to the kernels as one sequence (hoisted input GEMM and all).
+//! Buffers live in [`StackState`] and only grow: no allocation per step.
+
+use crate::error::{Error, Result, check_len};
+use crate::model::{Lstm, LstmState};
+
+/// How a bidirectional layer combines its two directions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Merge {
+    /// `[forward | reverse]` along the feature axis (PyTorch, Keras default).
+    #[default]
+    Concat,
+    /// `forward + reverse`.
+    Sum,
+}
+
+/// Options of one [`LstmStack::forward`] call.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SeqOptions<'a> {
+    /// `xs` is `[B, T, n_in]` and `out` `[B, T, width]` (else time-major
+    /// `[T, B, …]`).
+    pub batch_first: bool,
+    /// Valid steps per sample (each ≤ T); `None`: all T.
+    pub seq_lens: Option<&'a [usize]>,
+}
+
+/// One layer: a forward cell and, for a bidirectional layer, a reverse one.
+#[derive(Clone, Debug)]
+pub struct StackLayer {
+    /// The forward-direction cell.
+    pub forward: Lstm,
+    /// The reverse-direction cell (same sizes), if bidirectional.
+    pub backward: Option<Lstm>,
+}
+
+/// A stack of (optionally bidirectional) LSTM layers.
+#[derive(Clone, Debug)]
+pub struct LstmStack {
+    layers: Vec<StackLayer>,
+    merge: Merge,
+}
+
+/// Per-caller state of an [`LstmStack`]: each layer's and direction's
+/// [`LstmState`], plus the buffers a call needs.
+#[derive(Clone, Debug)]
+pub struct StackState {
+    batch: usize,
+    states: Vec<(LstmState, Option<LstmState>)>,
+    bufs: [Vec<f32>; 5],
+    order: Vec<usize>,
+}
+
+impl StackState {
+    /// Batch size.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// The states of layer `k`: forward and (bidirectional) reverse.
+    pub fn layer(&self, k: usize) -> Option<(&LstmState, Option<&LstmState>)> {
+        self.states.get(k).map(|(f, b)| (f, b.as_ref()))
+    }
+
+    /// Mutable states of layer `k` (e.g. to set an initial state).
+    pub fn layer_mut(&mut self, k: usize) -> Option<(&mut LstmState, Option<&mut LstmState>)> {
+        self.states.get_mut(k).map(|(f, b)| (f, b.as_mut()))
+    }
+}
+
+fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
+}
+
+impl LstmStack {
+    /// Builds a stack; checks that each reverse cell matches its forward
+    /// cell and that each layer's input size is the previous layer's width.
+    pub fn new(layers: Vec<StackLayer>, merge: Merge) -> Result<Self> {
+        if layers.is_empty() {
+            return Err(Error::Config("a stack needs at least one layer".into()));
+        }
+        let stack = LstmStack { layers, merge };
+        for (k, l) in stack.layers.iter().enumerate() {
+            let f = l.forward.config();
+            if let Some(b) = &l.backward {
+                let b = b.config();
+                if (b.n_input, b.n_output()) != (f.n_input, f.n_output()) {
+                    return Err(Error::Config(format!(
+                        "layer {k}: the reverse cell ({} → {}) does not match the forward cell ({} → {})",
+                        b.n_input,
+                        b.n_output(),
+                        f.n_input,
+                        f.n_output()
+                    )));
+                }
+            }
+            if k > 0 {
+                let want = stack.layer_width(k - 1);
+                if f.n_input != want {
+                    return Err(Error::Config(format!(
+                        "layer {k} takes {} inputs but layer {} outputs {want}",
+                        f.n_input,
+                        k - 1
+                    )));
+                }
+            }
+        }
+        Ok(stack)
+    }
+
+    /// The layers.
+    pub fn layers(&self) -> &[StackLayer] {
+        &self.layers
+    }
+
+    /// Input features of the first layer.
+    pub fn input_size(&self) -> usize {
+        self.layers[0].forward.config().n_input
+    }
+
+    /// Output width of layer `k`.
+    fn layer_width(&self, k: usize) -> usize {
+        let l = &self.layers[k];
+        let p = l.forward.config().n_output();
+        match (&l.backward, self.merge) {
+            (Some(_), Merge::Concat) => 2 * p,
+            _ => p,
+        }
+    }
+
+    /// Output width of the stack.
+    pub fn output_size(&self) -> usize {
+        self.layer_width(self.layers.len() - 1)
+    }
+
+    /// A zero state for `batch` samples.
+    pub fn new_state(&self, batch: usize) -> Result<StackState> {
+        let states = self
+            .layers
+            .iter()
+            .map(|l| {
+                Ok((
+                    l.forward.new_state(batch)?,
+                    l.backward
+                        .as_ref()
+                        .map(|b| b.new_state(batch))
+                        .transpose()?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(StackState {
+            batch,
+            states,
+            bufs: Default::default(),
+            order: Vec::with_capacity(batch),
+        })
+    }
+
+    /// Runs the sequence `xs` through every layer; `out` receives the last
+    /// layer's outputs (zeros at padded steps); the state holds each layer's
+    /// and direction's final state.
+    pub fn forward(
+        &self,
+        st: &mut StackState,
+        xs: &[f32],
+        out: &mut [f32],
+        opts: SeqOptions,
+    ) -> Result<()> {
+        if st.states.len() != self.layers.len() {
+            return Err(Error::Invalid(
+                "the state was made for another stack".into(),
+            ));
+        }
+        let (b, n) = (st.batch, self.input_size());
+        if !xs.len().is_multiple_of(b * n) {
+            return Err(Error::Shape {
+                tensor: "xs".into(),
+                expected: format!("[T, {b}, {n}] or [{b}, T, {n}]"),
+                got: format!("{} elements", xs.len()),
+            });
+        }
+        let t = xs.len() / (b * n);
+        let w_out = self.output_size();
+        check_len("output", out.len(), &[t, b, w_out])?;
+        if let Some(lens) = opts.seq_lens {
+            check_len("seq_lens", lens.len(), &[b])?;
+            if let Some((i, &l)) = lens.iter().enumerate().find(|&(_, &l)| l > t) {
+                return Err(Error::Invalid(format!(
+                    "seq_lens[{i}] = {l} is longer than the sequence ({t} steps)"
+                )));
+            }
+        }
+        // Samples longest first (stable), so active samples are a prefix.
+        st.order.clear();
+        st.order.extend(0..b);
+        if let Some(lens) = opts.seq_lens {
+            st.order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
+        }
+        let lens_of = |i: usize| opts.seq_lens.map_or(t, |l| l[i]);
+        let [cur, next, xg, yg, yb] = &mut st.bufs;
+        // Layer input, time-major.
+        let cur_in = grow(cur, t * b * n);
+        if opts.batch_first {
+            for s in 0..t {
+                for i in 0..b {
+                    cur_in[(s * b + i) * n..(s * b + i + 1) * n]
+                        .copy_from_slice(&xs[(i * t + s) * n..(i * t + s + 1) * n]);
+                }
+            }
+        } else {
+            cur_in.copy_from_slice(xs);
+        }
+        let mut width = n;
+        for (k, layer) in self.layers.iter().enumerate() {
+            let p = layer.forward.config().n_output();
+            let lw = self.layer_width(k);
+            let (sf, sb) = &mut st.states[k];
+            let input = &cur[..t * b * width];
+            let y_f = grow(yg, t * b * p);
+            run_direction(
+                &layer.forward,
+                sf,
+                input,
+                t,
+                b,
+                width,
+                &st.order,
+                &lens_of,
+                false,
+                xg,
+                y_f,
+            );
+            let out_l = grow(next, t * b * lw);
+            match (&layer.backward, sb) {
+                (Some(bm), Some(sb)) => {
+                    let y_b = grow(yb, t * b * p);
+                    run_direction(
+                        bm, sb, input, t, b, width, &st.order, &lens_of, true, xg, y_b,
+                    );
+                    let y_f = &yg[..t * b * p];
+                    for r in 0..t * b {
+                        let (f, bk) = (&y_f[r * p..(r + 1) * p], &y_b[r * p..(r + 1) * p]);
+                        match self.merge {
+                            Merge::Concat => {
+                                out_l[r * lw..r * lw + p].copy_from_slice(f);
+                                out_l[r * lw + p..(r + 1) * lw].copy_from_slice(bk);
+                            }
+                            Merge::Sum => {
+                                for ((o, &a), &c) in
+                                    out_l[r * lw..(r + 1) * lw].iter_mut().zip(f).zip(bk)
+                                {
+                                    *o = a + c;
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => out_l.copy_from_slice(&yg[..t * b * p]),
+            }
+            std::mem::swap(cur, next);
+            width = lw;
+        }
+        let res = &cur[..t * b * w_out];
+        if opts.batch_first {
+            for s in 0..t {
+                for i in 0..b {
+                    out[(i * t + s) * w_out..(i * t + s + 1) * w_out]
+                        .copy_from_slice(&res[(s * b + i) * w_out..(s * b + i + 1) * w_out]);
+                }
+            }
+        } else {
+            out.copy_from_slice(res);
+        }
+        Ok(())
+    }
+}
+
+/// One direction of one layer over the (sorted) batch: `x` is `[t, b, n]`
+/// time-major in the original sample order, `y` receives `[t, b, p]`
+/// (zeros at padded steps). The state's rows are permuted into `order`
+/// for the call and back afterwards.
+#[allow(clippy::too_many_arguments)]
+fn run_direction(
+    model: &Lstm,
+    st: &mut LstmState,
+    x: &[f32],
+    t: usize,
+    b: usize,
+    n: usize,
+    order: &[usize],
+    lens: &dyn Fn(usize) -> usize,
+    reverse: bool,
+    xg: &mut Vec<f32>,
+    y: &mut [f32],
+) {
+    let p = model.config().n_output();
+    y.fill(0.0);
+    permute_rows(st, order, false);
+    let active = |s: usize| order.iter().take_while(|&&i| lens(i) > s).count();
+    let mut s0 = 0;
+    while s0 < t {
+        let rows = active(s0);
+        if rows == 0 {
+            break;
+        }
+        let mut s1 = s0 + 1;
+        while s1 < t && active(s1) == rows {
+            s1 += 1;
+        }
+        // Gather the segment's inputs: step s of sample order[i] is time
+        // s (forward) or len−1−s (reverse).
+        let seg = s1 - s0;
+        let need = seg * rows * n + seg * rows * p;
+        let buf = grow(xg, need);
+        let (xs, ys) = buf.split_at_mut(seg * rows * n);
+        for s in 0..seg {
+            for (i, &smp) in order[..rows].iter().enumerate() {
+                let tt = if reverse {
+                    lens(smp) - 1 - (s0 + s)
+                } else {
+                    s0 + s
+                };
+                xs[(s * rows + i) * n..(s * rows + i + 1) * n]
+                    .copy_from_slice(&x[(tt * b + smp) * n..(tt * b + smp + 1) * n]);
+            }
+        }
+        model.forward_prefix(st, rows, xs, ys);
+        for s in 0..seg {
+            for (i, &smp) in order[..rows].iter().enumerate() {
+                let tt = if reverse {
+                    lens(smp) - 1 - (s0 + s)
+                } else {
+                    s0 + s
+                };
+                y[(tt * b + smp) * p..(tt * b + smp + 1) * p]
+                    .copy_from_slice(&ys[(s * rows + i) * p..(s * rows + i + 1) * p]);
+            }
+        }
+        s0 = s1;
+    }
+    permute_rows(st, order, true);
+}
+
+/// Reorders the state's rows: row i ← row order[i] (or back, `inverse`).
+fn permute_rows(st: &mut LstmState, order: &[usize], inverse: bool) {
+    if order.iter().enumerate().all(|(i, &o)| i == o) {
+        return;
+    }
+    let (h, r) = (st.n_hidden(), st.n_recurrent());
+    permute(st.c_mut(), h, order, inverse);
+    permute(st.m_mut(), r, order, inverse);
+}
+
+/// One call's reordering (a copy per call, never per step).
+fn permute(buf: &mut [f32], w: usize, order: &[usize], inverse: bool) {
+    let old = buf.to_vec();
+    for (i, &o) in order.iter().enumerate() {
+        let (dst, src) = if inverse { (o, i) } else { (i, o) };
+        buf[dst * w..(dst + 1) * w].copy_from_slice(&old[src * w..(src + 1) * w]);
+    }
+}
