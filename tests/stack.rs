@@ -15,7 +15,7 @@ fn cell(n: usize, h: usize, proj: Option<usize>, seed: u64) -> Lstm {
     if let Some(p) = proj {
         cfg = cfg.with_projection(p);
     }
-    if seed % 3 == 0 {
+    if seed.is_multiple_of(3) {
         cfg = cfg.with_peephole(Peephole::Diagonal);
     }
     Lstm::new(cfg, LstmWeights::random(&cfg, seed)).unwrap()
