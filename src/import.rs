@@ -84,7 +84,8 @@ fn fill_gates(
 
 /// Loads a PyTorch `nn.LSTM` (layer 0, unidirectional) or `nn.LSTMCell`
 /// state dict from `.safetensors` (or `.npz`), keys optionally behind
-/// `prefix` (e.g. `lstm.`).
+/// `prefix` (e.g. `lstm.`). For more layers or both directions use
+/// [`pytorch_stack`].
 pub fn pytorch(path: impl AsRef<Path>, prefix: &str) -> Result<(LstmConfig, LstmWeights)> {
     let file = read_tensors(path)?;
     // nn.LSTM names its tensors `..._l0`; nn.LSTMCell has no suffix.
@@ -93,12 +94,92 @@ pub fn pytorch(path: impl AsRef<Path>, prefix: &str) -> Result<(LstmConfig, Lstm
     } else {
         ""
     };
+    let (cfg, w, used) = pytorch_cell(&file, prefix, suffix)?;
+    // Other layers or directions: refuse instead of silently running layer 0.
+    if let Some(k) = file.tensors.keys().find(|k| {
+        !used.contains(k) && k.starts_with(prefix) && (k.contains("_l1") || k.contains("_reverse"))
+    }) {
+        return Err(Error::Unsupported(format!(
+            "{}: `{k}`: this loads layer 0, forward direction, only; use pytorch_stack (lstm run handles it)",
+            file.path.display()
+        )));
+    }
+    Ok((cfg, w))
+}
+
+/// Loads every layer and direction of a PyTorch `nn.LSTM` state dict
+/// (`weight_ih_l{k}`, `..._l{k}_reverse`, `weight_hr_l{k}` with
+/// `proj_size`) as an [`LstmStack`](crate::LstmStack) with PyTorch's
+/// concatenation of directions.
+pub fn pytorch_stack(path: impl AsRef<Path>, prefix: &str) -> Result<crate::LstmStack> {
+    let file = read_tensors(path)?;
+    let mut layers = Vec::new();
+    let mut used = Vec::new();
+    for k in 0.. {
+        let suffix = format!("_l{k}");
+        if !file
+            .tensors
+            .contains_key(&format!("{prefix}weight_ih{suffix}"))
+        {
+            if k == 0 {
+                return Err(Error::MissingTensor {
+                    tensor: format!("{prefix}weight_ih_l0"),
+                    source_name: file.path.display().to_string(),
+                });
+            }
+            break;
+        }
+        let (cfg, w, u) = pytorch_cell(&file, prefix, &suffix)?;
+        used.extend(u);
+        let forward = crate::Lstm::new(cfg, w)?;
+        let rev = format!("{suffix}_reverse");
+        let backward = if file
+            .tensors
+            .contains_key(&format!("{prefix}weight_ih{rev}"))
+        {
+            let (cfg, w, u) = pytorch_cell(&file, prefix, &rev)?;
+            used.extend(u);
+            Some(crate::Lstm::new(cfg, w)?)
+        } else {
+            None
+        };
+        layers.push(crate::StackLayer { forward, backward });
+    }
+    if let Some(k) = file
+        .tensors
+        .keys()
+        .find(|k| !used.contains(k) && k.starts_with(prefix))
+    {
+        return Err(Error::UnexpectedTensor {
+            tensor: k.clone(),
+            why: format!(
+                "not part of the nn.LSTM layers found in {}",
+                file.path.display()
+            ),
+        });
+    }
+    if layers.iter().any(|l| l.backward.is_some()) != layers.iter().all(|l| l.backward.is_some()) {
+        return Err(Error::Config(format!(
+            "{}: some layers have a reverse direction and some do not",
+            file.path.display()
+        )));
+    }
+    crate::LstmStack::new(layers, crate::Merge::Concat)
+}
+
+/// One cell (`suffix` = `_l{k}`, `_l{k}_reverse` or empty) of a PyTorch
+/// state dict; returns the keys it used.
+fn pytorch_cell(
+    file: &TensorFile,
+    prefix: &str,
+    suffix: &str,
+) -> Result<(LstmConfig, LstmWeights, Vec<String>)> {
     let key = |n: &str| format!("{prefix}{n}{suffix}");
     let (w_ih, w_hh) = (file.get(&key("weight_ih"))?, file.get(&key("weight_hh"))?);
-    let (g4, n) = dims2(&file, &key("weight_ih"), w_ih)?;
+    let (g4, n) = dims2(file, &key("weight_ih"), w_ih)?;
     if g4 % 4 != 0 || g4 == 0 {
         return Err(shape_err(
-            &file,
+            file,
             &key("weight_ih"),
             "[4·hidden, input]".into(),
             &w_ih.shape,
@@ -108,14 +189,13 @@ pub fn pytorch(path: impl AsRef<Path>, prefix: &str) -> Result<(LstmConfig, Lstm
     let w_hr = file.tensors.get(&key("weight_hr"));
     let r = match w_hr {
         Some(t) => {
-            let (r, hh) = dims2(&file, &key("weight_hr"), t)?;
-            expect(&file, &key("weight_hr"), t, &[r, h])?;
-            let _ = hh;
+            let (r, _) = dims2(file, &key("weight_hr"), t)?;
+            expect(file, &key("weight_hr"), t, &[r, h])?;
             r
         }
         None => h,
     };
-    expect(&file, &key("weight_hh"), w_hh, &[4 * h, r])?;
+    expect(file, &key("weight_hh"), w_hh, &[4 * h, r])?;
     let mut cfg = LstmConfig::new(n, h);
     if w_hr.is_some() {
         cfg = cfg.with_projection(r);
@@ -133,7 +213,7 @@ pub fn pytorch(path: impl AsRef<Path>, prefix: &str) -> Result<(LstmConfig, Lstm
     let mut used = vec![key("weight_ih"), key("weight_hh")];
     for b in ["bias_ih", "bias_hh"] {
         if let Some(t) = file.tensors.get(&key(b)) {
-            expect(&file, &key(b), t, &[4 * h])?;
+            expect(file, &key(b), t, &[4 * h])?;
             for (acc, v) in w.bias.iter_mut().zip(&t.data) {
                 *acc += v;
             }
@@ -149,17 +229,7 @@ pub fn pytorch(path: impl AsRef<Path>, prefix: &str) -> Result<(LstmConfig, Lstm
         }
         used.push(key("weight_hr"));
     }
-    // Other layers or directions are for the sequence-model issue; refuse
-    // them instead of silently running layer 0 only.
-    if let Some(k) = file.tensors.keys().find(|k| {
-        !used.contains(k) && k.starts_with(prefix) && (k.contains("_l1") || k.contains("_reverse"))
-    }) {
-        return Err(Error::Unsupported(format!(
-            "{}: `{k}`: only layer 0, forward direction, is supported so far",
-            file.path.display()
-        )));
-    }
-    Ok((cfg, w))
+    Ok((cfg, w, used))
 }
 
 /// Loads a Keras `LSTM` layer's weights from `.npz` (`kernel`,

@@ -168,7 +168,8 @@ fn step_row(
 /// Panics if the slice lengths do not fit `config` and `state.batch`
 /// (the reference is a test oracle, not a public entry point for data).
 pub fn forward(config: &LstmConfig, w: &SeedWeights, xs: &[f32], state: &mut RefState) -> Vec<f64> {
-    forward_impl(config, w, xs, state, None).0
+    let xs: Vec<f64> = xs.iter().map(|&v| v as f64).collect();
+    forward_impl(config, w, &xs, None, state, None).0
 }
 
 /// The error model of an `f32` implementation, for [`forward_with_bound`].
@@ -225,7 +226,23 @@ pub fn forward_with_bound(
     state: &mut RefState,
     model: ErrorModel,
 ) -> Bounded {
-    let (y, b) = forward_impl(config, w, xs, state, Some(model));
+    let xs: Vec<f64> = xs.iter().map(|&v| v as f64).collect();
+    forward_with_bound_f64(config, w, &xs, None, state, model)
+}
+
+/// [`forward_with_bound`] for inputs that are themselves results: exact
+/// `f64` inputs `xs` that an `f32` implementation only has to within
+/// `xs_err` (element by element) — e.g. the previous layer of a stack. The
+/// input error enters each gate as `Σ|w_k|·xs_err_k`.
+pub fn forward_with_bound_f64(
+    config: &LstmConfig,
+    w: &SeedWeights,
+    xs: &[f64],
+    xs_err: Option<&[f64]>,
+    state: &mut RefState,
+    model: ErrorModel,
+) -> Bounded {
+    let (y, b) = forward_impl(config, w, xs, xs_err, state, Some(model));
     let (y_err, c_err, m_err) = b.expect("bound requested");
     Bounded {
         y,
@@ -240,7 +257,8 @@ type Bounds = (Vec<f64>, Vec<f64>, Vec<f64>);
 fn forward_impl(
     cfg: &LstmConfig,
     w: &SeedWeights,
-    xs: &[f32],
+    xs: &[f64],
+    xs_err: Option<&[f64]>,
     st: &mut RefState,
     model: Option<ErrorModel>,
 ) -> (Vec<f64>, Option<Bounds>) {
@@ -259,15 +277,14 @@ fn forward_impl(
     let mut m_err = vec![0.0; b * rr];
     for t in 0..steps {
         for r in 0..b {
-            let x: Vec<f64> = xs[(t * b + r) * n..(t * b + r + 1) * n]
-                .iter()
-                .map(|&v| v as f64)
-                .collect();
+            let x = &xs[(t * b + r) * n..(t * b + r + 1) * n];
+            let ex = xs_err.map(|e| &e[(t * b + r) * n..(t * b + r + 1) * n]);
             let (cs, ms) = (r * h..(r + 1) * h, r * rr..(r + 1) * rr);
-            let tr = step_row(cfg, w, &x, &st.c[cs.clone()], &st.m[ms.clone()]);
+            let tr = step_row(cfg, w, x, &st.c[cs.clone()], &st.m[ms.clone()]);
             if let Some(model) = model {
                 let prev = Prev {
-                    x: &x,
+                    x,
+                    ex,
                     c: &st.c[cs.clone()],
                     m: &st.m[ms.clone()],
                     ec: &c_err[cs.clone()],
@@ -290,6 +307,8 @@ fn forward_impl(
 /// The previous step's exact values and error bounds for one sample.
 struct Prev<'a> {
     x: &'a [f64],
+    /// Error of the inputs themselves (a stack's earlier layer), if any.
+    ex: Option<&'a [f64]>,
     c: &'a [f64],
     m: &'a [f64],
     ec: &'a [f64],
@@ -342,11 +361,11 @@ fn propagate(
                extra_terms: usize,
                extra_mag: f64,
                extra_prop: f64| {
-        let (mx, _) = dot_mag(prev.x, None, wx, h, j);
+        let (mx, px) = dot_mag(prev.x, prev.ex, wx, h, j);
         let (mm, pm) = dot_mag(prev.m, Some(prev.em), uu, h, j);
         let terms = n + rr + 1 + extra_terms;
         let mag = mx + mm + (b[j] as f64).abs() + extra_mag;
-        gamma(terms) * mag + pm + extra_prop + terms as f64 * FLUSH
+        gamma(terms) * mag + pm + px + extra_prop + terms as f64 * FLUSH
     };
     // A diagonal peephole term d[j]·c[j] with c erring by ec: (terms, magnitude, propagated).
     let diag = |d: &Option<Vec<f32>>, j: usize, c: f64, ec: f64| match d {

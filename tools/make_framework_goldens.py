@@ -179,7 +179,58 @@ def onnx_cases():
         onnx.save(model, os.path.join(d, "weights.onnx"))
 
 
+def torch_sequence_cases():
+    """Stacked / bidirectional / proj_size nn.LSTM with per-sequence
+    lengths (PackedSequence) or batch_first, under tests/golden/sequences/.
+    State files hold PyTorch's layout: c [L*D, B, H], m (= h) [L*D, B, R]."""
+    import torch
+    from safetensors.torch import save_file
+
+    seq_root = os.path.join(ROOT, "..", "sequences")
+    torch.manual_seed(7)
+
+    class Wrap(torch.nn.Module):
+        def __init__(self, lstm):
+            super().__init__()
+            self.lstm = lstm
+
+    for name, n, h, layers, bidir, proj, t, b, lens, batch_first in [
+        ("torch_2layer_bidir_lens", 5, 6, 2, True, 0, 5, 4, [5, 3, 4, 1], False),
+        ("torch_3layer_proj_batch_first", 4, 7, 3, False, 3, 4, 3, None, True),
+        ("torch_bidir_proj_lens", 3, 5, 1, True, 2, 6, 3, [2, 6, 4], False),
+    ]:
+        lstm = torch.nn.LSTM(n, h, num_layers=layers, bidirectional=bidir, proj_size=proj, batch_first=batch_first)
+        d_ = 2 if bidir else 1
+        r = proj or h
+        x = torch.rand(b, t, n) * 4 - 2 if batch_first else torch.rand(t, b, n) * 4 - 2
+        h0 = torch.rand(layers * d_, b, r) * 2 - 1
+        c0 = torch.rand(layers * d_, b, h) * 2 - 1
+        with torch.no_grad():
+            if lens is not None:
+                packed = torch.nn.utils.rnn.pack_padded_sequence(x, torch.tensor(lens), batch_first=batch_first, enforce_sorted=False)
+                yp, (hn, cn) = lstm(packed, (h0, c0))
+                y, _ = torch.nn.utils.rnn.pad_packed_sequence(yp, batch_first=batch_first, total_length=t)
+            else:
+                y, (hn, cn) = lstm(x, (h0, c0))
+        d = os.path.join(seq_root, name)
+        os.makedirs(d, exist_ok=True)
+        np.save(os.path.join(d, "x.npy"), x.numpy().astype(np.float32))
+        np.savez(os.path.join(d, "state_in.npz"), c=c0.numpy(), m=h0.numpy())
+        np.save(os.path.join(d, "expected_y.npy"), y.numpy().astype(np.float32))
+        np.savez(os.path.join(d, "expected_state.npz"), c=cn.numpy(), m=hn.numpy())
+        if lens is not None:
+            np.save(os.path.join(d, "seq_lens.npy"), np.array(lens, dtype=np.int64))
+        save_file({k: v.contiguous() for k, v in Wrap(lstm).state_dict().items()}, os.path.join(d, "weights.safetensors"))
+        with open(os.path.join(d, "meta.json"), "w") as f:
+            json.dump({"format": "pytorch", "prefix": "lstm.", "batch_first": batch_first}, f, indent=1, sort_keys=True)
+            f.write("\n")
+
+
 if __name__ == "__main__":
+    if os.environ.get("ONLY") == "sequences":
+        torch_sequence_cases()
+        raise SystemExit(0)
+    torch_sequence_cases()
     torch_cases()
     keras_case()
     tf_cases()

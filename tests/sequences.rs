@@ -1,0 +1,283 @@
+//! PyTorch nn.LSTM stacks (2–3 layers, bidirectional, proj_size,
+//! PackedSequence lengths, batch_first), written by
+//! tools/make_framework_goldens.py with torch 2.5.1.
+//!
+//! Tolerance, derived: for every sample on its own, the exact f64
+//! reference runs layer by layer (the reverse direction over the sample's
+//! own reversed steps), and `reference::forward_with_bound_f64` carries the
+//! error bound through the layers (each layer's output bound becomes the
+//! next layer's input error). PyTorch's numbers must lie within that bound
+//! of the exact result, and ours, on every ISA, within twice it; padded
+//! steps must be exactly zero.
+
+use std::path::{Path, PathBuf};
+
+use lstm_kernels::reference::{self, ErrorModel, RefState};
+use lstm_kernels::{Isa, LstmStack, Merge, SeqOptions, import, io};
+
+fn dir(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/sequences")
+        .join(case)
+}
+
+fn cases() -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/sequences"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+    v.sort();
+    v
+}
+
+fn read_lens(path: &Path) -> Option<Vec<usize>> {
+    let f = std::fs::File::open(path).ok()?;
+    let npy = npyz::NpyFile::new(f).unwrap();
+    Some(
+        npy.into_vec::<i64>()
+            .unwrap()
+            .into_iter()
+            .map(|v| v as usize)
+            .collect(),
+    )
+}
+
+/// Exact outputs and bounds of one sample through the whole stack; also
+/// the exact final (c, m) and their bounds per (layer, direction).
+type Finals = Vec<(Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)>;
+
+fn exact_sample(
+    stack: &LstmStack,
+    x: &[f64],
+    len: usize,
+    init: &dyn Fn(usize, usize) -> (Vec<f32>, Vec<f32>),
+) -> (Vec<f64>, Vec<f64>, Finals) {
+    let model = ErrorModel::default();
+    let (mut xin, mut ein) = (
+        x[..len * stack.input_size()].to_vec(),
+        vec![0.0; len * stack.input_size()],
+    );
+    let mut finals = Vec::new();
+    for (k, layer) in stack.layers().iter().enumerate() {
+        let cfg = *layer.forward.config();
+        let n = cfg.n_input;
+        let p = cfg.n_output();
+        let run = |lstm: &lstm_kernels::Lstm, d: usize, rev: bool, finals: &mut Finals| {
+            let seed = lstm.weights().to_seed(lstm.config()).unwrap();
+            let order: Vec<usize> = if rev {
+                (0..len).rev().collect()
+            } else {
+                (0..len).collect()
+            };
+            let xs: Vec<f64> = order
+                .iter()
+                .flat_map(|&t| xin[t * n..(t + 1) * n].to_vec())
+                .collect();
+            let es: Vec<f64> = order
+                .iter()
+                .flat_map(|&t| ein[t * n..(t + 1) * n].to_vec())
+                .collect();
+            let (c0, m0) = init(k, d);
+            let mut st = RefState::from_f32(1, &c0, &m0);
+            let b = reference::forward_with_bound_f64(
+                lstm.config(),
+                &seed,
+                &xs,
+                Some(&es),
+                &mut st,
+                model,
+            );
+            finals.push((st.c.clone(), b.c_err.clone(), st.m.clone(), b.m_err.clone()));
+            let mut y = vec![0.0; len * p];
+            let mut e = vec![0.0; len * p];
+            for (s, &t) in order.iter().enumerate() {
+                y[t * p..(t + 1) * p].copy_from_slice(&b.y[s * p..(s + 1) * p]);
+                e[t * p..(t + 1) * p].copy_from_slice(&b.y_err[s * p..(s + 1) * p]);
+            }
+            (y, e)
+        };
+        let (yf, ef) = run(&layer.forward, 0, false, &mut finals);
+        (xin, ein) = match &layer.backward {
+            Some(bm) => {
+                let (yb, eb) = run(bm, 1, true, &mut finals);
+                let cat = |a: &[f64], b: &[f64]| {
+                    (0..len)
+                        .flat_map(|t| [&a[t * p..(t + 1) * p], &b[t * p..(t + 1) * p]].concat())
+                        .collect::<Vec<f64>>()
+                };
+                (cat(&yf, &yb), cat(&ef, &eb))
+            }
+            None => (yf, ef),
+        };
+    }
+    (xin, ein, finals)
+}
+
+#[test]
+fn pytorch_stacks_match_on_every_isa() {
+    let cases = cases();
+    assert!(cases.len() >= 3, "{cases:?}");
+    for case in &cases {
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir(case).join("meta.json")).unwrap())
+                .unwrap();
+        let batch_first = meta["batch_first"].as_bool().unwrap();
+        let x = io::read_npy(dir(case).join("x.npy")).unwrap();
+        let (b, t) = if batch_first {
+            (x.shape[0], x.shape[1])
+        } else {
+            (x.shape[1], x.shape[0])
+        };
+        let lens = read_lens(&dir(case).join("seq_lens.npy"));
+        let st_in = io::read_npz(dir(case).join("state_in.npz")).unwrap();
+        let (c0, m0) = (st_in.get("c").unwrap(), st_in.get("m").unwrap());
+        let want_y = io::read_npy(dir(case).join("expected_y.npy")).unwrap().data;
+        let want_st = io::read_npz(dir(case).join("expected_state.npz")).unwrap();
+        let (want_c, want_m) = (
+            &want_st.get("c").unwrap().data,
+            &want_st.get("m").unwrap().data,
+        );
+        let base = import::pytorch_stack(dir(case).join("weights.safetensors"), "lstm.").unwrap();
+        let dirs = if base.layers()[0].backward.is_some() {
+            2
+        } else {
+            1
+        };
+        let (h, r) = (c0.shape[2], m0.shape[2]);
+        let n = base.input_size();
+        let w = base.output_size();
+        let init = |k: usize, d: usize, i: usize| {
+            let l = k * dirs + d;
+            (
+                c0.data[(l * b + i) * h..(l * b + i + 1) * h].to_vec(),
+                m0.data[(l * b + i) * r..(l * b + i + 1) * r].to_vec(),
+            )
+        };
+        // Exact results and bounds per sample.
+        let mut exact = Vec::new();
+        for i in 0..b {
+            let len = lens.as_ref().map_or(t, |l| l[i]);
+            let xi: Vec<f64> = (0..t)
+                .flat_map(|s| {
+                    let at = if batch_first {
+                        (i * t + s) * n
+                    } else {
+                        (s * b + i) * n
+                    };
+                    x.data[at..at + n]
+                        .iter()
+                        .map(|&v| v as f64)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            exact.push(exact_sample(&base, &xi, len, &|k, d| init(k, d, i)));
+        }
+        let idx = |i: usize, s: usize| {
+            if batch_first {
+                (i * t + s) * w
+            } else {
+                (s * b + i) * w
+            }
+        };
+        // PyTorch itself lies within the bound of the exact result.
+        for (i, (y, e, _)) in exact.iter().enumerate() {
+            let len = lens.as_ref().map_or(t, |l| l[i]);
+            for s in 0..len {
+                for j in 0..w {
+                    let fw = want_y[idx(i, s) + j] as f64;
+                    assert!(
+                        (fw - y[s * w + j]).abs() <= e[s * w + j],
+                        "{case}: torch y[{i},{s},{j}] {fw} vs exact {} (bound {:e}): semantics differ",
+                        y[s * w + j],
+                        e[s * w + j]
+                    );
+                }
+            }
+        }
+        for isa in Isa::all_available() {
+            let layers = base
+                .layers()
+                .iter()
+                .map(|l| lstm_kernels::StackLayer {
+                    forward: l.forward.clone().with_isa(isa).unwrap(),
+                    backward: l.backward.clone().map(|m| m.with_isa(isa).unwrap()),
+                })
+                .collect();
+            let stack = LstmStack::new(layers, Merge::Concat).unwrap();
+            let mut st = stack.new_state(b).unwrap();
+            for k in 0..stack.layers().len() {
+                let (f, bk) = st.layer_mut(k).unwrap();
+                for i in 0..b {
+                    let (c, m) = init(k, 0, i);
+                    f.c_mut()[i * h..(i + 1) * h].copy_from_slice(&c);
+                    f.m_mut()[i * r..(i + 1) * r].copy_from_slice(&m);
+                }
+                if let Some(bs) = bk {
+                    for i in 0..b {
+                        let (c, m) = init(k, 1, i);
+                        bs.c_mut()[i * h..(i + 1) * h].copy_from_slice(&c);
+                        bs.m_mut()[i * r..(i + 1) * r].copy_from_slice(&m);
+                    }
+                }
+            }
+            let mut out = vec![f32::NAN; t * b * w];
+            stack
+                .forward(
+                    &mut st,
+                    &x.data,
+                    &mut out,
+                    SeqOptions {
+                        batch_first,
+                        seq_lens: lens.as_deref(),
+                    },
+                )
+                .unwrap();
+            for (i, (y, e, finals)) in exact.iter().enumerate() {
+                let len = lens.as_ref().map_or(t, |l| l[i]);
+                for s in 0..t {
+                    for j in 0..w {
+                        let (ours, fw) = (out[idx(i, s) + j] as f64, want_y[idx(i, s) + j] as f64);
+                        if s < len {
+                            assert!(
+                                (ours - fw).abs() <= 2.0 * e[s * w + j],
+                                "{case} {isa}: y[{i},{s},{j}] ours {ours} torch {fw} > 2×{:e}",
+                                e[s * w + j]
+                            );
+                            let _ = y;
+                        } else {
+                            assert_eq!(ours, 0.0, "{case} {isa}: padded y[{i},{s},{j}]");
+                            assert_eq!(fw, 0.0);
+                        }
+                    }
+                }
+                // Final states, PyTorch layout [L*D, B, ·].
+                for k in 0..stack.layers().len() {
+                    let (f, bk) = st.layer(k).unwrap();
+                    for (d, s) in std::iter::once(f).chain(bk).enumerate() {
+                        let l = k * dirs + d;
+                        let (_, ce, _, me) = &finals[l];
+                        for j in 0..h {
+                            let (ours, fw) =
+                                (s.c()[i * h + j] as f64, want_c[(l * b + i) * h + j] as f64);
+                            assert!(
+                                (ours - fw).abs() <= 2.0 * ce[j],
+                                "{case} {isa}: c_n[{l},{i},{j}] {ours} vs {fw}"
+                            );
+                        }
+                        for j in 0..r {
+                            let (ours, fw) =
+                                (s.m()[i * r + j] as f64, want_m[(l * b + i) * r + j] as f64);
+                            assert!(
+                                (ours - fw).abs() <= 2.0 * me[j],
+                                "{case} {isa}: h_n[{l},{i},{j}] {ours} vs {fw}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        println!("{case}: ok");
+    }
+}
