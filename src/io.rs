@@ -525,3 +525,72 @@ pub fn save_seed_weights(path: impl AsRef<Path>, cfg: &LstmConfig, w: &SeedWeigh
     }
     write_tensors(path, &arrays)
 }
+
+/// Reads a 1-D `.npy` of sequence lengths (int64, int32, uint, or
+/// integral floats), e.g. for `--seq-lens`.
+pub fn read_npy_lengths(path: impl AsRef<Path>) -> Result<Vec<usize>> {
+    let path = path.as_ref();
+    let file = File::open(path).map_err(io_err(path))?;
+    let npy = npyz::NpyFile::new(std::io::BufReader::new(file))
+        .map_err(|e| format_err(path, "npy", e))?;
+    if npy.shape().len() != 1 {
+        return Err(Error::Shape {
+            tensor: format!("lengths {}", path.display()),
+            expected: "[B]".into(),
+            got: shape_str(&npy.shape().iter().map(|&d| d as usize).collect::<Vec<_>>()),
+        });
+    }
+    let descr = npy.dtype().descr();
+    let bad = |e: std::io::Error| format_err(path, "npy", e);
+    let vals: Vec<f64> = match npy.try_data::<i64>() {
+        Ok(r) => r
+            .into_iter()
+            .map(|v| v.map(|v| v as f64))
+            .collect::<std::io::Result<_>>()
+            .map_err(bad)?,
+        Err(npy) => match npy.try_data::<i32>() {
+            Ok(r) => r
+                .into_iter()
+                .map(|v| v.map(|v| v as f64))
+                .collect::<std::io::Result<_>>()
+                .map_err(bad)?,
+            Err(npy) => match npy.try_data::<u64>() {
+                Ok(r) => r
+                    .into_iter()
+                    .map(|v| v.map(|v| v as f64))
+                    .collect::<std::io::Result<_>>()
+                    .map_err(bad)?,
+                Err(npy) => match npy.try_data::<f64>() {
+                    Ok(r) => r.into_iter().collect::<std::io::Result<_>>().map_err(bad)?,
+                    Err(npy) => match npy.try_data::<f32>() {
+                        Ok(r) => r
+                            .into_iter()
+                            .map(|v| v.map(|v| v as f64))
+                            .collect::<std::io::Result<_>>()
+                            .map_err(bad)?,
+                        Err(_) => {
+                            return Err(Error::Dtype {
+                                tensor: "lengths".into(),
+                                path: path.to_path_buf(),
+                                dtype: descr,
+                            });
+                        }
+                    },
+                },
+            },
+        },
+    };
+    vals.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if v >= 0.0 && v.fract() == 0.0 && v < 1e15 {
+                Ok(v as usize)
+            } else {
+                Err(Error::Invalid(format!(
+                    "{}: length [{i}] = {v} is not a nonnegative integer",
+                    path.display()
+                )))
+            }
+        })
+        .collect()
+}

@@ -281,3 +281,114 @@ fn pytorch_stacks_match_on_every_isa() {
         println!("{case}: ok");
     }
 }
+
+/// `lstm run --format pytorch` runs stacks, with `--seq-lens`,
+/// `--batch-first` and PyTorch-layout state files.
+#[test]
+fn lstm_run_runs_stacks() {
+    let tmp = tempfile::tempdir().unwrap();
+    for case in cases() {
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir(&case).join("meta.json")).unwrap())
+                .unwrap();
+        let (y_path, s_path) = (
+            tmp.path().join(format!("{case}_y.npy")),
+            tmp.path().join(format!("{case}_s.npz")),
+        );
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lstm"));
+        cmd.args([
+            "run",
+            "--format",
+            "pytorch",
+            "--prefix",
+            "lstm.",
+            "--weights",
+        ])
+        .arg(dir(&case).join("weights.safetensors"))
+        .arg("--input")
+        .arg(dir(&case).join("x.npy"))
+        .arg("--state-in")
+        .arg(dir(&case).join("state_in.npz"))
+        .arg("--output")
+        .arg(&y_path)
+        .arg("--state-out")
+        .arg(&s_path);
+        if meta["batch_first"].as_bool().unwrap() {
+            cmd.arg("--batch-first");
+        }
+        if dir(&case).join("seq_lens.npy").exists() {
+            cmd.arg("--seq-lens").arg(dir(&case).join("seq_lens.npy"));
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{case}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let close = |got: &io::Tensor, want: &io::Tensor, what: &str| {
+            assert_eq!(got.shape, want.shape, "{case} {what}");
+            let worst = got
+                .data
+                .iter()
+                .zip(&want.data)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst < 1e-5, "{case} {what}: off by {worst}");
+        };
+        close(
+            &io::read_npy(&y_path).unwrap(),
+            &io::read_npy(dir(&case).join("expected_y.npy")).unwrap(),
+            "y",
+        );
+        let (got, want) = (
+            io::read_npz(&s_path).unwrap(),
+            io::read_npz(dir(&case).join("expected_state.npz")).unwrap(),
+        );
+        close(got.get("c").unwrap(), want.get("c").unwrap(), "c_n");
+        close(got.get("m").unwrap(), want.get("m").unwrap(), "h_n");
+    }
+    // Lengths longer than the sequence: a one-line error, no output.
+    let bad = tmp.path().join("bad_lens.npy");
+    std::fs::write(&bad, {
+        let mut v = b"\x93NUMPY\x01\x00".to_vec();
+        let mut hdr = "{'descr': '<i8', 'fortran_order': False, 'shape': (4,), }".to_string();
+        while (10 + hdr.len() + 1) % 64 != 0 {
+            hdr.push(' ');
+        }
+        hdr.push('\n');
+        v.extend((hdr.len() as u16).to_le_bytes());
+        v.extend(hdr.as_bytes());
+        for l in [9i64, 1, 1, 1] {
+            v.extend(l.to_le_bytes());
+        }
+        v
+    })
+    .unwrap();
+    let case = "torch_2layer_bidir_lens";
+    let y_path = tmp.path().join("never.npy");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lstm"))
+        .args([
+            "run",
+            "--format",
+            "pytorch",
+            "--prefix",
+            "lstm.",
+            "--weights",
+        ])
+        .arg(dir(case).join("weights.safetensors"))
+        .arg("--input")
+        .arg(dir(case).join("x.npy"))
+        .arg("--seq-lens")
+        .arg(&bad)
+        .arg("--output")
+        .arg(&y_path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("seq_lens[0] = 9") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    assert!(!y_path.exists());
+}

@@ -58,6 +58,15 @@ pub struct RunArgs {
     /// tf: LSTMCell's proj_clip.
     #[arg(long)]
     proj_clip: Option<f32>,
+    /// Per-sequence lengths (.npy of B integers; PyTorch PackedSequence
+    /// semantics: padded steps output zeros, the reverse direction starts
+    /// at each sequence's end). Runs the model as a sequence model.
+    #[arg(long)]
+    seq_lens: Option<PathBuf>,
+    /// Input and output are [B, T, ·] (batch-first). Runs the model as a
+    /// sequence model.
+    #[arg(long)]
+    batch_first: bool,
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
@@ -66,6 +75,17 @@ pub fn run(args: &RunArgs) -> Result<()> {
     {
         return Err(Error::Invalid(
             "--forget-bias, --cell-clip and --proj-clip are settings of --format tf".into(),
+        ));
+    }
+    if matches!(args.format, Format::Pytorch) {
+        let stack = import::pytorch_stack(&args.weights, &args.prefix)?;
+        let multi = stack.layers().len() > 1 || stack.layers()[0].backward.is_some();
+        if multi || args.seq_lens.is_some() || args.batch_first {
+            return run_stack(args, &stack);
+        }
+    } else if args.seq_lens.is_some() || args.batch_first {
+        return Err(Error::Invalid(
+            "--seq-lens and --batch-first need --format pytorch (a sequence model)".into(),
         ));
     }
     let (cfg, weights) = match args.format {
@@ -152,4 +172,127 @@ fn write_all(w: &mut dyn std::io::Write, bytes: &[u8], path: &std::path::Path) -
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// A PyTorch nn.LSTM stack: X is [T, B, n] ([B, T, n] with --batch-first),
+/// Y [T, B, D·P]; state files hold c [L·D, B, H] and m (= h) [L·D, B, R].
+fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack) -> Result<()> {
+    use lstm_kernels::SeqOptions;
+    let stack = {
+        let layers = stack
+            .layers()
+            .iter()
+            .map(|l| -> Result<lstm_kernels::StackLayer> {
+                Ok(lstm_kernels::StackLayer {
+                    forward: l.forward.clone().with_threads(args.threads)?,
+                    backward: l
+                        .backward
+                        .clone()
+                        .map(|b| b.with_threads(args.threads))
+                        .transpose()?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        lstm_kernels::LstmStack::new(layers, lstm_kernels::Merge::Concat)?
+    };
+    let x = io::read_npy(&args.input)?;
+    let n = stack.input_size();
+    let (t, b) = match (x.shape.as_slice(), args.batch_first) {
+        ([t, b, k], false) if *k == n => (*t, *b),
+        ([b, t, k], true) if *k == n => (*t, *b),
+        (other, bf) => {
+            return Err(Error::Shape {
+                tensor: format!("input {}", args.input.display()),
+                expected: if bf {
+                    format!("[B, T, {n}]")
+                } else {
+                    format!("[T, B, {n}]")
+                },
+                got: shape_str(other),
+            });
+        }
+    };
+    if b == 0 {
+        return Err(Error::Invalid(format!(
+            "input {} has batch size 0",
+            args.input.display()
+        )));
+    }
+    let lens = args
+        .seq_lens
+        .as_ref()
+        .map(io::read_npy_lengths)
+        .transpose()?;
+    let dirs = if stack.layers()[0].backward.is_some() {
+        2
+    } else {
+        1
+    };
+    let ld = stack.layers().len() * dirs;
+    let mut st = stack.new_state(b)?;
+    let (h, r) = {
+        let c = stack.layers()[0].forward.config();
+        (c.n_hidden, c.n_recurrent())
+    };
+    if let Some(path) = &args.state_in {
+        let f = io::read_tensors(path)?;
+        let (c, m) = (f.get("c")?, f.get("m")?);
+        for (name, tsr, wdt) in [("c", c, h), ("m", m, r)] {
+            if tsr.shape != [ld, b, wdt] {
+                return Err(Error::Shape {
+                    tensor: format!("{name} in {}", path.display()),
+                    expected: shape_str(&[ld, b, wdt]),
+                    got: shape_str(&tsr.shape),
+                });
+            }
+        }
+        for k in 0..stack.layers().len() {
+            let (f_st, b_st) = st.layer_mut(k).expect("layer exists");
+            for (d, s) in std::iter::once(f_st).chain(b_st).enumerate() {
+                let l = k * dirs + d;
+                s.c_mut()
+                    .copy_from_slice(&c.data[l * b * h..(l + 1) * b * h]);
+                s.m_mut()
+                    .copy_from_slice(&m.data[l * b * r..(l + 1) * b * r]);
+            }
+        }
+    }
+    let w = stack.output_size();
+    let mut y = vec![0.0f32; t * b * w];
+    stack.forward(
+        &mut st,
+        &x.data,
+        &mut y,
+        SeqOptions {
+            batch_first: args.batch_first,
+            seq_lens: lens.as_deref(),
+        },
+    )?;
+    let y_shape = if args.batch_first {
+        [b, t, w]
+    } else {
+        [t, b, w]
+    };
+    let y_bytes = io::npy_file_bytes(&y_shape, &y)?;
+    let staged_y = Staged::write(&args.output, |wr| write_all(wr, &y_bytes, &args.output))?;
+    let staged_state = match &args.state_out {
+        Some(path) => {
+            let (mut cs, mut ms) = (Vec::new(), Vec::new());
+            for k in 0..stack.layers().len() {
+                let (f_st, b_st) = st.layer(k).expect("layer exists");
+                for s in std::iter::once(f_st).chain(b_st) {
+                    cs.extend_from_slice(s.c());
+                    ms.extend_from_slice(s.m());
+                }
+            }
+            let bytes = io::npz_file_bytes(&[("c", &[ld, b, h], &cs), ("m", &[ld, b, r], &ms)])?;
+            Some(Staged::write(path, |wr| write_all(wr, &bytes, path))?)
+        }
+        None => None,
+    };
+    staged_y.commit()?;
+    if let Some(s) = staged_state {
+        s.commit()?;
+    }
+    Ok(())
 }
