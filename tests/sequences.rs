@@ -352,7 +352,7 @@ fn lstm_run_runs_stacks() {
     std::fs::write(&bad, {
         let mut v = b"\x93NUMPY\x01\x00".to_vec();
         let mut hdr = "{'descr': '<i8', 'fortran_order': False, 'shape': (4,), }".to_string();
-        while (10 + hdr.len() + 1) % 64 != 0 {
+        while !(10 + hdr.len() + 1).is_multiple_of(64) {
             hdr.push(' ');
         }
         hdr.push('\n');
