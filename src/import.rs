@@ -112,7 +112,12 @@ pub fn pytorch(path: impl AsRef<Path>, prefix: &str) -> Result<(LstmConfig, Lstm
 /// `proj_size`) as an [`LstmStack`](crate::LstmStack) with PyTorch's
 /// concatenation of directions.
 pub fn pytorch_stack(path: impl AsRef<Path>, prefix: &str) -> Result<crate::LstmStack> {
-    let file = read_tensors(path)?;
+    pytorch_stack_from(&read_tensors(path)?, prefix)
+}
+
+/// [`pytorch_stack`] from tensors already read (other keys, outside
+/// `prefix`, are left to the caller).
+pub fn pytorch_stack_from(file: &TensorFile, prefix: &str) -> Result<crate::LstmStack> {
     let mut layers = Vec::new();
     let mut used = Vec::new();
     for k in 0.. {
@@ -129,7 +134,7 @@ pub fn pytorch_stack(path: impl AsRef<Path>, prefix: &str) -> Result<crate::Lstm
             }
             break;
         }
-        let (cfg, w, u) = pytorch_cell(&file, prefix, &suffix)?;
+        let (cfg, w, u) = pytorch_cell(file, prefix, &suffix)?;
         used.extend(u);
         let forward = crate::Lstm::new(cfg, w)?;
         let rev = format!("{suffix}_reverse");
@@ -137,7 +142,7 @@ pub fn pytorch_stack(path: impl AsRef<Path>, prefix: &str) -> Result<crate::Lstm
             .tensors
             .contains_key(&format!("{prefix}weight_ih{rev}"))
         {
-            let (cfg, w, u) = pytorch_cell(&file, prefix, &rev)?;
+            let (cfg, w, u) = pytorch_cell(file, prefix, &rev)?;
             used.extend(u);
             Some(crate::Lstm::new(cfg, w)?)
         } else {

@@ -320,10 +320,15 @@ pub fn write_npz(path: impl AsRef<Path>, arrays: &[(&str, &[usize], &[f32])]) ->
 
 /// Reads every tensor of a `.safetensors` file (F32 or F64).
 pub fn read_safetensors(path: impl AsRef<Path>) -> Result<TensorFile> {
-    use safetensors::Dtype;
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(io_err(path))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
+    safetensors_from_bytes(&bytes, path)
+}
+
+/// Parses `.safetensors` bytes (F32 or F64); `path` names them in errors.
+pub fn safetensors_from_bytes(bytes: &[u8], path: &Path) -> Result<TensorFile> {
+    use safetensors::Dtype;
+    let st = safetensors::SafeTensors::deserialize(bytes)
         .map_err(|e| format_err(path, "safetensors", e))?;
     let mut tensors = BTreeMap::new();
     for (name, view) in st.iter() {

@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 mod activation;
+pub mod charlm;
 mod codegen;
 pub mod config;
 pub mod error;

@@ -27,6 +27,7 @@ macro_rules! out {
 
 mod bench;
 mod demo;
+mod generate;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -51,6 +52,8 @@ enum Command {
     Run(run::RunArgs),
     /// Measure forward throughput at one shape.
     Bench(bench::BenchArgs),
+    /// Generate text with a character-level LSTM language model.
+    Generate(generate::GenerateArgs),
     /// Print the source of the shape-specialized kernels build.rs generated
     /// (or, with --shapes, what it would generate for that list).
     Codegen {
@@ -69,6 +72,7 @@ fn main() {
         Command::Demo => demo::demo(),
         Command::Run(args) => run::run(&args),
         Command::Bench(args) => bench::bench(&args),
+        Command::Generate(args) => generate::generate(&args),
         Command::Codegen { shapes, list } => codegen(shapes.as_deref(), list),
     };
     if let Err(e) = result {

@@ -1,0 +1,75 @@
+//! `lstm generate`: character-level text generation, streamed.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use lstm_kernels::charlm::{CharLm, Sampling};
+use lstm_kernels::error::Result;
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// Model file (.safetensors, see README); default: the shipped model
+    /// trained on the Book of Genesis.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// The text to continue.
+    #[arg(long, default_value = "In the beginning")]
+    prompt: String,
+    /// Characters to generate.
+    #[arg(long, default_value_t = 300)]
+    length: usize,
+    /// Softmax temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Sampler seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Sample only among the k most likely characters.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Generate for this many copies of the prompt at once (one batch).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+}
+
+pub fn generate(a: &GenerateArgs) -> Result<()> {
+    let model = match &a.model {
+        Some(p) => CharLm::load(p)?,
+        None => CharLm::shipped()?,
+    };
+    let sampling = Sampling {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        seed: a.seed,
+    };
+    let prompts: Vec<&str> = vec![a.prompt.as_str(); a.batch.max(1)];
+    let start = Instant::now();
+    let stream = a.batch <= 1;
+    if stream {
+        out!("{}", a.prompt);
+        let _ = std::io::stdout().flush();
+    }
+    let outs = model.generate(&prompts, a.length, sampling, |_, c| {
+        if stream {
+            out!("{c}");
+            let _ = std::io::stdout().flush();
+        }
+    })?;
+    let secs = start.elapsed().as_secs_f64();
+    if stream {
+        outln!();
+    } else {
+        for (i, o) in outs.iter().enumerate() {
+            outln!("[{i}] {}{o}", a.prompt);
+        }
+    }
+    let chars = a.length * prompts.len();
+    eprintln!(
+        "[{chars} characters in {secs:.3} s: {:.0} characters/s, batch {}]",
+        chars as f64 / secs,
+        prompts.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! The seed exercise's next step: a character-level language model —
+//! embedding → stacked LSTM → linear → softmax sampling — generating text
+//! one character at a time through the same kernels, for one prompt or a
+//! batch of prompts at once.
+//!
+//! The model file is a PyTorch state dict saved with safetensors:
+//! `embedding.weight [V, E]`, `lstm.*` (an `nn.LSTM`, see
+//! [`crate::import::pytorch_stack`]), `fc.weight [V, H]`, `fc.bias [V]`,
+//! and `vocab [V]`: each token's Unicode code point as a float.
+//! `tools/train_charlm.py` trains the shipped one ([`CharLm::shipped`]).
+
+use std::path::Path;
+
+use crate::error::{Error, Result, shape_str};
+use crate::import;
+use crate::io::{TensorFile, read_tensors, safetensors_from_bytes};
+use crate::rng::SplitMix64;
+use crate::stack::{LstmStack, SeqOptions, StackState};
+
+/// The shipped model: trained on the Book of Genesis (KJV).
+const SHIPPED: &[u8] = include_bytes!("../models/charlm-genesis.safetensors");
+
+/// How to pick the next character.
+#[derive(Clone, Copy, Debug)]
+pub struct Sampling {
+    /// Softmax temperature; `0` means greedy (argmax).
+    pub temperature: f32,
+    /// Keep only the `k` most likely characters (`None`: all).
+    pub top_k: Option<usize>,
+    /// Seed of the sampler.
+    pub seed: u64,
+}
+
+/// A character-level LSTM language model.
+#[derive(Clone, Debug)]
+pub struct CharLm {
+    vocab: Vec<char>,
+    emb: Vec<f32>,
+    e: usize,
+    stack: LstmStack,
+    fc_w: Vec<f32>,
+    fc_b: Vec<f32>,
+}
+
+impl CharLm {
+    /// Loads a model file (see the module docs).
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Self::from_tensors(&read_tensors(path)?)
+    }
+
+    /// The model shipped inside the crate.
+    pub fn shipped() -> Result<Self> {
+        Self::from_tensors(&safetensors_from_bytes(
+            SHIPPED,
+            Path::new("<shipped charlm-genesis.safetensors>"),
+        )?)
+    }
+
+    fn from_tensors(file: &TensorFile) -> Result<Self> {
+        let stack = import::pytorch_stack_from(file, "lstm.")?;
+        let vocab_t = file.get("vocab")?;
+        let v = vocab_t.data.len();
+        let vocab = vocab_t
+            .data
+            .iter()
+            .map(|&c| char::from_u32(c as u32).filter(|_| c >= 0.0 && c.fract() == 0.0))
+            .collect::<Option<Vec<char>>>()
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{}: `vocab` holds a value that is not a character",
+                    file.path.display()
+                ))
+            })?;
+        let emb = file.get("embedding.weight")?;
+        let e = stack.input_size();
+        if emb.shape != [v, e] {
+            return Err(shape_err(file, "embedding.weight", &[v, e], &emb.shape));
+        }
+        let h = stack.output_size();
+        let (fw, fb) = (file.get("fc.weight")?, file.get("fc.bias")?);
+        if fw.shape != [v, h] {
+            return Err(shape_err(file, "fc.weight", &[v, h], &fw.shape));
+        }
+        if fb.shape != [v] {
+            return Err(shape_err(file, "fc.bias", &[v], &fb.shape));
+        }
+        Ok(CharLm {
+            vocab,
+            emb: emb.data.clone(),
+            e,
+            stack,
+            fc_w: fw.data.clone(),
+            fc_b: fb.data.clone(),
+        })
+    }
+
+    /// The characters the model knows.
+    pub fn vocab(&self) -> &[char] {
+        &self.vocab
+    }
+
+    /// The LSTM stack inside.
+    pub fn stack(&self) -> &LstmStack {
+        &self.stack
+    }
+
+    fn token(&self, c: char) -> Result<usize> {
+        self.vocab.iter().position(|&v| v == c).ok_or_else(|| {
+            Error::Invalid(format!(
+                "the prompt has {c:?}, which the model's vocabulary lacks"
+            ))
+        })
+    }
+
+    /// Continues every prompt by `length` characters, all prompts as one
+    /// batch through the kernels. `on_char(i, c)` sees each new character
+    /// of prompt `i` as it is made (for streaming). Returns the
+    /// continuations (without the prompts).
+    pub fn generate(
+        &self,
+        prompts: &[&str],
+        length: usize,
+        sampling: Sampling,
+        mut on_char: impl FnMut(usize, char),
+    ) -> Result<Vec<String>> {
+        let b = prompts.len();
+        if b == 0 {
+            return Err(Error::Invalid("no prompt".into()));
+        }
+        if !(sampling.temperature >= 0.0 && sampling.temperature.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "temperature must be ≥ 0, got {}",
+                sampling.temperature
+            )));
+        }
+        if sampling.top_k == Some(0) {
+            return Err(Error::Invalid("top-k must be at least 1".into()));
+        }
+        let toks: Vec<Vec<usize>> = prompts
+            .iter()
+            .map(|p| p.chars().map(|c| self.token(c)).collect::<Result<Vec<_>>>())
+            .collect::<Result<_>>()?;
+        if let Some(i) = toks.iter().position(|t| t.is_empty()) {
+            return Err(Error::Invalid(format!("prompt {i} is empty")));
+        }
+        let (e, v, h) = (self.e, self.vocab.len(), self.stack.output_size());
+        let t = toks.iter().map(Vec::len).max().unwrap_or(0);
+        let lens: Vec<usize> = toks.iter().map(Vec::len).collect();
+        let mut st: StackState = self.stack.new_state(b)?;
+        // The prompts, padded, as one sequence with per-prompt lengths.
+        let mut xs = vec![0.0f32; t * b * e];
+        for (i, tk) in toks.iter().enumerate() {
+            for (s, &k) in tk.iter().enumerate() {
+                xs[(s * b + i) * e..(s * b + i + 1) * e]
+                    .copy_from_slice(&self.emb[k * e..(k + 1) * e]);
+            }
+        }
+        let mut ys = vec![0.0f32; t * b * h];
+        self.stack.forward(
+            &mut st,
+            &xs,
+            &mut ys,
+            SeqOptions {
+                batch_first: false,
+                seq_lens: Some(&lens),
+            },
+        )?;
+        // Each prompt's last output.
+        let mut last = vec![0.0f32; b * h];
+        for i in 0..b {
+            last[i * h..(i + 1) * h]
+                .copy_from_slice(&ys[((lens[i] - 1) * b + i) * h..((lens[i] - 1) * b + i + 1) * h]);
+        }
+        let mut rng = SplitMix64::new(sampling.seed);
+        let mut logits = vec![0.0f32; v];
+        let mut x1 = vec![0.0f32; b * e];
+        let mut outs = vec![String::with_capacity(length); b];
+        for step in 0..length {
+            for i in 0..b {
+                self.logits(&last[i * h..(i + 1) * h], &mut logits);
+                let k = pick(&mut logits, sampling, &mut rng);
+                let c = self.vocab[k];
+                outs[i].push(c);
+                on_char(i, c);
+                x1[i * e..(i + 1) * e].copy_from_slice(&self.emb[k * e..(k + 1) * e]);
+            }
+            if step + 1 < length {
+                self.stack
+                    .forward(&mut st, &x1, &mut last, SeqOptions::default())?;
+            }
+        }
+        Ok(outs)
+    }
+
+    /// `fc.weight · y + fc.bias`, summed in f64 (a [V] × [H] product per
+    /// character is too small to matter for speed).
+    fn logits(&self, y: &[f32], out: &mut [f32]) {
+        let h = y.len();
+        for (j, o) in out.iter_mut().enumerate() {
+            let row = &self.fc_w[j * h..(j + 1) * h];
+            *o = (row
+                .iter()
+                .zip(y)
+                .map(|(&w, &x)| w as f64 * x as f64)
+                .sum::<f64>()
+                + self.fc_b[j] as f64) as f32;
+        }
+    }
+}
+
+fn shape_err(file: &TensorFile, name: &str, want: &[usize], got: &[usize]) -> Error {
+    Error::Shape {
+        tensor: format!("{name} in {}", file.path.display()),
+        expected: shape_str(want),
+        got: shape_str(got),
+    }
+}
+
+/// Greedy (temperature 0: the first maximum, like `torch.argmax`) or a
+/// draw from `softmax(logits / T)` restricted to the top k.
+fn pick(logits: &mut [f32], s: Sampling, rng: &mut SplitMix64) -> usize {
+    let argmax = |l: &[f32]| {
+        l.iter()
+            .enumerate()
+            .fold(0, |best, (i, &x)| if x > l[best] { i } else { best })
+    };
+    if s.temperature == 0.0 {
+        return argmax(logits);
+    }
+    if let Some(k) = s.top_k.filter(|&k| k < logits.len()) {
+        let mut sorted: Vec<f32> = logits.to_vec();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        let cut = sorted[k - 1];
+        let mut kept = 0;
+        for l in logits.iter_mut() {
+            // Keep exactly k (ties at the cut beyond k are dropped).
+            if *l >= cut && kept < k {
+                kept += 1;
+            } else {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+    }
+    let m = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let w: Vec<f64> = logits
+        .iter()
+        .map(|&l| (((l - m) / s.temperature) as f64).exp())
+        .collect();
+    let total: f64 = w.iter().sum();
+    let mut u = rng.next_f32() as f64 * total;
+    for (i, &wi) in w.iter().enumerate() {
+        if u < wi {
+            return i;
+        }
+        u -= wi;
+    }
+    argmax(logits)
+}
