@@ -38,7 +38,9 @@ pub struct CharLm {
     emb: Vec<f32>,
     e: usize,
     stack: LstmStack,
-    fc_w: Vec<f32>,
+    /// `fc.weight` transposed, `[H, V]`, in f64 (the logits accumulate
+    /// in f64 along contiguous rows, which vectorises).
+    fc_wt: Vec<f64>,
     fc_b: Vec<f32>,
 }
 
@@ -84,12 +86,18 @@ impl CharLm {
         if fb.shape != [v] {
             return Err(shape_err(file, "fc.bias", &[v], &fb.shape));
         }
+        let mut fc_wt = vec![0.0f64; h * v];
+        for j in 0..v {
+            for k in 0..h {
+                fc_wt[k * v + j] = fw.data[j * h + k] as f64;
+            }
+        }
         Ok(CharLm {
             vocab,
             emb: emb.data.clone(),
             e,
             stack,
-            fc_w: fw.data.clone(),
+            fc_wt,
             fc_b: fb.data.clone(),
         })
     }
@@ -173,11 +181,12 @@ impl CharLm {
         }
         let mut rng = SplitMix64::new(sampling.seed);
         let mut logits = vec![0.0f32; v];
+        let mut acc = vec![0.0f64; v];
         let mut x1 = vec![0.0f32; b * e];
         let mut outs = vec![String::with_capacity(length); b];
         for step in 0..length {
             for i in 0..b {
-                self.logits(&last[i * h..(i + 1) * h], &mut logits);
+                self.logits(&last[i * h..(i + 1) * h], &mut acc, &mut logits);
                 let k = pick(&mut logits, sampling, &mut rng);
                 let c = self.vocab[k];
                 outs[i].push(c);
@@ -192,18 +201,22 @@ impl CharLm {
         Ok(outs)
     }
 
-    /// `fc.weight · y + fc.bias`, summed in f64 (a [V] × [H] product per
-    /// character is too small to matter for speed).
-    fn logits(&self, y: &[f32], out: &mut [f32]) {
-        let h = y.len();
-        for (j, o) in out.iter_mut().enumerate() {
-            let row = &self.fc_w[j * h..(j + 1) * h];
-            *o = (row
-                .iter()
-                .zip(y)
-                .map(|(&w, &x)| w as f64 * x as f64)
-                .sum::<f64>()
-                + self.fc_b[j] as f64) as f32;
+    /// `fc.weight · y + fc.bias`, accumulated in f64 (closer to exact than
+    /// PyTorch's f32, so greedy choices agree unless two logits tie to
+    /// within f32 rounding).
+    fn logits(&self, y: &[f32], acc: &mut [f64], out: &mut [f32]) {
+        let v = out.len();
+        for (a, &b) in acc.iter_mut().zip(&self.fc_b) {
+            *a = b as f64;
+        }
+        for (k, &yk) in y.iter().enumerate() {
+            let yk = yk as f64;
+            for (a, &w) in acc.iter_mut().zip(&self.fc_wt[k * v..(k + 1) * v]) {
+                *a += yk * w;
+            }
+        }
+        for (o, &a) in out.iter_mut().zip(acc.iter()) {
+            *o = a as f32;
         }
     }
 }
