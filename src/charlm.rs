@@ -182,12 +182,16 @@ impl CharLm {
         let mut rng = SplitMix64::new(sampling.seed);
         let mut logits = vec![0.0f32; v];
         let mut acc = vec![0.0f64; v];
+        let mut scratch = PickScratch {
+            w: vec![0.0; v],
+            sorted: vec![0.0; v],
+        };
         let mut x1 = vec![0.0f32; b * e];
         let mut outs = vec![String::with_capacity(length); b];
         for step in 0..length {
             for i in 0..b {
                 self.logits(&last[i * h..(i + 1) * h], &mut acc, &mut logits);
-                let k = pick(&mut logits, sampling, &mut rng);
+                let k = pick(&mut logits, sampling, &mut rng, &mut scratch);
                 let c = self.vocab[k];
                 outs[i].push(c);
                 on_char(i, c);
@@ -229,9 +233,15 @@ fn shape_err(file: &TensorFile, name: &str, want: &[usize], got: &[usize]) -> Er
     }
 }
 
+/// Buffers of [`pick`], allocated once per `generate` call.
+struct PickScratch {
+    w: Vec<f64>,
+    sorted: Vec<f32>,
+}
+
 /// Greedy (temperature 0: the first maximum, like `torch.argmax`) or a
 /// draw from `softmax(logits / T)` restricted to the top k.
-fn pick(logits: &mut [f32], s: Sampling, rng: &mut SplitMix64) -> usize {
+fn pick(logits: &mut [f32], s: Sampling, rng: &mut SplitMix64, scratch: &mut PickScratch) -> usize {
     let argmax = |l: &[f32]| {
         l.iter()
             .enumerate()
@@ -241,8 +251,9 @@ fn pick(logits: &mut [f32], s: Sampling, rng: &mut SplitMix64) -> usize {
         return argmax(logits);
     }
     if let Some(k) = s.top_k.filter(|&k| k < logits.len()) {
-        let mut sorted: Vec<f32> = logits.to_vec();
-        sorted.sort_by(|a, b| b.total_cmp(a));
+        let sorted = &mut scratch.sorted;
+        sorted.copy_from_slice(logits);
+        sorted.sort_unstable_by(|a, b| b.total_cmp(a));
         let cut = sorted[k - 1];
         let mut kept = 0;
         for l in logits.iter_mut() {
@@ -255,10 +266,10 @@ fn pick(logits: &mut [f32], s: Sampling, rng: &mut SplitMix64) -> usize {
         }
     }
     let m = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let w: Vec<f64> = logits
-        .iter()
-        .map(|&l| (((l - m) / s.temperature) as f64).exp())
-        .collect();
+    let w = &mut scratch.w;
+    for (wi, &l) in w.iter_mut().zip(logits.iter()) {
+        *wi = (((l - m) / s.temperature) as f64).exp();
+    }
     let total: f64 = w.iter().sum();
     let mut u = rng.next_f32() as f64 * total;
     for (i, &wi) in w.iter().enumerate() {
