@@ -78,10 +78,23 @@ pub fn run(args: &RunArgs) -> Result<()> {
         ));
     }
     if matches!(args.format, Format::Pytorch) {
-        let stack = import::pytorch_stack(&args.weights, &args.prefix)?;
-        let multi = stack.layers().len() > 1 || stack.layers()[0].backward.is_some();
-        if multi || args.seq_lens.is_some() || args.batch_first {
-            return run_stack(args, &stack);
+        let file = io::read_tensors(&args.weights)?;
+        if file
+            .tensors
+            .contains_key(&format!("{}weight_ih_l0", args.prefix))
+        {
+            // An nn.LSTM: more than one layer or direction, or sequence
+            // options, make it a sequence model.
+            let stack = import::pytorch_stack_from(&file, &args.prefix)?;
+            let multi = stack.layers().len() > 1 || stack.layers()[0].backward.is_some();
+            if multi || args.seq_lens.is_some() || args.batch_first {
+                return run_stack(args, &stack);
+            }
+        } else if args.seq_lens.is_some() || args.batch_first {
+            return Err(Error::Invalid(
+                "--seq-lens and --batch-first need an nn.LSTM state dict (weight_ih_l0, ...)"
+                    .into(),
+            ));
         }
     } else if args.seq_lens.is_some() || args.batch_first {
         return Err(Error::Invalid(
