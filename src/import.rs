@@ -464,10 +464,40 @@ fn onnx_tensor(path: &Path, t: &crate::onnx_proto::TensorProto) -> Result<Tensor
     Ok(Tensor { shape, data })
 }
 
-/// Loads the single `LSTM` node of an `.onnx` model (see the module docs).
+/// Loads the single `LSTM` node of an `.onnx` model (see the module docs),
+/// forward direction. A bidirectional node: [`onnx_stack`].
 pub fn onnx(path: impl AsRef<Path>) -> Result<(LstmConfig, LstmWeights)> {
-    use prost::Message;
     let path = path.as_ref();
+    let mut cells = onnx_cells(path)?;
+    if cells.len() != 1 {
+        return Err(Error::Unsupported(format!(
+            "{}: a bidirectional LSTM node; load it with onnx_stack (lstm run does)",
+            path.display()
+        )));
+    }
+    Ok(cells.remove(0))
+}
+
+/// Loads an `.onnx` model's `LSTM` node, forward or bidirectional, as a
+/// one-layer [`LstmStack`](crate::LstmStack) (directions concatenated, as
+/// PyTorch lays them out).
+pub fn onnx_stack(path: impl AsRef<Path>) -> Result<crate::LstmStack> {
+    let mut cells = onnx_cells(path.as_ref())?.into_iter();
+    let (cf, wf) = cells.next().expect("at least one direction");
+    let backward = cells
+        .next()
+        .map(|(c, w)| crate::Lstm::new(c, w))
+        .transpose()?;
+    let layer = crate::StackLayer {
+        forward: crate::Lstm::new(cf, wf)?,
+        backward,
+    };
+    crate::LstmStack::new(vec![layer], crate::Merge::Concat)
+}
+
+/// Each direction's cell of the node (1 or 2).
+fn onnx_cells(path: &Path) -> Result<Vec<(LstmConfig, LstmWeights)>> {
+    use prost::Message;
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -497,15 +527,19 @@ pub fn onnx(path: impl AsRef<Path>) -> Result<(LstmConfig, LstmWeights)> {
         .ok()
         .filter(|&h| h > 0)
         .ok_or_else(|| onnx_err(path, format!("hidden_size {hidden} is not positive")))?;
-    if let Some(d) = attr("direction") {
-        let d = String::from_utf8_lossy(&d.s);
-        if d != "forward" {
+    let dirs = match attr("direction")
+        .map(|d| String::from_utf8_lossy(&d.s).into_owned())
+        .as_deref()
+    {
+        None | Some("forward") => 1,
+        Some("bidirectional") => 2,
+        Some(d) => {
             return Err(Error::Unsupported(format!(
-                "{}: direction `{d}`: only forward is supported so far",
+                "{}: direction `{d}`: forward and bidirectional are supported",
                 path.display()
             )));
         }
-    }
+    };
     if attr("layout").is_some_and(|a| a.i != 0) {
         return Err(Error::Unsupported(format!(
             "{}: layout=1 (batch-first) is not supported yet",
@@ -552,21 +586,32 @@ pub fn onnx(path: impl AsRef<Path>) -> Result<(LstmConfig, LstmWeights)> {
     let p_t = init(7, "P")?;
     let named = |n: &str| format!("{n} in {}", path.display());
     let n = match w_t.shape.as_slice() {
-        [1, g4, n] if *g4 == 4 * h => *n,
+        [d, g4, n] if *d == dirs && *g4 == 4 * h => *n,
         other => {
             return Err(Error::Shape {
                 tensor: named("W"),
-                expected: format!("[1, {}, input_size]", 4 * h),
+                expected: format!("[{dirs}, {}, input_size]", 4 * h),
                 got: shape_str(other),
             });
         }
     };
-    if r_t.shape != [1, 4 * h, h] {
-        return Err(Error::Shape {
-            tensor: named("R"),
-            expected: shape_str(&[1, 4 * h, h]),
-            got: shape_str(&r_t.shape),
-        });
+    let check = |t: &Tensor, name: &str, shape: &[usize]| -> Result<()> {
+        if t.shape == shape {
+            Ok(())
+        } else {
+            Err(Error::Shape {
+                tensor: named(name),
+                expected: shape_str(shape),
+                got: shape_str(&t.shape),
+            })
+        }
+    };
+    check(&r_t, "R", &[dirs, 4 * h, h])?;
+    if let Some(b) = &b_t {
+        check(b, "B", &[dirs, 8 * h])?;
+    }
+    if let Some(p) = &p_t {
+        check(p, "P", &[dirs, 3 * h])?;
     }
     let mut cfg = LstmConfig::new(n, h);
     if let Some(c) = attr("clip") {
@@ -579,42 +624,35 @@ pub fn onnx(path: impl AsRef<Path>) -> Result<(LstmConfig, LstmWeights)> {
         cfg = cfg.with_peephole(Peephole::Diagonal);
     }
     cfg.validate()?;
-    let mut w = LstmWeights::zeros(&cfg);
     // ONNX gate order i, o, f, c; ours i, f, c, o.
     const ONNX_GATE: [usize; 4] = [0, 2, 3, 1];
     let cols = 4 * h;
-    fill_gates(&mut w, cols, h, 0, n, |k, g, j| {
-        w_t.data[(ONNX_GATE[g] * h + j) * n + k]
-    });
-    fill_gates(&mut w, cols, h, n, h, |k, g, j| {
-        r_t.data[(ONNX_GATE[g] * h + j) * h + k]
-    });
-    if let Some(b) = b_t {
-        if b.shape != [1, 8 * h] {
-            return Err(Error::Shape {
-                tensor: named("B"),
-                expected: shape_str(&[1, 8 * h]),
-                got: shape_str(&b.shape),
-            });
-        }
-        for (g, &og) in ONNX_GATE.iter().enumerate() {
-            for j in 0..h {
-                w.bias[g * h + j] = b.data[og * h + j] + b.data[4 * h + og * h + j];
+    let mut cells = Vec::with_capacity(dirs);
+    for d in 0..dirs {
+        let mut w = LstmWeights::zeros(&cfg);
+        let (wd, rd) = (&w_t.data[d * 4 * h * n..], &r_t.data[d * 4 * h * h..]);
+        fill_gates(&mut w, cols, h, 0, n, |k, g, j| {
+            wd[(ONNX_GATE[g] * h + j) * n + k]
+        });
+        fill_gates(&mut w, cols, h, n, h, |k, g, j| {
+            rd[(ONNX_GATE[g] * h + j) * h + k]
+        });
+        if let Some(b) = &b_t {
+            let bd = &b.data[d * 8 * h..];
+            for (g, &og) in ONNX_GATE.iter().enumerate() {
+                for j in 0..h {
+                    w.bias[g * h + j] = bd[og * h + j] + bd[4 * h + og * h + j];
+                }
             }
         }
-    }
-    if let (Some(p), Some(d)) = (p_t, w.peep_diag.as_mut()) {
-        if p.shape != [1, 3 * h] {
-            return Err(Error::Shape {
-                tensor: named("P"),
-                expected: shape_str(&[1, 3 * h]),
-                got: shape_str(&p.shape),
-            });
+        if let (Some(p), Some(dg)) = (&p_t, w.peep_diag.as_mut()) {
+            // ONNX peepholes i, o, f; ours i, f, o.
+            let pd = &p.data[d * 3 * h..];
+            dg[..h].copy_from_slice(&pd[..h]);
+            dg[h..2 * h].copy_from_slice(&pd[2 * h..3 * h]);
+            dg[2 * h..].copy_from_slice(&pd[h..2 * h]);
         }
-        // ONNX peepholes i, o, f; ours i, f, o.
-        d[..h].copy_from_slice(&p.data[..h]);
-        d[h..2 * h].copy_from_slice(&p.data[2 * h..3 * h]);
-        d[2 * h..].copy_from_slice(&p.data[h..2 * h]);
+        cells.push((cfg, w));
     }
-    Ok((cfg, w))
+    Ok(cells)
 }

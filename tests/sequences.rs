@@ -1,6 +1,7 @@
 //! PyTorch nn.LSTM stacks (2–3 layers, bidirectional, proj_size,
-//! PackedSequence lengths, batch_first), written by
-//! tools/make_framework_goldens.py with torch 2.5.1.
+//! PackedSequence lengths, batch_first) and ONNX bidirectional LSTM nodes
+//! run by onnxruntime (sequence_lens, peepholes), written by
+//! tools/make_framework_goldens.py (torch 2.5.1, onnxruntime).
 //!
 //! Tolerance, derived: for every sample on its own, the exact f64
 //! reference runs layer by layer (the reverse direction over the sample's
@@ -118,7 +119,7 @@ fn exact_sample(
 #[test]
 fn pytorch_stacks_match_on_every_isa() {
     let cases = cases();
-    assert!(cases.len() >= 3, "{cases:?}");
+    assert!(cases.len() >= 5, "{cases:?}");
     for case in &cases {
         let meta: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir(case).join("meta.json")).unwrap())
@@ -139,7 +140,10 @@ fn pytorch_stacks_match_on_every_isa() {
             &want_st.get("c").unwrap().data,
             &want_st.get("m").unwrap().data,
         );
-        let base = import::pytorch_stack(dir(case).join("weights.safetensors"), "lstm.").unwrap();
+        let base = match meta["format"].as_str().unwrap() {
+            "onnx" => import::onnx_stack(dir(case).join("weights.onnx")).unwrap(),
+            _ => import::pytorch_stack(dir(case).join("weights.safetensors"), "lstm.").unwrap(),
+        };
         let dirs = if base.layers()[0].backward.is_some() {
             2
         } else {
@@ -296,23 +300,22 @@ fn lstm_run_runs_stacks() {
             tmp.path().join(format!("{case}_s.npz")),
         );
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lstm"));
-        cmd.args([
-            "run",
-            "--format",
-            "pytorch",
-            "--prefix",
-            "lstm.",
-            "--weights",
-        ])
-        .arg(dir(&case).join("weights.safetensors"))
-        .arg("--input")
-        .arg(dir(&case).join("x.npy"))
-        .arg("--state-in")
-        .arg(dir(&case).join("state_in.npz"))
-        .arg("--output")
-        .arg(&y_path)
-        .arg("--state-out")
-        .arg(&s_path);
+        let onnx = meta["format"] == "onnx";
+        let (format, prefix, weights) = if onnx {
+            ("onnx", "", "weights.onnx")
+        } else {
+            ("pytorch", "lstm.", "weights.safetensors")
+        };
+        cmd.args(["run", "--format", format, "--prefix", prefix, "--weights"])
+            .arg(dir(&case).join(weights))
+            .arg("--input")
+            .arg(dir(&case).join("x.npy"))
+            .arg("--state-in")
+            .arg(dir(&case).join("state_in.npz"))
+            .arg("--output")
+            .arg(&y_path)
+            .arg("--state-out")
+            .arg(&s_path);
         if meta["batch_first"].as_bool().unwrap() {
             cmd.arg("--batch-first");
         }

@@ -226,11 +226,66 @@ def torch_sequence_cases():
             f.write("\n")
 
 
+def onnx_sequence_cases(seq_root):
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.RandomState(11)
+    for name, n, h, t, b, lens, peep in [
+        ("onnx_bidir_lens", 4, 5, 6, 3, [6, 2, 4], False),
+        ("onnx_bidir_peep", 3, 4, 4, 2, None, True),
+    ]:
+        f32 = lambda *s: ((rng.rand(*s) - 0.5) * 1.6).astype(np.float32)
+        W, R, B = f32(2, 4 * h, n), f32(2, 4 * h, h), f32(2, 8 * h)
+        inits = [numpy_helper.from_array(W, "W"), numpy_helper.from_array(R, "R"), numpy_helper.from_array(B, "B")]
+        graph_inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [t, b, n]),
+                        helper.make_tensor_value_info("initial_h", TensorProto.FLOAT, [2, b, h]),
+                        helper.make_tensor_value_info("initial_c", TensorProto.FLOAT, [2, b, h])]
+        inputs = ["X", "W", "R", "B", "", "initial_h", "initial_c"]
+        feeds = {}
+        if lens is not None:
+            inputs[4] = "sequence_lens"
+            graph_inputs.append(helper.make_tensor_value_info("sequence_lens", TensorProto.INT32, [b]))
+            feeds["sequence_lens"] = np.array(lens, dtype=np.int32)
+        if peep:
+            inits.append(numpy_helper.from_array(f32(2, 3 * h) * 2, "P"))
+            inputs.append("P")
+        node = helper.make_node("LSTM", inputs, ["Y", "Y_h", "Y_c"], hidden_size=h, direction="bidirectional")
+        graph = helper.make_graph([node], name, graph_inputs,
+            [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [t, 2, b, h]),
+             helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, [2, b, h]),
+             helper.make_tensor_value_info("Y_c", TensorProto.FLOAT, [2, b, h])], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], producer_name="make_framework_goldens")
+        onnx.checker.check_model(model)
+        x = ((rng.rand(t, b, n) * 4) - 2).astype(np.float32)
+        h0 = ((rng.rand(2, b, h) * 2) - 1).astype(np.float32)
+        c0 = ((rng.rand(2, b, h) * 2) - 1).astype(np.float32)
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        y, yh, yc = sess.run(None, {"X": x, "initial_h": h0, "initial_c": c0, **feeds})
+        # ONNX Y is [T, D, B, H]; PyTorch's layout is [T, B, D*H].
+        y = y.transpose(0, 2, 1, 3).reshape(t, b, 2 * h)
+        d = os.path.join(seq_root, name)
+        os.makedirs(d, exist_ok=True)
+        np.save(os.path.join(d, "x.npy"), x)
+        np.savez(os.path.join(d, "state_in.npz"), c=c0, m=h0)
+        np.save(os.path.join(d, "expected_y.npy"), y.astype(np.float32))
+        np.savez(os.path.join(d, "expected_state.npz"), c=yc, m=yh)
+        if lens is not None:
+            np.save(os.path.join(d, "seq_lens.npy"), np.array(lens, dtype=np.int64))
+        onnx.save(model, os.path.join(d, "weights.onnx"))
+        with open(os.path.join(d, "meta.json"), "w") as f:
+            json.dump({"format": "onnx", "prefix": "", "batch_first": False}, f, indent=1, sort_keys=True)
+            f.write("\n")
+
+
 if __name__ == "__main__":
     if os.environ.get("ONLY") == "sequences":
         torch_sequence_cases()
+        onnx_sequence_cases(os.path.join(ROOT, "..", "sequences"))
         raise SystemExit(0)
     torch_sequence_cases()
+    onnx_sequence_cases(os.path.join(ROOT, "..", "sequences"))
     torch_cases()
     keras_case()
     tf_cases()

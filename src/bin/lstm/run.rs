@@ -19,7 +19,7 @@ pub enum Format {
     Keras,
     /// tf.compat.v1 LSTMCell variables (.npz): kernel, bias, w_*_diag, projection/kernel.
     Tf,
-    /// An .onnx model with one LSTM node (forward direction).
+    /// An .onnx model with one LSTM node (forward or bidirectional).
     Onnx,
 }
 
@@ -96,9 +96,14 @@ pub fn run(args: &RunArgs) -> Result<()> {
                     .into(),
             ));
         }
+    } else if matches!(args.format, Format::Onnx) {
+        let stack = import::onnx_stack(&args.weights)?;
+        if stack.layers()[0].backward.is_some() || args.seq_lens.is_some() || args.batch_first {
+            return run_stack(args, &stack);
+        }
     } else if args.seq_lens.is_some() || args.batch_first {
         return Err(Error::Invalid(
-            "--seq-lens and --batch-first need --format pytorch (a sequence model)".into(),
+            "--seq-lens and --batch-first need --format pytorch or onnx (a sequence model)".into(),
         ));
     }
     let (cfg, weights) = match args.format {
@@ -187,7 +192,8 @@ fn write_all(w: &mut dyn std::io::Write, bytes: &[u8], path: &std::path::Path) -
     })
 }
 
-/// A PyTorch nn.LSTM stack: X is [T, B, n] ([B, T, n] with --batch-first),
+/// A sequence model (PyTorch nn.LSTM, ONNX LSTM node): X is [T, B, n]
+/// ([B, T, n] with --batch-first),
 /// Y [T, B, D·P]; state files hold c [L·D, B, H] and m (= h) [L·D, B, R].
 fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack) -> Result<()> {
     use lstm_kernels::SeqOptions;
