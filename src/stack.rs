@@ -309,7 +309,7 @@ fn run_direction(
 ) {
     let p = model.config().n_output();
     y.fill(0.0);
-    permute_rows(st, order, false);
+    permute_rows(st, order, false, xg);
     let active = |s: usize| order.iter().take_while(|&&i| lens(i) > s).count();
     let mut s0 = 0;
     while s0 < t {
@@ -352,22 +352,23 @@ fn run_direction(
         }
         s0 = s1;
     }
-    permute_rows(st, order, true);
+    permute_rows(st, order, true, xg);
 }
 
-/// Reorders the state's rows: row i ← row order[i] (or back, `inverse`).
-fn permute_rows(st: &mut LstmState, order: &[usize], inverse: bool) {
+/// Reorders the state's rows: row i ← row order[i] (or back, `inverse`),
+/// through `tmp` (a buffer that only grows).
+fn permute_rows(st: &mut LstmState, order: &[usize], inverse: bool, tmp: &mut Vec<f32>) {
     if order.iter().enumerate().all(|(i, &o)| i == o) {
         return;
     }
     let (h, r) = (st.n_hidden(), st.n_recurrent());
-    permute(st.c_mut(), h, order, inverse);
-    permute(st.m_mut(), r, order, inverse);
+    permute(st.c_mut(), h, order, inverse, tmp);
+    permute(st.m_mut(), r, order, inverse, tmp);
 }
 
-/// One call's reordering (a copy per call, never per step).
-fn permute(buf: &mut [f32], w: usize, order: &[usize], inverse: bool) {
-    let old = buf.to_vec();
+fn permute(buf: &mut [f32], w: usize, order: &[usize], inverse: bool, tmp: &mut Vec<f32>) {
+    let old = grow(tmp, buf.len());
+    old.copy_from_slice(buf);
     for (i, &o) in order.iter().enumerate() {
         let (dst, src) = if inverse { (o, i) } else { (i, o) };
         buf[dst * w..(dst + 1) * w].copy_from_slice(&old[src * w..(src + 1) * w]);

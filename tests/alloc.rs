@@ -45,6 +45,9 @@ static GLOBAL: Counting = Counting;
 
 /// Allocations by every thread of the process while `f` runs (other
 /// tests' threads included, so only used with a generous bound).
+/// The tests of this file run one at a time: [`count`] sees every thread.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn count(f: &mut dyn FnMut()) -> usize {
     let before = ALLOCS.load(Ordering::SeqCst);
     f();
@@ -60,6 +63,7 @@ fn count_mine(f: &mut dyn FnMut()) -> usize {
 
 #[test]
 fn forward_does_not_allocate_per_step() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let cfg = LstmConfig::new(24, 40)
         .with_head(8)
         .with_peephole(Peephole::Matrix);
@@ -115,4 +119,55 @@ fn forward_does_not_allocate_per_step() {
             }
         }
     }
+}
+
+/// Sequence models too: once its buffers have grown, a stacked,
+/// bidirectional model over ragged (reordered) lengths does not allocate.
+#[test]
+fn stacks_do_not_allocate_per_step() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    use lstm_kernels::{LstmStack, Merge, SeqOptions, StackLayer};
+    let cell = |n: usize, seed: u64| {
+        let cfg = LstmConfig::new(n, 12).with_projection(5);
+        Lstm::new(cfg, LstmWeights::random(&cfg, seed)).unwrap()
+    };
+    let layers = vec![
+        StackLayer {
+            forward: cell(7, 1),
+            backward: Some(cell(7, 2)),
+        },
+        StackLayer {
+            forward: cell(10, 3),
+            backward: Some(cell(10, 4)),
+        },
+    ];
+    let stack = LstmStack::new(layers, Merge::Concat).unwrap();
+    let b = 5;
+    let mut st = stack.new_state(b).unwrap();
+    let run = |st: &mut lstm_kernels::StackState, t: usize| {
+        let xs = vec![0.1f32; t * b * 7];
+        let mut out = vec![0.0f32; t * b * 10];
+        // Ascending lengths: the driver must reorder the samples.
+        let lens: Vec<usize> = (0..b).map(|i| t - (b - 1 - i) * t / (2 * b)).collect();
+        // Allocate the inputs before counting.
+        let before = MINE.with(|c| c.get());
+        stack
+            .forward(
+                st,
+                &xs,
+                &mut out,
+                SeqOptions {
+                    batch_first: true,
+                    seq_lens: Some(&lens),
+                },
+            )
+            .unwrap();
+        MINE.with(|c| c.get()) - before
+    };
+    run(&mut st, 200); // warm up: buffers grow to their size
+    let short = run(&mut st, 20);
+    let long = run(&mut st, 200);
+    println!("stack: 20 steps {short} allocations, 200 steps {long}");
+    assert_eq!(short, long, "allocations grow with the number of steps");
+    assert_eq!(long, 0, "a warmed-up stack call allocated");
 }
