@@ -187,14 +187,8 @@ fn bench(c: &mut Criterion) {
 /// shape build.rs specialized, on the best ISA, at B = 1, 4, 16 (and 64).
 fn specialized(c: &mut Criterion) {
     for tag in specialized_shapes() {
-        let (n, h, head, peep) = parse_tag(&tag);
-        let mut cfg = LstmConfig::new(n, h);
-        if let Some(p) = head {
-            cfg = cfg.with_head(p);
-        }
-        if peep {
-            cfg = cfg.with_peephole(Peephole::Matrix);
-        }
+        let cfg = lstm_kernels::config_from_shape_tag(&tag).unwrap();
+        let (n, h) = (cfg.n_input, cfg.n_hidden);
         let steps = if h <= 128 { 256 } else { 16 };
         let batches: &[usize] = if h <= 128 {
             &[1, 4, 10, 16]
@@ -225,20 +219,6 @@ fn specialized(c: &mut Criterion) {
         }
         g.finish();
     }
-}
-
-/// `7x5h3p` → (n_in, hidden, head, peephole).
-fn parse_tag(tag: &str) -> (usize, usize, Option<usize>, bool) {
-    let (body, peep) = match tag.strip_suffix('p') {
-        Some(b) => (b, true),
-        None => (tag, false),
-    };
-    let (dims, head) = match body.split_once('h') {
-        Some((d, h)) => (d, Some(h.parse().unwrap())),
-        None => (body, None),
-    };
-    let (n, h) = dims.split_once('x').unwrap();
-    (n.parse().unwrap(), h.parse().unwrap(), head, peep)
 }
 
 /// GFLOP/s and fraction of the FMA peak, timed here directly (median of 7).

@@ -59,3 +59,18 @@ pub const ACTIVATION_MAX_ABS_ERROR: f32 = 1e-6;
 pub fn codegen_preview(shapes: &str) -> std::result::Result<String, String> {
     codegen::shape_list(shapes).map(|s| codegen::generate(&s))
 }
+
+/// The config of a shape tag in the `LSTM_KERNELS_SHAPES` grammar
+/// (`<n_in>x<hidden>[h<head>][p]`, e.g. `7x5h3p`), as
+/// [`specialized_shapes`] lists them.
+pub fn config_from_shape_tag(tag: &str) -> std::result::Result<LstmConfig, String> {
+    let s = codegen::ShapeSpec::parse(tag)?;
+    let mut cfg = LstmConfig::new(s.n_in, s.hidden);
+    if let Some(p) = s.head {
+        cfg = cfg.with_head(p);
+    }
+    if s.peephole {
+        cfg = cfg.with_peephole(Peephole::Matrix);
+    }
+    Ok(cfg)
+}

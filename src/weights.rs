@@ -98,25 +98,12 @@ impl LstmWeights {
             &[config.gate_rows(), config.gate_cols()],
         )?;
         check_len("bias", self.bias.len(), &[config.gate_cols()])?;
-        match (config.peephole, &self.v_o) {
-            (Peephole::Matrix, Some(v)) => check_len("v_o", v.len(), &[h, h])?,
-            (Peephole::Matrix, None) => return Err(missing("v_o")),
-            (Peephole::None | Peephole::Diagonal, Some(_)) => {
-                return Err(unexpected("v_o", "the config has no peephole"));
-            }
-            (Peephole::None | Peephole::Diagonal, None) => {}
-        }
-        match (config.head, &self.w_h, &self.b_h) {
-            (Some(p), Some(w), Some(b)) => {
-                check_len("w_h", w.len(), &[h, p])?;
-                check_len("b_h", b.len(), &[p])?;
-            }
-            (Some(_), None, _) => return Err(missing("w_h")),
-            (Some(_), _, None) => return Err(missing("b_h")),
-            (None, Some(_), _) => return Err(unexpected("w_h", "the config has no head")),
-            (None, _, Some(_)) => return Err(unexpected("b_h", "the config has no head")),
-            (None, None, None) => {}
-        }
+        seed_extras(
+            config,
+            self.v_o.as_deref(),
+            self.w_h.as_deref(),
+            self.b_h.as_deref(),
+        )?;
         let diag = (config.peephole == Peephole::Diagonal).then_some([3, h]);
         optional(
             "peep_diag",
@@ -259,25 +246,12 @@ impl SeedWeights {
             check_len(&format!("u_{gate}"), u.len(), &[rr, h])?;
             check_len(&format!("b_{gate}"), b.len(), &[h])?;
         }
-        match (config.peephole, &self.v_o) {
-            (Peephole::Matrix, Some(v)) => check_len("v_o", v.len(), &[h, h])?,
-            (Peephole::Matrix, None) => return Err(missing("v_o")),
-            (Peephole::None | Peephole::Diagonal, Some(_)) => {
-                return Err(unexpected("v_o", "the config has no peephole"));
-            }
-            (Peephole::None | Peephole::Diagonal, None) => {}
-        }
-        match (config.head, &self.w_h, &self.b_h) {
-            (Some(p), Some(w), Some(b)) => {
-                check_len("w_h", w.len(), &[h, p])?;
-                check_len("b_h", b.len(), &[p])?;
-            }
-            (Some(_), None, _) => return Err(missing("w_h")),
-            (Some(_), _, None) => return Err(missing("b_h")),
-            (None, Some(_), _) => return Err(unexpected("w_h", "the config has no head")),
-            (None, _, Some(_)) => return Err(unexpected("b_h", "the config has no head")),
-            (None, None, None) => {}
-        }
+        seed_extras(
+            config,
+            self.v_o.as_deref(),
+            self.w_h.as_deref(),
+            self.b_h.as_deref(),
+        )?;
         let diag = (config.peephole == Peephole::Diagonal).then_some([h]);
         for (name, t) in [
             ("w_ci", &self.w_ci),
@@ -300,6 +274,38 @@ impl SeedWeights {
         )?;
         Ok(())
     }
+}
+
+/// Checks the seed's optional tensors (matrix peephole `v_o`, head `w_h`,
+/// `b_h`) against the config: present with the right size exactly when
+/// the config has them.
+fn seed_extras(
+    config: &LstmConfig,
+    v_o: Option<&[f32]>,
+    w_h: Option<&[f32]>,
+    b_h: Option<&[f32]>,
+) -> Result<()> {
+    let h = config.n_hidden;
+    let matrix = (config.peephole == Peephole::Matrix).then_some([h, h]);
+    optional(
+        "v_o",
+        matrix.as_ref().map(|d| d.as_slice()),
+        v_o,
+        "the config has no matrix peephole",
+    )?;
+    let (wh, bh) = (config.head.map(|p| [h, p]), config.head.map(|p| [p]));
+    optional(
+        "w_h",
+        wh.as_ref().map(|d| d.as_slice()),
+        w_h,
+        "the config has no head",
+    )?;
+    optional(
+        "b_h",
+        bh.as_ref().map(|d| d.as_slice()),
+        b_h,
+        "the config has no head",
+    )
 }
 
 /// Checks an optional tensor: required with `shape` when the config has it,

@@ -14,20 +14,6 @@ use lstm_kernels::{
     Isa, KernelChoice, kernel_runs, specialized_kernels, specialized_runs, specialized_shapes,
 };
 
-/// `7x5h3p` → (n_in, hidden, head, peephole).
-fn parse_tag(tag: &str) -> (usize, usize, Option<usize>, bool) {
-    let (body, peep) = match tag.strip_suffix('p') {
-        Some(b) => (b, true),
-        None => (tag, false),
-    };
-    let (dims, head) = match body.split_once('h') {
-        Some((d, h)) => (d, Some(h.parse().unwrap())),
-        None => (body, None),
-    };
-    let (n, h) = dims.split_once('x').unwrap();
-    (n.parse().unwrap(), h.parse().unwrap(), head, peep)
-}
-
 #[test]
 fn every_generated_kernel_matches_the_reference_and_the_generic_kernel() {
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -38,7 +24,13 @@ fn every_generated_kernel_matches_the_reference_and_the_generic_kernel() {
     );
     let mut ran = 0;
     for tag in &shapes {
-        let (n, h, head, peep) = parse_tag(tag);
+        let cfg = lstm_kernels::config_from_shape_tag(tag).unwrap();
+        let (n, h, head, peep) = (
+            cfg.n_input,
+            cfg.n_hidden,
+            cfg.head,
+            cfg.peephole == lstm_kernels::Peephole::Matrix,
+        );
         // Batches around the row groups; fewer for the big shapes (the f64
         // reference is slow).
         let batches: &[usize] = if h <= 128 {
