@@ -100,8 +100,7 @@ impl Lstm {
         let isa = Isa::from_env()
             .map_err(Error::Unsupported)?
             .unwrap_or_else(Isa::detect);
-        let mut packed = Packed::new(&config, &weights, isa);
-        packed.choose_kernel(&config, KernelChoice::Auto)?;
+        let packed = Packed::build(&config, &weights, isa, KernelChoice::Auto)?;
         Ok(Lstm {
             config,
             weights,
@@ -125,8 +124,7 @@ impl Lstm {
     pub fn with_isa(mut self, isa: Isa) -> Result<Self> {
         kernel::check_isa(isa)?;
         let choice = self.kernel_choice;
-        self.packed = Packed::new(&self.config, &self.weights, isa);
-        self.packed.choose_kernel(&self.config, choice)?;
+        self.packed = Packed::build(&self.config, &self.weights, isa, choice)?;
         Ok(self)
     }
 
@@ -135,7 +133,7 @@ impl Lstm {
     /// variant and ISA; `Generic` always runs the generic one;
     /// `Specialized` is an error when none exists.
     pub fn with_kernel(mut self, choice: KernelChoice) -> Result<Self> {
-        self.packed.choose_kernel(&self.config, choice)?;
+        self.packed = Packed::build(&self.config, &self.weights, self.packed.isa, choice)?;
         self.kernel_choice = choice;
         Ok(self)
     }

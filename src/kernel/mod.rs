@@ -189,8 +189,21 @@ pub(crate) struct Packed {
 }
 
 impl Packed {
-    pub(crate) fn new(cfg: &LstmConfig, w: &LstmWeights, isa: Isa) -> Packed {
-        let u = isa.lanes();
+    /// Chooses the kernel (see [`KernelChoice`]) and packs the weights for
+    /// it: the ISA's lanes, or those of a generated kernel's body.
+    pub(crate) fn build(
+        cfg: &LstmConfig,
+        w: &LstmWeights,
+        isa: Isa,
+        choice: KernelChoice,
+    ) -> Result<Packed> {
+        let kernel = Self::pick_kernel(cfg, isa, choice)?;
+        let mut p = Packed::new(cfg, w, isa, kernel.map_or(isa.lanes(), |k| k.lanes));
+        p.kernel = kernel;
+        Ok(p)
+    }
+
+    fn new(cfg: &LstmConfig, w: &LstmWeights, isa: Isa, u: usize) -> Packed {
         let (n, h, r) = (cfg.n_input, cfg.n_hidden, cfg.n_recurrent());
         let cols = 4 * h;
         // The run-time forget bias is folded into the packed bias (one more
@@ -264,11 +277,15 @@ impl Packed {
         }
     }
 
-    /// Chooses the kernel: `Auto` takes a generated one when the shape,
-    /// variant and ISA match; `Specialized` requires one.
-    pub(crate) fn choose_kernel(&mut self, cfg: &LstmConfig, choice: KernelChoice) -> Result<()> {
-        let found = specialized::find(cfg, self.isa);
-        self.kernel = match choice {
+    /// `Auto` takes a generated kernel when the shape, variant and ISA
+    /// match; `Specialized` requires one.
+    fn pick_kernel(
+        cfg: &LstmConfig,
+        isa: Isa,
+        choice: KernelChoice,
+    ) -> Result<Option<&'static specialized::Specialized>> {
+        let found = specialized::find(cfg, isa);
+        Ok(match choice {
             KernelChoice::Generic => None,
             KernelChoice::Auto => found,
             KernelChoice::Specialized => Some(found.ok_or_else(|| {
@@ -278,13 +295,12 @@ impl Packed {
                     cfg.n_hidden,
                     cfg.head.map_or("none".into(), |p| p.to_string()),
                     cfg.peephole.name(),
-                    self.isa.name(),
+                    isa.name(),
                     specialized_shapes().join(", "),
                     crate::codegen::SHAPES_ENV
                 ))
             })?),
-        };
-        Ok(())
+        })
     }
 
     /// Name of the kernel that runs: a generated one's, or `generic`.

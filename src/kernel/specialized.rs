@@ -22,6 +22,8 @@ pub(crate) struct Specialized {
     pub(crate) isa: Isa,
     /// Register-resident body (`small::run`): never split by hidden units.
     pub(crate) small: bool,
+    /// Vector lanes of its body: the weights must be packed for these.
+    pub(crate) lanes: usize,
     /// The `#[target_feature]` wrapper.
     pub(crate) run: unsafe fn(&Job),
 }
