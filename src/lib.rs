@@ -74,3 +74,8 @@ pub fn config_from_shape_tag(tag: &str) -> std::result::Result<LstmConfig, Strin
     }
     Ok(cfg)
 }
+
+/// The README's code examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
