@@ -180,7 +180,56 @@ fn bench(c: &mut Criterion) {
         g.finish();
     }
     specialized(c);
+    stacks(c);
     summary();
+}
+
+/// A 2-layer bidirectional stack (H=256, B=32, T=32): the two directions
+/// of each layer sequentially vs on two threads.
+fn stacks(c: &mut Criterion) {
+    use lstm_kernels::{LstmStack, Merge, SeqOptions, StackLayer};
+    let (b, t, h) = (32usize, 32usize, 256usize);
+    let cell = |n: usize, seed: u64| {
+        let cfg = LstmConfig::new(n, h);
+        Lstm::new(cfg, LstmWeights::random(&cfg, seed)).unwrap()
+    };
+    let layers = || {
+        vec![
+            StackLayer {
+                forward: cell(h, 1),
+                backward: Some(cell(h, 2)),
+            },
+            StackLayer {
+                forward: cell(2 * h, 3),
+                backward: Some(cell(2 * h, 4)),
+            },
+        ]
+    };
+    let flops = (b * t) as f64
+        * 2.0
+        * (LstmConfig::new(h, h).flops_per_sample_step()
+            + LstmConfig::new(2 * h, h).flops_per_sample_step());
+    let xs = SplitMix64::new(3).vec_uniform(t * b * h, -1.0, 1.0);
+    let mut ys = vec![0.0f32; t * b * 2 * h];
+    let mut g = c.benchmark_group("stack_bidir_2x256_b32");
+    g.throughput(Throughput::Elements(flops as u64));
+    g.sample_size(10);
+    g.warm_up_time(std::time::Duration::from_secs(1));
+    g.measurement_time(std::time::Duration::from_secs(3));
+    for (name, threshold) in [("sequential", f64::INFINITY), ("directions_parallel", 0.0)] {
+        let stack = LstmStack::new(layers(), Merge::Concat)
+            .unwrap()
+            .with_parallel_threshold(threshold);
+        let mut st = stack.new_state(b).unwrap();
+        g.bench_function(name, |bch| {
+            bch.iter(|| {
+                stack
+                    .forward(&mut st, black_box(&xs), &mut ys, SeqOptions::default())
+                    .unwrap()
+            })
+        });
+    }
+    g.finish();
 }
 
 /// Generated (shape-specialized) kernels vs the generic kernel, for every

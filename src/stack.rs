@@ -50,6 +50,7 @@ pub struct StackLayer {
 pub struct LstmStack {
     layers: Vec<StackLayer>,
     merge: Merge,
+    min_parallel_flops: f64,
 }
 
 /// Per-caller state of an [`LstmStack`]: each layer's and direction's
@@ -58,7 +59,7 @@ pub struct LstmStack {
 pub struct StackState {
     batch: usize,
     states: Vec<(LstmState, Option<LstmState>)>,
-    bufs: [Vec<f32>; 5],
+    bufs: [Vec<f32>; 6],
     order: Vec<usize>,
 }
 
@@ -93,7 +94,11 @@ impl LstmStack {
         if layers.is_empty() {
             return Err(Error::Config("a stack needs at least one layer".into()));
         }
-        let stack = LstmStack { layers, merge };
+        let stack = LstmStack {
+            layers,
+            merge,
+            min_parallel_flops: 4e6,
+        };
         for (k, l) in stack.layers.iter().enumerate() {
             let f = l.forward.config();
             if let Some(b) = &l.backward {
@@ -120,6 +125,15 @@ impl LstmStack {
             }
         }
         Ok(stack)
+    }
+
+    /// Work per call (FLOPs of one direction over the whole sequence)
+    /// from which the two directions of a bidirectional layer run on two
+    /// threads of rayon's global pool; default 4e6. `f64::INFINITY` keeps
+    /// them sequential; `0.0` always splits (tests).
+    pub fn with_parallel_threshold(mut self, flops: f64) -> Self {
+        self.min_parallel_flops = flops;
+        self
     }
 
     /// The layers.
@@ -211,7 +225,7 @@ impl LstmStack {
             st.order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
         }
         let lens_of = |i: usize| opts.seq_lens.map_or(t, |l| l[i]);
-        let [cur, next, xg, yg, yb] = &mut st.bufs;
+        let [cur, next, xg, xg_b, yg, yb] = &mut st.bufs;
         // Layer input, time-major.
         let cur_in = grow(cur, t * b * n);
         if opts.batch_first {
@@ -230,28 +244,39 @@ impl LstmStack {
             let lw = self.layer_width(k);
             let (sf, sb) = &mut st.states[k];
             let input = &cur[..t * b * width];
-            let y_f = grow(yg, t * b * p);
-            run_direction(
-                &layer.forward,
-                sf,
-                input,
-                t,
-                b,
-                width,
-                &st.order,
-                &lens_of,
-                false,
-                xg,
-                y_f,
-            );
             let out_l = grow(next, t * b * lw);
             match (&layer.backward, sb) {
                 (Some(bm), Some(sb)) => {
-                    let y_b = grow(yb, t * b * p);
-                    run_direction(
-                        bm, sb, input, t, b, width, &st.order, &lens_of, true, xg, y_b,
-                    );
-                    let y_f = &yg[..t * b * p];
+                    let (y_f, y_b) = (grow(yg, t * b * p), grow(yb, t * b * p));
+                    let order = &st.order;
+                    let mut fwd = || {
+                        run_direction(
+                            &layer.forward,
+                            sf,
+                            input,
+                            t,
+                            b,
+                            width,
+                            order,
+                            &lens_of,
+                            false,
+                            xg,
+                            y_f,
+                        )
+                    };
+                    let mut bwd = || {
+                        run_direction(bm, sb, input, t, b, width, order, &lens_of, true, xg_b, y_b)
+                    };
+                    // The two directions are independent: on two threads
+                    // when there is enough work to pay for it.
+                    let flops = (t * b) as f64 * layer.forward.config().flops_per_sample_step();
+                    if flops >= self.min_parallel_flops && rayon::current_num_threads() > 1 {
+                        rayon::join(fwd, bwd);
+                    } else {
+                        fwd();
+                        bwd();
+                    }
+                    let (y_f, y_b) = (&yg[..t * b * p], &yb[..t * b * p]);
                     for r in 0..t * b {
                         let (f, bk) = (&y_f[r * p..(r + 1) * p], &y_b[r * p..(r + 1) * p]);
                         match self.merge {
@@ -269,7 +294,23 @@ impl LstmStack {
                         }
                     }
                 }
-                _ => out_l.copy_from_slice(&yg[..t * b * p]),
+                _ => {
+                    let y_f = grow(yg, t * b * p);
+                    run_direction(
+                        &layer.forward,
+                        sf,
+                        input,
+                        t,
+                        b,
+                        width,
+                        &st.order,
+                        &lens_of,
+                        false,
+                        xg,
+                        y_f,
+                    );
+                    out_l.copy_from_slice(y_f);
+                }
             }
             std::mem::swap(cur, next);
             width = lw;
@@ -302,7 +343,7 @@ fn run_direction(
     b: usize,
     n: usize,
     order: &[usize],
-    lens: &dyn Fn(usize) -> usize,
+    lens: &(dyn Fn(usize) -> usize + Sync),
     reverse: bool,
     xg: &mut Vec<f32>,
     y: &mut [f32],
