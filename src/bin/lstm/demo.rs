@@ -71,6 +71,7 @@ pub fn demo() -> Result<()> {
         bar.inc(1);
         rows.push((
             name,
+            model.kernel_name(),
             b,
             fast.sample_steps_per_s(b, steps),
             slow.sample_steps_per_s(b, steps),
@@ -79,21 +80,22 @@ pub fn demo() -> Result<()> {
     }
     bar.finish_and_clear();
     outln!(
-        "\nforward over T={steps} steps, 1 thread, kernel `{}` (sample-steps/s, median)",
-        model.kernel_name()
+        "\nforward over T={steps} steps, 1 thread, {} (sample-steps/s, median)",
+        model.isa_name()
     );
     outln!(
-        "{:<30} {:>4} {:>16} {:>16} {:>9} {:>10}",
+        "{:<30} {:>4} {:<22} {:>14} {:>12} {:>9} {:>9}",
         "shape",
         "B",
+        "kernel",
         "lstm-kernels",
         "reference",
         "speedup",
         "GFLOP/s"
     );
-    for (name, b, fast, slow, flops) in rows {
+    for (name, kernel, b, fast, slow, flops) in rows {
         outln!(
-            "{name:<30} {b:>4} {fast:>16.0} {slow:>16.0} {:>8.1}x {:>10.2}",
+            "{name:<30} {b:>4} {kernel:<22} {fast:>14.0} {slow:>12.0} {:>8.1}x {:>9.2}",
             fast / slow,
             fast * flops / 1e9
         );
