@@ -229,12 +229,7 @@ impl LstmStack {
         // Layer input, time-major.
         let cur_in = grow(cur, t * b * n);
         if opts.batch_first {
-            for s in 0..t {
-                for i in 0..b {
-                    cur_in[(s * b + i) * n..(s * b + i + 1) * n]
-                        .copy_from_slice(&xs[(i * t + s) * n..(i * t + s + 1) * n]);
-                }
-            }
+            swap_outer(xs, cur_in, b, t, n);
         } else {
             cur_in.copy_from_slice(xs);
         }
@@ -317,16 +312,22 @@ impl LstmStack {
         }
         let res = &cur[..t * b * w_out];
         if opts.batch_first {
-            for s in 0..t {
-                for i in 0..b {
-                    out[(i * t + s) * w_out..(i * t + s + 1) * w_out]
-                        .copy_from_slice(&res[(s * b + i) * w_out..(s * b + i + 1) * w_out]);
-                }
-            }
+            swap_outer(res, out, t, b, w_out);
         } else {
             out.copy_from_slice(res);
         }
         Ok(())
+    }
+}
+
+/// Copies `src` `[a, b, w]` to `dst` `[b, a, w]` (batch-first ↔
+/// time-major).
+fn swap_outer(src: &[f32], dst: &mut [f32], a: usize, b: usize, w: usize) {
+    for i in 0..a {
+        for j in 0..b {
+            dst[(j * a + i) * w..(j * a + i + 1) * w]
+                .copy_from_slice(&src[(i * b + j) * w..(i * b + j + 1) * w]);
+        }
     }
 }
 

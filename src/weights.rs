@@ -98,11 +98,12 @@ impl LstmWeights {
             &[config.gate_rows(), config.gate_cols()],
         )?;
         check_len("bias", self.bias.len(), &[config.gate_cols()])?;
-        seed_extras(
+        shared_optionals(
             config,
             self.v_o.as_deref(),
             self.w_h.as_deref(),
             self.b_h.as_deref(),
+            self.w_p.as_deref(),
         )?;
         let diag = (config.peephole == Peephole::Diagonal).then_some([3, h]);
         optional(
@@ -110,13 +111,6 @@ impl LstmWeights {
             diag.as_ref().map(|d| d.as_slice()),
             self.peep_diag.as_deref(),
             "the config has no diagonal peephole",
-        )?;
-        let proj = config.projection.map(|r| [h, r]);
-        optional(
-            "w_p",
-            proj.as_ref().map(|d| d.as_slice()),
-            self.w_p.as_deref(),
-            "the config has no projection",
         )?;
         Ok(())
     }
@@ -246,11 +240,12 @@ impl SeedWeights {
             check_len(&format!("u_{gate}"), u.len(), &[rr, h])?;
             check_len(&format!("b_{gate}"), b.len(), &[h])?;
         }
-        seed_extras(
+        shared_optionals(
             config,
             self.v_o.as_deref(),
             self.w_h.as_deref(),
             self.b_h.as_deref(),
+            self.w_p.as_deref(),
         )?;
         let diag = (config.peephole == Peephole::Diagonal).then_some([h]);
         for (name, t) in [
@@ -265,27 +260,28 @@ impl SeedWeights {
                 "the config has no diagonal peephole",
             )?;
         }
-        let proj = config.projection.map(|r| [h, r]);
-        optional(
-            "w_p",
-            proj.as_ref().map(|d| d.as_slice()),
-            self.w_p.as_deref(),
-            "the config has no projection",
-        )?;
         Ok(())
     }
 }
 
-/// Checks the seed's optional tensors (matrix peephole `v_o`, head `w_h`,
-/// `b_h`) against the config: present with the right size exactly when
-/// the config has them.
-fn seed_extras(
+/// Checks the optional tensors both layouts name alike (matrix peephole
+/// `v_o`, head `w_h`, `b_h`, projection `w_p`) against the config: present
+/// with the right size exactly when the config has them.
+fn shared_optionals(
     config: &LstmConfig,
     v_o: Option<&[f32]>,
     w_h: Option<&[f32]>,
     b_h: Option<&[f32]>,
+    w_p: Option<&[f32]>,
 ) -> Result<()> {
     let h = config.n_hidden;
+    let proj = config.projection.map(|r| [h, r]);
+    optional(
+        "w_p",
+        proj.as_ref().map(|d| d.as_slice()),
+        w_p,
+        "the config has no projection",
+    )?;
     let matrix = (config.peephole == Peephole::Matrix).then_some([h, h]);
     optional(
         "v_o",
