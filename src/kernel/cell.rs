@@ -4,7 +4,7 @@
 //! `#[target_feature]` wrappers in `kernel/mod.rs`. Everything here is
 //! `#[inline(always)]` so that it is compiled with the wrapper's features.
 
-use super::gemm::{Acc, tile};
+use super::gemm::Acc;
 use super::{Dims, KernelIsa, Packed, Shape, SpinBarrier};
 use crate::activation::{sigmoid, tanh};
 use crate::simd::Simd;
@@ -141,7 +141,7 @@ unsafe fn input_tile<S: KernelIsa, D: Dims, const MR: usize>(
         }
         let bias = load4::<S>(panel);
         let mut acc: Acc<S, MR> = [bias; MR];
-        tile::<S, MR>(d.n_in, &a, panel.add(4 * l), &mut acc);
+        S::tile::<MR>(d.n_in, &a, panel.add(4 * l), &mut acc);
         for (r, acc_r) in acc.iter().enumerate() {
             let dst = job.xw.add((q0 + r) * 4 * d.hp + p * 4 * l);
             for (v, &x) in acc_r.iter().enumerate() {
@@ -177,7 +177,7 @@ unsafe fn gate_tile<S: KernelIsa, D: Dims, const MR: usize>(
             a[r] = m_cur.add((r0 + r) * rr);
             acc[r] = load4::<S>(job.xw.add((s * job.rows + r0 + r) * 4 * d.hp + p * 4 * l));
         }
-        tile::<S, MR>(rr, &a, pk.wh.panel(p).as_ptr(), &mut acc);
+        S::tile::<MR>(rr, &a, pk.wh.panel(p).as_ptr(), &mut acc);
         let j0 = p * l;
         let n = l.min(h - j0);
         // Without a projection m goes straight to m_next (R = H).
@@ -258,7 +258,7 @@ unsafe fn proj_tile<S: KernelIsa, D: Dims, const MR: usize>(
             *ar = job.m_full.add((r0 + r) * h);
         }
         let mut acc: Acc<S, MR> = [[S::splat(0.0); 4]; MR];
-        tile::<S, MR>(h, &a, wp.panel(q).as_ptr(), &mut acc);
+        S::tile::<MR>(h, &a, wp.panel(q).as_ptr(), &mut acc);
         for (r, y) in acc.iter().enumerate() {
             for (v, &yv) in y.iter().enumerate() {
                 let j0 = q * 4 * l + v * l;
@@ -296,7 +296,7 @@ unsafe fn peephole_tile<S: KernelIsa, D: Dims, const MR: usize>(
             a[r] = job.c.add((r0 + r) * h).cast_const();
             acc[r] = load4::<S>(job.o_pre.add((r0 + r) * d.hw + q * 4 * l));
         }
-        tile::<S, MR>(h, &a, vo.panel(q).as_ptr(), &mut acc);
+        S::tile::<MR>(h, &a, vo.panel(q).as_ptr(), &mut acc);
         for (r, o) in acc.iter().enumerate() {
             let row = r0 + r;
             for (v, &ov) in o.iter().enumerate() {
@@ -340,7 +340,7 @@ unsafe fn head_tile<S: KernelIsa, D: Dims, const MR: usize>(
         }
         let bias = load4::<S>(panel);
         let mut acc: Acc<S, MR> = [bias; MR];
-        tile::<S, MR>(h, &a, panel.add(4 * l), &mut acc);
+        S::tile::<MR>(h, &a, panel.add(4 * l), &mut acc);
         for (r, y) in acc.iter().enumerate() {
             let out = job.out.add((t * job.batch + job.row0 + r0 + r) * p_out);
             for (v, &yv) in y.iter().enumerate() {

@@ -89,23 +89,6 @@ impl Simd for Avx2 {
         unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), x) }
     }
     #[inline(always)]
-    unsafe fn round(x: __m256) -> __m256 {
-        // SAFETY: see the impl comment.
-        unsafe { _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x) }
-    }
-    #[inline(always)]
-    unsafe fn scale2(x: __m256, n: __m256) -> __m256 {
-        // SAFETY: see the impl comment. 2ⁿ is built in the exponent field:
-        // (n + 127) << 23, valid for n in [-126, 127].
-        unsafe {
-            let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(
-                _mm256_cvtps_epi32(n),
-                _mm256_set1_epi32(127),
-            ));
-            _mm256_mul_ps(x, _mm256_castsi256_ps(e))
-        }
-    }
-    #[inline(always)]
     unsafe fn or_sign(r: __m256, s: __m256) -> __m256 {
         // SAFETY: see the impl comment.
         unsafe { _mm256_or_ps(r, _mm256_and_ps(s, _mm256_set1_ps(-0.0))) }

@@ -82,16 +82,6 @@ impl Simd for Avx512 {
         unsafe { _mm512_abs_ps(x) }
     }
     #[inline(always)]
-    unsafe fn round(x: __m512) -> __m512 {
-        // SAFETY: see the impl comment.
-        unsafe { _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x) }
-    }
-    #[inline(always)]
-    unsafe fn scale2(x: __m512, n: __m512) -> __m512 {
-        // SAFETY: see the impl comment. vscalefps computes x · 2^floor(n).
-        unsafe { _mm512_scalef_ps(x, n) }
-    }
-    #[inline(always)]
     unsafe fn or_sign(r: __m512, s: __m512) -> __m512 {
         // SAFETY: see the impl comment.
         unsafe {

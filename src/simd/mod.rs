@@ -66,10 +66,6 @@ pub trait Simd: Copy + Send + Sync + 'static {
     unsafe fn clamp(x: Self::V, lo: f32, hi: f32) -> Self::V;
     /// `|x|`.
     unsafe fn abs(x: Self::V) -> Self::V;
-    /// Rounds to the nearest integer (ties to even).
-    unsafe fn round(x: Self::V) -> Self::V;
-    /// `x · 2ⁿ` for integral `n` in `[-126, 127]` (given as floats).
-    unsafe fn scale2(x: Self::V, n: Self::V) -> Self::V;
     /// `r` with the sign bit of `s` or-ed in (for `r ≥ 0`: `copysign`).
     unsafe fn or_sign(r: Self::V, s: Self::V) -> Self::V;
     /// `x` in the lanes where `x` is NaN, `r` elsewhere.

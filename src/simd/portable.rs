@@ -79,16 +79,6 @@ impl Simd for Portable {
         x.abs()
     }
     #[inline(always)]
-    unsafe fn round(x: f32x8) -> f32x8 {
-        x.round()
-    }
-    #[inline(always)]
-    unsafe fn scale2(x: f32x8, n: f32x8) -> f32x8 {
-        map2(x, n, |x, n| {
-            x * f32::from_bits(((n as i32 + 127) as u32) << 23)
-        })
-    }
-    #[inline(always)]
     unsafe fn or_sign(r: f32x8, s: f32x8) -> f32x8 {
         map2(r, s, |r, s| {
             f32::from_bits(r.to_bits() | (s.to_bits() & 0x8000_0000))
