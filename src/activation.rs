@@ -40,17 +40,19 @@ unsafe fn estrin<S: Simd>(c: &[f32; 5], s: S::V, s2: S::V) -> S::V {
     }
 }
 
-/// `min(1, tanh(A·u))` for `u = |x|/A` (unclamped; NaN in, NaN out).
+/// `min(1, tanh(A·u))` for `u = |x|/A ≥ 0` (unclamped). A NaN `u` flows
+/// through every operation (the `min`s keep it), so no separate NaN test
+/// is needed.
 #[inline(always)]
 unsafe fn tanh_scaled<S: Simd>(u: S::V) -> S::V {
     // SAFETY: the caller guarantees the ISA.
     unsafe {
-        let u = S::clamp(u, 0.0, 1.0);
+        let u = S::min(u, 1.0);
         let s = S::mul(u, u);
         let s2 = S::mul(s, s);
         let p = estrin::<S>(&P, s, s2);
         let q = estrin::<S>(&Q, s, s2);
-        S::clamp(S::div(S::mul(u, p), q), 0.0, 1.0)
+        S::min(S::div(S::mul(u, p), q), 1.0)
     }
 }
 
@@ -64,7 +66,7 @@ pub(crate) unsafe fn sigmoid<S: Simd>(x: S::V) -> S::V {
     unsafe {
         let t = tanh_scaled::<S>(S::mul(S::abs(x), S::splat(0.5 / A)));
         let half = S::splat(0.5);
-        S::keep_nan(x, S::fmadd(S::or_sign(t, x), half, half))
+        S::fmadd(S::or_sign(t, x), half, half)
     }
 }
 
@@ -77,7 +79,7 @@ pub(crate) unsafe fn tanh<S: Simd>(x: S::V) -> S::V {
     // SAFETY: the caller guarantees the ISA.
     unsafe {
         let t = tanh_scaled::<S>(S::mul(S::abs(x), S::splat(1.0 / A)));
-        S::keep_nan(x, S::or_sign(t, x))
+        S::or_sign(t, x)
     }
 }
 

@@ -21,6 +21,10 @@ pub const DEFAULT_SHAPES: &str = "7x5h3p,64x64,128x128,256x256,512x512";
 /// The environment variable a dependent crate sets to add shapes.
 pub const SHAPES_ENV: &str = "LSTM_KERNELS_SHAPES";
 
+/// Most inputs of a small cell that gets a batch-in-lanes kernel too
+/// (`kernel::small::BATCH_MAX_IN`, its stack buffer).
+pub const SMALL_BATCH_MAX_IN: usize = 32;
+
 /// Largest dimension accepted in a shape (keeps generated code sane).
 pub const MAX_DIM: usize = 1 << 16;
 
@@ -207,14 +211,45 @@ impl KernelSpec {
         }
     }
 
+    /// The batch-in-lanes wrapper's name (`batch_7x5h3p__avx512`), for
+    /// small bodies with at most [`SMALL_BATCH_MAX_IN`] inputs.
+    pub fn batch_name(&self) -> Option<String> {
+        (self.body() == "small" && self.shape.n_in <= SMALL_BATCH_MAX_IN)
+            .then(|| format!("batch_{}__{}", self.shape.tag(), self.isa.name))
+    }
+
     pub fn write(&self, out: &mut String) {
         let dims = DimsSpec(self.shape).type_name();
         let (name, body, (v, _)) = (self.name(), self.body(), self.simd());
-        let what = if body == "small" {
-            "register-resident"
+        if body == "small" {
+            self.write_fn(
+                out,
+                &name,
+                "register-resident, gates in lanes",
+                &format!("small::run_lanes::<{v}, {dims}>"),
+            );
+            if let Some(batch) = self.batch_name() {
+                // The batch vector is the ISA's own (16 lanes on AVX-512).
+                self.write_fn(
+                    out,
+                    &batch,
+                    "register-resident, batch in lanes",
+                    &format!("small::run_batch::<{v}, {}, {dims}>", self.isa.variant),
+                );
+            }
         } else {
-            "blocked, constant trip counts"
-        };
+            self.write_fn(
+                out,
+                &name,
+                "blocked, constant trip counts",
+                &format!("cell::run::<{v}, {dims}>"),
+            );
+        }
+    }
+
+    /// One `#[target_feature]` wrapper `name` calling `call(job)`.
+    fn write_fn(&self, out: &mut String, name: &str, what: &str, call: &str) {
+        let v = self.simd().0;
         writeln!(
             out,
             "/// `{}` on {}: {what}.",
@@ -252,7 +287,7 @@ impl KernelSpec {
                 )
                 .unwrap();
                 writeln!(out, "    unsafe {{").unwrap();
-                writeln!(out, "        {body}::run::<{v}, {dims}>(job)").unwrap();
+                writeln!(out, "        {call}(job)").unwrap();
                 writeln!(out, "    }}").unwrap();
                 writeln!(out, "    #[cfg(not(target_arch = \"x86_64\"))]").unwrap();
                 writeln!(out, "    let _ = job;").unwrap();
@@ -265,7 +300,7 @@ impl KernelSpec {
                     "    // SAFETY: the portable path needs no CPU feature."
                 )
                 .unwrap();
-                writeln!(out, "    unsafe {{ {body}::run::<{v}, {dims}>(job) }}").unwrap();
+                writeln!(out, "    unsafe {{ {call}(job) }}").unwrap();
                 writeln!(out, "}}").unwrap();
             }
         }
@@ -284,6 +319,10 @@ impl KernelSpec {
         writeln!(out, "        small: {},", self.body() == "small").unwrap();
         writeln!(out, "        lanes: {},", self.simd().1).unwrap();
         writeln!(out, "        run: {},", self.name()).unwrap();
+        match self.batch_name() {
+            Some(b) => writeln!(out, "        batch: Some({b}),").unwrap(),
+            None => writeln!(out, "        batch: None,").unwrap(),
+        }
         writeln!(out, "    }},").unwrap();
     }
 }
@@ -402,7 +441,9 @@ mod tests {
             );
         }
         assert!(
-            src.contains("small::run::<Avx2, Dims7X5H3P>"),
+            src.contains("small::run_lanes::<Avx2, Dims7X5H3P>")
+                && src.contains("small::run_batch::<Avx2, Avx512, Dims7X5H3P>")
+                && src.contains("batch: Some(batch_7x5h3p__avx512),"),
             "8-lane vectors for a 5-unit cell on AVX-512"
         );
         assert!(src.contains("avx512f,avx2,fma"));

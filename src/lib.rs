@@ -40,8 +40,8 @@ pub mod weights;
 pub use config::{LstmConfig, Peephole};
 pub use error::{Error, Result};
 pub use kernel::{
-    KernelChoice, fma_peak_gflops, generated_source, kernel_runs, specialized_kernels,
-    specialized_runs, specialized_shapes,
+    KernelChoice, fma_peak_gflops, generated_source, kernel_runs, small_batch_runs,
+    specialized_kernels, specialized_runs, specialized_shapes,
 };
 pub use model::{Lstm, LstmState};
 pub use simd::{ISA_ENV, Isa};

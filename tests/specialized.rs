@@ -11,7 +11,8 @@ use std::process::Command;
 
 use common::{Case, check_run, config};
 use lstm_kernels::{
-    Isa, KernelChoice, kernel_runs, specialized_kernels, specialized_runs, specialized_shapes,
+    Isa, KernelChoice, kernel_runs, small_batch_runs, specialized_kernels, specialized_runs,
+    specialized_shapes,
 };
 
 #[test]
@@ -34,7 +35,7 @@ fn every_generated_kernel_matches_the_reference_and_the_generic_kernel() {
         // Batches around the row groups; fewer for the big shapes (the f64
         // reference is slow).
         let batches: &[usize] = if h <= 128 {
-            &[1, 2, 5, 6, 7, 13]
+            &[1, 2, 4, 5, 6, 7, 8, 9, 13, 16, 17]
         } else {
             &[1, 7]
         };
@@ -57,10 +58,19 @@ fn every_generated_kernel_matches_the_reference_and_the_generic_kernel() {
                 assert_eq!(special.kernel_name(), name);
                 assert_eq!(generic.kernel_name(), "generic");
                 let (before, isa_before) = (specialized_runs(), kernel_runs(isa));
+                let batch_before = small_batch_runs();
                 let got = case.run_forward(&special);
                 assert!(
                     specialized_runs() > before && kernel_runs(isa) > isa_before,
                     "{name} did not run"
+                );
+                // Small cells (H within one vector, ≤ 32 inputs) switch to
+                // the batch-in-lanes layout from 5 rows on.
+                let batch = h <= isa.lanes() && n <= 32 && b >= 5;
+                assert_eq!(
+                    small_batch_runs() > batch_before,
+                    batch,
+                    "{name} b={b}: batch-in-lanes layout ran: expected {batch}"
                 );
                 check_run(&case, &got).unwrap_or_else(|e| panic!("{name} b={b}: {e}"));
                 // Same sums in the same order: bitwise equal to generic.

@@ -444,6 +444,15 @@ pub fn specialized_runs() -> u64 {
     SPECIALIZED_RUNS.load(Ordering::Relaxed)
 }
 
+/// Runs of the batch-in-lanes layout of small generated kernels.
+static BATCH_RUNS: AtomicU64 = AtomicU64::new(0);
+
+/// Number of chunk runs of small generated kernels in their batch-in-lanes
+/// layout (chunks of at least 5 rows) so far in this process.
+pub fn small_batch_runs() -> u64 {
+    BATCH_RUNS.load(Ordering::Relaxed)
+}
+
 /// How many times each ISA's kernel entry ran in this process (avx512,
 /// avx2, portable): lets tests prove which path really executed.
 static RUNS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
@@ -479,9 +488,16 @@ fn run_job(job: &cell::Job) {
     RUNS[isa as usize].fetch_add(1, Ordering::Relaxed);
     if let Some(k) = job.packed.kernel {
         SPECIALIZED_RUNS.fetch_add(1, Ordering::Relaxed);
+        let run = match k.batch {
+            Some(batch) if job.rows >= small::BATCH_MIN_ROWS => {
+                BATCH_RUNS.fetch_add(1, Ordering::Relaxed);
+                batch
+            }
+            _ => k.run,
+        };
         // SAFETY: the entry matches the model's ISA (checked available at
         // construction) and shape (`specialized::find`).
-        unsafe { (k.run)(job) };
+        unsafe { run(job) };
         return;
     }
     match isa {

@@ -1,12 +1,25 @@
-//! The register-resident kernel for small cells, used by specialized
+//! The register-resident kernels for small cells, used by specialized
 //! (generated) kernels when the hidden size fits one vector (`H ≤ LANES`).
 //!
-//! Contract of [`run`]: the same as `cell::run` (reads `xs`, the chunk's
-//! `c` and `m`; writes `out`, `c`, `m`), but without scratch: groups of up
-//! to 3 samples run the whole sequence with `c` in registers and `m` in registers
-//! (lanes broadcast by permutes, no memory round trip). Every sum is taken in the same
-//! order as the generic kernel (bias, inputs, recurrent terms; peephole
-//! after), so results are bitwise identical to it.
+//! Two layouts, chosen per call by the number of rows:
+//!
+//! * **Gates in lanes** ([`run_lanes`], below [`BATCH_MIN_ROWS`] rows): a
+//!   sample's gate pre-activations are 4 vectors (one per gate, a unit per
+//!   lane); groups of up to 3 samples run the whole sequence with `c` and `m`
+//!   in registers (`m`'s lanes broadcast by permutes). One sample's step is
+//!   a chain of two matrix–vector products and two activations: latency.
+//! * **Batch in lanes** ([`run_batch`]): a vector holds one quantity for
+//!   up to `LANES` samples, so each weight is a scalar broadcast and every
+//!   gate of every unit is an independent FMA chain: throughput.
+//!
+//! The generated code wraps each in its own `#[target_feature]` function
+//! (`cell_7x5h3p__avx512`, `batch_7x5h3p__avx512`); `kernel::run_job`
+//! picks one per chunk.
+//!
+//! Contract of both: the same as `cell::run` (reads `xs`, the chunk's
+//! `c` and `m`; writes `out`, `c`, `m`), but without scratch. Every sum is
+//! taken in the same order as the generic kernel (bias, inputs, recurrent
+//! terms; peephole after), so results are bitwise identical to it.
 
 // Stage-major loops index several per-row arrays by the same row.
 #![allow(clippy::needless_range_loop)]
@@ -14,15 +27,23 @@
 use super::cell::Job;
 use super::{Dims, KernelIsa, Shape};
 use crate::activation::{sigmoid, tanh};
+use crate::simd::Simd;
 
-/// See the module docs.
+/// Rows (of a thread's chunk) from which the batch-in-lanes layout runs.
+pub(crate) const BATCH_MIN_ROWS: usize = 5;
+/// Most inputs the batch-in-lanes layout takes (its stack buffer).
+pub(crate) const BATCH_MAX_IN: usize = 32;
+/// Most hidden units of a small kernel.
+const MAX_H: usize = 16;
+
+/// Gates in lanes (see the module docs): groups of up to 3 samples.
 ///
 /// # Safety
 /// The CPU supports `S`; `job` was built by `kernel::forward` for a model
 /// with `H ≤ S::LANES`, not split by hidden units.
 #[inline(always)]
-pub(crate) unsafe fn run<S: KernelIsa, D: Dims>(job: &Job) {
-    // Balanced groups of at most GROUP rows (10 rows: 3, 3, 2, 2). Three
+pub(crate) unsafe fn run_lanes<S: KernelIsa, D: Dims>(job: &Job) {
+    // Balanced groups of at most GROUP rows (4 rows: 2, 2). Three
     // interleaved rows measured fastest (B=10: 518 ns/step vs 561 with 2,
     // 654 with 5, 649 with 8): enough independent chains to hide the
     // activations' latency without spilling registers.
@@ -40,6 +61,125 @@ pub(crate) unsafe fn run<S: KernelIsa, D: Dims>(job: &Job) {
             }
         }
         r0 += nr;
+    }
+}
+
+/// Batch in lanes (see the module docs): groups of up to `B::LANES`
+/// samples; a group that fits `S`'s narrower vector uses it. `S` is the
+/// vector the model is packed for.
+///
+/// # Safety
+/// The CPU supports `S` and `B`; `job` was built by `kernel::forward` for
+/// a model with `H ≤ S::LANES` and `n_in ≤ BATCH_MAX_IN`, not split by
+/// hidden units.
+#[inline(always)]
+pub(crate) unsafe fn run_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job) {
+    // On this Zen 5 512-bit FMAs issue at half rate: 8 rows took 162 ns
+    // per step in 256-bit vectors, 252 in 512-bit.
+    let groups = job.rows.div_ceil(B::LANES);
+    let mut r0 = 0;
+    for gi in 0..groups {
+        let nr = job.rows / groups + usize::from(gi < job.rows % groups);
+        // SAFETY: forwarded from the caller; rows r0..r0+nr are the job's.
+        unsafe {
+            if nr <= S::LANES {
+                group_batch::<S, S, D>(job, r0, nr)
+            } else {
+                group_batch::<S, B, D>(job, r0, nr)
+            }
+        };
+        r0 += nr;
+    }
+}
+
+/// Batch in lanes: samples `r0..r0+nr` (`nr ≤ B::LANES`), the whole
+/// sequence. Weights are read as scalars from the panels packed for `S`.
+#[inline(always)]
+unsafe fn group_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job, r0: usize, nr: usize) {
+    let pk = job.packed;
+    let d = Shape::of::<S, D>(pk);
+    let (l, n, h, p) = (S::LANES, d.n_in, d.h, d.n_out);
+    debug_assert!(nr <= B::LANES && n <= BATCH_MAX_IN && h <= MAX_H);
+    // SAFETY: single panels (H ≤ S::LANES) hold bias + n rows (wx), h rows
+    // (wh, vo) and bias + h rows (head) of 4·l floats, unit u of gate g at
+    // g·l + u; xs/out/c/m are sized as `kernel::forward` checked and rows
+    // r0..r0+nr are the job's; gathers read only their first nr lanes.
+    unsafe {
+        let wx = pk.wx.panel(0).as_ptr();
+        let wh = pk.wh.panel(0).as_ptr();
+        let vo = pk.vo.as_ref().map(|v| v.panel(0).as_ptr());
+        let hd = pk.head.as_ref().map(|v| v.panel(0).as_ptr());
+        let w = |ptr: *const f32, i: usize| B::splat(*ptr.add(i));
+        let mut c = [B::splat(0.0); MAX_H];
+        let mut m = [B::splat(0.0); MAX_H];
+        for u in 0..h {
+            c[u] = B::gather(job.c.add(r0 * h + u), h, nr);
+            m[u] = B::gather(job.m.add(r0 * h + u), h, nr);
+        }
+        let mut x = [B::splat(0.0); BATCH_MAX_IN];
+        let mut acc = [B::splat(0.0); 4 * MAX_H];
+        let mut o = [B::splat(0.0); MAX_H];
+        for t in 0..job.steps {
+            let xr = job.xs.add((t * job.batch + job.row0 + r0) * n);
+            for k in 0..n {
+                x[k] = B::gather(xr.add(k), n, nr);
+            }
+            // One dot product per (gate, unit): 4H independent chains of
+            // n + h FMAs, each a register (the inner loops unroll, so x and
+            // m stay in registers too).
+            for g in 0..4 {
+                for u in 0..h {
+                    let col = g * l + u;
+                    let mut a = w(wx, col);
+                    for k in 0..n {
+                        a = B::fmadd(x[k], w(wx, (1 + k) * 4 * l + col), a);
+                    }
+                    for k in 0..h {
+                        a = B::fmadd(m[k], w(wh, k * 4 * l + col), a);
+                    }
+                    acc[g * h + u] = a;
+                }
+            }
+            for u in 0..h {
+                let i = sigmoid::<B>(acc[u]);
+                let f = sigmoid::<B>(acc[h + u]);
+                c[u] = B::fmadd(f, c[u], B::mul(i, tanh::<B>(acc[2 * h + u])));
+                o[u] = acc[3 * h + u];
+            }
+            if let Some(vo) = vo {
+                for u in 0..h {
+                    let mut a = o[u];
+                    for k in 0..h {
+                        a = B::fmadd(c[k], w(vo, k * 4 * l + u), a);
+                    }
+                    o[u] = a;
+                }
+            }
+            for u in 0..h {
+                m[u] = B::mul(sigmoid::<B>(o[u]), tanh::<B>(c[u]));
+            }
+            let out = job.out.add((t * job.batch + job.row0 + r0) * p);
+            match hd {
+                Some(hd) => {
+                    for j in 0..p {
+                        let mut y = w(hd, j);
+                        for k in 0..h {
+                            y = B::fmadd(m[k], w(hd, (1 + k) * 4 * l + j), y);
+                        }
+                        B::scatter(out.add(j), p, nr, tanh::<B>(y));
+                    }
+                }
+                None => {
+                    for u in 0..h {
+                        B::scatter(out.add(u), h, nr, m[u]);
+                    }
+                }
+            }
+        }
+        for u in 0..h {
+            B::scatter(job.c.add(r0 * h + u), h, nr, c[u]);
+            B::scatter(job.m.add(r0 * h + u), h, nr, m[u]);
+        }
     }
 }
 

@@ -26,6 +26,9 @@ pub(crate) struct Specialized {
     pub(crate) lanes: usize,
     /// The `#[target_feature]` wrapper.
     pub(crate) run: unsafe fn(&Job),
+    /// The batch-in-lanes wrapper of a small body, for chunks of at least
+    /// `small::BATCH_MIN_ROWS` rows.
+    pub(crate) batch: Option<unsafe fn(&Job)>,
 }
 
 include!(concat!(env!("OUT_DIR"), "/kernels.rs"));

@@ -84,6 +84,11 @@ impl Simd for Avx2 {
         unsafe { _mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), x)) }
     }
     #[inline(always)]
+    unsafe fn min(x: __m256, hi: f32) -> __m256 {
+        // SAFETY: see the impl comment; `x` last keeps a NaN.
+        unsafe { _mm256_min_ps(_mm256_set1_ps(hi), x) }
+    }
+    #[inline(always)]
     unsafe fn abs(x: __m256) -> __m256 {
         // SAFETY: see the impl comment.
         unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), x) }
@@ -94,9 +99,28 @@ impl Simd for Avx2 {
         unsafe { _mm256_or_ps(r, _mm256_and_ps(s, _mm256_set1_ps(-0.0))) }
     }
     #[inline(always)]
-    unsafe fn keep_nan(x: __m256, r: __m256) -> __m256 {
-        // SAFETY: see the impl comment.
-        unsafe { _mm256_blendv_ps(r, x, _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x)) }
+    unsafe fn gather(p: *const f32, stride: usize, n: usize) -> __m256 {
+        // SAFETY: see the impl comment; masked-off lanes read nothing.
+        unsafe {
+            let idx = _mm256_mullo_epi32(
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                _mm256_set1_epi32(stride as i32),
+            );
+            let k = _mm256_castsi256_ps(mask(n.min(8)));
+            _mm256_mask_i32gather_ps::<4>(_mm256_setzero_ps(), p, idx, k)
+        }
+    }
+    #[inline(always)]
+    unsafe fn scatter(p: *mut f32, stride: usize, n: usize, v: __m256) {
+        let mut a = [0.0f32; 8];
+        // SAFETY: see the impl comment; `a` holds 8 floats, and the caller
+        // guarantees the `n ≤ 8` strided writes.
+        unsafe {
+            _mm256_storeu_ps(a.as_mut_ptr(), v);
+            for (i, &x) in a.iter().enumerate().take(n) {
+                *p.add(i * stride) = x;
+            }
+        }
     }
     #[inline(always)]
     unsafe fn lane_splat(v: __m256, k: usize) -> __m256 {

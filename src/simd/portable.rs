@@ -75,6 +75,11 @@ impl Simd for Portable {
         f32x8::from(a.map(|v| if v.is_nan() { v } else { v.clamp(lo, hi) }))
     }
     #[inline(always)]
+    unsafe fn min(x: f32x8, hi: f32) -> f32x8 {
+        // `v > hi` is false for NaN, which keeps `v`.
+        f32x8::from(x.to_array().map(|v| if v > hi { hi } else { v }))
+    }
+    #[inline(always)]
     unsafe fn abs(x: f32x8) -> f32x8 {
         x.abs()
     }
@@ -85,8 +90,20 @@ impl Simd for Portable {
         })
     }
     #[inline(always)]
-    unsafe fn keep_nan(x: f32x8, r: f32x8) -> f32x8 {
-        map2(x, r, |x, r| if x.is_nan() { x } else { r })
+    unsafe fn gather(p: *const f32, stride: usize, n: usize) -> f32x8 {
+        let mut a = [0.0f32; 8];
+        for (i, x) in a.iter_mut().enumerate().take(n) {
+            // SAFETY: the caller guarantees `p + i·stride` valid for `i < n`.
+            *x = unsafe { *p.add(i * stride) };
+        }
+        f32x8::from(a)
+    }
+    #[inline(always)]
+    unsafe fn scatter(p: *mut f32, stride: usize, n: usize, v: f32x8) {
+        for (i, &x) in v.to_array().iter().enumerate().take(n) {
+            // SAFETY: the caller guarantees `p + i·stride` valid for `i < n`.
+            unsafe { *p.add(i * stride) = x };
+        }
     }
     #[inline(always)]
     unsafe fn lane_splat(v: f32x8, k: usize) -> f32x8 {
