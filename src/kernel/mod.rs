@@ -62,7 +62,9 @@ impl KernelIsa for Avx2 {
     // 2 × 4 ymm accumulators + 4 weight vectors + 1 broadcast ≤ 16 registers.
     // Measured at B=64, H=512 (% of the AVX2 peak): this 78–80%; 6 rows in
     // two passes of 2 vectors (12 FMA chains), K-blocked, prefetched: 75–77%;
-    // 3 rows with the weights re-read from L1 per row: 65%.
+    // 3 rows with the weights re-read from L1 per row: 65%; 3 rows with 3
+    // weight vectors in registers and the 4th re-read: 40% (one
+    // accumulator spills, a store-to-load chain per k).
     const MR: usize = 2;
 
     // 13 of 16 ymm registers are live in the loop: inlined into a fused
