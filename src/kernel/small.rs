@@ -199,9 +199,6 @@ unsafe fn group<S: KernelIsa, D: Dims, const R: usize>(job: &Job, r0: usize) {
         let row = |r: usize, k: usize| wx.add((1 + k) * 4 * l + r * l);
         let mut c = [S::splat(0.0); R];
         let mut m = [S::splat(0.0); R];
-        if R == 1 && job.steps > 0 {
-            emit::<S, D, R>(job, r0, job.steps - 1, &m);
-        }
         for r in 0..R {
             let s = r0 + r;
             c[r] = if h == l {
@@ -286,6 +283,9 @@ unsafe fn group<S: KernelIsa, D: Dims, const R: usize>(job: &Job, r0: usize) {
             if R > 1 {
                 emit::<S, D, R>(job, r0, t, &m);
             }
+        }
+        if R == 1 && job.steps > 0 {
+            emit::<S, D, R>(job, r0, job.steps - 1, &m);
         }
         for r in 0..R {
             let s = r0 + r;
