@@ -98,7 +98,7 @@ pub(crate) unsafe fn run_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job) {
 unsafe fn group_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job, r0: usize, nr: usize) {
     let pk = job.packed;
     let d = Shape::of::<S, D>(pk);
-    let (l, n, h, p) = (S::LANES, d.n_in, d.h, d.n_out);
+    let (l, n, h) = (S::LANES, d.n_in, d.h);
     debug_assert!(nr <= B::LANES && n <= BATCH_MAX_IN && h <= MAX_H);
     // SAFETY: single panels (H ≤ S::LANES) hold bias + n rows (wx), h rows
     // (wh, vo) and bias + h rows (head) of 4·l floats, unit u of gate g at
@@ -108,7 +108,6 @@ unsafe fn group_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job, r0: usize, nr: 
         let wx = pk.wx.panel(0).as_ptr();
         let wh = pk.wh.panel(0).as_ptr();
         let vo = pk.vo.as_ref().map(|v| v.panel(0).as_ptr());
-        let hd = pk.head.as_ref().map(|v| v.panel(0).as_ptr());
         let w = |ptr: *const f32, i: usize| B::splat(*ptr.add(i));
         let mut c = [B::splat(0.0); MAX_H];
         let mut m = [B::splat(0.0); MAX_H];
@@ -140,6 +139,11 @@ unsafe fn group_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job, r0: usize, nr: 
                     acc[g * h + u] = a;
                 }
             }
+            // The previous step's output after this step's recurrent sums
+            // (see `group`).
+            if t > 0 {
+                emit_batch::<S, B, D>(job, r0, nr, t - 1, &m);
+            }
             for u in 0..h {
                 let i = sigmoid::<B>(acc[u]);
                 let f = sigmoid::<B>(acc[h + u]);
@@ -158,27 +162,53 @@ unsafe fn group_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job, r0: usize, nr: 
             for u in 0..h {
                 m[u] = B::mul(sigmoid::<B>(o[u]), tanh::<B>(c[u]));
             }
-            let out = job.out.add((t * job.batch + job.row0 + r0) * p);
-            match hd {
-                Some(hd) => {
-                    for j in 0..p {
-                        let mut y = w(hd, j);
-                        for k in 0..h {
-                            y = B::fmadd(m[k], w(hd, (1 + k) * 4 * l + j), y);
-                        }
-                        B::scatter(out.add(j), p, nr, tanh::<B>(y));
-                    }
-                }
-                None => {
-                    for u in 0..h {
-                        B::scatter(out.add(u), h, nr, m[u]);
-                    }
-                }
-            }
+        }
+        if job.steps > 0 {
+            emit_batch::<S, B, D>(job, r0, nr, job.steps - 1, &m);
         }
         for u in 0..h {
             B::scatter(job.c.add(r0 * h + u), h, nr, c[u]);
             B::scatter(job.m.add(r0 * h + u), h, nr, m[u]);
+        }
+    }
+}
+
+/// Batch in lanes: the output of step `t` for samples `r0..r0+nr` from
+/// their `m`: the head `tanh(b_h + m·w_h)`, or `m` itself.
+///
+/// # Safety
+/// As [`group_batch`].
+#[inline(always)]
+unsafe fn emit_batch<S: KernelIsa, B: Simd, D: Dims>(
+    job: &Job,
+    r0: usize,
+    nr: usize,
+    t: usize,
+    m: &[B::V; MAX_H],
+) {
+    let pk = job.packed;
+    let d = Shape::of::<S, D>(pk);
+    let (l, h, p) = (S::LANES, d.h, d.n_out);
+    // SAFETY: as in `group_batch`.
+    unsafe {
+        let hd = pk.head.as_ref().map(|v| v.panel(0).as_ptr());
+        let w = |ptr: *const f32, i: usize| B::splat(*ptr.add(i));
+        let out = job.out.add((t * job.batch + job.row0 + r0) * p);
+        match hd {
+            Some(hd) => {
+                for j in 0..p {
+                    let mut y = w(hd, j);
+                    for k in 0..h {
+                        y = B::fmadd(m[k], w(hd, (1 + k) * 4 * l + j), y);
+                    }
+                    B::scatter(out.add(j), p, nr, tanh::<B>(y));
+                }
+            }
+            None => {
+                for u in 0..h {
+                    B::scatter(out.add(u), h, nr, m[u]);
+                }
+            }
         }
     }
 }
