@@ -16,6 +16,11 @@
 //!
 //! Columns past the end of the matrix are zero, so kernels always run full
 //! width and only mask their final stores.
+//!
+//! *Split* panels (`halves`, for the AVX2 microkernel) store the body — the
+//! rows after the bias row — as two contiguous halves instead: vectors 0–1
+//! of every row, then vectors 2–3 of every row, so a microkernel that makes
+//! one pass per half streams contiguous memory.
 
 /// One 64-byte-aligned block of 16 floats (the allocation unit).
 #[derive(Clone, Copy, Debug)]
@@ -82,13 +87,15 @@ pub(crate) struct Panels {
 
 impl Panels {
     /// Packs the `k × cols` row-major `src` (columns mapped by `kind`), with
-    /// `bias` (one value per source column) as a leading row if given.
+    /// `bias` (one value per source column) as a leading row if given; the
+    /// body split in halves if `halves`.
     pub(crate) fn pack(
         src: &[f32],
         k: usize,
         kind: PanelKind,
         bias: Option<&[f32]>,
         u: usize,
+        halves: bool,
     ) -> Self {
         let (cols, n_panels) = match kind {
             PanelKind::Gates { h } => (4 * h, h.div_ceil(u)),
@@ -117,7 +124,19 @@ impl Panels {
                             (Some(_), r) => src[(r - 1) * cols + col],
                             (None, r) => src[r * cols + col],
                         };
-                        out[p * panel_len + row * 4 * u + v * u + l] = value;
+                        let at = match (bias, row) {
+                            (Some(_), 0) => v * u + l,
+                            _ => {
+                                let front = if bias.is_some() { 4 * u } else { 0 };
+                                let r = row - usize::from(bias.is_some());
+                                if halves {
+                                    front + (v / 2) * k * 2 * u + r * 2 * u + (v % 2) * u + l
+                                } else {
+                                    front + r * 4 * u + v * u + l
+                                }
+                            }
+                        };
+                        out[p * panel_len + at] = value;
                     }
                 }
             }
@@ -158,7 +177,7 @@ mod tests {
         let h = 3;
         let src: Vec<f32> = (0..2 * 4 * h).map(|v| v as f32 + 1.0).collect();
         let bias: Vec<f32> = (0..4 * h).map(|v| -(v as f32) - 1.0).collect();
-        let p = Panels::pack(&src, 2, PanelKind::Gates { h }, Some(&bias), 2);
+        let p = Panels::pack(&src, 2, PanelKind::Gates { h }, Some(&bias), 2, false);
         assert_eq!(p.n_panels, 2);
         assert_eq!(p.panel_len(), 3 * 8);
         let p0 = p.panel(0);
@@ -179,9 +198,30 @@ mod tests {
     fn wide_panels_cover_consecutive_columns() {
         let cols = 5;
         let src: Vec<f32> = (0..3 * cols).map(|v| v as f32).collect();
-        let p = Panels::pack(&src, 3, PanelKind::Wide { cols }, None, 1);
+        let p = Panels::pack(&src, 3, PanelKind::Wide { cols }, None, 1, false);
         assert_eq!(p.n_panels, 2);
         assert_eq!(&p.panel(0)[4..8], &[5.0, 6.0, 7.0, 8.0]);
         assert_eq!(&p.panel(1)[4..8], &[9.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn split_panels_store_each_half_contiguously() {
+        // k = 3 rows, h = 2 units, U = 2 lanes: 1 panel of bias + 3 rows.
+        let h = 2;
+        let src: Vec<f32> = (0..3 * 4 * h).map(|v| v as f32 + 1.0).collect();
+        let bias: Vec<f32> = (0..4 * h).map(|v| -(v as f32) - 1.0).collect();
+        let plain = Panels::pack(&src, 3, PanelKind::Gates { h }, Some(&bias), 2, false);
+        let split = Panels::pack(&src, 3, PanelKind::Gates { h }, Some(&bias), 2, true);
+        let (a, b) = (plain.panel(0), split.panel(0));
+        assert_eq!(&a[..8], &b[..8], "the bias row is not split");
+        for r in 0..3 {
+            for v in 0..4 {
+                for l in 0..2 {
+                    let want = a[8 + r * 8 + v * 2 + l];
+                    let got = b[8 + (v / 2) * 3 * 4 + r * 4 + (v % 2) * 2 + l];
+                    assert_eq!(got, want, "row {r} vector {v} lane {l}");
+                }
+            }
+        }
     }
 }

@@ -44,3 +44,67 @@ pub(crate) unsafe fn tile<S: Simd, const MR: usize>(
         }
     }
 }
+
+/// Hints the core to fetch the line holding `p` into L1. Never faults, for
+/// any address (prefetches past the panel's end are harmless).
+#[inline(always)]
+fn prefetch(p: *const f32) {
+    // SAFETY: a prefetch has no architectural effect and cannot fault;
+    // SSE is baseline on x86-64.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// [`tile`] over a split panel body (see `crate::pack`): two passes, gate
+/// vectors 0–1 then 2–3, each streaming its contiguous half, with `MR × 2`
+/// accumulators live instead of `MR × 4`. With 16 registers (AVX2) this
+/// fits 6 rows — 12 independent FMA chains, more than the 8 (2 pipes × 4
+/// cycles) that keep both FMA pipes busy, where one pass fits only 2 rows
+/// (exactly 8, no slack). Same contract as [`tile`], except that `panel`
+/// points at a split body of `k` rows.
+///
+/// # Safety
+/// As [`tile`].
+#[inline(always)]
+pub(crate) unsafe fn tile_halves<S: Simd, const MR: usize>(
+    k: usize,
+    a: &[*const f32; MR],
+    panel: *const f32,
+    acc: &mut Acc<S, MR>,
+) {
+    let l = S::LANES;
+    // SAFETY: the caller guarantees the reads are in bounds (each half is
+    // k rows of 2 vectors) and the ISA.
+    unsafe {
+        for half in 0..2 {
+            let v0 = 2 * half;
+            let mut c: [[S::V; 2]; MR] = [[S::splat(0.0); 2]; MR];
+            for r in 0..MR {
+                c[r] = [acc[r][v0], acc[r][v0 + 1]];
+            }
+            let mut bp = panel.add(half * k * 2 * l);
+            for kk in 0..k {
+                // 32 rows (2 KiB on AVX2) ahead; B=64, H=512, % of the AVX2
+                // peak in one run: none 82.3%, 16 rows 83.3%, 32 rows 85.5–
+                // 86.9%, 64 rows 86.1%. (H=512 panels outgrow L1.)
+                prefetch(bp.wrapping_add(32 * 2 * l));
+                let b0 = S::load(bp);
+                let b1 = S::load(bp.add(l));
+                for r in 0..MR {
+                    let av = S::splat(*a[r].add(kk));
+                    c[r][0] = S::fmadd(av, b0, c[r][0]);
+                    c[r][1] = S::fmadd(av, b1, c[r][1]);
+                }
+                bp = bp.add(2 * l);
+            }
+            for r in 0..MR {
+                acc[r][v0] = c[r][0];
+                acc[r][v0 + 1] = c[r][1];
+            }
+        }
+    }
+}

@@ -59,15 +59,17 @@ impl KernelIsa for Avx512 {
 }
 #[cfg(target_arch = "x86_64")]
 impl KernelIsa for Avx2 {
-    // 2 × 4 ymm accumulators + 4 weight vectors + 1 broadcast ≤ 16 registers.
-    // Measured at B=64, H=512 (% of the AVX2 peak): this 78–80%; 6 rows in
-    // two passes of 2 vectors (12 FMA chains), K-blocked, prefetched: 75–77%;
-    // 3 rows with the weights re-read from L1 per row: 65%; 3 rows with 3
-    // weight vectors in registers and the 4th re-read: 40% (one
-    // accumulator spills, a store-to-load chain per k).
-    const MR: usize = 2;
+    // Two passes over split panels (`gemm::tile_halves`): 6 rows × 2 ymm
+    // accumulators + 2 weight vectors + 1 broadcast ≤ 16 registers, 12 FMA
+    // chains. Measured at B=64, H=512 (% of the AVX2 peak, one run): this
+    // 85.5–86.9%; one pass of 2 rows × 4 vectors (8 chains, the previous
+    // kernel) 79.5%; the same two passes over plain panels (strided halves),
+    // K-blocked and prefetched: 75–77%; 3 rows with the weights re-read
+    // from L1 per row: 65%; 3 rows with 3 weight vectors in registers and
+    // the 4th re-read: 40% (an accumulator spills).
+    const MR: usize = 6;
 
-    // 13 of 16 ymm registers are live in the loop: inlined into a fused
+    // 15 of 16 ymm registers are live in the loop: inlined into a fused
     // kernel, whatever the epilogue keeps live around it can make the
     // register allocator spill an accumulator (seen: 41% of peak instead
     // of 80%). As a function of its own the loop's allocation is fixed.
@@ -101,7 +103,7 @@ unsafe fn tile_avx2<const MR: usize>(
     acc: &mut gemm::Acc<Avx2, MR>,
 ) {
     // SAFETY: forwarded from the caller.
-    unsafe { gemm::tile::<Avx2, MR>(k, a, panel, acc) }
+    unsafe { gemm::tile_halves::<Avx2, MR>(k, a, panel, acc) }
 }
 impl KernelIsa for Portable {
     const MR: usize = 2;
@@ -266,12 +268,16 @@ impl Packed {
         choice: KernelChoice,
     ) -> Result<Packed> {
         let kernel = Self::pick_kernel(cfg, isa, choice)?;
-        let mut p = Packed::new(cfg, w, isa, kernel.map_or(isa.lanes(), |k| k.lanes));
+        let u = kernel.map_or(isa.lanes(), |k| k.lanes);
+        // The AVX2 microkernel runs in two passes over split panels (see
+        // `gemm::tile_halves`); register-resident small kernels read plain ones.
+        let halves = isa == Isa::Avx2 && kernel.is_none_or(|k| !k.small);
+        let mut p = Packed::new(cfg, w, isa, u, halves);
         p.kernel = kernel;
         Ok(p)
     }
 
-    fn new(cfg: &LstmConfig, w: &LstmWeights, isa: Isa, u: usize) -> Packed {
+    fn new(cfg: &LstmConfig, w: &LstmWeights, isa: Isa, u: usize, halves: bool) -> Packed {
         let (n, h, r) = (cfg.n_input, cfg.n_hidden, cfg.n_recurrent());
         let cols = 4 * h;
         // The run-time forget bias is folded into the packed bias (one more
@@ -286,8 +292,16 @@ impl Packed {
             PanelKind::Gates { h },
             Some(&bias),
             u,
+            halves,
         );
-        let wh = Panels::pack(&w.gates[n * cols..], r, PanelKind::Gates { h }, None, u);
+        let wh = Panels::pack(
+            &w.gates[n * cols..],
+            r,
+            PanelKind::Gates { h },
+            None,
+            u,
+            halves,
+        );
         let hp_pad = h.div_ceil(u) * u;
         let diag = w.peep_diag.as_ref().map(|d| {
             let mut buf = AlignedBuf::zeros(3 * hp_pad);
@@ -298,7 +312,14 @@ impl Packed {
             buf
         });
         let proj = match (cfg.projection, &w.w_p) {
-            (Some(r), Some(wp)) => Some(Panels::pack(wp, h, PanelKind::Wide { cols: r }, None, u)),
+            (Some(r), Some(wp)) => Some(Panels::pack(
+                wp,
+                h,
+                PanelKind::Wide { cols: r },
+                None,
+                u,
+                halves,
+            )),
             _ => None,
         };
         let variants = Variants {
@@ -310,9 +331,14 @@ impl Packed {
             input_forget: cfg.input_forget,
         };
         let vo = match (cfg.peephole, &w.v_o) {
-            (Peephole::Matrix, Some(v)) => {
-                Some(Panels::pack(v, h, PanelKind::Wide { cols: h }, None, u))
-            }
+            (Peephole::Matrix, Some(v)) => Some(Panels::pack(
+                v,
+                h,
+                PanelKind::Wide { cols: h },
+                None,
+                u,
+                halves,
+            )),
             _ => None,
         };
         let head = match (&w.w_h, &w.b_h) {
@@ -322,6 +348,7 @@ impl Packed {
                 PanelKind::Wide { cols: bh.len() },
                 Some(bh),
                 u,
+                halves,
             )),
             _ => None,
         };
