@@ -106,6 +106,36 @@ fn edge_shapes() {
     }
 }
 
+/// Batches above 64 rows run as several chunks, one after another on one
+/// thread (cache blocking): still within the bound, and bitwise equal to
+/// the same batch on 2 threads (other chunks).
+#[test]
+fn large_batches_run_in_chunks_exactly() {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (n, h, head, peep) in [(9, 17, None, false), (12, 33, Some(5), true)] {
+        let case = Case::new(config(n, h, head, peep), 130, 3, 77, 1.0);
+        for isa in Isa::all_available() {
+            let model = case.model().with_isa(isa).unwrap();
+            let before = kernel_runs(isa);
+            let one = case.run_forward(&model);
+            assert!(
+                kernel_runs(isa) - before >= 3,
+                "{isa}: 130 rows must run as at least 3 chunks"
+            );
+            check_run(&case, &one).unwrap_or_else(|e| panic!("{isa} h={h}: {e}"));
+            let two = case.run_forward(
+                &model
+                    .clone()
+                    .with_threads(2)
+                    .unwrap()
+                    .with_parallel_threshold(0.0),
+            );
+            assert_eq!(bits(&one.0), bits(&two.0), "{isa} h={h}: 2 threads");
+            assert_eq!(bits(&one.1), bits(&two.1), "{isa} h={h}: c");
+        }
+    }
+}
+
 /// The bound is tight enough to catch real mistakes: a single weight off by
 /// 1e-3, or the output gate using the old c instead of the new one, fails.
 #[test]
