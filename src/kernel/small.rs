@@ -44,9 +44,10 @@ const MAX_H: usize = 16;
 #[inline(always)]
 pub(crate) unsafe fn run_lanes<S: KernelIsa, D: Dims>(job: &Job) {
     // Balanced groups of at most GROUP rows (4 rows: 2, 2). Three
-    // interleaved rows measured fastest (B=10: 518 ns/step vs 561 with 2,
-    // 654 with 5, 649 with 8): enough independent chains to hide the
-    // activations' latency without spilling registers.
+    // interleaved rows measured fastest (in a build where this layout also
+    // ran B=10: 518 ns/step vs 561 with groups of 2, 654 of 5, 649 of 8):
+    // enough independent chains to hide the activations' latency without
+    // spilling registers.
     const GROUP: usize = 3;
     let groups = job.rows.div_ceil(GROUP);
     let mut r0 = 0;
