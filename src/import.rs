@@ -569,7 +569,11 @@ fn onnx_cells(path: &Path) -> Result<Vec<(LstmConfig, LstmWeights)>> {
         match graph.initializer.iter().find(|t| &t.name == name) {
             Some(t) => onnx_tensor(path, t).map(Some),
             None => Err(Error::MissingTensor {
-                tensor: format!("{what} (`{name}`)"),
+                tensor: if name == what {
+                    what.to_string()
+                } else {
+                    format!("{what} (named `{name}`)")
+                },
                 source_name: format!("{}'s initializers (it must be a constant)", path.display()),
             }),
         }

@@ -726,3 +726,38 @@ fn cli_survives_a_closed_stdout() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// Crafted ONNX models (`tools/make_bad_onnx.py`), each one way off a valid
+/// forward LSTM: every one is an error that names what is wrong, for both
+/// the single-layer and the stack importer.
+#[test]
+fn bad_onnx_models_are_errors() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/bad_onnx");
+    let cases = [
+        ("w_not_initializer", "must be a constant"),
+        ("direction_reverse", "direction `reverse`"),
+        ("custom_activations", "Relu"),
+        ("layout_batch_first", "layout=1"),
+        ("hidden_size_zero", "hidden_size 0"),
+        ("wrong_w_shape", "W in"),
+        ("two_lstm_nodes", "2 LSTM nodes"),
+        ("no_lstm_node", "no LSTM node"),
+        ("int_weights", "data type"),
+    ];
+    for (name, want) in cases {
+        let path = dir.join(format!("{name}.onnx"));
+        assert!(path.exists(), "{}", path.display());
+        let e = lstm_kernels::import::onnx(&path).unwrap_err().to_string();
+        assert!(
+            e.contains(want) && e.contains(name),
+            "{name}: `{e}` should name the file and say `{want}`"
+        );
+        let e = lstm_kernels::import::onnx_stack(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(want),
+            "{name} (stack): `{e}` should say `{want}`"
+        );
+    }
+}
