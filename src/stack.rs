@@ -369,13 +369,16 @@ fn run_direction(
         let need = seg * rows * n + seg * rows * p;
         let buf = grow(xg, need);
         let (xs, ys) = buf.split_at_mut(seg * rows * n);
+        let time = |smp: usize, s: usize| {
+            if reverse {
+                lens(smp) - 1 - (s0 + s)
+            } else {
+                s0 + s
+            }
+        };
         for s in 0..seg {
             for (i, &smp) in order[..rows].iter().enumerate() {
-                let tt = if reverse {
-                    lens(smp) - 1 - (s0 + s)
-                } else {
-                    s0 + s
-                };
+                let tt = time(smp, s);
                 xs[(s * rows + i) * n..(s * rows + i + 1) * n]
                     .copy_from_slice(&x[(tt * b + smp) * n..(tt * b + smp + 1) * n]);
             }
@@ -383,11 +386,7 @@ fn run_direction(
         model.forward_prefix(st, rows, xs, ys);
         for s in 0..seg {
             for (i, &smp) in order[..rows].iter().enumerate() {
-                let tt = if reverse {
-                    lens(smp) - 1 - (s0 + s)
-                } else {
-                    s0 + s
-                };
+                let tt = time(smp, s);
                 y[(tt * b + smp) * p..(tt * b + smp + 1) * p]
                     .copy_from_slice(&ys[(s * rows + i) * p..(s * rows + i + 1) * p]);
             }

@@ -5,7 +5,7 @@
 //! `#[inline(always)]` so that it is compiled with the wrapper's features.
 
 use super::gemm::Acc;
-use super::{Dims, KernelIsa, Packed, Shape, SpinBarrier};
+use super::{Balanced, Dims, KernelIsa, Packed, Shape, SpinBarrier};
 use crate::activation::{sigmoid, tanh};
 use crate::simd::Simd;
 
@@ -73,6 +73,13 @@ macro_rules! with_mr {
             _ => $f::<$S, $D, 6>($($arg),*),
         }
     };
+}
+
+/// Pointers to rows `r0..r0+MR` of a row-major matrix at `base` with
+/// rows of `stride` floats (the `a` operand of a tile).
+#[inline(always)]
+fn row_ptrs<const MR: usize>(base: *const f32, r0: usize, stride: usize) -> [*const f32; MR] {
+    std::array::from_fn(|r| base.wrapping_add((r0 + r) * stride))
 }
 
 /// Loads `n ≤ LANES` floats (the rest zero).
@@ -171,11 +178,10 @@ unsafe fn gate_tile<S: KernelIsa, D: Dims, const MR: usize>(
     // [rows, R], m_full [rows, H], xw [tb, rows, 4hp], o_pre [rows, hw ≥ hp],
     // diag [3][hp]; units j0..j0+n < H.
     unsafe {
-        let mut a = [std::ptr::null::<f32>(); MR];
+        let a = row_ptrs::<MR>(m_cur, r0, rr);
         let mut acc: Acc<S, MR> = [[S::splat(0.0); 4]; MR];
-        for r in 0..MR {
-            a[r] = m_cur.add((r0 + r) * rr);
-            acc[r] = load4::<S>(job.xw.add((s * job.rows + r0 + r) * 4 * d.hp + p * 4 * l));
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            *acc_r = load4::<S>(job.xw.add((s * job.rows + r0 + r) * 4 * d.hp + p * 4 * l));
         }
         S::tile::<MR>(rr, &a, pk.wh.panel(p).as_ptr(), &mut acc);
         let j0 = p * l;
@@ -253,10 +259,7 @@ unsafe fn proj_tile<S: KernelIsa, D: Dims, const MR: usize>(
     let Some(wp) = pk.proj.as_ref() else { return };
     // SAFETY: m_full rows are [H], m_next rows [R]; the panel holds H rows.
     unsafe {
-        let mut a = [std::ptr::null::<f32>(); MR];
-        for (r, ar) in a.iter_mut().enumerate() {
-            *ar = job.m_full.add((r0 + r) * h);
-        }
+        let a = row_ptrs::<MR>(job.m_full, r0, h);
         let mut acc: Acc<S, MR> = [[S::splat(0.0); 4]; MR];
         S::tile::<MR>(h, &a, wp.panel(q).as_ptr(), &mut acc);
         for (r, y) in acc.iter().enumerate() {
@@ -290,11 +293,10 @@ unsafe fn peephole_tile<S: KernelIsa, D: Dims, const MR: usize>(
     let Some(vo) = pk.vo.as_ref() else { return };
     // SAFETY: as in `gate_tile`; o_pre rows are hw ≥ (q+1)·4·LANES long.
     unsafe {
-        let mut a = [std::ptr::null::<f32>(); MR];
+        let a = row_ptrs::<MR>(job.c, r0, h);
         let mut acc: Acc<S, MR> = [[S::splat(0.0); 4]; MR];
-        for r in 0..MR {
-            a[r] = job.c.add((r0 + r) * h).cast_const();
-            acc[r] = load4::<S>(job.o_pre.add((r0 + r) * d.hw + q * 4 * l));
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            *acc_r = load4::<S>(job.o_pre.add((r0 + r) * d.hw + q * 4 * l));
         }
         S::tile::<MR>(h, &a, vo.panel(q).as_ptr(), &mut acc);
         for (r, o) in acc.iter().enumerate() {
@@ -334,10 +336,7 @@ unsafe fn head_tile<S: KernelIsa, D: Dims, const MR: usize>(
     // SAFETY: out holds [T, batch, n_out]; the head panel a bias row and H rows.
     unsafe {
         let panel = wh.panel(q).as_ptr();
-        let mut a = [std::ptr::null::<f32>(); MR];
-        for (r, ar) in a.iter_mut().enumerate() {
-            *ar = m_next.add((r0 + r) * h);
-        }
+        let a = row_ptrs::<MR>(m_next, r0, h);
         let bias = load4::<S>(panel);
         let mut acc: Acc<S, MR> = [bias; MR];
         S::tile::<MR>(h, &a, panel.add(4 * l), &mut acc);
@@ -354,26 +353,13 @@ unsafe fn head_tile<S: KernelIsa, D: Dims, const MR: usize>(
     }
 }
 
-/// Runs `$body` for row blocks `($r0, $nr)` covering `$rows` rows with as
-/// few blocks of at most `S::MR` rows as possible, balanced (32 rows on
-/// AVX-512: 6,6,5,5,5,5, not 6,6,6,6,6,2) so that no block is a sliver. A
-/// macro, not a closure, so it is compiled inside the ISA wrapper. Block
-/// sizes never change a row's arithmetic, only which rows share a tile.
+/// Runs `$body` for the row blocks `($r0, $nr)` of `$rows` rows: parts of
+/// at most `S::MR` rows, balanced (see [`Balanced`]). A macro, not a
+/// closure, so that `$body` is compiled inside the ISA wrapper.
 macro_rules! row_blocks {
     ($S:ty, $rows:expr, |$r0:ident, $nr:ident| $body:expr) => {{
-        let rows = $rows;
-        let mr = <$S as KernelIsa>::MR;
-        let blocks = rows.div_ceil(mr);
-        let (base, extra) = if blocks == 0 {
-            (0, 0)
-        } else {
-            (rows / blocks, rows % blocks)
-        };
-        let mut $r0 = 0;
-        for blk in 0..blocks {
-            let $nr = base + usize::from(blk < extra);
+        for ($r0, $nr) in Balanced::new($rows, <$S as KernelIsa>::MR) {
             $body;
-            $r0 += $nr;
         }
     }};
 }

@@ -25,7 +25,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::cell::Job;
-use super::{Dims, KernelIsa, Shape};
+use super::{Balanced, Dims, KernelIsa, Shape};
 use crate::activation::{sigmoid, tanh};
 use crate::simd::Simd;
 
@@ -49,10 +49,7 @@ pub(crate) unsafe fn run_lanes<S: KernelIsa, D: Dims>(job: &Job) {
     // enough independent chains to hide the activations' latency without
     // spilling registers.
     const GROUP: usize = 3;
-    let groups = job.rows.div_ceil(GROUP);
-    let mut r0 = 0;
-    for gi in 0..groups {
-        let nr = job.rows / groups + usize::from(gi < job.rows % groups);
+    for (r0, nr) in Balanced::new(job.rows, GROUP) {
         // SAFETY: forwarded from the caller; rows r0..r0+nr are the job's.
         unsafe {
             match nr {
@@ -61,7 +58,6 @@ pub(crate) unsafe fn run_lanes<S: KernelIsa, D: Dims>(job: &Job) {
                 _ => group::<S, D, 3>(job, r0),
             }
         }
-        r0 += nr;
     }
 }
 
@@ -77,10 +73,7 @@ pub(crate) unsafe fn run_lanes<S: KernelIsa, D: Dims>(job: &Job) {
 pub(crate) unsafe fn run_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job) {
     // On this Zen 5 512-bit FMAs issue at half rate: 8 rows took 162 ns
     // per step in 256-bit vectors, 252 in 512-bit.
-    let groups = job.rows.div_ceil(B::LANES);
-    let mut r0 = 0;
-    for gi in 0..groups {
-        let nr = job.rows / groups + usize::from(gi < job.rows % groups);
+    for (r0, nr) in Balanced::new(job.rows, B::LANES) {
         // SAFETY: forwarded from the caller; rows r0..r0+nr are the job's.
         unsafe {
             if nr <= S::LANES {
@@ -89,7 +82,6 @@ pub(crate) unsafe fn run_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job) {
                 group_batch::<S, B, D>(job, r0, nr)
             }
         };
-        r0 += nr;
     }
 }
 
