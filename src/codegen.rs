@@ -14,9 +14,11 @@
 
 use std::fmt::Write;
 
-/// Shapes specialized by default: the seed's cell, and H = 64…512 with
-/// input = hidden.
-pub const DEFAULT_SHAPES: &str = "7x5h3p,64x64,128x128,256x256,512x512";
+/// Shapes specialized by default: the seed's cell, H = 64…512 with
+/// input = hidden, and one small cell without head or peephole (24 → 8,
+/// so that the register-resident kernels' plain-output path is built and
+/// tested too).
+pub const DEFAULT_SHAPES: &str = "7x5h3p,24x8,64x64,128x128,256x256,512x512";
 
 /// The environment variable a dependent crate sets to add shapes.
 pub const SHAPES_ENV: &str = "LSTM_KERNELS_SHAPES";
