@@ -1,33 +1,64 @@
 //! Vectorised σ and tanh for the fused epilogues.
 //!
-//! Method: one rational function, `tanh(a) ≈ a·P(s)/Q(s)` on `a ∈ [0, A]`
-//! with `s = (a/A)²`, `A = 9.5` and `P`, `Q` of degree 4 (a weighted
-//! least-squares minimax fit of `tanh` by `tools/fit_tanh.py`; approximation
-//! error 4.7e-8). `P` and `Q` are evaluated by Estrin's scheme, so the
-//! whole function is one short dependency chain (a multiply, two levels of
-//! FMA, a divide): latency, not throughput, bounds small cells, whose every
-//! step waits on two activations.
+//! Method: one rational function, `tanh(x) ≈ x·P(x²)/Q(x²)` on
+//! `|x| ≤ A = 9.5`, `P` and `Q` of degree 4 (a weighted least-squares
+//! minimax fit of `tanh` by `tools/fit_tanh.py`; approximation error
+//! 4.7e-8). `P` and `Q` are evaluated by Estrin's scheme, so the whole
+//! function is one short dependency chain (a clamp, two multiplies, two
+//! levels of FMA, a multiply, a divide, a clamp): latency, not throughput,
+//! bounds small cells, whose every step waits on two activations.
 //!
-//! * `tanh(x) = sign(x) · min(1, t(|x|))`, `|x|` clamped to `A` (where
-//!   `1 − tanh < 1.2e-8`); keeps the sign of ±0.
-//! * `σ(x) = ½ + ½·tanh(x/2)`, the same `t` at `|x|/2`; `σ(0) = ½`,
-//!   `σ(±∞) ∈ {0, 1}` exactly.
+//! * `tanh(x)`: `x` clamped to `[−A, A]` (where `1 − tanh < 1.2e-8`), the
+//!   result to `[−1, 1]`. The function is odd, so no sign handling: ±0
+//!   stay ±0.
+//! * `σ(x) = ½ + ½·tanh(x/2)`, the same function with its coefficients
+//!   rescaled by powers of two (exact): `x` clamped to `[−2A, 2A]`,
+//!   `½·tanh(x/2)` to `[−½, ½]`; `σ(0) = ½`, `σ(±∞) ∈ {0, 1}` exactly.
 //!
-//! Both propagate NaN. Measured maximum absolute error over a sweep of all
-//! f32 (see the tests): tanh 3.1e-7 (3.5e-7 on the portable path, whose
-//! `fmadd` may not fuse) and σ 1.9e-7 — rounding in `P` and `Q` dominates —
-//! under [`crate::ACTIVATION_MAX_ABS_ERROR`] (1e-6) on every ISA path. The
-//! exp-based version this replaced had 9e-8, but a dependency chain 1.8× as
-//! long.
+//! Both propagate NaN (the clamps keep it). Measured maximum absolute error
+//! over a sweep of all f32 (see the tests): tanh 2.9e-7 (3.3e-7 on the
+//! portable path, whose `fmadd` may not fuse) and σ 1.7e-7 (1.9e-7) — rounding in
+//! `P` and `Q` dominates — under [`crate::ACTIVATION_MAX_ABS_ERROR`] (1e-6)
+//! on every ISA path. The exp-based version this replaced had 9e-8, but a
+//! dependency chain 1.8× as long. (An earlier form took `|x|/A` and
+//! restored the sign: 2 more instructions, 4–5 cycles more latency.)
 
 use crate::simd::Simd;
 
 /// Clamp point `A` of `|x|` for tanh.
 const A: f32 = 9.5;
-/// `P(s)` coefficients, `s⁰` first (the factor `A` folded in).
-const P: [f32; 5] = [9.499_998, 114.387_07, 266.889_3, 138.705, 7.784_885];
-/// `Q(s)` coefficients, `s⁰` first.
-const Q: [f32; 5] = [1.0, 42.124_027, 209.321_44, 235.997_67, 48.823_105];
+/// tanh: `P(x²)` coefficients, `x⁰` first (`tools/fit_tanh.py`).
+const TANH_P: [f32; 5] = [
+    0.999_999_8,
+    0.133_415_45,
+    0.003_449_158_3,
+    1.986_217_8e-5,
+    1.235_207e-8,
+];
+/// tanh: `Q(x²)` coefficients.
+const TANH_Q: [f32; 5] = [
+    1.0,
+    0.466_748_2,
+    0.025_699_181,
+    0.000_321_045_14,
+    7.359_300_3e-7,
+];
+/// σ: `P(x²)` of `½·tanh(x/2)`: `TANH_P[k] / (4·4ᵏ)`.
+const SIGMOID_P: [f32; 5] = [
+    0.249_999_96,
+    0.008_338_465,
+    5.389_31e-5,
+    7.758_663_4e-8,
+    1.206_256_9e-11,
+];
+/// σ: `Q(x²)` of `½·tanh(x/2)`: `TANH_Q[k] / 4ᵏ`.
+const SIGMOID_Q: [f32; 5] = [
+    1.0,
+    0.116_687_05,
+    0.001_606_198_8,
+    5.016_330_3e-6,
+    2.874_726_7e-9,
+];
 
 /// `c₀ + c₁s + c₂s² + c₃s³ + c₄s⁴` by Estrin's scheme (`s2 = s²`).
 #[inline(always)]
@@ -41,19 +72,19 @@ unsafe fn estrin<S: Simd>(c: &[f32; 5], s: S::V, s2: S::V) -> S::V {
     }
 }
 
-/// `min(1, tanh(A·u))` for `u = |x|/A ≥ 0` (unclamped). A NaN `u` flows
-/// through every operation (the `min`s keep it), so no separate NaN test
-/// is needed.
+/// `clamp(x·P(x²)/Q(x²), −out, out)` for `x` clamped to `[−lim, lim]`. A
+/// NaN `x` flows through every operation (the clamps keep it), so no
+/// separate NaN test is needed.
 #[inline(always)]
-unsafe fn tanh_scaled<S: Simd>(u: S::V) -> S::V {
+unsafe fn rational<S: Simd>(x: S::V, p: &[f32; 5], q: &[f32; 5], lim: f32, out: f32) -> S::V {
     // SAFETY: the caller guarantees the ISA.
     unsafe {
-        let u = S::min(u, 1.0);
-        let s = S::mul(u, u);
+        let x = S::clamp(x, -lim, lim);
+        let s = S::mul(x, x);
         let s2 = S::mul(s, s);
-        let p = estrin::<S>(&P, s, s2);
-        let q = estrin::<S>(&Q, s, s2);
-        S::min(S::div(S::mul(u, p), q), 1.0)
+        let n = estrin::<S>(p, s, s2);
+        let d = estrin::<S>(q, s, s2);
+        S::clamp(S::div(S::mul(x, n), d), -out, out)
     }
 }
 
@@ -65,9 +96,8 @@ unsafe fn tanh_scaled<S: Simd>(u: S::V) -> S::V {
 pub(crate) unsafe fn sigmoid<S: Simd>(x: S::V) -> S::V {
     // SAFETY: the caller guarantees the ISA.
     unsafe {
-        let t = tanh_scaled::<S>(S::mul(S::abs(x), S::splat(0.5 / A)));
-        let half = S::splat(0.5);
-        S::fmadd(S::or_sign(t, x), half, half)
+        let t = rational::<S>(x, &SIGMOID_P, &SIGMOID_Q, 2.0 * A, 0.5);
+        S::add(t, S::splat(0.5))
     }
 }
 
@@ -78,10 +108,7 @@ pub(crate) unsafe fn sigmoid<S: Simd>(x: S::V) -> S::V {
 #[inline(always)]
 pub(crate) unsafe fn tanh<S: Simd>(x: S::V) -> S::V {
     // SAFETY: the caller guarantees the ISA.
-    unsafe {
-        let t = tanh_scaled::<S>(S::mul(S::abs(x), S::splat(1.0 / A)));
-        S::or_sign(t, x)
-    }
+    unsafe { rational::<S>(x, &TANH_P, &TANH_Q, A, 1.0) }
 }
 
 #[cfg(test)]

@@ -406,10 +406,10 @@ mod tests {
     #[test]
     fn list_adds_to_defaults_and_only_replaces() {
         let d = shape_list("").unwrap();
-        assert_eq!(d.len(), 5);
+        assert_eq!(d.len(), 6);
         let more = shape_list(" 40x128 , 7x5h3p,").unwrap();
-        assert_eq!(more.len(), 6, "duplicates are dropped");
-        assert_eq!(more[5].tag(), "40x128");
+        assert_eq!(more.len(), 7, "duplicates are dropped");
+        assert_eq!(more[6].tag(), "40x128");
         assert_eq!(shape_list("only:").unwrap().len(), 0);
         assert_eq!(
             shape_list("only:3x4").unwrap(),

@@ -84,21 +84,6 @@ impl Simd for Avx2 {
         unsafe { _mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), x)) }
     }
     #[inline(always)]
-    unsafe fn min(x: __m256, hi: f32) -> __m256 {
-        // SAFETY: see the impl comment; `x` last keeps a NaN.
-        unsafe { _mm256_min_ps(_mm256_set1_ps(hi), x) }
-    }
-    #[inline(always)]
-    unsafe fn abs(x: __m256) -> __m256 {
-        // SAFETY: see the impl comment.
-        unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), x) }
-    }
-    #[inline(always)]
-    unsafe fn or_sign(r: __m256, s: __m256) -> __m256 {
-        // SAFETY: see the impl comment.
-        unsafe { _mm256_or_ps(r, _mm256_and_ps(s, _mm256_set1_ps(-0.0))) }
-    }
-    #[inline(always)]
     unsafe fn gather(p: *const f32, stride: usize, n: usize) -> __m256 {
         // SAFETY: see the impl comment; masked-off lanes read nothing.
         unsafe {

@@ -77,24 +77,6 @@ impl Simd for Avx512 {
         unsafe { _mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), x)) }
     }
     #[inline(always)]
-    unsafe fn min(x: __m512, hi: f32) -> __m512 {
-        // SAFETY: see the impl comment; `x` last keeps a NaN.
-        unsafe { _mm512_min_ps(_mm512_set1_ps(hi), x) }
-    }
-    #[inline(always)]
-    unsafe fn abs(x: __m512) -> __m512 {
-        // SAFETY: see the impl comment.
-        unsafe { _mm512_abs_ps(x) }
-    }
-    #[inline(always)]
-    unsafe fn or_sign(r: __m512, s: __m512) -> __m512 {
-        // SAFETY: see the impl comment.
-        unsafe {
-            let sign = _mm512_and_si512(_mm512_castps_si512(s), _mm512_set1_epi32(i32::MIN));
-            _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(r), sign))
-        }
-    }
-    #[inline(always)]
     unsafe fn gather(p: *const f32, stride: usize, n: usize) -> __m512 {
         // SAFETY: see the impl comment; masked-off lanes read nothing.
         unsafe {

@@ -64,12 +64,6 @@ pub trait Simd: Copy + Send + Sync + 'static {
     unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     /// `min(hi, max(lo, x))`, returning NaN for a NaN `x`.
     unsafe fn clamp(x: Self::V, lo: f32, hi: f32) -> Self::V;
-    /// `min(x, hi)`, returning NaN for a NaN `x`.
-    unsafe fn min(x: Self::V, hi: f32) -> Self::V;
-    /// `|x|`.
-    unsafe fn abs(x: Self::V) -> Self::V;
-    /// `r` with the sign bit of `s` or-ed in (for `r ≥ 0`: `copysign`).
-    unsafe fn or_sign(r: Self::V, s: Self::V) -> Self::V;
     /// Lane `i < min(n, LANES)` = `*p.add(i · stride)`, other lanes 0 (read
     /// nothing); `LANES · stride` must fit in an `i32`.
     unsafe fn gather(p: *const f32, stride: usize, n: usize) -> Self::V;

@@ -9,12 +9,6 @@ use super::Simd;
 #[derive(Clone, Copy, Debug)]
 pub struct Portable;
 
-#[inline(always)]
-fn map2(a: f32x8, b: f32x8, f: impl Fn(f32, f32) -> f32) -> f32x8 {
-    let (a, b) = (a.to_array(), b.to_array());
-    f32x8::from(std::array::from_fn::<f32, 8, _>(|i| f(a[i], b[i])))
-}
-
 // SAFETY (all methods): no CPU feature is needed; pointer methods rely on
 // the caller's guarantee of validity for 8 (or n) floats.
 impl Simd for Portable {
@@ -73,21 +67,6 @@ impl Simd for Portable {
     unsafe fn clamp(x: f32x8, lo: f32, hi: f32) -> f32x8 {
         let a = x.to_array();
         f32x8::from(a.map(|v| if v.is_nan() { v } else { v.clamp(lo, hi) }))
-    }
-    #[inline(always)]
-    unsafe fn min(x: f32x8, hi: f32) -> f32x8 {
-        // `v > hi` is false for NaN, which keeps `v`.
-        f32x8::from(x.to_array().map(|v| if v > hi { hi } else { v }))
-    }
-    #[inline(always)]
-    unsafe fn abs(x: f32x8) -> f32x8 {
-        x.abs()
-    }
-    #[inline(always)]
-    unsafe fn or_sign(r: f32x8, s: f32x8) -> f32x8 {
-        map2(r, s, |r, s| {
-            f32::from_bits(r.to_bits() | (s.to_bits() & 0x8000_0000))
-        })
     }
     #[inline(always)]
     unsafe fn gather(p: *const f32, stride: usize, n: usize) -> f32x8 {
