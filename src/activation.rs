@@ -145,9 +145,9 @@ mod tests {
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,avx512dq")]
     unsafe fn eval_avx512(xs: &[f32], sig: bool, ran: &mut &'static str) -> Vec<f32> {
-        // SAFETY: called only when AVX-512F is available.
+        // SAFETY: called only when AVX-512F and DQ are available.
         unsafe { eval_body::<crate::simd::Avx512>(xs, sig, ran) }
     }
     #[cfg(target_arch = "x86_64")]

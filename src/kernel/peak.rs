@@ -33,9 +33,9 @@ unsafe fn chains<S: Simd>(iters: usize) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512dq")]
 unsafe fn chains_avx512(iters: usize) -> f32 {
-    // SAFETY: called only when AVX-512F is available.
+    // SAFETY: called only when AVX-512F and DQ are available.
     unsafe { chains::<Avx512>(iters) }
 }
 

@@ -85,19 +85,25 @@ pub(crate) unsafe fn run_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job) {
     }
 }
 
-/// Floats in each of the batch layout's transposition buffers (16 KiB).
+/// Floats in the batch layout's input and output transposition buffers
+/// (16 KiB each).
 const BUF: usize = 4096;
-/// Most steps per transposition block.
+/// Floats in its buffer of input projections (32 KiB).
+const ZBUF: usize = 8192;
+/// Most steps per block.
 const MAX_BLOCK: usize = 32;
 
 /// Batch in lanes: samples `r0..r0+nr` (`nr ≤ B::LANES`), the whole
 /// sequence. Weights are read as scalars from the panels packed for `S`.
 ///
-/// Inputs and outputs are `[step, row, feature]` but the vectors here are
-/// `[feature][row]`: both are transposed through stack buffers a block of
-/// steps at a time, by scalar copies. Per-step gathers and scatters cost
-/// more than that: on this Zen 5, 7 gathers and 3 scatters per step were
-/// 65 of 258 ns per step for 16 rows of the seed's cell.
+/// Steps run in blocks. For each block the input projections
+/// `b + x·W_x` of all its (step, row) pairs are computed first, with the
+/// pairs packed densely across lanes, so a group of 10 rows does not pay
+/// for 16 lanes there (the recurrent part must: one vector is one
+/// quantity of the group's rows). The inputs are transposed to
+/// `[feature][step·row]` by scalar copies on the way in, and the outputs
+/// from `[feature][row]` on the way out: on this Zen 5, per-step gathers
+/// and scatters were 65 of 258 ns per step for 16 rows of the seed's cell.
 #[inline(always)]
 unsafe fn group_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job, r0: usize, nr: usize) {
     let pk = job.packed;
@@ -105,27 +111,40 @@ unsafe fn group_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job, r0: usize, nr: 
     let (l, n, h, p) = (S::LANES, d.n_in, d.h, d.n_out);
     let bl = B::LANES;
     debug_assert!(nr <= bl && n <= BATCH_MAX_IN && h <= MAX_H && p <= MAX_H);
-    // Steps per block: the inputs (n vectors a step) and outputs (p vectors
-    // a step, one slot more: a step's output is written during the next
-    // step) must fit their buffers.
-    let block = MAX_BLOCK.min(BUF / (n * bl)).min(BUF / (p * bl) - 1);
+    // Steps per block: the inputs (n·nr floats a step, dense), their
+    // projections (4h·nr floats a step, dense, plus a vector of slack per
+    // gate unit: a step's vector reads bl − nr lanes past its rows) and
+    // the outputs (p vectors a step, one slot more: a step's output is
+    // written during the next step) must fit their buffers.
+    let block = MAX_BLOCK
+        .min((BUF / n - bl) / nr)
+        .min((ZBUF / (4 * h) - bl) / nr)
+        .min(BUF / (p * bl) - 1);
+    // Stride of a gate unit's projections and of an input feature.
+    let zs = block * nr + bl;
+    let xs_stride = block * nr + bl;
     let mut xt = std::mem::MaybeUninit::<[f32; BUF]>::uninit();
+    let mut zx = std::mem::MaybeUninit::<[f32; ZBUF]>::uninit();
     let mut yt = std::mem::MaybeUninit::<[f32; BUF]>::uninit();
     let xt = xt.as_mut_ptr().cast::<f32>();
+    let zx = zx.as_mut_ptr().cast::<f32>();
     let yt = yt.as_mut_ptr().cast::<f32>();
     // SAFETY: single panels (H ≤ S::LANES) hold bias + n rows (wx), h rows
     // (wh, vo) and bias + h rows (head) of 4·l floats, unit u of gate g at
     // g·l + u; xs/out/c/m are sized as `kernel::forward` checked and rows
     // r0..r0+nr are the job's; gathers and scatters touch only their first
-    // nr lanes. `xt` holds block·n vectors, `yt` (block + 1)·p (both
-    // ≤ BUF floats, by `block`); the part of `xt` that is read is zeroed
-    // first (lanes ≥ nr stay 0), and `yt` is only read where written.
+    // nr lanes. By `block`, `xt` holds n rows of `xs_stride` floats, `zx`
+    // 4h rows of `zs` and `yt` (block + 1)·p vectors. Both `xt` and `zx`
+    // are zeroed first, so every lane read is initialised (lanes past a
+    // block's pairs hold stale or zero values, which only ever reach lanes
+    // ≥ nr, never stored); `yt` is only read where written.
     unsafe {
         let wx = pk.wx.panel(0).as_ptr();
         let wh = pk.wh.panel(0).as_ptr();
         let vo = pk.vo.as_ref().map(|v| v.panel(0).as_ptr());
         let w = |ptr: *const f32, i: usize| B::splat(*ptr.add(i));
-        std::ptr::write_bytes(xt, 0, block.min(job.steps) * n * bl);
+        std::ptr::write_bytes(xt, 0, n * xs_stride);
+        std::ptr::write_bytes(zx, 0, 4 * h * zs);
         let mut c = [B::splat(0.0); MAX_H];
         let mut m = [B::splat(0.0); MAX_H];
         for u in 0..h {
@@ -152,21 +171,24 @@ unsafe fn group_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job, r0: usize, nr: 
         let mut b0 = 0;
         while b0 < job.steps {
             let b1 = job.steps.min(b0 + block);
+            let pairs = (b1 - b0) * nr;
+            // Inputs as [feature][pair], pair = (t − b0)·nr + j.
             for t in b0..b1 {
                 for j in 0..nr {
                     let src = job.xs.add(at(t, j) * n);
+                    let q = (t - b0) * nr + j;
                     for k in 0..n {
-                        *xt.add(((t - b0) * n + k) * bl + j) = *src.add(k);
+                        *xt.add(k * xs_stride + q) = *src.add(k);
                     }
                 }
             }
-            for t in b0..b1 {
+            // Input projections b + x·W_x of every pair, bl pairs a vector:
+            // per gate unit, the bias and then the inputs in order (the
+            // generic kernel's order).
+            for q0 in (0..pairs).step_by(bl) {
                 for k in 0..n {
-                    x[k] = B::load(xt.add(((t - b0) * n + k) * bl));
+                    x[k] = B::load(xt.add(k * xs_stride + q0));
                 }
-                // One dot product per (gate, unit): 4H independent chains
-                // of n + h FMAs, each a register (the inner loops unroll,
-                // so x and m stay in registers too).
                 for g in 0..4 {
                     for u in 0..h {
                         let col = g * l + u;
@@ -174,11 +196,21 @@ unsafe fn group_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job, r0: usize, nr: 
                         for k in 0..n {
                             a = B::fmadd(x[k], w(wx, (1 + k) * 4 * l + col), a);
                         }
-                        for k in 0..h {
-                            a = B::fmadd(m[k], w(wh, k * 4 * l + col), a);
-                        }
-                        acc[g * h + u] = a;
+                        B::store(zx.add((g * h + u) * zs + q0), a);
                     }
+                }
+            }
+            for t in b0..b1 {
+                let q = (t - b0) * nr;
+                // Then the recurrent terms: 4H independent chains of h
+                // FMAs, each a register.
+                for gu in 0..4 * h {
+                    let (g, u) = (gu / h, gu % h);
+                    let mut a = B::load(zx.add(gu * zs + q));
+                    for k in 0..h {
+                        a = B::fmadd(m[k], w(wh, k * 4 * l + g * l + u), a);
+                    }
+                    acc[gu] = a;
                 }
                 // The previous step's output after this step's recurrent
                 // sums (see `group`); slot 0 holds step b0 − 1.

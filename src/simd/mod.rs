@@ -8,7 +8,7 @@
 //! its features; a non-inlined generic helper would be compiled without
 //! them and call the intrinsics out of line.
 //!
-//! * [`Avx512`]: `__m512`, 16 lanes, needs AVX-512F.
+//! * [`Avx512`]: `__m512`, 16 lanes, needs AVX-512F and AVX-512DQ.
 //! * [`Avx2`]: `__m256`, 8 lanes, needs AVX2 and FMA.
 //! * [`Portable`]: `wide::f32x8`, 8 lanes, any target.
 //!
@@ -79,7 +79,7 @@ pub trait Simd: Copy + Send + Sync + 'static {
 /// An instruction-set path of the kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Isa {
-    /// AVX-512F, 16 lanes.
+    /// AVX-512F and DQ, 16 lanes.
     Avx512 = 0,
     /// AVX2 + FMA, 8 lanes.
     Avx2 = 1,
@@ -116,7 +116,10 @@ impl Isa {
     pub fn available(self) -> bool {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            Isa::Avx512 => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+            }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => {
                 std::arch::is_x86_feature_detected!("avx2")
