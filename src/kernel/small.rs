@@ -72,7 +72,12 @@ pub(crate) unsafe fn run_lanes<S: KernelIsa, D: Dims>(job: &Job) {
 #[inline(always)]
 pub(crate) unsafe fn run_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job) {
     // On this Zen 5 512-bit FMAs issue at half rate: 8 rows took 162 ns
-    // per step in 256-bit vectors, 252 in 512-bit.
+    // per step in 256-bit vectors, 252 in 512-bit. Groups of 9–11 rows as
+    // 8 rows in 256-bit vectors with the rest interleaved step by step in
+    // the gates-in-lanes layout measured slower (10 rows: 218–225 ns vs
+    // 194; 11: 245 vs 199): the batch group's ~1000 instructions a step
+    // fill the out-of-order window, so the small group's chain does not
+    // overlap them.
     for (r0, nr) in Balanced::new(job.rows, B::LANES) {
         // SAFETY: forwarded from the caller; rows r0..r0+nr are the job's.
         unsafe {
