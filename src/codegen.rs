@@ -131,7 +131,7 @@ pub const ISAS: [IsaSpec; 3] = [
     IsaSpec {
         name: "avx512",
         variant: "Avx512",
-        feature: Some("avx512f,avx512dq"),
+        feature: Some("avx512f"),
         lanes: 16,
     },
     IsaSpec {
@@ -270,8 +270,8 @@ impl KernelSpec {
         match self.isa.feature {
             Some(f) => {
                 // AVX-512 implies AVX2 and FMA; say so for an Avx2 body.
-                let f = if v == "Avx2" && f == "avx512f,avx512dq" {
-                    "avx512f,avx512dq,avx2,fma"
+                let f = if v == "Avx2" && f == "avx512f" {
+                    "avx512f,avx2,fma"
                 } else {
                     f
                 };
@@ -448,7 +448,7 @@ mod tests {
                 && src.contains("batch: Some(batch_7x5h3p__avx512),"),
             "8-lane vectors for a 5-unit cell on AVX-512"
         );
-        assert!(src.contains("avx512f,avx512dq,avx2,fma"));
+        assert!(src.contains("avx512f,avx2,fma"));
         assert!(src.contains("cell::run::<Avx2, Dims64X64>"));
         assert!(src.contains("const HEAD: usize = 3;"));
         assert_eq!(src.matches("Specialized {").count(), 6);

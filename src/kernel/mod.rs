@@ -9,7 +9,7 @@
 //! GEMM `c·v_o` and the head GEMM. The microkernel is `gemm::tile`.
 //!
 //! ISA dispatch: `cell::run` is generic over [`KernelIsa`] and instantiated
-//! by `#[target_feature]` wrappers (AVX-512F+DQ, AVX2+FMA) and a portable one;
+//! by `#[target_feature]` wrappers (AVX-512F, AVX2+FMA) and a portable one;
 //! the model picks one ISA at construction.
 
 mod cell;
@@ -524,7 +524,7 @@ pub fn kernel_runs(isa: Isa) -> u64 {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq")]
+#[target_feature(enable = "avx512f")]
 unsafe fn run_avx512(job: &cell::Job) {
     // SAFETY: this wrapper is only called after `Isa::Avx512.available()`.
     unsafe { cell::run::<Avx512, Runtime>(job) }

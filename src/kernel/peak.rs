@@ -33,9 +33,9 @@ unsafe fn chains<S: Simd>(iters: usize) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq")]
+#[target_feature(enable = "avx512f")]
 unsafe fn chains_avx512(iters: usize) -> f32 {
-    // SAFETY: called only when AVX-512F and DQ are available.
+    // SAFETY: called only when AVX-512F is available.
     unsafe { chains::<Avx512>(iters) }
 }
 

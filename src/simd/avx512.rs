@@ -1,10 +1,10 @@
-//! [`Simd`] on AVX-512F (+DQ): `__m512`, 16 lanes, masked partial loads/stores.
+//! [`Simd`] on AVX-512F: `__m512`, 16 lanes, masked partial loads/stores.
 
 use std::arch::x86_64::*;
 
 use super::Simd;
 
-/// AVX-512F+DQ instance (16 lanes).
+/// AVX-512F instance (16 lanes).
 #[derive(Clone, Copy, Debug)]
 pub struct Avx512;
 
@@ -14,7 +14,7 @@ fn mask(n: usize) -> __mmask16 {
 }
 
 // SAFETY (all methods): the trait contract makes the caller guarantee
-// AVX-512F, AVX-512DQ and pointer validity; each body is one or a few intrinsics.
+// AVX-512F and pointer validity; each body is one or a few intrinsics.
 impl Simd for Avx512 {
     const LANES: usize = 16;
     const NAME: &'static str = "avx512";
@@ -74,15 +74,9 @@ impl Simd for Avx512 {
     unsafe fn clamp(x: __m512, lo: f32, hi: f32) -> __m512 {
         // SAFETY: see the impl comment. vmaxps/vminps return the second
         // operand when either is NaN, so `x` last keeps a NaN.
-        unsafe {
-            if lo == -hi && hi >= 0.0 {
-                // One instruction for a symmetric clamp: the smaller
-                // magnitude of x and hi, with x's sign (NaN x: NaN).
-                _mm512_range_ps::<0b0010>(x, _mm512_set1_ps(hi))
-            } else {
-                _mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), x))
-            }
-        }
+        // (vrangeps would clamp symmetrically in one instruction, but
+        // returns ±hi for a quiet NaN.)
+        unsafe { _mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), x)) }
     }
     #[inline(always)]
     unsafe fn gather(p: *const f32, stride: usize, n: usize) -> __m512 {
