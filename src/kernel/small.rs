@@ -90,8 +90,8 @@ pub(crate) unsafe fn run_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job) {
     }
 }
 
-/// Floats in the batch layout's input and output transposition buffers
-/// (16 KiB each).
+/// Floats in each of the batch layout's buffers of inputs, of `m` and of
+/// outputs (16 KiB each).
 const BUF: usize = 4096;
 /// Floats in its buffer of input projections (32 KiB).
 const ZBUF: usize = 8192;
@@ -101,14 +101,16 @@ const MAX_BLOCK: usize = 32;
 /// Batch in lanes: samples `r0..r0+nr` (`nr ≤ B::LANES`), the whole
 /// sequence. Weights are read as scalars from the panels packed for `S`.
 ///
-/// Steps run in blocks. For each block the input projections
-/// `b + x·W_x` of all its (step, row) pairs are computed first, with the
-/// pairs packed densely across lanes, so a group of 10 rows does not pay
-/// for 16 lanes there (the recurrent part must: one vector is one
-/// quantity of the group's rows). The inputs are transposed to
-/// `[feature][step·row]` by scalar copies on the way in, and the outputs
-/// from `[feature][row]` on the way out: on this Zen 5, per-step gathers
-/// and scatters were 65 of 258 ns per step for 16 rows of the seed's cell.
+/// Steps run in blocks, and only the recurrence runs step by step, one
+/// vector per quantity of the group's rows. What does not recur is done
+/// for a whole block at once with its (step, row) pairs packed densely
+/// across lanes, so a group of 10 rows does not pay for 16 lanes there:
+/// before the steps, the input projections `b + x·W_x` of every pair;
+/// after them, the head `tanh(b_h + m·w_h)` of every pair, from the `m`s
+/// the steps stored. The inputs are transposed to `[feature][pair]` and
+/// the outputs back to `[step, row, feature]` by scalar copies: on this
+/// Zen 5, per-step gathers and scatters were 65 of 258 ns per step for 16
+/// rows of the seed's cell.
 #[inline(always)]
 unsafe fn group_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job, r0: usize, nr: usize) {
     let pk = job.packed;
@@ -116,40 +118,40 @@ unsafe fn group_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job, r0: usize, nr: 
     let (l, n, h, p) = (S::LANES, d.n_in, d.h, d.n_out);
     let bl = B::LANES;
     debug_assert!(nr <= bl && n <= BATCH_MAX_IN && h <= MAX_H && p <= MAX_H);
-    // Steps per block: the inputs (n·nr floats a step, dense), their
-    // projections (4h·nr floats a step, dense, plus a vector of slack per
-    // gate unit: a step's vector reads bl − nr lanes past its rows) and
-    // the outputs (p vectors a step, one slot more: a step's output is
-    // written during the next step) must fit their buffers.
+    // Steps per block: every buffer holds rows of `stride` floats, a
+    // block's pairs plus a vector of slack (a step's vector covers bl ≥ nr
+    // lanes from its first pair): n rows of inputs, 4h of projections, h
+    // of `m`, p of outputs.
     let block = MAX_BLOCK
         .min((BUF / n - bl) / nr)
         .min((ZBUF / (4 * h) - bl) / nr)
-        .min(BUF / (p * bl) - 1);
-    // Stride of a gate unit's projections and of an input feature.
-    let zs = block * nr + bl;
-    let xs_stride = block * nr + bl;
+        .min((BUF / h.max(p) - bl) / nr);
+    let stride = block * nr + bl;
     let mut xt = std::mem::MaybeUninit::<[f32; BUF]>::uninit();
     let mut zx = std::mem::MaybeUninit::<[f32; ZBUF]>::uninit();
+    let mut mt = std::mem::MaybeUninit::<[f32; BUF]>::uninit();
     let mut yt = std::mem::MaybeUninit::<[f32; BUF]>::uninit();
     let xt = xt.as_mut_ptr().cast::<f32>();
     let zx = zx.as_mut_ptr().cast::<f32>();
+    let mt = mt.as_mut_ptr().cast::<f32>();
     let yt = yt.as_mut_ptr().cast::<f32>();
     // SAFETY: single panels (H ≤ S::LANES) hold bias + n rows (wx), h rows
     // (wh, vo) and bias + h rows (head) of 4·l floats, unit u of gate g at
     // g·l + u; xs/out/c/m are sized as `kernel::forward` checked and rows
     // r0..r0+nr are the job's; gathers and scatters touch only their first
-    // nr lanes. By `block`, `xt` holds n rows of `xs_stride` floats, `zx`
-    // 4h rows of `zs` and `yt` (block + 1)·p vectors. Both `xt` and `zx`
-    // are zeroed first, so every lane read is initialised (lanes past a
-    // block's pairs hold stale or zero values, which only ever reach lanes
-    // ≥ nr, never stored); `yt` is only read where written.
+    // nr lanes. By `block`, every buffer row access at pair q < block·nr
+    // of up to bl lanes stays within its row of `stride`. `xt` and `mt` are
+    // zeroed first, so every lane read is initialised: lanes past a
+    // block's pairs hold stale or zero values, which reach `zx` and `yt`
+    // only at pairs ≥ the block's and lanes ≥ nr, never copied out.
     unsafe {
         let wx = pk.wx.panel(0).as_ptr();
         let wh = pk.wh.panel(0).as_ptr();
         let vo = pk.vo.as_ref().map(|v| v.panel(0).as_ptr());
+        let hd = pk.head.as_ref().map(|v| v.panel(0).as_ptr());
         let w = |ptr: *const f32, i: usize| B::splat(*ptr.add(i));
-        std::ptr::write_bytes(xt, 0, n * xs_stride);
-        std::ptr::write_bytes(zx, 0, 4 * h * zs);
+        std::ptr::write_bytes(xt, 0, n * stride);
+        std::ptr::write_bytes(mt, 0, h * stride);
         let mut c = [B::splat(0.0); MAX_H];
         let mut m = [B::splat(0.0); MAX_H];
         for u in 0..h {
@@ -158,18 +160,6 @@ unsafe fn group_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job, r0: usize, nr: 
         }
         // Row `j` of step `t` in the batch-wide arrays.
         let at = |t: usize, j: usize| t * job.batch + job.row0 + r0 + j;
-        // Copies slots `s0..s1` of `yt` to `out`: slot `s` holds step
-        // `b0 + s − 1` of the block starting at `b0`.
-        let flush = |b0: usize, s0: usize, s1: usize| {
-            for s in s0..s1 {
-                for j in 0..nr {
-                    let dst = job.out.add(at(b0 + s - 1, j) * p);
-                    for q in 0..p {
-                        *dst.add(q) = *yt.add((s * p + q) * bl + j);
-                    }
-                }
-            }
-        };
         let mut x = [B::splat(0.0); BATCH_MAX_IN];
         let mut acc = [B::splat(0.0); 4 * MAX_H];
         let mut o = [B::splat(0.0); MAX_H];
@@ -183,7 +173,7 @@ unsafe fn group_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job, r0: usize, nr: 
                     let src = job.xs.add(at(t, j) * n);
                     let q = (t - b0) * nr + j;
                     for k in 0..n {
-                        *xt.add(k * xs_stride + q) = *src.add(k);
+                        *xt.add(k * stride + q) = *src.add(k);
                     }
                 }
             }
@@ -192,7 +182,7 @@ unsafe fn group_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job, r0: usize, nr: 
             // generic kernel's order).
             for q0 in (0..pairs).step_by(bl) {
                 for k in 0..n {
-                    x[k] = B::load(xt.add(k * xs_stride + q0));
+                    x[k] = B::load(xt.add(k * stride + q0));
                 }
                 for g in 0..4 {
                     for u in 0..h {
@@ -201,7 +191,7 @@ unsafe fn group_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job, r0: usize, nr: 
                         for k in 0..n {
                             a = B::fmadd(x[k], w(wx, (1 + k) * 4 * l + col), a);
                         }
-                        B::store(zx.add((g * h + u) * zs + q0), a);
+                        B::store(zx.add((g * h + u) * stride + q0), a);
                     }
                 }
             }
@@ -211,16 +201,11 @@ unsafe fn group_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job, r0: usize, nr: 
                 // FMAs, each a register.
                 for gu in 0..4 * h {
                     let (g, u) = (gu / h, gu % h);
-                    let mut a = B::load(zx.add(gu * zs + q));
+                    let mut a = B::load(zx.add(gu * stride + q));
                     for k in 0..h {
                         a = B::fmadd(m[k], w(wh, k * 4 * l + g * l + u), a);
                     }
                     acc[gu] = a;
-                }
-                // The previous step's output after this step's recurrent
-                // sums (see `group`); slot 0 holds step b0 − 1.
-                if t > 0 {
-                    emit_batch::<S, B, D>(job, yt.add((t - b0) * p * bl), &m);
                 }
                 for u in 0..h {
                     let i = sigmoid::<B>(acc[u]);
@@ -237,53 +222,47 @@ unsafe fn group_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job, r0: usize, nr: 
                         o[u] = a;
                     }
                 }
+                // m as [unit][pair]: the lanes past nr land on the next
+                // step's pairs (overwritten by it) or the slack.
                 for u in 0..h {
                     m[u] = B::mul(sigmoid::<B>(o[u]), tanh::<B>(c[u]));
+                    B::store(mt.add(u * stride + q), m[u]);
                 }
             }
-            // Steps b0 − 1 .. b1 − 1 are out (b0 − 1 only if b0 > 0).
-            flush(b0, usize::from(b0 == 0), b1 - b0);
+            // Outputs of every pair: the head, bl pairs a vector (bias,
+            // then the units in order, as the generic kernel sums), or m.
+            let y = match hd {
+                Some(hd) => {
+                    for q0 in (0..pairs).step_by(bl) {
+                        for u in 0..h {
+                            x[u] = B::load(mt.add(u * stride + q0));
+                        }
+                        for j in 0..p {
+                            let mut a = w(hd, j);
+                            for k in 0..h {
+                                a = B::fmadd(x[k], w(hd, (1 + k) * 4 * l + j), a);
+                            }
+                            B::store(yt.add(j * stride + q0), tanh::<B>(a));
+                        }
+                    }
+                    yt
+                }
+                None => mt,
+            };
+            for t in b0..b1 {
+                for j in 0..nr {
+                    let dst = job.out.add(at(t, j) * p);
+                    let q = (t - b0) * nr + j;
+                    for k in 0..p {
+                        *dst.add(k) = *y.add(k * stride + q);
+                    }
+                }
+            }
             b0 = b1;
-        }
-        if job.steps > 0 {
-            emit_batch::<S, B, D>(job, yt, &m);
-            flush(job.steps, 0, 1);
         }
         for u in 0..h {
             B::scatter(job.c.add(r0 * h + u), h, nr, c[u]);
             B::scatter(job.m.add(r0 * h + u), h, nr, m[u]);
-        }
-    }
-}
-
-/// Batch in lanes: one step's output from `m` into `y` (`n_out` vectors):
-/// the head `tanh(b_h + m·w_h)`, or `m` itself.
-///
-/// # Safety
-/// As [`group_batch`]; `y` is valid for `n_out · B::LANES` floats.
-#[inline(always)]
-unsafe fn emit_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job, y: *mut f32, m: &[B::V; MAX_H]) {
-    let pk = job.packed;
-    let d = Shape::of::<S, D>(pk);
-    let (l, h, p, bl) = (S::LANES, d.h, d.n_out, B::LANES);
-    // SAFETY: as in `group_batch`.
-    unsafe {
-        let w = |ptr: *const f32, i: usize| B::splat(*ptr.add(i));
-        match pk.head.as_ref().map(|v| v.panel(0).as_ptr()) {
-            Some(hd) => {
-                for j in 0..p {
-                    let mut a = w(hd, j);
-                    for k in 0..h {
-                        a = B::fmadd(m[k], w(hd, (1 + k) * 4 * l + j), a);
-                    }
-                    B::store(y.add(j * bl), tanh::<B>(a));
-                }
-            }
-            None => {
-                for u in 0..h {
-                    B::store(y.add(u * bl), m[u]);
-                }
-            }
         }
     }
 }
