@@ -39,9 +39,9 @@ fn every_generated_kernel_matches_the_reference_and_the_generic_kernel() {
         } else {
             &[1, 7]
         };
-        // Small cells: 70 steps, so that the batch-in-lanes layout's
-        // transposition blocks (at most 32 steps) run 3 times, the last
-        // one partial.
+        // Small cells: 70 steps, so that the batch-in-lanes layout runs
+        // several blocks of steps (at most 32 each; 17 for 10 rows of the
+        // seed's cell, 3 for 16 rows of 24x8), the last one partial.
         let steps = if h <= 16 { 70 } else { 3 };
         for &b in batches {
             let case = Case::new(config(n, h, head, peep), b, steps, (n * 31 + b) as u64, 2.0);

@@ -10,7 +10,9 @@
 //!   a chain of two matrix–vector products and two activations: latency.
 //! * **Batch in lanes** ([`run_batch`]): a vector holds one quantity for
 //!   up to `LANES` samples, so each weight is a scalar broadcast and every
-//!   gate of every unit is an independent FMA chain: throughput.
+//!   gate of every unit is an independent FMA chain: throughput. Only the
+//!   recurrence runs step by step; the input projections and the head are
+//!   computed per block of steps with (step, sample) pairs dense in lanes.
 //!
 //! The generated code wraps each in its own `#[target_feature]` function
 //! (`cell_7x5h3p__avx512`, `batch_7x5h3p__avx512`); `kernel::run_job`
@@ -90,11 +92,11 @@ pub(crate) unsafe fn run_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job) {
     }
 }
 
-/// Floats in each of the batch layout's buffers of inputs, of `m` and of
-/// outputs (16 KiB each).
-const BUF: usize = 4096;
-/// Floats in its buffer of input projections (32 KiB).
-const ZBUF: usize = 8192;
+/// Floats in each of the batch layout's buffers of inputs (then outputs)
+/// and of `m` (8 KiB each).
+const BUF: usize = 2048;
+/// Floats in its buffer of input projections (16 KiB).
+const ZBUF: usize = 4096;
 /// Most steps per block.
 const MAX_BLOCK: usize = 32;
 
@@ -118,32 +120,42 @@ unsafe fn group_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job, r0: usize, nr: 
     let (l, n, h, p) = (S::LANES, d.n_in, d.h, d.n_out);
     let bl = B::LANES;
     debug_assert!(nr <= bl && n <= BATCH_MAX_IN && h <= MAX_H && p <= MAX_H);
-    // Steps per block: every buffer holds rows of `stride` floats, a
-    // block's pairs plus a vector of slack (a step's vector covers bl ≥ nr
-    // lanes from its first pair): n rows of inputs, 4h of projections, h
-    // of `m`, p of outputs.
+    // Steps per block (no more than the call has, so that a one-step call
+    // zeroes little): every buffer holds rows of `stride` floats, a
+    // block's pairs plus two vectors of slack (a step's vector covers
+    // bl ≥ nr lanes from its first pair, and the projections are computed
+    // that far, a vector at a time): n rows of inputs, 4h of projections,
+    // h of `m`, p of outputs.
     let block = MAX_BLOCK
-        .min((BUF / n - bl) / nr)
-        .min((ZBUF / (4 * h) - bl) / nr)
-        .min((BUF / h.max(p) - bl) / nr);
-    let stride = block * nr + bl;
-    let mut xt = std::mem::MaybeUninit::<[f32; BUF]>::uninit();
+        .min(job.steps.max(1))
+        .min((BUF / n - 2 * bl) / nr)
+        .min((ZBUF / (4 * h) - 2 * bl) / nr)
+        .min((BUF / h.max(p) - 2 * bl) / nr);
+    let stride = block * nr + 2 * bl;
+    // The inputs are dead once projected, so the outputs reuse their
+    // buffer: the stack frame is small enough that a one-step call does
+    // not pay for it (with 80 KiB of buffers a one-step call of 8 rows
+    // took 461 ns instead of 351).
+    let mut xy = std::mem::MaybeUninit::<[f32; BUF]>::uninit();
     let mut zx = std::mem::MaybeUninit::<[f32; ZBUF]>::uninit();
     let mut mt = std::mem::MaybeUninit::<[f32; BUF]>::uninit();
-    let mut yt = std::mem::MaybeUninit::<[f32; BUF]>::uninit();
-    let xt = xt.as_mut_ptr().cast::<f32>();
+    let xt = xy.as_mut_ptr().cast::<f32>();
+    let yt = xt;
     let zx = zx.as_mut_ptr().cast::<f32>();
     let mt = mt.as_mut_ptr().cast::<f32>();
-    let yt = yt.as_mut_ptr().cast::<f32>();
     // SAFETY: single panels (H ≤ S::LANES) hold bias + n rows (wx), h rows
     // (wh, vo) and bias + h rows (head) of 4·l floats, unit u of gate g at
     // g·l + u; xs/out/c/m are sized as `kernel::forward` checked and rows
     // r0..r0+nr are the job's; gathers and scatters touch only their first
-    // nr lanes. By `block`, every buffer row access at pair q < block·nr
-    // of up to bl lanes stays within its row of `stride`. `xt` and `mt` are
-    // zeroed first, so every lane read is initialised: lanes past a
-    // block's pairs hold stale or zero values, which reach `zx` and `yt`
-    // only at pairs ≥ the block's and lanes ≥ nr, never copied out.
+    // nr lanes. By `block`, every buffer access (a vector from pair
+    // q < pairs − nr + bl ≤ block·nr + bl) stays within its row of
+    // `stride`. `xt` and `mt` are zeroed first, and the projections are
+    // computed up to pair pairs − nr + bl, as far as the steps read them,
+    // so every lane read is initialised: lanes past a block's pairs hold
+    // stale or zero values, which reach `zx` and `yt` only at pairs ≥ the
+    // block's and lanes ≥ nr, never copied out. `yt` is `xt`'s buffer: a
+    // block's outputs are written after its inputs were projected and
+    // copied out before the next block's inputs come in.
     unsafe {
         let wx = pk.wx.panel(0).as_ptr();
         let wh = pk.wh.panel(0).as_ptr();
@@ -177,10 +189,10 @@ unsafe fn group_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job, r0: usize, nr: 
                     }
                 }
             }
-            // Input projections b + x·W_x of every pair, bl pairs a vector:
-            // per gate unit, the bias and then the inputs in order (the
-            // generic kernel's order).
-            for q0 in (0..pairs).step_by(bl) {
+            // Input projections b + x·W_x of every pair, bl pairs a vector
+            // (up to the last step's last lane): per gate unit, the bias and
+            // then the inputs in order (the generic kernel's order).
+            for q0 in (0..pairs - nr + bl).step_by(bl) {
                 for k in 0..n {
                     x[k] = B::load(xt.add(k * stride + q0));
                 }
