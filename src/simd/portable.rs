@@ -65,8 +65,11 @@ impl Simd for Portable {
     }
     #[inline(always)]
     unsafe fn clamp(x: f32x8, lo: f32, hi: f32) -> f32x8 {
-        let a = x.to_array();
-        f32x8::from(a.map(|v| if v.is_nan() { v } else { v.clamp(lo, hi) }))
+        // Vector min/max (whose NaN behaviour is the target's), then the
+        // NaN lanes of `x` put back. (A per-lane `f32::clamp` made the
+        // portable activations 2–3× slower.)
+        let c = f32x8::splat(hi).fast_min(f32x8::splat(lo).fast_max(x));
+        x.is_nan().select(x, c)
     }
     #[inline(always)]
     unsafe fn gather(p: *const f32, stride: usize, n: usize) -> f32x8 {
