@@ -21,6 +21,12 @@ fn main() {
         std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let path = out_dir.join("kernels.rs");
     std::fs::write(&path, codegen::generate(&shapes)).expect("write kernels.rs");
+    for cfg in codegen::CFGS {
+        println!("cargo:rustc-check-cfg=cfg({cfg})");
+    }
+    for cfg in codegen::cfgs(&shapes) {
+        println!("cargo:rustc-cfg={cfg}");
+    }
     // Format it for review when rustfmt is at hand (it ships with rustup);
     // the generator's own layout is readable without it.
     let _ =

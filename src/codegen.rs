@@ -329,6 +329,74 @@ impl KernelSpec {
     }
 }
 
+/// Every kernel of `shapes`: each shape on each ISA path.
+fn kernels(shapes: &[ShapeSpec]) -> Vec<KernelSpec> {
+    shapes
+        .iter()
+        .flat_map(|&shape| ISAS.iter().map(move |&isa| KernelSpec { shape, isa }))
+        .collect()
+}
+
+/// The `use` lines for exactly what `kernels` call, so that any shape list
+/// (`only:` alone, or no small cell) compiles without unused imports.
+fn write_uses(kernels: &[KernelSpec], out: &mut String) {
+    let mut uses = Vec::new();
+    if !kernels.is_empty() {
+        uses.push("super::Dims");
+    }
+    if kernels.iter().any(|k| k.body() == "cell") {
+        uses.push("super::cell");
+    }
+    if kernels.iter().any(|k| k.body() == "small") {
+        uses.push("super::small");
+    }
+    for u in uses {
+        writeln!(out, "use {u};").unwrap();
+    }
+    // The vector types the calls name (`Avx2`/`Avx512` only on x86_64).
+    let mut vs: Vec<&str> = Vec::new();
+    for k in kernels {
+        let batch = k.batch_name().map(|_| k.isa.variant);
+        for v in [Some(k.simd().0), batch].into_iter().flatten() {
+            if !vs.contains(&v) {
+                vs.push(v);
+            }
+        }
+    }
+    vs.sort_unstable();
+    let x86: Vec<&str> = vs.iter().copied().filter(|&v| v != "Portable").collect();
+    if !x86.is_empty() {
+        writeln!(out, "#[cfg(target_arch = \"x86_64\")]").unwrap();
+        match x86.as_slice() {
+            [one] => writeln!(out, "use crate::simd::{one};").unwrap(),
+            _ => writeln!(out, "use crate::simd::{{{}}};", x86.join(", ")).unwrap(),
+        }
+    }
+    if vs.contains(&"Portable") {
+        writeln!(out, "use crate::simd::Portable;").unwrap();
+    }
+    writeln!(out).unwrap();
+}
+
+/// The `--cfg` flags build.rs sets for `shapes`, so that the bodies no
+/// generated kernel uses are allowed to be dead code (and only then):
+/// `lstm_kernels_small` when a register-resident kernel exists,
+/// `lstm_kernels_batch` when one has a batch-in-lanes wrapper too.
+pub const CFGS: [&str; 2] = ["lstm_kernels_small", "lstm_kernels_batch"];
+
+/// The subset of [`CFGS`] that `shapes` enable.
+pub fn cfgs(shapes: &[ShapeSpec]) -> Vec<&'static str> {
+    let ks = kernels(shapes);
+    let mut out = Vec::new();
+    if ks.iter().any(|k| k.body() == "small") {
+        out.push(CFGS[0]);
+    }
+    if ks.iter().any(|k| k.batch_name().is_some()) {
+        out.push(CFGS[1]);
+    }
+    out
+}
+
 /// The whole generated file for `shapes`.
 pub fn generate(shapes: &[ShapeSpec]) -> String {
     let mut out = String::new();
@@ -344,12 +412,21 @@ pub fn generate(shapes: &[ShapeSpec]) -> String {
         }
     )
     .unwrap();
+    let cfgs = cfgs(shapes);
+    writeln!(
+        out,
+        "// Cfgs build.rs sets: {}",
+        if cfgs.is_empty() {
+            "(none)".to_string()
+        } else {
+            cfgs.join(", ")
+        }
+    )
+    .unwrap();
     out.push_str("// Every kernel is a `#[target_feature]` wrapper instantiating a generic body\n");
     out.push_str("// with the shape's dimensions as constants; `SPECIALIZED` lists them.\n\n");
-    let kernels: Vec<KernelSpec> = shapes
-        .iter()
-        .flat_map(|&shape| ISAS.iter().map(move |&isa| KernelSpec { shape, isa }))
-        .collect();
+    let kernels = kernels(shapes);
+    write_uses(&kernels, &mut out);
     for s in shapes {
         DimsSpec(*s).write(&mut out);
     }
@@ -452,5 +529,52 @@ mod tests {
         assert!(src.contains("cell::run::<Avx2, Dims64X64>"));
         assert!(src.contains("const HEAD: usize = 3;"));
         assert_eq!(src.matches("Specialized {").count(), 6);
+    }
+
+    #[test]
+    fn imports_and_cfgs_follow_the_list() {
+        // What the generated file imports and which bodies build.rs marks
+        // as used, per kind of list (so that `only:` builds warn nothing).
+        let case = |list: &str| {
+            let shapes = shape_list(list).unwrap();
+            let src = generate(&shapes);
+            let uses: Vec<String> = src
+                .lines()
+                .filter(|l| l.starts_with("use "))
+                .map(str::to_string)
+                .collect();
+            (uses, cfgs(&shapes))
+        };
+        let (uses, c) = case("only:");
+        assert!(uses.is_empty() && c.is_empty(), "{uses:?} {c:?}");
+        let (uses, c) = case("only:256x256");
+        assert_eq!(
+            uses,
+            [
+                "use super::Dims;",
+                "use super::cell;",
+                "use crate::simd::{Avx2, Avx512};",
+                "use crate::simd::Portable;"
+            ]
+        );
+        assert!(c.is_empty());
+        // 40 inputs: register-resident, but too many for the batch layout.
+        let (uses, c) = case("only:40x8");
+        assert_eq!(
+            uses,
+            [
+                "use super::Dims;",
+                "use super::small;",
+                "use crate::simd::Avx2;",
+                "use crate::simd::Portable;"
+            ]
+        );
+        assert_eq!(c, ["lstm_kernels_small"]);
+        // 5 units: small on every path; 12 units: small on AVX-512 only.
+        let (uses, c) = case("only:7x5h3p,7x12");
+        assert!(uses.contains(&"use super::cell;".to_string()), "{uses:?}");
+        assert!(uses.contains(&"use super::small;".to_string()));
+        assert_eq!(c, CFGS);
+        assert!(generate(&shape_list("only:").unwrap()).contains("// Cfgs build.rs sets: (none)"));
     }
 }

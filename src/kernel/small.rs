@@ -25,6 +25,10 @@
 
 // Stage-major loops index several per-row arrays by the same row.
 #![allow(clippy::needless_range_loop)]
+// Only generated kernels call these bodies: a shape list without a small
+// cell (`LSTM_KERNELS_SHAPES=only:…`) leaves them unused, and build.rs
+// says so with these cfgs (see `codegen::cfgs`).
+#![cfg_attr(not(lstm_kernels_small), allow(dead_code))]
 
 use super::cell::Job;
 use super::{Balanced, Dims, KernelIsa, Shape};
@@ -34,8 +38,10 @@ use crate::simd::Simd;
 /// Rows (of a thread's chunk) from which the batch-in-lanes layout runs.
 pub(crate) const BATCH_MIN_ROWS: usize = 5;
 /// Most inputs the batch-in-lanes layout takes (its stack buffer).
+#[cfg_attr(not(lstm_kernels_batch), allow(dead_code))]
 pub(crate) const BATCH_MAX_IN: usize = 32;
 /// Most hidden units of a small kernel.
+#[cfg_attr(not(lstm_kernels_batch), allow(dead_code))]
 const MAX_H: usize = 16;
 
 /// Gates in lanes (see the module docs): groups of up to 3 samples.
@@ -72,6 +78,7 @@ pub(crate) unsafe fn run_lanes<S: KernelIsa, D: Dims>(job: &Job) {
 /// a model with `H ≤ S::LANES` and `n_in ≤ BATCH_MAX_IN`, not split by
 /// hidden units.
 #[inline(always)]
+#[cfg_attr(not(lstm_kernels_batch), allow(dead_code))]
 pub(crate) unsafe fn run_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job) {
     // On this Zen 5 512-bit FMAs issue at half rate: 8 rows took 162 ns
     // per step in 256-bit vectors, 252 in 512-bit. Groups of 9–11 rows as
@@ -94,10 +101,13 @@ pub(crate) unsafe fn run_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job) {
 
 /// Floats in each of the batch layout's buffers of inputs (then outputs)
 /// and of `m` (8 KiB each).
+#[cfg_attr(not(lstm_kernels_batch), allow(dead_code))]
 const BUF: usize = 2048;
 /// Floats in its buffer of input projections (16 KiB).
+#[cfg_attr(not(lstm_kernels_batch), allow(dead_code))]
 const ZBUF: usize = 4096;
 /// Most steps per block.
+#[cfg_attr(not(lstm_kernels_batch), allow(dead_code))]
 const MAX_BLOCK: usize = 32;
 
 /// Batch in lanes: samples `r0..r0+nr` (`nr ≤ B::LANES`), the whole
@@ -114,6 +124,7 @@ const MAX_BLOCK: usize = 32;
 /// Zen 5, per-step gathers and scatters were 65 of 258 ns per step for 16
 /// rows of the seed's cell.
 #[inline(always)]
+#[cfg_attr(not(lstm_kernels_batch), allow(dead_code))]
 unsafe fn group_batch<S: KernelIsa, B: Simd, D: Dims>(job: &Job, r0: usize, nr: usize) {
     let pk = job.packed;
     let d = Shape::of::<S, D>(pk);

@@ -4,11 +4,8 @@
 
 #![allow(non_snake_case)]
 
-use super::cell::{self, Job};
-use super::{Dims, small};
-#[cfg(target_arch = "x86_64")]
-use crate::simd::{Avx2, Avx512};
-use crate::simd::{Isa, Portable};
+use super::cell::Job;
+use crate::simd::Isa;
 
 /// One generated kernel.
 #[derive(Debug)]

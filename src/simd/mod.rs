@@ -66,11 +66,14 @@ pub trait Simd: Copy + Send + Sync + 'static {
     unsafe fn clamp(x: Self::V, lo: f32, hi: f32) -> Self::V;
     /// Lane `i < min(n, LANES)` = `*p.add(i · stride)`, other lanes 0 (read
     /// nothing); `LANES · stride` must fit in an `i32`.
+    #[cfg_attr(not(lstm_kernels_batch), allow(dead_code))]
     unsafe fn gather(p: *const f32, stride: usize, n: usize) -> Self::V;
     /// `*p.add(i · stride) = v[i]` for `i < min(n, LANES)` (writes nothing
     /// else); `LANES · stride` must fit in an `i32`.
+    #[cfg_attr(not(lstm_kernels_batch), allow(dead_code))]
     unsafe fn scatter(p: *mut f32, stride: usize, n: usize, v: Self::V);
     /// Every lane = lane `k` of `v` (`k < LANES`), without a memory round trip.
+    #[cfg_attr(not(lstm_kernels_small), allow(dead_code))]
     unsafe fn lane_splat(v: Self::V, k: usize) -> Self::V;
     /// Lanes as an array (tests, tails).
     unsafe fn to_array(v: Self::V) -> [f32; 16];
