@@ -11,8 +11,8 @@
 //! * `tanh(x)`: `x` clamped to `[−A, A]` (where `1 − tanh < 1.2e-8`), the
 //!   result to `[−1, 1]` (needed: unclamped, the f32 evaluation reaches
 //!   1 + 2 ulp, at x = 8.5627; σ's reaches ½ + 2 ulp at 16.7459 — an
-//!   exhaustive AVX-512 sweep of `[0, A]` and `[0, 2A]`). The function is odd, so no sign handling: ±0
-//!   stay ±0.
+//!   exhaustive AVX-512 sweep of `[0, A]` and `[0, 2A]`). The function is
+//!   odd, so no sign handling: ±0 stay ±0.
 //! * `σ(x) = ½ + ½·tanh(x/2)`, the same function with its coefficients
 //!   rescaled by powers of two (exact): `x` clamped to `[−2A, 2A]`,
 //!   `½·tanh(x/2)` to `[−½, ½]`; `σ(0) = ½`, `σ(±∞) ∈ {0, 1}` exactly.
