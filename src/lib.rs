@@ -20,60 +20,40 @@
 //! `.npz`, `.safetensors` and `.npy` files.
 #![warn(missing_docs)]
 
-mod activation;
+// Layers, from the API down: the model (config, weights, Lstm), the
+// sequence models on it, the f64 oracle, file formats and importers, the
+// char LM application; the engine underneath is private.
 pub mod charlm;
-mod codegen;
-pub mod config;
+mod engine;
 pub mod error;
 pub mod import;
 pub mod io;
-mod kernel;
-pub mod model;
+mod model;
 mod onnx_proto;
-mod pack;
 pub mod reference;
 pub mod rng;
-mod simd;
-pub mod stack;
-pub mod weights;
+mod seq;
 
-pub use config::{LstmConfig, Peephole};
-pub use error::{Error, Result};
-pub use kernel::{
-    KernelChoice, fma_peak_gflops, generated_source, kernel_runs, small_batch_runs,
-    specialized_kernels, specialized_runs, specialized_shapes,
+pub use engine::{
+    ISA_ENV, Isa, KernelChoice, config_from_shape_tag, fma_peak_gflops, generated_source,
+    specialized_kernels, specialized_shapes,
 };
-pub use model::{Lstm, LstmState};
-pub use simd::{ISA_ENV, Isa};
-pub use stack::{LstmStack, Merge, SeqOptions, StackLayer, StackState};
-pub use weights::{GATE_ORDER, LstmWeights, SEED_NAMES, SeedWeights};
+pub use error::{Error, Result};
+pub use model::config::{LstmConfig, Peephole};
+pub use model::weights::{GATE_ORDER, LstmWeights, SEED_NAMES, SeedWeights};
+pub use model::{Lstm, LstmState, config, weights};
+pub use seq::stack::{self, LstmStack, Merge, SeqOptions, StackLayer, StackState};
+
+/// Counters of kernel runs, to prove which path ran (tests, `lstm bench`).
+#[cfg(feature = "diagnostics")]
+pub mod diagnostics {
+    pub use crate::engine::diagnostics::{kernel_runs, small_batch_runs, specialized_runs};
+}
 
 /// The largest absolute error of the crate's `σ` and `tanh` on any `f32`
 /// argument, against the exact function. Tolerances in the tests derive
 /// from it (see [`reference::forward_with_bound`]).
 pub const ACTIVATION_MAX_ABS_ERROR: f32 = 1e-6;
-
-/// What build.rs would generate for a shape list in the
-/// `LSTM_KERNELS_SHAPES` grammar (`<n_in>x<hidden>[h<head>][p]`, comma
-/// separated, `only:` prefix to drop the defaults), or the parse error.
-pub fn codegen_preview(shapes: &str) -> std::result::Result<String, String> {
-    codegen::shape_list(shapes).map(|s| codegen::generate(&s))
-}
-
-/// The config of a shape tag in the `LSTM_KERNELS_SHAPES` grammar
-/// (`<n_in>x<hidden>[h<head>][p]`, e.g. `7x5h3p`), as
-/// [`specialized_shapes`] lists them.
-pub fn config_from_shape_tag(tag: &str) -> std::result::Result<LstmConfig, String> {
-    let s = codegen::ShapeSpec::parse(tag)?;
-    let mut cfg = LstmConfig::new(s.n_in, s.hidden);
-    if let Some(p) = s.head {
-        cfg = cfg.with_head(p);
-    }
-    if s.peephole {
-        cfg = cfg.with_peephole(Peephole::Matrix);
-    }
-    Ok(cfg)
-}
 
 /// The README's code examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -6,7 +6,7 @@ use clap::Args;
 use lstm_kernels::error::{Error, Result};
 use lstm_kernels::rng::SplitMix64;
 use lstm_kernels::{
-    Isa, KernelChoice, Lstm, LstmConfig, LstmWeights, Peephole, fma_peak_gflops, kernel_runs,
+    Isa, KernelChoice, Lstm, LstmConfig, LstmWeights, Peephole, diagnostics, fma_peak_gflops,
 };
 
 #[derive(Args, Debug)]
@@ -142,7 +142,10 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         state.c_mut().iter_mut().for_each(|v| *v = tiny);
         state.m_mut().iter_mut().for_each(|v| *v = tiny);
     }
-    let runs_before: Vec<u64> = Isa::ALL.iter().map(|&i| kernel_runs(i)).collect();
+    let runs_before: Vec<u64> = Isa::ALL
+        .iter()
+        .map(|&i| diagnostics::kernel_runs(i))
+        .collect();
     let mut ys = vec![0.0f32; a.steps * a.batch * cfg.n_output()];
     let mut failure = None;
     let m = measure(a.seconds, || {
@@ -159,7 +162,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         .map(|(&i, &b)| {
             (
                 i.name().to_string(),
-                serde_json::Value::from(kernel_runs(i) - b),
+                serde_json::Value::from(diagnostics::kernel_runs(i) - b),
             )
         })
         .collect();
@@ -169,10 +172,13 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     // Fraction of the per-core peak of the ISA that ran, times the threads.
     let peak = fma_peak_gflops(model.isa()).unwrap_or(f64::NAN);
     let peak_fraction = gflops / (peak * model.threads() as f64);
+    // The kernels that ran: a small cell's chunks of 5+ rows run its
+    // batch-in-lanes variant.
+    let kernel = model.kernels_for_batch(a.batch).join("+");
     if a.json {
         let v = serde_json::json!({
             "isa": model.isa_name(),
-            "kernel": model.kernel_name(),
+            "kernel": kernel,
             "batch": a.batch,
             "input": a.input,
             "hidden": a.hidden,
@@ -196,7 +202,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         outln!(
             "isa {} kernel {} | B={} n_in={} H={} head={} peephole={} T={} threads={}",
             model.isa_name(),
-            model.kernel_name(),
+            kernel,
             a.batch,
             a.input,
             a.hidden,

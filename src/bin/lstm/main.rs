@@ -90,8 +90,11 @@ fn codegen(shapes: Option<&str>, list: bool) -> lstm_kernels::Result<()> {
             }
         }
         (Some(s), _) => {
-            let src = lstm_kernels::codegen_preview(s).map_err(lstm_kernels::Error::Invalid)?;
-            out!("{src}");
+            // What build.rs would generate for this list (the generator's
+            // own grammar and errors).
+            let shapes =
+                lstm_kernels_codegen::shape_list(s).map_err(lstm_kernels::Error::Invalid)?;
+            out!("{}", lstm_kernels_codegen::Generated(&shapes));
         }
     }
     Ok(())

@@ -1,79 +1,14 @@
-//! One batch chunk through a whole sequence: the hoisted input GEMM, then
-//! per step the recurrent gate GEMM with the fused cell epilogue, the matrix
-//! peephole GEMM and the head GEMM. Generic over the ISA; instantiated by the
-//! `#[target_feature]` wrappers in `kernel/mod.rs`. Everything here is
-//! `#[inline(always)]` so that it is compiled with the wrapper's features.
+//! The tiles of the blocked body: each runs the microkernel over one
+//! register block of rows and one panel, then its epilogue in registers.
+//! Every tile reads and writes only within the buffers the driver sized
+//! (see `engine::job::Job`).
 
-use super::gemm::Acc;
-use super::{Balanced, Dims, KernelIsa, Packed, Shape, SpinBarrier};
-use crate::activation::{sigmoid, tanh};
-use crate::simd::Simd;
-
-/// Raw views of one chunk's data for one `forward` call. Built only by
-/// `kernel::forward`, which checks every length.
-#[derive(Clone, Copy)]
-pub(crate) struct Job<'a> {
-    pub(crate) packed: &'a Packed,
-    /// Samples in this chunk.
-    pub(crate) rows: usize,
-    /// Samples in the whole batch (row stride of `xs`/`out` per step).
-    pub(crate) batch: usize,
-    /// First sample of the chunk.
-    pub(crate) row0: usize,
-    pub(crate) steps: usize,
-    /// Steps per hoisted input GEMM.
-    pub(crate) tb: usize,
-    /// `[T, batch, n_in]`.
-    pub(crate) xs: *const f32,
-    /// `[T, batch, n_out]`.
-    pub(crate) out: *mut f32,
-    /// `[rows, H]` each.
-    pub(crate) c: *mut f32,
-    pub(crate) m: *mut f32,
-    pub(crate) m_alt: *mut f32,
-    /// `[rows, hw]` (matrix peephole only).
-    pub(crate) o_pre: *mut f32,
-    /// `[tb, rows, 4·hp]`.
-    pub(crate) xw: *mut f32,
-    /// `[rows, H]`: the full `m` before the projection (projection only).
-    pub(crate) m_full: *mut f32,
-    /// Hidden-unit split: this job computes panel share `part` of `parts`
-    /// for every phase and meets the others at `barrier` between phases.
-    /// With `parts == 1` there is no barrier and the job does everything.
-    pub(crate) part: usize,
-    pub(crate) parts: usize,
-    pub(crate) barrier: Option<&'a SpinBarrier>,
-}
-
-impl Job<'_> {
-    /// This job's contiguous share of `n` panels.
-    #[inline(always)]
-    fn share(&self, n: usize) -> std::ops::Range<usize> {
-        (n * self.part / self.parts)..(n * (self.part + 1) / self.parts)
-    }
-
-    /// Waits for the other parts (no-op without a split).
-    #[inline(always)]
-    fn sync(&self) {
-        if let Some(b) = self.barrier {
-            b.wait();
-        }
-    }
-}
-
-/// Calls `$f::<$S, MR>(args..)` for the run-time row count `$nr ≤ 6`.
-macro_rules! with_mr {
-    ($nr:expr, $f:ident::<$S:ty, $D:ty>($($arg:expr),*)) => {
-        match $nr {
-            1 => $f::<$S, $D, 1>($($arg),*),
-            2 => $f::<$S, $D, 2>($($arg),*),
-            3 => $f::<$S, $D, 3>($($arg),*),
-            4 => $f::<$S, $D, 4>($($arg),*),
-            5 => $f::<$S, $D, 5>($($arg),*),
-            _ => $f::<$S, $D, 6>($($arg),*),
-        }
-    };
-}
+use crate::engine::activation::{sigmoid, tanh};
+use crate::engine::isa::Arch;
+use crate::engine::job::Job;
+use crate::engine::layout::{Dims, Shape};
+use crate::engine::microkernel::Acc;
+use crate::engine::simd::Simd;
 
 /// Pointers to rows `r0..r0+MR` of a row-major matrix at `base` with
 /// rows of `stride` floats (the `a` operand of a tile).
@@ -126,7 +61,7 @@ unsafe fn store_n<S: Simd>(p: *mut f32, v: S::V, n: usize) {
 /// Input GEMM tile: rows `q0..q0+MR` of the time block (row `q` is sample
 /// `q % rows` at step `t0 + q / rows`), panel `p`: `xw = bias + x·W_x`.
 #[inline(always)]
-unsafe fn input_tile<S: KernelIsa, D: Dims, const MR: usize>(
+pub(super) unsafe fn input_tile<S: Arch, D: Dims, const MR: usize>(
     job: &Job,
     t0: usize,
     q0: usize,
@@ -135,7 +70,7 @@ unsafe fn input_tile<S: KernelIsa, D: Dims, const MR: usize>(
     let pk = job.packed;
     let d = Shape::of::<S, D>(pk);
     let l = S::LANES;
-    // SAFETY: `kernel::forward` checked that xs holds every (t, sample) row and xw
+    // SAFETY: `driver::forward` checked that xs holds every (t, sample) row and xw
     // every (q, panel) tile; the panel holds a bias row and n_in rows.
     unsafe {
         let panel = pk.wx.panel(p).as_ptr();
@@ -163,7 +98,7 @@ unsafe fn input_tile<S: KernelIsa, D: Dims, const MR: usize>(
 /// fused epilogue: `c = σ(f)·c + σ(i)·tanh(c̃)`, and either
 /// `m_next = σ(o)·tanh(c)` or (matrix peephole) `o_pre = o`.
 #[inline(always)]
-unsafe fn gate_tile<S: KernelIsa, D: Dims, const MR: usize>(
+pub(super) unsafe fn gate_tile<S: Arch, D: Dims, const MR: usize>(
     job: &Job,
     s: usize,
     r0: usize,
@@ -247,7 +182,7 @@ unsafe fn act_in<S: Simd>(z: S::V, clip: Option<f32>) -> S::V {
 /// Projection tile: `r = m·W_p` (no bias), clamped by `proj_clip`, into
 /// `m_next` for samples `r0..r0+MR` and outputs of wide panel `q`.
 #[inline(always)]
-unsafe fn proj_tile<S: KernelIsa, D: Dims, const MR: usize>(
+pub(super) unsafe fn proj_tile<S: Arch, D: Dims, const MR: usize>(
     job: &Job,
     r0: usize,
     q: usize,
@@ -281,7 +216,7 @@ unsafe fn proj_tile<S: KernelIsa, D: Dims, const MR: usize>(
 /// Peephole tile: `o = σ(o_pre + c·v_o)`, `m_next = o·tanh(c)` for samples
 /// `r0..r0+MR` and the 4·LANES units of wide panel `q`.
 #[inline(always)]
-unsafe fn peephole_tile<S: KernelIsa, D: Dims, const MR: usize>(
+pub(super) unsafe fn peephole_tile<S: Arch, D: Dims, const MR: usize>(
     job: &Job,
     r0: usize,
     q: usize,
@@ -322,7 +257,7 @@ unsafe fn peephole_tile<S: KernelIsa, D: Dims, const MR: usize>(
 
 /// Head tile: `h = tanh(b_h + m·w_h)` into the output rows of step `t`.
 #[inline(always)]
-unsafe fn head_tile<S: KernelIsa, D: Dims, const MR: usize>(
+pub(super) unsafe fn head_tile<S: Arch, D: Dims, const MR: usize>(
     job: &Job,
     t: usize,
     r0: usize,
@@ -349,117 +284,6 @@ unsafe fn head_tile<S: KernelIsa, D: Dims, const MR: usize>(
                 }
                 store_n::<S>(out.add(j0), tanh::<S>(yv), l.min(p_out - j0));
             }
-        }
-    }
-}
-
-/// Runs `$body` for the row blocks `($r0, $nr)` of `$rows` rows: parts of
-/// at most `S::MR` rows, balanced (see [`Balanced`]). A macro, not a
-/// closure, so that `$body` is compiled inside the ISA wrapper.
-macro_rules! row_blocks {
-    ($S:ty, $rows:expr, |$r0:ident, $nr:ident| $body:expr) => {{
-        for ($r0, $nr) in Balanced::new($rows, <$S as KernelIsa>::MR) {
-            $body;
-        }
-    }};
-}
-
-/// The whole sequence for one chunk (see the module docs).
-///
-/// # Safety
-/// The CPU supports `S`, and `job` was built by `ChunkJob::new` (all
-/// buffers sized and disjoint as documented on [`Job`]).
-#[inline(always)]
-pub(crate) unsafe fn run<S: KernelIsa, D: Dims>(job: &Job) {
-    let pk = job.packed;
-    let d = Shape::of::<S, D>(pk);
-    let (h, rows, l) = (d.h, job.rows, S::LANES);
-    let mut t0 = 0;
-    // SAFETY: every tile call stays within the buffers `kernel::forward` checked.
-    // With a hidden-unit split, parts write disjoint units (their panels)
-    // and read other parts' results only after a barrier.
-    unsafe {
-        while t0 < job.steps {
-            let nt = job.tb.min(job.steps - t0);
-            // Each part only ever reads its own panels' columns of xw, so
-            // no barrier is needed after the input GEMM.
-            for p in job.share(d.gate_panels) {
-                row_blocks!(S, nt * rows, |q0, nr| with_mr!(
-                    nr,
-                    input_tile::<S, D>(job, t0, q0, p)
-                ));
-            }
-            for s in 0..nt {
-                let t = t0 + s;
-                let (m_cur, m_next) = if t % 2 == 0 {
-                    (job.m, job.m_alt)
-                } else {
-                    (job.m_alt, job.m)
-                };
-                let gates = job.share(d.gate_panels);
-                for p in gates.clone() {
-                    row_blocks!(S, rows, |r0, nr| with_mr!(
-                        nr,
-                        gate_tile::<S, D>(job, s, r0, p, m_cur, m_next)
-                    ));
-                }
-                if d.peephole {
-                    job.sync(); // the peephole reads every unit of the new c
-                    for q in job.share(d.wide_panels) {
-                        row_blocks!(S, rows, |r0, nr| with_mr!(
-                            nr,
-                            peephole_tile::<S, D>(job, r0, q, m_next)
-                        ));
-                    }
-                }
-                if d.proj {
-                    // Never split (see `Plan`): every unit of m is here.
-                    for q in 0..d.proj_panels {
-                        row_blocks!(S, rows, |r0, nr| with_mr!(
-                            nr,
-                            proj_tile::<S, D>(job, r0, q, m_next)
-                        ));
-                    }
-                }
-                match d.head {
-                    true => {
-                        job.sync(); // the head reads every unit of the new m
-                        for q in job.share(d.head_panels) {
-                            row_blocks!(S, rows, |r0, nr| with_mr!(
-                                nr,
-                                head_tile::<S, D>(job, t, r0, q, m_next)
-                            ));
-                        }
-                    }
-                    false => {
-                        // The output is m (or r): copy this part's gate
-                        // units (after the peephole, others may have
-                        // written them); unsplit, all R of them.
-                        if d.peephole {
-                            job.sync();
-                        }
-                        let rr = d.r;
-                        let (j0, j1) = if job.parts == 1 {
-                            (0, rr)
-                        } else {
-                            ((gates.start * l).min(h), (gates.end * l).min(h))
-                        };
-                        for r in 0..rows {
-                            let dst = job.out.add((t * job.batch + job.row0 + r) * rr);
-                            std::ptr::copy_nonoverlapping(
-                                m_next.add(r * rr + j0),
-                                dst.add(j0),
-                                j1 - j0,
-                            );
-                        }
-                    }
-                }
-                job.sync(); // the next step reads every unit of m and c
-            }
-            t0 += nt;
-        }
-        if job.steps % 2 == 1 && job.part == 0 {
-            std::ptr::copy_nonoverlapping(job.m_alt, job.m, rows * d.r);
         }
     }
 }

@@ -13,7 +13,6 @@ pub struct Portable;
 // the caller's guarantee of validity for 8 (or n) floats.
 impl Simd for Portable {
     const LANES: usize = 8;
-    const NAME: &'static str = "portable";
     type V = f32x8;
 
     #[inline(always)]
@@ -70,26 +69,6 @@ impl Simd for Portable {
         // portable activations 2–3× slower.)
         let c = f32x8::splat(hi).fast_min(f32x8::splat(lo).fast_max(x));
         x.is_nan().select(x, c)
-    }
-    #[inline(always)]
-    unsafe fn gather(p: *const f32, stride: usize, n: usize) -> f32x8 {
-        let mut a = [0.0f32; 8];
-        for (i, x) in a.iter_mut().enumerate().take(n) {
-            // SAFETY: the caller guarantees `p + i·stride` valid for `i < n`.
-            *x = unsafe { *p.add(i * stride) };
-        }
-        f32x8::from(a)
-    }
-    #[inline(always)]
-    unsafe fn scatter(p: *mut f32, stride: usize, n: usize, v: f32x8) {
-        for (i, &x) in v.to_array().iter().enumerate().take(n) {
-            // SAFETY: the caller guarantees `p + i·stride` valid for `i < n`.
-            unsafe { *p.add(i * stride) = x };
-        }
-    }
-    #[inline(always)]
-    unsafe fn lane_splat(v: f32x8, k: usize) -> f32x8 {
-        f32x8::splat(v.to_array()[k & 7])
     }
     #[inline(always)]
     unsafe fn to_array(v: f32x8) -> [f32; 16] {

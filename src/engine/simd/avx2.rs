@@ -10,7 +10,7 @@ pub struct Avx2;
 
 /// Lanes `< n` have their sign bit set (the `vmaskmovps` mask).
 #[inline(always)]
-unsafe fn mask(n: usize) -> __m256i {
+pub(super) unsafe fn mask(n: usize) -> __m256i {
     // SAFETY: the caller guarantees AVX2.
     unsafe {
         _mm256_cmpgt_epi32(
@@ -24,7 +24,6 @@ unsafe fn mask(n: usize) -> __m256i {
 // and FMA and pointer validity; each body is one or a few intrinsics.
 impl Simd for Avx2 {
     const LANES: usize = 8;
-    const NAME: &'static str = "avx2";
     type V = __m256;
 
     #[inline(always)]
@@ -82,35 +81,6 @@ impl Simd for Avx2 {
         // SAFETY: see the impl comment. vmaxps/vminps return the second
         // operand when either is NaN, so `x` last keeps a NaN.
         unsafe { _mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), x)) }
-    }
-    #[inline(always)]
-    unsafe fn gather(p: *const f32, stride: usize, n: usize) -> __m256 {
-        // SAFETY: see the impl comment; masked-off lanes read nothing.
-        unsafe {
-            let idx = _mm256_mullo_epi32(
-                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                _mm256_set1_epi32(stride as i32),
-            );
-            let k = _mm256_castsi256_ps(mask(n.min(8)));
-            _mm256_mask_i32gather_ps::<4>(_mm256_setzero_ps(), p, idx, k)
-        }
-    }
-    #[inline(always)]
-    unsafe fn scatter(p: *mut f32, stride: usize, n: usize, v: __m256) {
-        let mut a = [0.0f32; 8];
-        // SAFETY: see the impl comment; `a` holds 8 floats, and the caller
-        // guarantees the `n ≤ 8` strided writes.
-        unsafe {
-            _mm256_storeu_ps(a.as_mut_ptr(), v);
-            for (i, &x) in a.iter().enumerate().take(n) {
-                *p.add(i * stride) = x;
-            }
-        }
-    }
-    #[inline(always)]
-    unsafe fn lane_splat(v: __m256, k: usize) -> __m256 {
-        // SAFETY: see the impl comment.
-        unsafe { _mm256_permutevar8x32_ps(v, _mm256_set1_epi32(k as i32)) }
     }
     #[inline(always)]
     unsafe fn to_array(v: __m256) -> [f32; 16] {

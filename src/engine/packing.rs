@@ -17,10 +17,30 @@
 //! Columns past the end of the matrix are zero, so kernels always run full
 //! width and only mask their final stores.
 //!
-//! *Split* panels (`halves`, for the AVX2 microkernel) store the body — the
-//! rows after the bias row — as two contiguous halves instead: vectors 0–1
-//! of every row, then vectors 2–3 of every row, so a microkernel that makes
-//! one pass per half streams contiguous memory.
+//! *Split* panels ([`PanelLayout::Split`], for the AVX2 microkernel) store
+//! the body — the rows after the bias row — as two contiguous halves
+//! instead: vectors 0–1 of every row, then vectors 2–3 of every row, so a
+//! microkernel that makes one pass per half streams contiguous memory.
+//!
+//! Which lanes and layout a model is packed in is the kernel's decision
+//! ([`PackFormat`], from the kernel chosen in `engine::packed`); kernels
+//! check it on entry.
+
+/// How a panel's body (the rows after the bias row) is laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PanelLayout {
+    /// Row after row, the 4 vectors of a row together.
+    Plain,
+    /// Vectors 0–1 of every row, then vectors 2–3 of every row.
+    Split,
+}
+
+/// What a kernel reads: panels of vectors of `lanes` floats in `layout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PackFormat {
+    pub(crate) lanes: usize,
+    pub(crate) layout: PanelLayout,
+}
 
 /// One 64-byte-aligned block of 16 floats (the allocation unit).
 #[derive(Clone, Copy, Debug)]
@@ -74,8 +94,8 @@ pub(crate) enum PanelKind {
 /// `has_bias`) × `4·U` floats.
 #[derive(Clone, Debug)]
 pub(crate) struct Panels {
-    /// Lanes per vector.
-    pub(crate) u: usize,
+    /// Lanes per vector and body layout.
+    pub(crate) format: PackFormat,
     /// Reduction length K (rows of the source matrix).
     pub(crate) k: usize,
     /// Whether each panel starts with a bias row.
@@ -87,21 +107,22 @@ pub(crate) struct Panels {
 
 impl Panels {
     /// Packs the `k × cols` row-major `src` (columns mapped by `kind`), with
-    /// `bias` (one value per source column) as a leading row if given; the
-    /// body split in halves if `halves`.
+    /// `bias` (one value per source column) as a leading row if given, in
+    /// `format`.
     pub(crate) fn pack(
         src: &[f32],
         k: usize,
         kind: PanelKind,
         bias: Option<&[f32]>,
-        u: usize,
-        halves: bool,
+        format: PackFormat,
     ) -> Self {
+        let u = format.lanes;
+        let halves = format.layout == PanelLayout::Split;
         let (cols, n_panels) = match kind {
             PanelKind::Gates { h } => (4 * h, h.div_ceil(u)),
             PanelKind::Wide { cols } => (cols, cols.div_ceil(4 * u)),
         };
-        debug_assert_eq!(src.len(), k * cols);
+        assert_eq!(src.len(), k * cols, "packing: source shape");
         let rows = k + usize::from(bias.is_some());
         let panel_len = rows * 4 * u;
         let mut data = AlignedBuf::zeros(n_panels * panel_len);
@@ -142,7 +163,7 @@ impl Panels {
             }
         }
         Panels {
-            u,
+            format,
             k,
             has_bias: bias.is_some(),
             n_panels,
@@ -152,7 +173,7 @@ impl Panels {
 
     /// Floats per panel.
     pub(crate) fn panel_len(&self) -> usize {
-        (self.k + usize::from(self.has_bias)) * 4 * self.u
+        (self.k + usize::from(self.has_bias)) * 4 * self.format.lanes
     }
 
     /// Panel `p` (bias row first if any).
@@ -171,13 +192,23 @@ impl Panels {
 mod tests {
     use super::*;
 
+    fn fmt(lanes: usize, layout: PanelLayout) -> PackFormat {
+        PackFormat { lanes, layout }
+    }
+
     #[test]
     fn gate_panels_interleave_gates_of_the_same_units() {
         // k = 2 rows, h = 3 units, U = 2 lanes → 2 panels, the last half empty.
         let h = 3;
         let src: Vec<f32> = (0..2 * 4 * h).map(|v| v as f32 + 1.0).collect();
         let bias: Vec<f32> = (0..4 * h).map(|v| -(v as f32) - 1.0).collect();
-        let p = Panels::pack(&src, 2, PanelKind::Gates { h }, Some(&bias), 2, false);
+        let p = Panels::pack(
+            &src,
+            2,
+            PanelKind::Gates { h },
+            Some(&bias),
+            fmt(2, PanelLayout::Plain),
+        );
         assert_eq!(p.n_panels, 2);
         assert_eq!(p.panel_len(), 3 * 8);
         let p0 = p.panel(0);
@@ -198,7 +229,13 @@ mod tests {
     fn wide_panels_cover_consecutive_columns() {
         let cols = 5;
         let src: Vec<f32> = (0..3 * cols).map(|v| v as f32).collect();
-        let p = Panels::pack(&src, 3, PanelKind::Wide { cols }, None, 1, false);
+        let p = Panels::pack(
+            &src,
+            3,
+            PanelKind::Wide { cols },
+            None,
+            fmt(1, PanelLayout::Plain),
+        );
         assert_eq!(p.n_panels, 2);
         assert_eq!(&p.panel(0)[4..8], &[5.0, 6.0, 7.0, 8.0]);
         assert_eq!(&p.panel(1)[4..8], &[9.0, 0.0, 0.0, 0.0]);
@@ -210,8 +247,20 @@ mod tests {
         let h = 2;
         let src: Vec<f32> = (0..3 * 4 * h).map(|v| v as f32 + 1.0).collect();
         let bias: Vec<f32> = (0..4 * h).map(|v| -(v as f32) - 1.0).collect();
-        let plain = Panels::pack(&src, 3, PanelKind::Gates { h }, Some(&bias), 2, false);
-        let split = Panels::pack(&src, 3, PanelKind::Gates { h }, Some(&bias), 2, true);
+        let plain = Panels::pack(
+            &src,
+            3,
+            PanelKind::Gates { h },
+            Some(&bias),
+            fmt(2, PanelLayout::Plain),
+        );
+        let split = Panels::pack(
+            &src,
+            3,
+            PanelKind::Gates { h },
+            Some(&bias),
+            fmt(2, PanelLayout::Split),
+        );
         let (a, b) = (plain.panel(0), split.panel(0));
         assert_eq!(&a[..8], &b[..8], "the bias row is not split");
         for r in 0..3 {

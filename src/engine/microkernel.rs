@@ -1,13 +1,14 @@
 //! The register-blocked microkernel: `MR` rows × one panel (4 vectors).
+//! Each ISA picks its variant and panel layout in `engine::isa` (`Arch`).
 //!
 //! Contract of [`tile`]: for each row `r < MR`, accumulates
 //! `acc[r][v] += Σ_{kk<k} a[r][kk] · panel[kk][v]` where `panel` points at a
-//! packed panel body (`k` rows of 4 vectors, see `crate::pack`). It reads
+//! packed panel body (`k` rows of 4 vectors, see `engine::packing`). It reads
 //! `a[r][0..k]` and `panel[0 .. k·4·LANES]`, writes only `acc`, and assumes
 //! nothing about alignment. It never reads the output, so outputs may hold
 //! NaN on entry.
 
-use crate::simd::Simd;
+use super::simd::Simd;
 
 /// Accumulators of one tile: `MR` rows × 4 vectors.
 pub(crate) type Acc<S, const MR: usize> = [[<S as Simd>::V; 4]; MR];
@@ -59,7 +60,7 @@ fn prefetch(p: *const f32) {
     let _ = p;
 }
 
-/// [`tile`] over a split panel body (see `crate::pack`): two passes, gate
+/// [`tile`] over a split panel body (see `engine::packing`): two passes, gate
 /// vectors 0–1 then 2–3, each streaming its contiguous half, with `MR × 2`
 /// accumulators live instead of `MR × 4`. With 16 registers (AVX2) this
 /// fits 6 rows — 12 independent FMA chains, more than the 8 (2 pipes × 4
@@ -88,9 +89,8 @@ pub(crate) unsafe fn tile_halves<S: Simd, const MR: usize>(
             }
             let mut bp = panel.add(half * k * 2 * l);
             for kk in 0..k {
-                // 32 rows (2 KiB on AVX2) ahead; B=64, H=512, % of the AVX2
-                // peak in one run: none 82.3%, 16 rows 83.3%, 32 rows 85.5–
-                // 86.9%, 64 rows 86.1%. (H=512 panels outgrow L1.)
+                // 32 rows (2 KiB on AVX2) ahead: large panels outgrow L1
+                // (distance measured, see the README's tuning table).
                 prefetch(bp.wrapping_add(32 * 2 * l));
                 let b0 = S::load(bp);
                 let b1 = S::load(bp.add(l));

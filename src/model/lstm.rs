@@ -6,10 +6,11 @@
 use std::sync::Arc;
 
 use crate::config::LstmConfig;
+use crate::engine::{
+    self, AlignedBuf, DEFAULT_MIN_PARALLEL_FLOPS, Isa, KernelChoice, Packed, Parallel, StateBufs,
+    Supported,
+};
 use crate::error::{Error, Result, check_len};
-use crate::kernel::{self, KernelChoice, Packed, Parallel, StateBufs};
-use crate::pack::AlignedBuf;
-use crate::simd::Isa;
 use crate::weights::LstmWeights;
 
 /// An LSTM cell ready to run: validated config and weights, and how many
@@ -87,10 +88,6 @@ impl LstmState {
     }
 }
 
-/// Below this many gate FLOPs per step a second thread costs more than it
-/// gives (measured: thread wake-up is a few µs).
-const DEFAULT_MIN_PARALLEL_FLOPS: f64 = 2e6;
-
 impl Lstm {
     /// Validates `weights` against `config`, picks the instruction set
     /// (the best this CPU has, or the one forced by `LSTM_KERNELS_ISA`) and
@@ -100,7 +97,7 @@ impl Lstm {
         let isa = Isa::from_env()
             .map_err(Error::Unsupported)?
             .unwrap_or_else(Isa::detect);
-        let packed = Packed::build(&config, &weights, isa, KernelChoice::Auto)?;
+        let packed = Packed::build(&config, &weights, Supported::new(isa)?, KernelChoice::Auto)?;
         Ok(Lstm {
             config,
             weights,
@@ -122,9 +119,8 @@ impl Lstm {
 
     /// Re-packs the model for `isa`; an error if this CPU lacks it.
     pub fn with_isa(mut self, isa: Isa) -> Result<Self> {
-        kernel::check_isa(isa)?;
         let choice = self.kernel_choice;
-        self.packed = Packed::build(&self.config, &self.weights, isa, choice)?;
+        self.packed = Packed::build(&self.config, &self.weights, Supported::new(isa)?, choice)?;
         Ok(self)
     }
 
@@ -133,14 +129,15 @@ impl Lstm {
     /// variant and ISA; `Generic` always runs the generic one;
     /// `Specialized` is an error when none exists.
     pub fn with_kernel(mut self, choice: KernelChoice) -> Result<Self> {
-        self.packed = Packed::build(&self.config, &self.weights, self.packed.isa, choice)?;
+        let isa = self.packed.kernel.isa;
+        self.packed = Packed::build(&self.config, &self.weights, isa, choice)?;
         self.kernel_choice = choice;
         Ok(self)
     }
 
     /// The instruction set the kernels run with.
     pub fn isa(&self) -> Isa {
-        self.packed.isa
+        self.packed.kernel.isa.isa()
     }
 
     /// Bytes of packed weights.
@@ -185,14 +182,26 @@ impl Lstm {
     }
 
     /// Name of the kernel that runs the cell: `generic` (packed panels,
-    /// any shape) or a generated one such as `cell_7x5h3p__avx512`.
+    /// any shape) or a generated one, named for what runs:
+    /// `<body>_<shape>__<isa>_f32x<lanes>`, e.g. `blocked_64x64__avx512_f32x16`
+    /// or `lanes_7x5h3p__avx512_f32x8`. A small cell's kernel has a
+    /// batch-in-lanes variant for chunks of 5 or more rows
+    /// ([`Lstm::kernels_for_batch`] says which runs).
     pub fn kernel_name(&self) -> &'static str {
-        self.packed.kernel_name()
+        self.packed.kernel.name
+    }
+
+    /// The kernels a call with `batch` rows runs (one name per distinct
+    /// kernel, in chunk order): [`Lstm::kernel_name`], or its
+    /// batch-in-lanes variant for the chunks large enough for it.
+    pub fn kernels_for_batch(&self, batch: usize) -> Vec<&'static str> {
+        let par = self.parallel();
+        engine::kernels_for_batch(&self.packed, par, batch)
     }
 
     /// Name of the instruction set the kernel uses.
     pub fn isa_name(&self) -> &'static str {
-        self.packed.isa.name()
+        self.isa().name()
     }
 
     /// A zero state for `batch` samples.
@@ -304,11 +313,14 @@ impl Lstm {
             m: &mut state.m[..rows * r],
             scratch: &mut state.scratch,
         };
-        let par = Parallel {
+        engine::forward(&self.packed, self.parallel(), bufs, xs, out, rows, steps);
+    }
+
+    fn parallel(&self) -> Parallel<'_> {
+        Parallel {
             pool: self.pool.as_deref(),
             threads: self.threads,
             min_flops: self.min_parallel_flops,
-        };
-        kernel::forward(&self.packed, par, bufs, xs, out, rows, steps);
+        }
     }
 }

@@ -31,7 +31,7 @@
 //! permutes per activation (28 shuffle instructions on AVX2) cost more
 //! than the divide.
 
-use crate::simd::Simd;
+use super::simd::Simd;
 
 /// Clamp point `A` of `|x|` for tanh.
 const A: f32 = 9.5;
@@ -122,63 +122,50 @@ pub(crate) unsafe fn tanh<S: Simd>(x: S::V) -> S::V {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simd::{Isa, Portable};
+    use crate::engine::isa::{Arch, Isa, Supported, WithArch};
 
     /// Evaluates σ (`sig`) or tanh on every point, full vectors and a
-    /// partial tail, recording which ISA ran.
-    #[inline(always)]
-    unsafe fn eval_body<S: Simd>(xs: &[f32], sig: bool, ran: &mut &'static str) -> Vec<f32> {
-        *ran = S::NAME;
-        let l = S::LANES;
-        let mut out = vec![f32::NAN; xs.len()];
-        for (chunk, dst) in xs.chunks(l).zip(out.chunks_mut(l)) {
-            // SAFETY: the wrapper guarantees the ISA; `chunk`/`dst` hold
-            // `chunk.len() ≤ LANES` floats.
-            unsafe {
-                let n = chunk.len();
-                let v = if n == l {
-                    S::load(chunk.as_ptr())
-                } else {
-                    S::load_partial(chunk.as_ptr(), n)
-                };
-                let y = if sig { sigmoid::<S>(v) } else { tanh::<S>(v) };
-                if n == l {
-                    S::store(dst.as_mut_ptr(), y)
-                } else {
-                    S::store_partial(dst.as_mut_ptr(), y, n)
-                }
-            }
-        }
-        out
+    /// partial tail, and says which ISA ran.
+    struct Eval<'a> {
+        xs: &'a [f32],
+        sig: bool,
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn eval_avx512(xs: &[f32], sig: bool, ran: &mut &'static str) -> Vec<f32> {
-        // SAFETY: called only when AVX-512F is available.
-        unsafe { eval_body::<crate::simd::Avx512>(xs, sig, ran) }
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn eval_avx2(xs: &[f32], sig: bool, ran: &mut &'static str) -> Vec<f32> {
-        // SAFETY: called only when AVX2 and FMA are available.
-        unsafe { eval_body::<crate::simd::Avx2>(xs, sig, ran) }
+    impl WithArch for Eval<'_> {
+        type Output = (Isa, Vec<f32>);
+        #[inline(always)]
+        unsafe fn run<A: Arch>(self) -> (Isa, Vec<f32>) {
+            let l = A::LANES;
+            let mut out = vec![f32::NAN; self.xs.len()];
+            for (chunk, dst) in self.xs.chunks(l).zip(out.chunks_mut(l)) {
+                // SAFETY: inside A's entry; `chunk`/`dst` hold
+                // `chunk.len() ≤ LANES` floats.
+                unsafe {
+                    let n = chunk.len();
+                    let v = if n == l {
+                        A::load(chunk.as_ptr())
+                    } else {
+                        A::load_partial(chunk.as_ptr(), n)
+                    };
+                    let y = if self.sig {
+                        sigmoid::<A>(v)
+                    } else {
+                        tanh::<A>(v)
+                    };
+                    if n == l {
+                        A::store(dst.as_mut_ptr(), y)
+                    } else {
+                        A::store_partial(dst.as_mut_ptr(), y, n)
+                    }
+                }
+            }
+            (A::ISA, out)
+        }
     }
 
     fn eval(isa: Isa, xs: &[f32], sig: bool) -> Vec<f32> {
-        assert!(isa.available());
-        let mut ran = "";
-        let out = match isa {
-            // SAFETY: `isa.available()` was checked.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { eval_avx512(xs, sig, &mut ran) },
-            // SAFETY: `isa.available()` was checked.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { eval_avx2(xs, sig, &mut ran) },
-            // SAFETY: the portable path needs no CPU feature.
-            _ => unsafe { eval_body::<Portable>(xs, sig, &mut ran) },
-        };
-        assert_eq!(ran, isa.name(), "the {isa} path did not run");
+        let (ran, out) = Supported::new(isa).unwrap().dispatch(Eval { xs, sig });
+        assert_eq!(ran, isa, "the {isa} path did not run");
         out
     }
 

@@ -17,7 +17,6 @@ fn mask(n: usize) -> __mmask16 {
 // AVX-512F and pointer validity; each body is one or a few intrinsics.
 impl Simd for Avx512 {
     const LANES: usize = 16;
-    const NAME: &'static str = "avx512";
     type V = __m512;
 
     #[inline(always)]
@@ -77,35 +76,6 @@ impl Simd for Avx512 {
         // (vrangeps would clamp symmetrically in one instruction, but
         // returns ±hi for a quiet NaN.)
         unsafe { _mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), x)) }
-    }
-    #[inline(always)]
-    unsafe fn gather(p: *const f32, stride: usize, n: usize) -> __m512 {
-        // SAFETY: see the impl comment; masked-off lanes read nothing.
-        unsafe {
-            let idx = _mm512_mullo_epi32(
-                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                _mm512_set1_epi32(stride as i32),
-            );
-            let k: __mmask16 = if n >= 16 { 0xffff } else { (1u16 << n) - 1 };
-            _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), k, idx, p.cast())
-        }
-    }
-    #[inline(always)]
-    unsafe fn scatter(p: *mut f32, stride: usize, n: usize, v: __m512) {
-        // SAFETY: see the impl comment; masked-off lanes write nothing.
-        unsafe {
-            let idx = _mm512_mullo_epi32(
-                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                _mm512_set1_epi32(stride as i32),
-            );
-            let k: __mmask16 = if n >= 16 { 0xffff } else { (1u16 << n) - 1 };
-            _mm512_mask_i32scatter_ps::<4>(p.cast(), k, idx, v)
-        }
-    }
-    #[inline(always)]
-    unsafe fn lane_splat(v: __m512, k: usize) -> __m512 {
-        // SAFETY: see the impl comment.
-        unsafe { _mm512_permutexvar_ps(_mm512_set1_epi32(k as i32), v) }
     }
     #[inline(always)]
     unsafe fn to_array(v: __m512) -> [f32; 16] {

@@ -1,0 +1,141 @@
+//! The blocked body: one batch chunk through a whole sequence. The input
+//! part `x·W_x + b` of a block of steps is one GEMM into scratch; then per
+//! step the recurrent gate GEMM `m·W_h` with the fused cell epilogue, the
+//! matrix peephole GEMM `c·v_o` (or the projection) and the head GEMM.
+//! Generic over the ISA and the dimensions; everything is
+//! `#[inline(always)]`, so it compiles inside the ISA's entry.
+
+mod tiles;
+
+use tiles::{gate_tile, head_tile, input_tile, peephole_tile, proj_tile};
+
+use super::isa::Arch;
+use super::job::Job;
+use super::layout::{Dims, Shape};
+use super::plan::Balanced;
+
+/// Calls `$f::<$S, MR>(args..)` for the run-time row count `$nr ≤ 6`.
+macro_rules! with_mr {
+    ($nr:expr, $f:ident::<$S:ty, $D:ty>($($arg:expr),*)) => {
+        match $nr {
+            1 => $f::<$S, $D, 1>($($arg),*),
+            2 => $f::<$S, $D, 2>($($arg),*),
+            3 => $f::<$S, $D, 3>($($arg),*),
+            4 => $f::<$S, $D, 4>($($arg),*),
+            5 => $f::<$S, $D, 5>($($arg),*),
+            _ => $f::<$S, $D, 6>($($arg),*),
+        }
+    };
+}
+
+/// Runs `$body` for the row blocks `($r0, $nr)` of `$rows` rows: parts of
+/// at most `S::MR` rows, balanced (see [`Balanced`]). A macro, not a
+/// closure, so that `$body` is compiled inside the ISA wrapper.
+macro_rules! row_blocks {
+    ($S:ty, $rows:expr, |$r0:ident, $nr:ident| $body:expr) => {{
+        for ($r0, $nr) in Balanced::new($rows, <$S as Arch>::MR) {
+            $body;
+        }
+    }};
+}
+
+/// The whole sequence for one chunk (see the module docs).
+///
+/// # Safety
+/// Runs inside an entry whose features include `S`'s; `job` was built by
+/// `driver::forward` for a model packed in `S`'s lanes and layout (all
+/// buffers sized and disjoint as documented on [`Job`]).
+#[inline(always)]
+pub(crate) unsafe fn run<S: Arch, D: Dims>(job: &Job) {
+    let pk = job.packed;
+    let d = Shape::of::<S, D>(pk);
+    let (h, rows, l) = (d.h, job.rows, S::LANES);
+    let mut t0 = 0;
+    // SAFETY: every tile call stays within the buffers `driver::forward` checked.
+    // With a hidden-unit split, parts write disjoint units (their panels)
+    // and read other parts' results only after a barrier.
+    unsafe {
+        while t0 < job.steps {
+            let nt = job.tb.min(job.steps - t0);
+            // Each part only ever reads its own panels' columns of xw, so
+            // no barrier is needed after the input GEMM.
+            for p in job.share(d.gate_panels) {
+                row_blocks!(S, nt * rows, |q0, nr| with_mr!(
+                    nr,
+                    input_tile::<S, D>(job, t0, q0, p)
+                ));
+            }
+            for s in 0..nt {
+                let t = t0 + s;
+                let (m_cur, m_next) = if t % 2 == 0 {
+                    (job.m, job.m_alt)
+                } else {
+                    (job.m_alt, job.m)
+                };
+                let gates = job.share(d.gate_panels);
+                for p in gates.clone() {
+                    row_blocks!(S, rows, |r0, nr| with_mr!(
+                        nr,
+                        gate_tile::<S, D>(job, s, r0, p, m_cur, m_next)
+                    ));
+                }
+                if d.peephole {
+                    job.sync(); // the peephole reads every unit of the new c
+                    for q in job.share(d.wide_panels) {
+                        row_blocks!(S, rows, |r0, nr| with_mr!(
+                            nr,
+                            peephole_tile::<S, D>(job, r0, q, m_next)
+                        ));
+                    }
+                }
+                if d.proj {
+                    // Never split (see `Plan`): every unit of m is here.
+                    for q in 0..d.proj_panels {
+                        row_blocks!(S, rows, |r0, nr| with_mr!(
+                            nr,
+                            proj_tile::<S, D>(job, r0, q, m_next)
+                        ));
+                    }
+                }
+                match d.head {
+                    true => {
+                        job.sync(); // the head reads every unit of the new m
+                        for q in job.share(d.head_panels) {
+                            row_blocks!(S, rows, |r0, nr| with_mr!(
+                                nr,
+                                head_tile::<S, D>(job, t, r0, q, m_next)
+                            ));
+                        }
+                    }
+                    false => {
+                        // The output is m (or r): copy this part's gate
+                        // units (after the peephole, others may have
+                        // written them); unsplit, all R of them.
+                        if d.peephole {
+                            job.sync();
+                        }
+                        let rr = d.r;
+                        let (j0, j1) = if job.parts == 1 {
+                            (0, rr)
+                        } else {
+                            ((gates.start * l).min(h), (gates.end * l).min(h))
+                        };
+                        for r in 0..rows {
+                            let dst = job.out.add((t * job.batch + job.row0 + r) * rr);
+                            std::ptr::copy_nonoverlapping(
+                                m_next.add(r * rr + j0),
+                                dst.add(j0),
+                                j1 - j0,
+                            );
+                        }
+                    }
+                }
+                job.sync(); // the next step reads every unit of m and c
+            }
+            t0 += nt;
+        }
+        if job.steps % 2 == 1 && job.part == 0 {
+            std::ptr::copy_nonoverlapping(job.m_alt, job.m, rows * d.r);
+        }
+    }
+}

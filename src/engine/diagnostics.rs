@@ -1,0 +1,56 @@
+//! Counters of kernel runs, so that tests and `lstm bench` can prove which
+//! path really ran (feature `diagnostics`; without it, recording compiles
+//! to nothing).
+
+use super::isa::Isa;
+
+#[cfg(feature = "diagnostics")]
+mod counters {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::Isa;
+
+    /// Chunk runs per ISA (avx512, avx2, portable).
+    static RUNS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+    /// Chunk runs of generated kernels.
+    static GENERATED: AtomicU64 = AtomicU64::new(0);
+    /// Chunk runs of the batch-in-lanes layout of small generated kernels.
+    static BATCH: AtomicU64 = AtomicU64::new(0);
+
+    #[inline]
+    pub(crate) fn record(isa: Isa, generated: bool, batch: bool) {
+        RUNS[isa as usize].fetch_add(1, Ordering::Relaxed);
+        if generated {
+            GENERATED.fetch_add(1, Ordering::Relaxed);
+        }
+        if batch {
+            BATCH.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Number of chunk runs on `isa` so far in this process.
+    pub fn kernel_runs(isa: Isa) -> u64 {
+        RUNS[isa as usize].load(Ordering::Relaxed)
+    }
+
+    /// Number of chunk runs of generated (specialized) kernels so far.
+    pub fn specialized_runs() -> u64 {
+        GENERATED.load(Ordering::Relaxed)
+    }
+
+    /// Number of chunk runs of small generated kernels in their
+    /// batch-in-lanes layout so far in this process.
+    pub fn small_batch_runs() -> u64 {
+        BATCH.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(feature = "diagnostics")]
+pub(crate) use counters::record;
+#[cfg(feature = "diagnostics")]
+pub use counters::{kernel_runs, small_batch_runs, specialized_runs};
+
+/// Records one chunk run (nothing without the `diagnostics` feature).
+#[cfg(not(feature = "diagnostics"))]
+#[inline(always)]
+pub(crate) fn record(_isa: Isa, _generated: bool, _batch: bool) {}

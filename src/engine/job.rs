@@ -1,0 +1,103 @@
+//! What a kernel receives: [`Job`], raw views of one chunk's buffers for
+//! one call, built only by the driver (which checks every length), and the
+//! barrier the parts of a hidden-unit split meet at.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::packed::Packed;
+
+/// A kernel entry: runs one chunk through the whole sequence.
+///
+/// # Safety
+/// `job` was built by `driver::forward` for a model packed for this
+/// kernel (checked on entry).
+pub(crate) type KernelFn = unsafe fn(&Job);
+
+/// Raw views of one chunk's data for one `forward` call. Built only by
+/// `driver::forward`, which checks every length.
+#[derive(Clone, Copy)]
+pub(crate) struct Job<'a> {
+    pub(crate) packed: &'a Packed,
+    /// Samples in this chunk.
+    pub(crate) rows: usize,
+    /// Samples in the whole batch (row stride of `xs`/`out` per step).
+    pub(crate) batch: usize,
+    /// First sample of the chunk.
+    pub(crate) row0: usize,
+    pub(crate) steps: usize,
+    /// Steps per hoisted input GEMM.
+    pub(crate) tb: usize,
+    /// `[T, batch, n_in]`.
+    pub(crate) xs: *const f32,
+    /// `[T, batch, n_out]`.
+    pub(crate) out: *mut f32,
+    /// `[rows, H]` each.
+    pub(crate) c: *mut f32,
+    pub(crate) m: *mut f32,
+    pub(crate) m_alt: *mut f32,
+    /// `[rows, hw]` (matrix peephole only).
+    pub(crate) o_pre: *mut f32,
+    /// `[tb, rows, 4·hp]`.
+    pub(crate) xw: *mut f32,
+    /// `[rows, H]`: the full `m` before the projection (projection only).
+    pub(crate) m_full: *mut f32,
+    /// Hidden-unit split: this job computes panel share `part` of `parts`
+    /// for every phase and meets the others at `barrier` between phases.
+    /// With `parts == 1` there is no barrier and the job does everything.
+    pub(crate) part: usize,
+    pub(crate) parts: usize,
+    pub(crate) barrier: Option<&'a SpinBarrier>,
+}
+
+impl Job<'_> {
+    /// This job's contiguous share of `n` panels.
+    #[inline(always)]
+    pub(crate) fn share(&self, n: usize) -> std::ops::Range<usize> {
+        (n * self.part / self.parts)..(n * (self.part + 1) / self.parts)
+    }
+
+    /// Waits for the other parts (no-op without a split).
+    #[inline(always)]
+    pub(crate) fn sync(&self) {
+        if let Some(b) = self.barrier {
+            b.wait();
+        }
+    }
+}
+
+/// A barrier for the parts of a hidden-unit split: they spin (briefly, then
+/// yield) instead of sleeping, since a step takes microseconds.
+pub(crate) struct SpinBarrier {
+    parts: usize,
+    arrived: AtomicU64,
+    generation: AtomicU64,
+}
+
+impl SpinBarrier {
+    pub(crate) fn new(parts: usize) -> Self {
+        SpinBarrier {
+            parts,
+            arrived: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Returns once all `parts` callers have arrived.
+    pub(crate) fn wait(&self) {
+        let generation = self.generation.load(Ordering::Acquire);
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.parts as u64 {
+            self.arrived.store(0, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::Release);
+        } else {
+            let mut spins = 0u32;
+            while self.generation.load(Ordering::Acquire) == generation {
+                spins += 1;
+                if spins < 1 << 14 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! The fast engine, private to the crate. Stages in the order data flows:
+//!
+//! 1. **Kernel choice and packing** (`packed`, `packing`, `registry`): at
+//!    model construction the ISA is checked (`isa::Supported`), a kernel
+//!    is chosen — a generated, shape-specialized one or the generic one —
+//!    and the weights are packed once in the format that kernel reads.
+//! 2. **Plan** (`plan`, `tuning`): per call, the batch is cut into chunks
+//!    of whole register blocks (or one chunk is split by hidden units).
+//! 3. **Driver** (`driver`, `job`): each chunk's [`job::Job`] runs on the
+//!    caller's thread or the model's rayon pool, with subnormals flushed.
+//! 4. **Bodies**: `cell` (blocked GEMM tiles over `microkernel::tile`,
+//!    fused epilogue with `activation`), `small` (register-resident small
+//!    cells). Generic over the vector type (`simd`) and the dimensions
+//!    (`layout`); compiled inside the ISA's `#[target_feature]` entry
+//!    (`isa::Arch::vectorize`, reached through `registry::entry`).
+
+mod activation;
+mod cell;
+pub(crate) mod diagnostics;
+mod driver;
+mod fp_env;
+mod isa;
+mod job;
+mod layout;
+mod microkernel;
+mod packed;
+mod packing;
+mod peak;
+mod plan;
+mod registry;
+mod simd;
+#[cfg(lstm_kernels_small)]
+mod small;
+mod tuning;
+
+pub use isa::{ISA_ENV, Isa};
+pub use packed::KernelChoice;
+pub use peak::fma_peak_gflops;
+pub use registry::{
+    config_from_shape_tag, generated_source, specialized_kernels, specialized_shapes,
+};
+
+pub(crate) use driver::{Parallel, StateBufs, forward, kernels_for_batch};
+pub(crate) use isa::Supported;
+pub(crate) use packed::Packed;
+pub(crate) use packing::AlignedBuf;
+pub(crate) use tuning::DEFAULT_MIN_PARALLEL_FLOPS;

@@ -1,0 +1,152 @@
+//! The plan of a forward call: how the batch is cut into chunks (one per
+//! thread, or several per thread for large batches), how many steps each
+//! hoisted input GEMM covers, whether one chunk is split by hidden units
+//! across threads, and the scratch each chunk needs. A plan never changes
+//! a row's arithmetic, so results are identical for every plan.
+
+use super::packed::Packed;
+use super::tuning::{MAX_CHUNK_ROWS, STREAMED_WEIGHTS, XW_BUDGET, XW_BUDGET_STREAMED};
+
+/// `rows` split into as few parts of at most `max` rows as possible,
+/// balanced (32 rows by 6: 6,6,5,5,5,5, not 6,6,6,6,6,2) so that no part is
+/// a sliver: yields `(first row, rows)` per part. Row blocks, small-kernel
+/// groups and their sizes never change a row's arithmetic.
+#[derive(Clone, Copy)]
+pub(crate) struct Balanced {
+    parts: usize,
+    base: usize,
+    extra: usize,
+    next: usize,
+    r0: usize,
+}
+
+impl Balanced {
+    #[inline(always)]
+    pub(crate) fn new(rows: usize, max: usize) -> Balanced {
+        let parts = rows.div_ceil(max);
+        let base = rows.checked_div(parts).unwrap_or(0);
+        let extra = rows.checked_rem(parts).unwrap_or(0);
+        Balanced {
+            parts,
+            base,
+            extra,
+            next: 0,
+            r0: 0,
+        }
+    }
+}
+
+impl Iterator for Balanced {
+    type Item = (usize, usize);
+    #[inline(always)]
+    fn next(&mut self) -> Option<(usize, usize)> {
+        (self.next < self.parts).then(|| {
+            let n = self.base + usize::from(self.next < self.extra);
+            let r0 = self.r0;
+            self.next += 1;
+            self.r0 += n;
+            (r0, n)
+        })
+    }
+}
+
+/// Planning of a forward call: chunking and scratch layout.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Plan {
+    /// Samples per chunk (the last chunk may have fewer).
+    pub(crate) per: usize,
+    pub(crate) chunks: usize,
+    /// Steps per hoisted input GEMM.
+    pub(crate) tb: usize,
+    /// Hidden-unit split of one chunk over this many threads (1: none).
+    pub(crate) split: usize,
+}
+
+fn round16(n: usize) -> usize {
+    n.div_ceil(16) * 16
+}
+
+impl Plan {
+    pub(crate) fn new(
+        pk: &Packed,
+        batch: usize,
+        steps: usize,
+        threads: usize,
+        min_flops: f64,
+    ) -> Plan {
+        let mr = pk.kernel.mr;
+        let blocks = batch.div_ceil(mr);
+        let flops = batch as f64 * 8.0 * (pk.n_in + pk.h) as f64 * pk.h as f64;
+        let chunks = if flops < min_flops {
+            1
+        } else {
+            threads.clamp(1, blocks)
+        };
+        // Large batches run as several chunks of at most MAX_CHUNK_ROWS rows,
+        // one after another on each thread (see MAX_CHUNK_ROWS) — unless the
+        // weights are streamed from memory anyway, which each chunk would do
+        // again.
+        let streamed = pk.wx.bytes() + pk.wh.bytes() > STREAMED_WEIGHTS;
+        let chunks = if streamed {
+            chunks
+        } else {
+            chunks.max(batch.div_ceil(MAX_CHUNK_ROWS))
+        };
+        // Even chunks (64 rows on 2 threads: 32 + 32, not 36 + 28): a row's
+        // arithmetic does not depend on which block or chunk it is in.
+        let per = batch.div_ceil(chunks);
+        let chunks = batch.div_ceil(per);
+        let budget = if streamed {
+            XW_BUDGET_STREAMED
+        } else {
+            XW_BUDGET
+        };
+        let tb = (budget / (per * 4 * pk.hp)).clamp(1, steps.max(1));
+        // A batch of one row block cannot be split by rows: split its hidden
+        // units instead (each core keeps its share of the weights in its own
+        // L2), when there is enough work per step to pay for the barriers.
+        // (Neither the register-resident small kernel nor a projection,
+        // whose output needs every unit of m, is split.)
+        let splittable = !pk.kernel.small && !pk.variants.proj;
+        let split = if splittable
+            && chunks == 1
+            && threads > 1
+            && pk.wh.n_panels >= 2 * threads
+            && flops >= min_flops / 8.0
+        {
+            threads
+        } else {
+            1
+        };
+        Plan {
+            per,
+            chunks,
+            tb,
+            split,
+        }
+    }
+
+    /// Scratch floats for a chunk of `rows` samples.
+    pub(crate) fn chunk_scratch(&self, pk: &Packed, rows: usize) -> [usize; 4] {
+        [
+            round16(self.tb * rows * 4 * pk.hp),
+            round16(rows * pk.hw),
+            round16(rows * pk.r),
+            if pk.variants.proj {
+                round16(rows * pk.h)
+            } else {
+                0
+            },
+        ]
+    }
+
+    pub(crate) fn scratch_len(&self, pk: &Packed, batch: usize) -> usize {
+        (0..self.chunks)
+            .map(|k| {
+                self.chunk_scratch(pk, self.per.min(batch - k * self.per))
+                    .iter()
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+}

@@ -1,0 +1,9 @@
+//! The model API, in the order a user builds it: [`config`] (sizes and
+//! variants) → [`weights`] (canonical layout) → [`Lstm`] (the immutable,
+//! packed model) → [`LstmState`] (per caller) → `step` / `forward`.
+
+pub mod config;
+mod lstm;
+pub mod weights;
+
+pub use lstm::{Lstm, LstmState};
