@@ -12,7 +12,8 @@
 mod common;
 
 use common::{Case, check_run, config};
-use lstm_kernels::{Isa, Lstm, LstmConfig, LstmWeights, Peephole, kernel_runs};
+use lstm_kernels::diagnostics::kernel_runs;
+use lstm_kernels::{Isa, Lstm, LstmConfig, LstmWeights, Peephole};
 use proptest::prelude::*;
 
 /// Runs `f` on the case's model under every ISA this CPU has, checking that

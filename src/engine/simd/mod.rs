@@ -75,7 +75,6 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::engine::isa::{Arch, Isa, Supported, WithArch};
 
     /// Special and ordinary inputs for the elementwise operations.
