@@ -19,6 +19,7 @@
 //! [`reference`] is the scalar `f64` oracle; [`io`] reads and writes
 //! `.npz`, `.safetensors` and `.npy` files.
 #![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 // Layers, from the API down: the model (config, weights, Lstm), the
 // sequence models on it, the f64 oracle, file formats and importers, the

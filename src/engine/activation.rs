@@ -69,6 +69,9 @@ const SIGMOID_Q: [f32; 5] = [
 ];
 
 /// `c₀ + c₁s + c₂s² + c₃s³ + c₄s⁴` by Estrin's scheme (`s2 = s²`).
+///
+/// # Safety
+/// The CPU supports `S`.
 #[inline(always)]
 unsafe fn estrin<S: Simd>(c: &[f32; 5], s: S::V, s2: S::V) -> S::V {
     // SAFETY: the caller guarantees the ISA.
@@ -83,6 +86,9 @@ unsafe fn estrin<S: Simd>(c: &[f32; 5], s: S::V, s2: S::V) -> S::V {
 /// `clamp(x·P(x²)/Q(x²), −out, out)` for `x` clamped to `[−lim, lim]`. A
 /// NaN `x` flows through every operation (the clamps keep it), so no
 /// separate NaN test is needed.
+///
+/// # Safety
+/// The CPU supports `S`.
 #[inline(always)]
 unsafe fn rational<S: Simd>(x: S::V, p: &[f32; 5], q: &[f32; 5], lim: f32, out: f32) -> S::V {
     // SAFETY: the caller guarantees the ISA.

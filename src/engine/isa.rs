@@ -210,6 +210,8 @@ macro_rules! features {
             true $(&& std::arch::is_x86_feature_detected!($f))*
         }
 
+        /// # Safety
+        /// The CPU has every feature enabled here ([`Arch::available`]).
         #[inline]
         $(#[target_feature(enable = $f)])*
         unsafe fn vectorize<W: WithArch>(work: W) -> W::Output {

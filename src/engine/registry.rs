@@ -69,7 +69,10 @@ impl<A: Arch, S: Arch> KernelBody<A, S> for Blocked {
 
 /// `K`'s body for `A` in vectors `S` with dimensions `D`, as work for
 /// `A`'s entry.
-struct Call<'a, 'j, A, S, D, K>(&'a Job<'j>, PhantomData<fn() -> (A, S, D, K)>);
+struct Call<'a, 'j, A, S, D, K>(&'a Job<'j>, Types<(A, S, D, K)>);
+
+/// A zero-sized stand-in for type parameters a value does not hold.
+type Types<T> = PhantomData<fn() -> T>;
 
 impl<A0: Arch, S: Arch, D: Dims, K: KernelBody<A0, S>> WithArch for Call<'_, '_, A0, S, D, K> {
     type Output = ();

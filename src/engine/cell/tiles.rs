@@ -18,6 +18,9 @@ fn row_ptrs<const MR: usize>(base: *const f32, r0: usize, stride: usize) -> [*co
 }
 
 /// Loads `n ≤ LANES` floats (the rest zero).
+///
+/// # Safety
+/// The CPU supports `S`; `p` is valid for `n` reads.
 #[inline(always)]
 unsafe fn load_n<S: Simd>(p: *const f32, n: usize) -> S::V {
     // SAFETY: the caller guarantees `p` is valid for `n` reads.
@@ -31,6 +34,9 @@ unsafe fn load_n<S: Simd>(p: *const f32, n: usize) -> S::V {
 }
 
 /// Loads 4 consecutive vectors.
+///
+/// # Safety
+/// The CPU supports `S`; `p` is valid for `4 · LANES` reads.
 #[inline(always)]
 unsafe fn load4<S: Simd>(p: *const f32) -> [S::V; 4] {
     let l = S::LANES;
@@ -46,6 +52,9 @@ unsafe fn load4<S: Simd>(p: *const f32) -> [S::V; 4] {
 }
 
 /// Stores the first `n ≤ LANES` lanes.
+///
+/// # Safety
+/// The CPU supports `S`; `p` is valid for `n` writes.
 #[inline(always)]
 unsafe fn store_n<S: Simd>(p: *mut f32, v: S::V, n: usize) {
     // SAFETY: the caller guarantees `p` is valid for `n` writes.
@@ -60,6 +69,12 @@ unsafe fn store_n<S: Simd>(p: *mut f32, v: S::V, n: usize) {
 
 /// Input GEMM tile: rows `q0..q0+MR` of the time block (row `q` is sample
 /// `q % rows` at step `t0 + q / rows`), panel `p`: `xw = bias + x·W_x`.
+///
+/// # Safety
+/// Runs inside an entry whose features include `S`'s; `job` was built by
+/// `driver::forward` for a model packed in `S`'s lanes and layout; rows
+/// `r0..r0+MR` (or `q0..q0+MR`) are the job's and the panel index is in
+/// range.
 #[inline(always)]
 pub(super) unsafe fn input_tile<S: Arch, D: Dims, const MR: usize>(
     job: &Job,
@@ -97,6 +112,12 @@ pub(super) unsafe fn input_tile<S: Arch, D: Dims, const MR: usize>(
 /// the time block. Accumulators start from `xw`, add `m_cur·W_h`, then the
 /// fused epilogue: `c = σ(f)·c + σ(i)·tanh(c̃)`, and either
 /// `m_next = σ(o)·tanh(c)` or (matrix peephole) `o_pre = o`.
+///
+/// # Safety
+/// Runs inside an entry whose features include `S`'s; `job` was built by
+/// `driver::forward` for a model packed in `S`'s lanes and layout; rows
+/// `r0..r0+MR` (or `q0..q0+MR`) are the job's and the panel index is in
+/// range.
 #[inline(always)]
 pub(super) unsafe fn gate_tile<S: Arch, D: Dims, const MR: usize>(
     job: &Job,
@@ -168,6 +189,9 @@ pub(super) unsafe fn gate_tile<S: Arch, D: Dims, const MR: usize>(
 }
 
 /// ONNX `clip`: clamps an activation's input when set.
+///
+/// # Safety
+/// The CPU supports `S`.
 #[inline(always)]
 unsafe fn act_in<S: Simd>(z: S::V, clip: Option<f32>) -> S::V {
     // SAFETY: the caller guarantees the ISA.
@@ -181,6 +205,12 @@ unsafe fn act_in<S: Simd>(z: S::V, clip: Option<f32>) -> S::V {
 
 /// Projection tile: `r = m·W_p` (no bias), clamped by `proj_clip`, into
 /// `m_next` for samples `r0..r0+MR` and outputs of wide panel `q`.
+///
+/// # Safety
+/// Runs inside an entry whose features include `S`'s; `job` was built by
+/// `driver::forward` for a model packed in `S`'s lanes and layout; rows
+/// `r0..r0+MR` (or `q0..q0+MR`) are the job's and the panel index is in
+/// range.
 #[inline(always)]
 pub(super) unsafe fn proj_tile<S: Arch, D: Dims, const MR: usize>(
     job: &Job,
@@ -215,6 +245,12 @@ pub(super) unsafe fn proj_tile<S: Arch, D: Dims, const MR: usize>(
 
 /// Peephole tile: `o = σ(o_pre + c·v_o)`, `m_next = o·tanh(c)` for samples
 /// `r0..r0+MR` and the 4·LANES units of wide panel `q`.
+///
+/// # Safety
+/// Runs inside an entry whose features include `S`'s; `job` was built by
+/// `driver::forward` for a model packed in `S`'s lanes and layout; rows
+/// `r0..r0+MR` (or `q0..q0+MR`) are the job's and the panel index is in
+/// range.
 #[inline(always)]
 pub(super) unsafe fn peephole_tile<S: Arch, D: Dims, const MR: usize>(
     job: &Job,
@@ -256,6 +292,12 @@ pub(super) unsafe fn peephole_tile<S: Arch, D: Dims, const MR: usize>(
 }
 
 /// Head tile: `h = tanh(b_h + m·w_h)` into the output rows of step `t`.
+///
+/// # Safety
+/// Runs inside an entry whose features include `S`'s; `job` was built by
+/// `driver::forward` for a model packed in `S`'s lanes and layout; rows
+/// `r0..r0+MR` (or `q0..q0+MR`) are the job's and the panel index is in
+/// range.
 #[inline(always)]
 pub(super) unsafe fn head_tile<S: Arch, D: Dims, const MR: usize>(
     job: &Job,

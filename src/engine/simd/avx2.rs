@@ -9,6 +9,9 @@ use super::Simd;
 pub struct Avx2;
 
 /// Lanes `< n` have their sign bit set (the `vmaskmovps` mask).
+///
+/// # Safety
+/// The CPU supports AVX2.
 #[inline(always)]
 pub(super) unsafe fn mask(n: usize) -> __m256i {
     // SAFETY: the caller guarantees AVX2.

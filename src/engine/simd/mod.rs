@@ -48,28 +48,64 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     type V: Copy;
 
     /// All lanes `x`.
+    ///
+    /// # Safety
+    /// The CPU supports the ISA.
     unsafe fn splat(x: f32) -> Self::V;
     /// Unaligned load of `LANES` floats.
+    ///
+    /// # Safety
+    /// The CPU supports the ISA; `p` is valid for `LANES` reads.
     unsafe fn load(p: *const f32) -> Self::V;
     /// Unaligned store of `LANES` floats.
+    ///
+    /// # Safety
+    /// The CPU supports the ISA; `p` is valid for `LANES` writes.
     unsafe fn store(p: *mut f32, v: Self::V);
     /// Loads `n < LANES` floats, other lanes 0; reads nothing past `p + n`.
+    ///
+    /// # Safety
+    /// The CPU supports the ISA; `p` is valid for `n` reads.
     unsafe fn load_partial(p: *const f32, n: usize) -> Self::V;
     /// Stores the first `n < LANES` lanes; writes nothing past `p + n`.
+    ///
+    /// # Safety
+    /// The CPU supports the ISA; `p` is valid for `n` writes.
     unsafe fn store_partial(p: *mut f32, v: Self::V, n: usize);
     /// `a + b`.
+    ///
+    /// # Safety
+    /// The CPU supports the ISA.
     unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
     /// `a - b`.
+    ///
+    /// # Safety
+    /// The CPU supports the ISA.
     unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
     /// `a · b`.
+    ///
+    /// # Safety
+    /// The CPU supports the ISA.
     unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
     /// `a / b` (correctly rounded).
+    ///
+    /// # Safety
+    /// The CPU supports the ISA.
     unsafe fn div(a: Self::V, b: Self::V) -> Self::V;
     /// `a · b + c`, fused where the ISA has FMA.
+    ///
+    /// # Safety
+    /// The CPU supports the ISA.
     unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     /// `min(hi, max(lo, x))`, returning NaN for a NaN `x`.
+    ///
+    /// # Safety
+    /// The CPU supports the ISA.
     unsafe fn clamp(x: Self::V, lo: f32, hi: f32) -> Self::V;
     /// Lanes as an array (tests, tails).
+    ///
+    /// # Safety
+    /// The CPU supports the ISA.
     unsafe fn to_array(v: Self::V) -> [f32; 16];
 }
 

@@ -80,6 +80,10 @@ const MAX_BLOCK: usize = 32;
 /// the steps stored. The inputs are transposed to `[feature][pair]` and
 /// the outputs back to `[step, row, feature]` by scalar copies (cheaper
 /// than per-step gathers and scatters).
+///
+/// # Safety
+/// As [`run`], which checked the shape against the buffers; rows
+/// `r0..r0+nr` are the job's, `nr ≤ B::LANES`.
 #[inline(always)]
 unsafe fn group_batch<S: Arch, B: Strided, D: Dims>(job: &Job, r0: usize, nr: usize) {
     let pk = job.packed;

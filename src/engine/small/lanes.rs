@@ -46,6 +46,10 @@ pub(super) unsafe fn run<S: Arch + LaneSplat, D: Dims>(job: &Job) {
     }
 }
 
+/// Samples `r0..r0+R` through the whole sequence.
+///
+/// # Safety
+/// As [`run`], which checked the shape; rows `r0..r0+R` are the job's.
 #[inline(always)]
 unsafe fn group<S: Arch + LaneSplat, D: Dims, const R: usize>(job: &Job, r0: usize) {
     let pk = job.packed;

@@ -1,0 +1,89 @@
+//! The kernels' pointer arithmetic on the portable path, small enough to
+//! run under Miri (`.ci/run` does when a nightly toolchain with Miri is
+//! installed: `cargo +nightly miri test --no-default-features --features
+//! diagnostics --test miri`). Every body runs — the generic blocked kernel
+//! with each variant, a hidden-unit split, chunking over threads, and the
+//! generated blocked, gates-in-lanes and batch-in-lanes kernels — with
+//! partial register blocks and, for the batch layout, more steps than one
+//! block of its buffers; results are checked against the reference too.
+//! Without Miri it is an ordinary (fast) test.
+
+mod common;
+
+use common::{Case, check_run, config};
+use lstm_kernels::diagnostics::{small_batch_runs, specialized_runs};
+use lstm_kernels::{Isa, KernelChoice, Lstm, LstmConfig, Peephole};
+
+/// Runs `case` on the portable path with `threads` (chunked from any
+/// size) and `choice`, checking against the reference.
+fn run(case: &Case, threads: usize, choice: KernelChoice) -> Lstm {
+    let model = case
+        .model()
+        .with_isa(Isa::Portable)
+        .unwrap()
+        .with_kernel(choice)
+        .unwrap()
+        .with_threads(threads)
+        .unwrap()
+        .with_parallel_threshold(0.0);
+    let what = format!("{:?} b={} t={threads}", case.cfg, case.batch);
+    check_run(case, &case.run_forward(&model)).unwrap_or_else(|e| panic!("{what}: {e}"));
+    check_run(case, &case.run_steps(&model)).unwrap_or_else(|e| panic!("{what} step(): {e}"));
+    model
+}
+
+#[test]
+fn generic_kernel_with_every_variant() {
+    let base = || LstmConfig::new(3, 5);
+    let cfgs = [
+        base(),
+        base().with_head(3).with_peephole(Peephole::Matrix),
+        base().with_peephole(Peephole::Diagonal),
+        base().with_projection(3).with_proj_clip(0.5),
+        base().with_clip(0.8).with_input_forget(true),
+        base().with_cell_clip(0.3).with_forget_bias(1.0),
+    ];
+    for cfg in cfgs {
+        // 3 rows: a partial register block (the portable MR is 2).
+        for (batch, threads) in [(1, 1), (3, 1), (3, 2)] {
+            let case = Case::new(cfg, batch, 2, 11, 2.0);
+            run(&case, threads, KernelChoice::Generic);
+        }
+    }
+}
+
+#[test]
+fn hidden_unit_split_over_two_threads() {
+    // One row block, 5 gate panels of 8 lanes: split by hidden units, with
+    // the matrix peephole and head (every barrier phase).
+    let cfg = config(2, 33, Some(9), true);
+    let case = Case::new(cfg, 1, 2, 5, 1.0);
+    run(&case, 2, KernelChoice::Generic);
+}
+
+#[test]
+fn generated_kernels_every_body() {
+    let (gen0, batch0) = (specialized_runs(), small_batch_runs());
+    // The seed's cell: gates in lanes below 5 rows, batch in lanes from 5,
+    // over more steps than one block of the batch layout (32).
+    for (batch, steps) in [(1, 3), (2, 3), (5, 34), (7, 3)] {
+        let case = Case::new(config(7, 5, Some(3), true), batch, steps, 3, 2.0);
+        run(&case, 1, KernelChoice::Specialized);
+    }
+    // Plain output (no head), and a blocked generated kernel.
+    run(
+        &Case::new(config(24, 8, None, false), 6, 2, 4, 2.0),
+        1,
+        KernelChoice::Specialized,
+    );
+    run(
+        &Case::new(config(64, 64, None, false), 3, 1, 9, 1.0),
+        1,
+        KernelChoice::Specialized,
+    );
+    assert!(specialized_runs() > gen0, "no generated kernel ran");
+    assert!(
+        small_batch_runs() > batch0,
+        "the batch-in-lanes layout did not run"
+    );
+}
