@@ -6,27 +6,37 @@
 
 mod common;
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{Case, check_run, config};
-use lstm_kernels::{
-    Isa, KernelChoice, kernel_runs, small_batch_runs, specialized_kernels, specialized_runs,
-    specialized_shapes,
+use common::{
+    Case, Runs, check_run, config, generated_kernels, generated_shapes, generic_kernel, on_threads,
+    same_bits, shape_config, specialized_kernel,
 };
+use lstm_kernels::Isa;
 
+/// Every generated kernel, on every ISA this CPU has, over batches around
+/// its row groups: a failure does not stop the sweep; all of them are
+/// listed at the end.
 #[test]
 fn every_generated_kernel_matches_the_reference_and_the_generic_kernel() {
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    let shapes = specialized_shapes();
+    let shapes = generated_shapes();
     assert!(
         shapes.iter().any(|s| s == "7x5h3p"),
         "the seed's cell is in the default list: {shapes:?} (this suite needs the defaults: \
          a LSTM_KERNELS_SHAPES starting with `only:` removes them)"
     );
-    let mut ran = 0;
+    let mut failures: Vec<String> = Vec::new();
+    let mut checked = 0;
     for tag in &shapes {
-        let cfg = lstm_kernels::config_from_shape_tag(tag).unwrap();
+        let cfg = match shape_config(tag) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                failures.push(format!("shape {tag}: no config: {e}"));
+                continue;
+            }
+        };
         let (n, h, head, peep) = (
             cfg.n_input,
             cfg.n_hidden,
@@ -47,74 +57,98 @@ fn every_generated_kernel_matches_the_reference_and_the_generic_kernel() {
         for &b in batches {
             let case = Case::new(config(n, h, head, peep), b, steps, (n * 31 + b) as u64, 2.0);
             for isa in Isa::all_available() {
-                let generic = case
-                    .model()
-                    .with_isa(isa)
-                    .unwrap()
-                    .with_kernel(KernelChoice::Generic)
-                    .unwrap();
-                let special = case
-                    .model()
-                    .with_isa(isa)
-                    .unwrap()
-                    .with_kernel(KernelChoice::Specialized)
-                    .unwrap();
                 let name = format!("cell_{tag}__{isa}");
-                assert_eq!(special.kernel_name(), name);
-                assert_eq!(generic.kernel_name(), "generic");
-                let (before, isa_before) = (specialized_runs(), kernel_runs(isa));
-                let batch_before = small_batch_runs();
-                let got = case.run_forward(&special);
-                assert!(
-                    specialized_runs() > before && kernel_runs(isa) > isa_before,
-                    "{name} did not run"
-                );
                 // Small cells (H within one vector, ≤ 32 inputs) switch to
                 // the batch-in-lanes layout from 5 rows on.
-                let batch = h <= isa.lanes() && n <= 32 && b >= 5;
-                assert_eq!(
-                    small_batch_runs() > batch_before,
-                    batch,
-                    "{name} b={b}: batch-in-lanes layout ran: expected {batch}"
+                let batch_in_lanes = h <= isa.lanes() && n <= 32 && b >= 5;
+                let failed = catch_unwind(AssertUnwindSafe(|| {
+                    check_kernel(&case, isa, &name, batch_in_lanes)
+                }))
+                .unwrap_or_else(|panic| vec![format!("panicked: {}", panic_text(&*panic))]);
+                failures.extend(
+                    failed
+                        .into_iter()
+                        .map(|what| format!("{name} (isa {isa}, batch {b}): {what}")),
                 );
-                check_run(&case, &got).unwrap_or_else(|e| panic!("{name} b={b}: {e}"));
-                // Same sums in the same order: bitwise equal to generic.
-                let want = case.run_forward(&generic);
-                assert_eq!(
-                    bits(&got.0),
-                    bits(&want.0),
-                    "{name} b={b}: outputs differ from generic"
-                );
-                assert_eq!(
-                    bits(&got.1),
-                    bits(&want.1),
-                    "{name} b={b}: c differs from generic"
-                );
-                assert_eq!(
-                    bits(&got.2),
-                    bits(&want.2),
-                    "{name} b={b}: m differs from generic"
-                );
-                // step() and threads go through the same kernel.
-                let steps = case.run_steps(&special);
-                assert_eq!(bits(&steps.0), bits(&want.0), "{name} b={b}: step()");
-                let threaded = case.run_forward(
-                    &special
-                        .clone()
-                        .with_threads(2)
-                        .unwrap()
-                        .with_parallel_threshold(0.0),
-                );
-                assert_eq!(bits(&threaded.0), bits(&want.0), "{name} b={b}: 2 threads");
-                ran += 1;
+                checked += 1;
             }
         }
     }
-    assert!(ran >= specialized_kernels().len().min(1));
-    println!(
-        "checked {ran} (kernel, batch) pairs over {} generated kernels",
-        specialized_kernels().len()
+    assert!(
+        failures.is_empty(),
+        "{} failures over {checked} (kernel, batch) pairs:\n{}",
+        failures.len(),
+        failures.join("\n")
     );
+    assert!(checked >= generated_kernels().len().min(1));
+    println!(
+        "checked {checked} (kernel, batch) pairs over {} generated kernels",
+        generated_kernels().len()
+    );
+}
+
+/// Every check of the generated kernel `name` on `case` under `isa`; returns
+/// what failed (empty: all passed). Forward within the reference bound,
+/// bitwise equal to the generic kernel (outputs, c, m), and so are step()
+/// and 2 threads; the counters prove that the generated kernel, on `isa`,
+/// ran, and in the batch-in-lanes layout exactly when `batch_in_lanes`.
+fn check_kernel(case: &Case, isa: Isa, name: &str, batch_in_lanes: bool) -> Vec<String> {
+    let mut failed = Vec::new();
+    let generic = generic_kernel(case.model().with_isa(isa).unwrap()).unwrap();
+    let special = match specialized_kernel(case.model().with_isa(isa).unwrap()) {
+        Ok(m) => m,
+        Err(e) => return vec![format!("no specialized model: {e}")],
+    };
+    if special.kernel_name() != name {
+        failed.push(format!("kernel_name() is `{}`", special.kernel_name()));
+    }
+    if generic.kernel_name() != "generic" {
+        failed.push(format!(
+            "the generic model's kernel_name() is `{}`",
+            generic.kernel_name()
+        ));
+    }
+    let runs = Runs::start(isa);
+    let got = case.run_forward(&special);
+    if !(runs.specialized() > 0 && runs.kernel() > 0) {
+        failed.push("did not run".to_string());
+    }
+    if (runs.small_batch() > 0) != batch_in_lanes {
+        failed.push(format!(
+            "batch-in-lanes layout ran: expected {batch_in_lanes}"
+        ));
+    }
+    if let Err(e) = check_run(case, &got) {
+        failed.push(e);
+    }
+    // Same sums in the same order: bitwise equal to generic.
+    let want = case.run_forward(&generic);
+    // step() and threads go through the same kernel.
+    let steps = case.run_steps(&special);
+    let threaded = case.run_forward(&on_threads(&special, 2));
+    for (what, got, want) in [
+        ("outputs vs generic", &got.0, &want.0),
+        ("c vs generic", &got.1, &want.1),
+        ("m vs generic", &got.2, &want.2),
+        ("step() outputs vs generic", &steps.0, &want.0),
+        ("2 threads' outputs vs generic", &threaded.0, &want.0),
+    ] {
+        if let Err(e) = same_bits(what, got, want) {
+            failed.push(e);
+        }
+    }
+    failed
+}
+
+/// The message of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_string()
+    }
 }
 
 #[test]
@@ -130,10 +164,7 @@ fn auto_picks_specialized_only_for_matching_shapes() {
     let plain = config(7, 5, Some(3), false);
     let m = lstm_kernels::Lstm::new(plain, lstm_kernels::LstmWeights::random(&plain, 1)).unwrap();
     assert_eq!(m.kernel_name(), "generic");
-    let e = m
-        .with_kernel(KernelChoice::Specialized)
-        .unwrap_err()
-        .to_string();
+    let e = specialized_kernel(m).unwrap_err().to_string();
     assert!(
         e.contains("no specialized kernel") && e.contains("7x5h3p"),
         "{e}"
