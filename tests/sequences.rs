@@ -243,21 +243,18 @@ fn pytorch_stacks_match_on_every_isa() {
                     for (d, s) in std::iter::once(f).chain(bk).enumerate() {
                         let l = k * dirs + d;
                         let (_, ce, _, me) = &finals[l];
-                        for j in 0..h {
-                            let (ours, fw) =
-                                (s.c()[i * h + j] as f64, want_c[(l * b + i) * h + j] as f64);
-                            assert!(
-                                (ours - fw).abs() <= 2.0 * ce[j],
-                                "{case} {isa}: c_n[{l},{i},{j}] {ours} vs {fw}"
-                            );
-                        }
-                        for j in 0..r {
-                            let (ours, fw) =
-                                (s.m()[i * r + j] as f64, want_m[(l * b + i) * r + j] as f64);
-                            assert!(
-                                (ours - fw).abs() <= 2.0 * me[j],
-                                "{case} {isa}: h_n[{l},{i},{j}] {ours} vs {fw}"
-                            );
+                        for (what, got, want, n, bound) in [
+                            ("c_n", s.c(), &want_c[..], h, &ce[..]),
+                            ("h_n", s.m(), &want_m[..], r, &me[..]),
+                        ] {
+                            for j in 0..n {
+                                let (ours, fw) =
+                                    (got[i * n + j] as f64, want[(l * b + i) * n + j] as f64);
+                                assert!(
+                                    (ours - fw).abs() <= 2.0 * bound[j],
+                                    "{case} {isa}: {what}[{l},{i},{j}] {ours} vs {fw}"
+                                );
+                            }
                         }
                     }
                 }
