@@ -207,18 +207,22 @@ impl Runs {
 
     /// Chunk runs of `isa`'s kernel entry since `start`.
     pub fn kernel(&self) -> u64 {
-        lstm_kernels::kernel_runs(self.isa).saturating_sub(self.kernel)
+        Runs::start(self.isa).kernel.saturating_sub(self.kernel)
     }
 
     /// Chunk runs of generated (specialized) kernels since `start`.
     pub fn specialized(&self) -> u64 {
-        lstm_kernels::specialized_runs().saturating_sub(self.specialized)
+        Runs::start(self.isa)
+            .specialized
+            .saturating_sub(self.specialized)
     }
 
     /// Chunk runs of the small generated kernels' batch-in-lanes layout
     /// since `start`.
     pub fn small_batch(&self) -> u64 {
-        lstm_kernels::small_batch_runs().saturating_sub(self.small_batch)
+        Runs::start(self.isa)
+            .small_batch
+            .saturating_sub(self.small_batch)
     }
 }
 
