@@ -3,6 +3,8 @@
 //! written by tools/train_charlm.py), batches of prompts give the same
 //! continuations as single prompts, and sampling is seeded.
 
+mod common;
+
 use lstm_kernels::Isa;
 use lstm_kernels::charlm::{CharLm, Sampling};
 
@@ -17,11 +19,7 @@ fn greedy() -> Sampling {
 #[test]
 fn greedy_matches_pytorch() {
     let golden: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/golden/charlm/greedy.json"
-        ))
-        .unwrap(),
+        &std::fs::read_to_string(common::golden::file("charlm", "greedy.json")).unwrap(),
     )
     .unwrap();
     let model = CharLm::shipped().unwrap();

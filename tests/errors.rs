@@ -1,18 +1,15 @@
 //! Every error path of the public API and the file loaders: the right
 //! `Error` variant, a message naming the culprit, and never a panic.
+//! (The `lstm` binary's error messages are in tests/cli.rs: this file does
+//! not run the binary.)
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
+use std::path::Path;
+
+use common::golden;
 use lstm_kernels::{Error, Lstm, LstmConfig, LstmWeights, Peephole, io};
 use proptest::prelude::*;
-
-fn golden(case: &str, file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(case)
-        .join(file)
-}
 
 fn seed_cfg() -> LstmConfig {
     LstmConfig::new(7, 5)
@@ -148,7 +145,7 @@ fn wrong_shapes_at_run_time() {
 #[test]
 fn missing_and_unknown_tensors() {
     let tmp = tempfile::tempdir().unwrap();
-    let full = io::read_npz(golden("seed", "weights.npz")).unwrap();
+    let full = io::read_npz(golden::file("seed", "weights.npz")).unwrap();
     for drop in ["w_i", "u_f", "b_c", "u_o", "b_o"] {
         let arrays: Vec<(&str, &[usize], &[f32])> = full
             .tensors
@@ -206,18 +203,10 @@ fn missing_and_unknown_tensors() {
     );
 }
 
-/// A hand-made `.npy` with an arbitrary dtype string.
+/// A hand-made `.npy` of `n` zeros of `elem` bytes, with an arbitrary
+/// dtype string.
 fn npy_with_dtype(descr: &str, n: usize, elem: usize) -> Vec<u8> {
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({n},), }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut v = b"\x93NUMPY\x01\x00".to_vec();
-    v.extend((header.len() as u16).to_le_bytes());
-    v.extend(header.as_bytes());
-    v.extend(std::iter::repeat_n(0u8, n * elem));
-    v
+    golden::npy_bytes(descr, n, &vec![0u8; n * elem])
 }
 
 #[test]
@@ -260,7 +249,7 @@ fn every_truncation_is_an_error() {
         ("single_step", "weights.npz"),
         ("seed", "x.npy"),
     ] {
-        let bytes = std::fs::read(golden(case, file)).unwrap();
+        let bytes = std::fs::read(golden::file(case, file)).unwrap();
         let p = tmp.path().join(file);
         for len in 0..bytes.len() {
             std::fs::write(&p, &bytes[..len]).unwrap();
@@ -282,7 +271,7 @@ proptest! {
         edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
     ) {
         let (case, file) = [("seed", "weights.npz"), ("seed", "weights.safetensors"), ("seed", "x.npy")][which];
-        let mut bytes = std::fs::read(golden(case, file)).unwrap();
+        let mut bytes = std::fs::read(golden::file(case, file)).unwrap();
         for (i, b) in edits {
             let k = i.index(bytes.len());
             bytes[k] = b;
@@ -302,253 +291,17 @@ fn nonexistent_file_names_the_path() {
     assert!(e.contains("/nonexistent/w.npz"), "{e}");
 }
 
-// ---- the CLI: one-line error, nonzero exit, no partial output ----
-
-fn lstm(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lstm"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-#[test]
-fn cli_errors_are_one_line_and_leave_no_output() {
-    let tmp = tempfile::tempdir().unwrap();
-    let y = tmp.path().join("y.npy");
-    let s = tmp.path().join("s.npz");
-    let w = golden("seed", "weights.npz").display().to_string();
-    let x = golden("seed", "x.npy").display().to_string();
-    let x_other = golden("plain", "x.npy").display().to_string();
-    let st_other = golden("single_step", "state_in.npz").display().to_string();
-    let (ys, ss) = (y.display().to_string(), s.display().to_string());
-    let cases: Vec<(Vec<&str>, &str)> = vec![
-        (
-            vec![
-                "run",
-                "--weights",
-                "/nope.npz",
-                "--input",
-                &x,
-                "--output",
-                &ys,
-            ],
-            "/nope.npz",
-        ),
-        (
-            vec!["run", "--weights", &w, "--input", &x_other, "--output", &ys],
-            "n_in = 7",
-        ),
-        (
-            vec![
-                "run",
-                "--weights",
-                &w,
-                "--input",
-                &x,
-                "--output",
-                &ys,
-                "--state-in",
-                &st_other,
-            ],
-            "[10, 5]",
-        ),
-        (
-            vec![
-                "run",
-                "--weights",
-                &w,
-                "--input",
-                &x,
-                "--output",
-                &ys,
-                "--state-in",
-                &x,
-            ],
-            "not a valid",
-        ),
-        (
-            vec!["run", "--weights", &x, "--input", &x, "--output", &ys],
-            "not a valid",
-        ),
-        (
-            vec![
-                "run",
-                "--weights",
-                &w,
-                "--input",
-                &x,
-                "--output",
-                &ys,
-                "--state-out",
-                "/nonexistent-dir/s.npz",
-            ],
-            "nonexistent-dir",
-        ),
-        (
-            vec![
-                "run",
-                "--weights",
-                &w,
-                "--input",
-                &x,
-                "--output",
-                "/nonexistent-dir/y.npy",
-                "--state-out",
-                &ss,
-            ],
-            "nonexistent-dir",
-        ),
-        (vec!["bench", "--batch", "0", "--seconds", "0"], "batch"),
-        (
-            vec!["bench", "--hidden", "4", "--head", "5", "--seconds", "0"],
-            "head",
-        ),
-        (vec!["bench", "--steps", "0"], "steps"),
-    ];
-    for (args, needle) in cases {
-        let (ok, err) = lstm(&args);
-        assert!(!ok, "{args:?} succeeded");
-        assert_eq!(
-            err.trim_end().lines().count(),
-            1,
-            "{args:?}: not one line: {err}"
-        );
-        assert!(err.contains(needle), "{args:?}: `{err}` lacks `{needle}`");
-        assert!(!y.exists() && !s.exists(), "{args:?} left an output file");
-        let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
-        assert!(leftovers.is_empty(), "{args:?} left {leftovers:?}");
-    }
-}
-
-#[test]
-fn cli_bench_json_has_the_fields() {
-    let out = Command::new(env!("CARGO_BIN_EXE_lstm"))
-        .args([
-            "bench",
-            "--batch",
-            "3",
-            "--input",
-            "5",
-            "--hidden",
-            "7",
-            "--head",
-            "2",
-            "--peephole",
-            "matrix",
-            "--steps",
-            "4",
-            "--seconds",
-            "0.05",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(text.trim().lines().count(), 1, "{text}");
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    for key in [
-        "isa",
-        "kernel",
-        "batch",
-        "input",
-        "hidden",
-        "head",
-        "peephole",
-        "steps",
-        "threads",
-        "sample_steps_per_s",
-        "gflops",
-        "ns_per_step",
-    ] {
-        assert!(v.get(key).is_some(), "missing {key} in {text}");
-    }
-    assert_eq!(v["batch"], 3);
-    assert_eq!(v["head"], 2);
-    assert_eq!(v["peephole"], "matrix");
-    let sps = v["sample_steps_per_s"].as_f64().unwrap();
-    let gf = v["gflops"].as_f64().unwrap();
-    // FLOPs per sample-step: 2·(5+7)·28 + 2·7·7 + 2·7·2 = 798.
-    assert!(
-        (gf / sps * 1e9 - 798.0).abs() < 1e-6 * 798.0,
-        "gflops {gf} vs sps {sps}"
-    );
-}
-
-/// `LSTM_KERNELS_ISA` and `--isa` select the path, and the JSON's
-/// `kernel_runs` shows that only that path's kernel ran.
-#[test]
-fn cli_forced_isa_really_runs() {
-    for isa in lstm_kernels::Isa::all_available() {
-        for via_env in [true, false] {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_lstm"));
-            cmd.args([
-                "bench",
-                "--batch",
-                "2",
-                "--input",
-                "3",
-                "--hidden",
-                "9",
-                "--steps",
-                "2",
-                "--seconds",
-                "0",
-                "--json",
-            ]);
-            if via_env {
-                cmd.env("LSTM_KERNELS_ISA", isa.name());
-            } else {
-                cmd.env_remove("LSTM_KERNELS_ISA")
-                    .args(["--isa", isa.name()]);
-            }
-            let out = cmd.output().unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            assert_eq!(v["isa"], isa.name());
-            for other in lstm_kernels::Isa::ALL {
-                let runs = v["kernel_runs"][other.name()].as_u64().unwrap();
-                assert_eq!(
-                    runs > 0,
-                    other == isa,
-                    "{isa} forced, {other} ran {runs} times"
-                );
-            }
-        }
-    }
-    let out = Command::new(env!("CARGO_BIN_EXE_lstm"))
-        .args(["bench", "--seconds", "0"])
-        .env("LSTM_KERNELS_ISA", "sse1")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("sse1"));
-}
-
 /// Every framework loader: each truncation of its weight file is an error,
 /// and random corruption is an error or a load, never a panic.
 #[test]
 fn framework_loaders_reject_truncated_files() {
     let tmp = tempfile::tempdir().unwrap();
-    let fw = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/frameworks");
     for (case, file, format) in [
         ("torch_proj", "weights.safetensors", "pytorch"),
         ("keras_lstm", "weights.npz", "keras"),
         ("tf_peep_proj_clip", "weights.npz", "tf"),
     ] {
-        let bytes = std::fs::read(fw.join(case).join(file)).unwrap();
+        let bytes = std::fs::read(golden::framework(case).join(file)).unwrap();
         let p = tmp.path().join(file);
         for len in (0..bytes.len()).step_by(7) {
             std::fs::write(&p, &bytes[..len]).unwrap();
@@ -576,8 +329,7 @@ fn load_framework(format: &str, p: &Path) -> Result<(), Error> {
 #[test]
 fn onnx_truncations_error_or_load_the_same_weights() {
     use lstm_kernels::import;
-    let fw = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/frameworks");
-    let full_path = fw.join("onnx_peep_clip_coupled/weights.onnx");
+    let full_path = golden::framework("onnx_peep_clip_coupled").join("weights.onnx");
     let full = import::onnx(&full_path).unwrap();
     let bytes = std::fs::read(&full_path).unwrap();
     let tmp = tempfile::tempdir().unwrap();
@@ -614,8 +366,7 @@ proptest! {
             ("tf_peep_proj_clip", "weights.npz", "tf"),
             ("onnx_peep_clip_coupled", "weights.onnx", "onnx"),
         ][which];
-        let fw = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/frameworks");
-        let mut bytes = std::fs::read(fw.join(case).join(file)).unwrap();
+        let mut bytes = std::fs::read(golden::framework(case).join(file)).unwrap();
         for (i, b) in edits {
             let k = i.index(bytes.len());
             bytes[k] = b;
@@ -704,35 +455,12 @@ fn framework_loaders_name_missing_and_misshapen_tensors() {
     assert!(e.contains("layer 0"), "{e}");
 }
 
-/// `lstm … | head` closes stdout early: the CLI exits quietly, no panic.
-#[test]
-fn cli_survives_a_closed_stdout() {
-    use std::io::Read;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lstm"))
-        .arg("codegen")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = [0u8; 16];
-    child
-        .stdout
-        .as_mut()
-        .unwrap()
-        .read_exact(&mut first)
-        .unwrap();
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!err.contains("panicked"), "{err}");
-}
-
 /// Crafted ONNX models (`tools/make_bad_onnx.py`), each one way off a valid
 /// forward LSTM: every one is an error that names what is wrong, for both
 /// the single-layer and the stack importer.
 #[test]
 fn bad_onnx_models_are_errors() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/bad_onnx");
+    let dir = golden::dir("bad_onnx");
     let cases = [
         ("w_not_initializer", "must be a constant"),
         ("direction_reverse", "direction `reverse`"),

@@ -14,47 +14,20 @@
 //! our kernels, within the bound on the other side, are within twice the
 //! bound of the framework, on every ISA.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
+use std::path::Path;
+
+use common::golden;
 use lstm_kernels::import::{self, TfOptions};
 use lstm_kernels::reference::{self, ErrorModel, RefState};
 use lstm_kernels::{Isa, Lstm, LstmConfig, LstmWeights, io};
 
-fn dir(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden/frameworks")
-        .join(case)
-}
-
-fn cases() -> Vec<String> {
-    let mut v: Vec<String> =
-        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/frameworks"))
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().join("meta.json").exists())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-    v.sort();
-    v
-}
-
-fn meta(case: &str) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir(case).join("meta.json")).unwrap()).unwrap()
-}
-
-fn weights_file(case: &str) -> PathBuf {
-    ["weights.safetensors", "weights.onnx", "weights.npz"]
-        .iter()
-        .map(|f| dir(case).join(f))
-        .find(|p| p.exists())
-        .unwrap()
-}
-
-fn load(case: &str) -> (LstmConfig, LstmWeights) {
-    let m = meta(case);
+/// A case's model, read by the importer of its framework.
+fn load(dir: &Path) -> (LstmConfig, LstmWeights) {
+    let m = golden::meta(dir);
     let prefix = m["prefix"].as_str().unwrap_or("");
-    let path = weights_file(case);
+    let path = golden::weights_file(dir);
     match m["format"].as_str().unwrap() {
         "pytorch" => import::pytorch(&path, prefix).unwrap(),
         "keras" => import::keras(&path, prefix).unwrap(),
@@ -73,20 +46,18 @@ fn load(case: &str) -> (LstmConfig, LstmWeights) {
 
 #[test]
 fn every_framework_case_matches_on_every_isa() {
-    let cases = cases();
+    let cases = golden::framework_cases();
     assert!(cases.len() >= 8, "golden cases missing: {cases:?}");
     for case in &cases {
-        let (cfg, w) = load(case);
-        let x = io::read_npy(dir(case).join("x.npy")).unwrap();
-        let st_in = io::read_npz(dir(case).join("state_in.npz")).unwrap();
-        let (c0, m0) = (&st_in.get("c").unwrap().data, &st_in.get("m").unwrap().data);
+        let dir = golden::framework(case);
+        let (cfg, w) = load(&dir);
+        let x = io::read_npy(dir.join("x.npy")).unwrap();
+        let (c0, m0) = golden::read_state(dir.join("state_in.npz"));
+        let (c0, m0) = (&c0.data, &m0.data);
         let batch = x.shape[x.shape.len() - 2];
-        let want_y = io::read_npy(dir(case).join("expected_y.npy")).unwrap().data;
-        let want_st = io::read_npz(dir(case).join("expected_state.npz")).unwrap();
-        let (want_c, want_m) = (
-            &want_st.get("c").unwrap().data,
-            &want_st.get("m").unwrap().data,
-        );
+        let want_y = io::read_npy(dir.join("expected_y.npy")).unwrap().data;
+        let (want_c, want_m) = golden::read_state(dir.join("expected_state.npz"));
+        let (want_c, want_m) = (&want_c.data, &want_m.data);
 
         // The exact reference is within the bound of the framework.
         let seed = w.to_seed(&cfg).unwrap();
@@ -127,69 +98,14 @@ fn every_framework_case_matches_on_every_isa() {
     }
 }
 
-#[test]
-fn lstm_run_reads_every_format() {
-    let tmp = tempfile::tempdir().unwrap();
-    for case in cases() {
-        let m = meta(&case);
-        let y_path = tmp.path().join(format!("{case}.npy"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lstm"));
-        cmd.args([
-            "run",
-            "--format",
-            m["format"].as_str().unwrap(),
-            "--prefix",
-            m["prefix"].as_str().unwrap(),
-            "--weights",
-        ])
-        .arg(weights_file(&case))
-        .arg("--input")
-        .arg(dir(&case).join("x.npy"))
-        .arg("--state-in")
-        .arg(dir(&case).join("state_in.npz"))
-        .arg("--output")
-        .arg(&y_path);
-        if m["format"] == "tf" {
-            cmd.args(["--forget-bias", &m["forget_bias"].to_string()]);
-            if let Some(c) = m["cell_clip"].as_f64() {
-                cmd.args(["--cell-clip", &c.to_string()]);
-            }
-            if let Some(c) = m["proj_clip"].as_f64() {
-                cmd.args(["--proj-clip", &c.to_string()]);
-            }
-        }
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{case}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let y = io::read_npy(&y_path).unwrap();
-        let want = io::read_npy(dir(&case).join("expected_y.npy")).unwrap();
-        assert_eq!(y.shape, want.shape, "{case}");
-        let worst = y
-            .data
-            .iter()
-            .zip(&want.data)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        // The per-element derived check is above; here the CLI path must
-        // give the library's numbers (≈1e-6 of the framework's).
-        assert!(
-            worst < 1e-5,
-            "{case}: CLI output differs from the framework by {worst}"
-        );
-    }
-}
-
 /// The check has teeth: a wrong forget bias, or a dropped peephole, puts
 /// the exact reference outside the bound of TF's numbers.
 #[test]
 fn wrong_semantics_are_caught() {
-    let case = "tf_peep_proj_clip";
-    let x = io::read_npy(dir(case).join("x.npy")).unwrap();
-    let st_in = io::read_npz(dir(case).join("state_in.npz")).unwrap();
-    let want = io::read_npy(dir(case).join("expected_y.npy")).unwrap().data;
+    let dir = golden::framework("tf_peep_proj_clip");
+    let x = io::read_npy(dir.join("x.npy")).unwrap();
+    let (c0, m0) = golden::read_state(dir.join("state_in.npz"));
+    let want = io::read_npy(dir.join("expected_y.npy")).unwrap().data;
     let batch = x.shape[1];
     let deviates = |fb: f32, drop_peep: bool| {
         let opts = TfOptions {
@@ -197,16 +113,12 @@ fn wrong_semantics_are_caught() {
             cell_clip: Some(0.8),
             proj_clip: Some(0.3),
         };
-        let (cfg, mut w) = import::tf(weights_file(case), "", opts).unwrap();
+        let (cfg, mut w) = import::tf(golden::weights_file(&dir), "", opts).unwrap();
         if drop_peep {
             w.peep_diag.as_mut().unwrap().fill(0.0);
         }
         let seed = w.to_seed(&cfg).unwrap();
-        let mut rst = RefState::from_f32(
-            batch,
-            &st_in.get("c").unwrap().data,
-            &st_in.get("m").unwrap().data,
-        );
+        let mut rst = RefState::from_f32(batch, &c0.data, &m0.data);
         let b =
             reference::forward_with_bound(&cfg, &seed, &x.data, &mut rst, ErrorModel::default());
         want.iter()

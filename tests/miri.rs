@@ -10,8 +10,7 @@
 
 mod common;
 
-use common::{Case, check_run, config};
-use lstm_kernels::diagnostics::{small_batch_runs, specialized_runs};
+use common::{Case, Runs, check_run, config};
 use lstm_kernels::{Isa, KernelChoice, Lstm, LstmConfig, Peephole};
 
 /// Runs `case` on the portable path with `threads` (chunked from any
@@ -63,7 +62,7 @@ fn hidden_unit_split_over_two_threads() {
 
 #[test]
 fn generated_kernels_every_body() {
-    let (gen0, batch0) = (specialized_runs(), small_batch_runs());
+    let runs = Runs::start(Isa::Portable);
     // The seed's cell: gates in lanes below 5 rows, batch in lanes from 5,
     // over more steps than one block of the batch layout (32).
     for (batch, steps) in [(1, 3), (2, 3), (5, 34), (7, 3)] {

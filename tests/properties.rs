@@ -11,8 +11,7 @@
 
 mod common;
 
-use common::{Case, check_run, config};
-use lstm_kernels::diagnostics::kernel_runs;
+use common::{Case, Runs, bits, check_run, config, on_threads};
 use lstm_kernels::{Isa, Lstm, LstmConfig, LstmWeights, Peephole};
 use proptest::prelude::*;
 
@@ -25,9 +24,9 @@ fn on_every_isa(
     for isa in Isa::all_available() {
         let model = case.model().with_isa(isa).unwrap();
         prop_assert_eq!(model.isa(), isa);
-        let before = kernel_runs(isa);
+        let runs = Runs::start(isa);
         f(isa, &model)?;
-        prop_assert!(kernel_runs(isa) > before, "the {} kernel did not run", isa);
+        prop_assert!(runs.kernel() > 0, "the {} kernel did not run", isa);
     }
     Ok(())
 }
@@ -72,14 +71,13 @@ proptest! {
 
     #[test]
     fn threads_give_identical_bits(case in arb_case(), threads in 2usize..=5) {
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         on_every_isa(&case, |isa, model| {
             let one = case.run_forward(model);
-            let before = kernel_runs(isa);
-            let many = case.run_forward(&model.clone().with_threads(threads).unwrap().with_parallel_threshold(0.0));
+            let runs = Runs::start(isa);
+            let many = case.run_forward(&on_threads(model, threads));
             // Row blocks are at most 6 rows, so B > 6 must have been split.
             if case.batch > 6 {
-                prop_assert!(kernel_runs(isa) - before >= 2, "batch {} ran as one chunk", case.batch);
+                prop_assert!(runs.kernel() >= 2, "batch {} ran as one chunk", case.batch);
             }
             prop_assert_eq!(bits(&one.0), bits(&many.0));
             prop_assert_eq!(bits(&one.1), bits(&many.1));
@@ -112,25 +110,18 @@ fn edge_shapes() {
 /// the same batch on 2 threads (other chunks).
 #[test]
 fn large_batches_run_in_chunks_exactly() {
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     for (n, h, head, peep) in [(9, 17, None, false), (12, 33, Some(5), true)] {
         let case = Case::new(config(n, h, head, peep), 130, 3, 77, 1.0);
         for isa in Isa::all_available() {
             let model = case.model().with_isa(isa).unwrap();
-            let before = kernel_runs(isa);
+            let runs = Runs::start(isa);
             let one = case.run_forward(&model);
             assert!(
-                kernel_runs(isa) - before >= 3,
+                runs.kernel() >= 3,
                 "{isa}: 130 rows must run as at least 3 chunks"
             );
             check_run(&case, &one).unwrap_or_else(|e| panic!("{isa} h={h}: {e}"));
-            let two = case.run_forward(
-                &model
-                    .clone()
-                    .with_threads(2)
-                    .unwrap()
-                    .with_parallel_threshold(0.0),
-            );
+            let two = case.run_forward(&on_threads(&model, 2));
             assert_eq!(bits(&one.0), bits(&two.0), "{isa} h={h}: 2 threads");
             assert_eq!(bits(&one.1), bits(&two.1), "{isa} h={h}: c");
         }
@@ -180,10 +171,10 @@ fn forced_isa_really_runs() {
         None => assert_eq!(model.isa(), Isa::detect()),
     }
     let isa = model.isa();
-    let before = kernel_runs(isa);
+    let runs = Runs::start(isa);
     let mut st = model.new_state(3).unwrap();
     model.step(&mut st, &[0.5; 27], &mut [0.0; 15]).unwrap();
-    assert!(kernel_runs(isa) > before, "{isa} did not run");
+    assert!(runs.kernel() > 0, "{isa} did not run");
     println!("ran the {isa} kernel");
 }
 
@@ -207,7 +198,6 @@ fn subnormals_are_harmless() {
 /// variant and ISA.
 #[test]
 fn hidden_unit_split_is_exact() {
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     for (head, peep) in [
         (None, false),
         (None, true),
@@ -221,16 +211,12 @@ fn hidden_unit_split_is_exact() {
                 let one = case.run_forward(&model);
                 check_run(&case, &one).unwrap_or_else(|e| panic!("{isa}: {e}"));
                 for threads in [2, 3] {
-                    let before = kernel_runs(isa);
-                    let split = model
-                        .clone()
-                        .with_threads(threads)
-                        .unwrap()
-                        .with_parallel_threshold(0.0);
+                    let runs = Runs::start(isa);
+                    let split = on_threads(&model, threads);
                     let many = case.run_forward(&split);
                     // (≥: other tests in this process may run the same ISA meanwhile)
                     assert!(
-                        kernel_runs(isa) - before >= threads as u64,
+                        runs.kernel() >= threads as u64,
                         "{isa}: not split over {threads} threads"
                     );
                     assert_eq!(
@@ -321,10 +307,9 @@ proptest! {
 
     #[test]
     fn variants_identical_bits_over_threads(case in arb_variant_case(), threads in 2usize..=3) {
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         on_every_isa(&case, |_, model| {
             let one = case.run_forward(model);
-            let many = case.run_forward(&model.clone().with_threads(threads).unwrap().with_parallel_threshold(0.0));
+            let many = case.run_forward(&on_threads(model, threads));
             prop_assert_eq!(bits(&one.0), bits(&many.0));
             prop_assert_eq!(bits(&one.2), bits(&many.2));
             Ok(())

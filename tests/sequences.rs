@@ -11,27 +11,13 @@
 //! of the exact result, and ours, on every ISA, within twice it; padded
 //! steps must be exactly zero.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::path::Path;
+
+use common::golden;
 use lstm_kernels::reference::{self, ErrorModel, RefState};
 use lstm_kernels::{Isa, LstmStack, Merge, SeqOptions, import, io};
-
-fn dir(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden/sequences")
-        .join(case)
-}
-
-fn cases() -> Vec<String> {
-    let mut v: Vec<String> =
-        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/sequences"))
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-    v.sort();
-    v
-}
 
 fn read_lens(path: &Path) -> Option<Vec<usize>> {
     let f = std::fs::File::open(path).ok()?;
@@ -118,31 +104,26 @@ fn exact_sample(
 
 #[test]
 fn pytorch_stacks_match_on_every_isa() {
-    let cases = cases();
+    let cases = golden::sequence_cases();
     assert!(cases.len() >= 5, "{cases:?}");
     for case in &cases {
-        let meta: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir(case).join("meta.json")).unwrap())
-                .unwrap();
+        let dir = golden::sequence(case);
+        let meta = golden::meta(&dir);
         let batch_first = meta["batch_first"].as_bool().unwrap();
-        let x = io::read_npy(dir(case).join("x.npy")).unwrap();
+        let x = io::read_npy(dir.join("x.npy")).unwrap();
         let (b, t) = if batch_first {
             (x.shape[0], x.shape[1])
         } else {
             (x.shape[1], x.shape[0])
         };
-        let lens = read_lens(&dir(case).join("seq_lens.npy"));
-        let st_in = io::read_npz(dir(case).join("state_in.npz")).unwrap();
-        let (c0, m0) = (st_in.get("c").unwrap(), st_in.get("m").unwrap());
-        let want_y = io::read_npy(dir(case).join("expected_y.npy")).unwrap().data;
-        let want_st = io::read_npz(dir(case).join("expected_state.npz")).unwrap();
-        let (want_c, want_m) = (
-            &want_st.get("c").unwrap().data,
-            &want_st.get("m").unwrap().data,
-        );
+        let lens = read_lens(&dir.join("seq_lens.npy"));
+        let (c0, m0) = golden::read_state(dir.join("state_in.npz"));
+        let want_y = io::read_npy(dir.join("expected_y.npy")).unwrap().data;
+        let (want_c, want_m) = golden::read_state(dir.join("expected_state.npz"));
+        let (want_c, want_m) = (&want_c.data, &want_m.data);
         let base = match meta["format"].as_str().unwrap() {
-            "onnx" => import::onnx_stack(dir(case).join("weights.onnx")).unwrap(),
-            _ => import::pytorch_stack(dir(case).join("weights.safetensors"), "lstm.").unwrap(),
+            "onnx" => import::onnx_stack(dir.join("weights.onnx")).unwrap(),
+            _ => import::pytorch_stack(dir.join("weights.safetensors"), "lstm.").unwrap(),
         };
         let dirs = if base.layers()[0].backward.is_some() {
             2
@@ -262,21 +243,18 @@ fn pytorch_stacks_match_on_every_isa() {
                     for (d, s) in std::iter::once(f).chain(bk).enumerate() {
                         let l = k * dirs + d;
                         let (_, ce, _, me) = &finals[l];
-                        for j in 0..h {
-                            let (ours, fw) =
-                                (s.c()[i * h + j] as f64, want_c[(l * b + i) * h + j] as f64);
-                            assert!(
-                                (ours - fw).abs() <= 2.0 * ce[j],
-                                "{case} {isa}: c_n[{l},{i},{j}] {ours} vs {fw}"
-                            );
-                        }
-                        for j in 0..r {
-                            let (ours, fw) =
-                                (s.m()[i * r + j] as f64, want_m[(l * b + i) * r + j] as f64);
-                            assert!(
-                                (ours - fw).abs() <= 2.0 * me[j],
-                                "{case} {isa}: h_n[{l},{i},{j}] {ours} vs {fw}"
-                            );
+                        for (what, got, want, n, bound) in [
+                            ("c_n", s.c(), &want_c[..], h, &ce[..]),
+                            ("h_n", s.m(), &want_m[..], r, &me[..]),
+                        ] {
+                            for j in 0..n {
+                                let (ours, fw) =
+                                    (got[i * n + j] as f64, want[(l * b + i) * n + j] as f64);
+                                assert!(
+                                    (ours - fw).abs() <= 2.0 * bound[j],
+                                    "{case} {isa}: {what}[{l},{i},{j}] {ours} vs {fw}"
+                                );
+                            }
                         }
                     }
                 }
@@ -284,114 +262,4 @@ fn pytorch_stacks_match_on_every_isa() {
         }
         println!("{case}: ok");
     }
-}
-
-/// `lstm run --format pytorch` runs stacks, with `--seq-lens`,
-/// `--batch-first` and PyTorch-layout state files.
-#[test]
-fn lstm_run_runs_stacks() {
-    let tmp = tempfile::tempdir().unwrap();
-    for case in cases() {
-        let meta: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir(&case).join("meta.json")).unwrap())
-                .unwrap();
-        let (y_path, s_path) = (
-            tmp.path().join(format!("{case}_y.npy")),
-            tmp.path().join(format!("{case}_s.npz")),
-        );
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lstm"));
-        let onnx = meta["format"] == "onnx";
-        let (format, prefix, weights) = if onnx {
-            ("onnx", "", "weights.onnx")
-        } else {
-            ("pytorch", "lstm.", "weights.safetensors")
-        };
-        cmd.args(["run", "--format", format, "--prefix", prefix, "--weights"])
-            .arg(dir(&case).join(weights))
-            .arg("--input")
-            .arg(dir(&case).join("x.npy"))
-            .arg("--state-in")
-            .arg(dir(&case).join("state_in.npz"))
-            .arg("--output")
-            .arg(&y_path)
-            .arg("--state-out")
-            .arg(&s_path);
-        if meta["batch_first"].as_bool().unwrap() {
-            cmd.arg("--batch-first");
-        }
-        if dir(&case).join("seq_lens.npy").exists() {
-            cmd.arg("--seq-lens").arg(dir(&case).join("seq_lens.npy"));
-        }
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{case}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let close = |got: &io::Tensor, want: &io::Tensor, what: &str| {
-            assert_eq!(got.shape, want.shape, "{case} {what}");
-            let worst = got
-                .data
-                .iter()
-                .zip(&want.data)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
-            assert!(worst < 1e-5, "{case} {what}: off by {worst}");
-        };
-        close(
-            &io::read_npy(&y_path).unwrap(),
-            &io::read_npy(dir(&case).join("expected_y.npy")).unwrap(),
-            "y",
-        );
-        let (got, want) = (
-            io::read_npz(&s_path).unwrap(),
-            io::read_npz(dir(&case).join("expected_state.npz")).unwrap(),
-        );
-        close(got.get("c").unwrap(), want.get("c").unwrap(), "c_n");
-        close(got.get("m").unwrap(), want.get("m").unwrap(), "h_n");
-    }
-    // Lengths longer than the sequence: a one-line error, no output.
-    let bad = tmp.path().join("bad_lens.npy");
-    std::fs::write(&bad, {
-        let mut v = b"\x93NUMPY\x01\x00".to_vec();
-        let mut hdr = "{'descr': '<i8', 'fortran_order': False, 'shape': (4,), }".to_string();
-        while !(10 + hdr.len() + 1).is_multiple_of(64) {
-            hdr.push(' ');
-        }
-        hdr.push('\n');
-        v.extend((hdr.len() as u16).to_le_bytes());
-        v.extend(hdr.as_bytes());
-        for l in [9i64, 1, 1, 1] {
-            v.extend(l.to_le_bytes());
-        }
-        v
-    })
-    .unwrap();
-    let case = "torch_2layer_bidir_lens";
-    let y_path = tmp.path().join("never.npy");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lstm"))
-        .args([
-            "run",
-            "--format",
-            "pytorch",
-            "--prefix",
-            "lstm.",
-            "--weights",
-        ])
-        .arg(dir(case).join("weights.safetensors"))
-        .arg("--input")
-        .arg(dir(case).join("x.npy"))
-        .arg("--seq-lens")
-        .arg(&bad)
-        .arg("--output")
-        .arg(&y_path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("seq_lens[0] = 9") && err.trim().lines().count() == 1,
-        "{err}"
-    );
-    assert!(!y_path.exists());
 }

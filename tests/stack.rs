@@ -201,6 +201,14 @@ proptest! {
     }
 }
 
+/// Time-major with per-sample lengths.
+fn lens(seq_lens: &[usize]) -> SeqOptions<'_> {
+    SeqOptions {
+        seq_lens: Some(seq_lens),
+        ..Default::default()
+    }
+}
+
 #[test]
 fn bad_stacks_and_inputs_are_errors() {
     let l0 = StackLayer {
@@ -234,31 +242,11 @@ fn bad_stacks_and_inputs_are_errors() {
     let xs = vec![0.0; 3 * 2 * 4];
     let mut out = vec![0.0; 3 * 2 * 12];
     let e = stack
-        .forward(
-            &mut st,
-            &xs,
-            &mut out,
-            SeqOptions {
-                seq_lens: Some(&[1, 4]),
-                ..Default::default()
-            },
-        )
+        .forward(&mut st, &xs, &mut out, lens(&[1, 4]))
         .unwrap_err()
         .to_string();
     assert!(e.contains("seq_lens[1] = 4"), "{e}");
-    assert!(
-        stack
-            .forward(
-                &mut st,
-                &xs,
-                &mut out,
-                SeqOptions {
-                    seq_lens: Some(&[1]),
-                    ..Default::default()
-                }
-            )
-            .is_err()
-    );
+    assert!(stack.forward(&mut st, &xs, &mut out, lens(&[1])).is_err());
     assert!(
         stack
             .forward(&mut st, &xs[..5], &mut out, SeqOptions::default())
@@ -270,14 +258,6 @@ fn bad_stacks_and_inputs_are_errors() {
             .is_err()
     );
     stack
-        .forward(
-            &mut st,
-            &xs,
-            &mut out,
-            SeqOptions {
-                seq_lens: Some(&[0, 3]),
-                ..Default::default()
-            },
-        )
+        .forward(&mut st, &xs, &mut out, lens(&[0, 3]))
         .unwrap();
 }

@@ -1,10 +1,33 @@
-//! Shared helpers for the integration tests: random cases and the
-//! comparison against the scalar reference with its derived error bound.
+//! Shared helpers for the integration tests: random cases, the comparison
+//! against the scalar reference with its derived error bound, bitwise
+//! comparison, and the crate's kernel-selection and run-counter API.
+//!
+//! How the helpers are split, and who includes what:
+//!
+//! - `common/mod.rs` (this file) and `common/golden.rs` (paths and readers
+//!   of the data in tests/golden/): a test file takes both with `mod common;`
+//!   (`common::golden::…`). Neither runs the `lstm` binary, so a test file
+//!   that only includes these builds without the `cli` feature.
+//! - `common/cli.rs`: the `lstm` binary (`lstm()` -> `Command`, run and
+//!   capture). It uses `env!("CARGO_BIN_EXE_lstm")`, which Cargo defines
+//!   only for tests that can run the binary, so it is deliberately NOT
+//!   declared here. A test file that runs the binary includes it itself,
+//!   `#[path = "common/cli.rs"] mod cli;`, and must have
+//!   `required-features = ["cli"]` in Cargo.toml. Today that is tests/cli.rs
+//!   alone; keep every test that runs the binary there.
+//!
+//! The calls of the crate's kernel-choice and counter API (`KernelChoice`,
+//! `kernel_runs`, `specialized_runs`, `small_batch_runs`,
+//! `specialized_kernels`, `specialized_shapes`, `config_from_shape_tag`)
+//! live here only, in [`Runs`] and the functions after it, so that renaming
+//! one of them is a one-line change for the tests.
 #![allow(dead_code)]
+
+pub mod golden;
 
 use lstm_kernels::reference::{self, Bounded, ErrorModel, RefState};
 use lstm_kernels::rng::SplitMix64;
-use lstm_kernels::{Lstm, LstmConfig, LstmWeights, Peephole};
+use lstm_kernels::{Isa, KernelChoice, Lstm, LstmConfig, LstmWeights, Peephole};
 
 /// One random test case: config, weights, inputs and a starting state.
 #[derive(Clone, Debug)]
@@ -125,4 +148,105 @@ pub fn config(n: usize, h: usize, head: Option<usize>, peephole: bool) -> LstmCo
         cfg = cfg.with_peephole(Peephole::Matrix);
     }
     cfg
+}
+
+/// The bit patterns of `v`, for comparisons that must be exact (and that
+/// tell -0.0 from 0.0 and compare NaNs).
+pub fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Checks that `got` and `want` are bitwise equal; on a difference, says
+/// where the first one is and how many elements differ.
+pub fn same_bits(what: &str, got: &[f32], want: &[f32]) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!("{what}: length {} vs {}", got.len(), want.len()));
+    }
+    let (g, w) = (bits(got), bits(want));
+    match g.iter().zip(&w).position(|(a, b)| a != b) {
+        None => Ok(()),
+        Some(k) => Err(format!(
+            "{what}: not bitwise equal: [{k}] {} vs {} ({} of {} elements differ)",
+            got[k],
+            want[k],
+            g.iter().zip(&w).filter(|(a, b)| a != b).count(),
+            got.len()
+        )),
+    }
+}
+
+/// `model` on `threads` threads, splitting even the smallest job.
+pub fn on_threads(model: &Lstm, threads: usize) -> Lstm {
+    model
+        .clone()
+        .with_threads(threads)
+        .unwrap()
+        .with_parallel_threshold(0.0)
+}
+
+/// The crate's run counters, read at `start`: what ran since then. The
+/// counters are per process, so other tests running meanwhile can only add
+/// to them (tests ask "ran at least …").
+#[derive(Clone, Copy, Debug)]
+pub struct Runs {
+    isa: Isa,
+    kernel: u64,
+    specialized: u64,
+    small_batch: u64,
+}
+
+impl Runs {
+    pub fn start(isa: Isa) -> Runs {
+        Runs {
+            isa,
+            kernel: lstm_kernels::diagnostics::kernel_runs(isa),
+            specialized: lstm_kernels::diagnostics::specialized_runs(),
+            small_batch: lstm_kernels::diagnostics::small_batch_runs(),
+        }
+    }
+
+    /// Chunk runs of `isa`'s kernel entry since `start`.
+    pub fn kernel(&self) -> u64 {
+        Runs::start(self.isa).kernel.saturating_sub(self.kernel)
+    }
+
+    /// Chunk runs of generated (specialized) kernels since `start`.
+    pub fn specialized(&self) -> u64 {
+        Runs::start(self.isa)
+            .specialized
+            .saturating_sub(self.specialized)
+    }
+
+    /// Chunk runs of the small generated kernels' batch-in-lanes layout
+    /// since `start`.
+    pub fn small_batch(&self) -> u64 {
+        Runs::start(self.isa)
+            .small_batch
+            .saturating_sub(self.small_batch)
+    }
+}
+
+/// `model` forced onto the generic kernel.
+pub fn generic_kernel(model: Lstm) -> lstm_kernels::Result<Lstm> {
+    model.with_kernel(KernelChoice::Generic)
+}
+
+/// `model` forced onto its generated kernel (an error if none matches).
+pub fn specialized_kernel(model: Lstm) -> lstm_kernels::Result<Lstm> {
+    model.with_kernel(KernelChoice::Specialized)
+}
+
+/// The shape tags build.rs generated kernels for (`7x5h3p`, …).
+pub fn generated_shapes() -> Vec<String> {
+    lstm_kernels::specialized_shapes()
+}
+
+/// The names of all generated kernels (`cell_7x5h3p__avx2`, …).
+pub fn generated_kernels() -> Vec<&'static str> {
+    lstm_kernels::specialized_kernels()
+}
+
+/// The config of a shape tag (`7x5h3p`).
+pub fn shape_config(tag: &str) -> Result<LstmConfig, String> {
+    lstm_kernels::config_from_shape_tag(tag)
 }

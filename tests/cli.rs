@@ -1,0 +1,405 @@
+//! The `lstm` binary: every test that runs it is here (this file needs
+//! `required-features = ["cli"]`; no other test file runs the binary).
+//!
+//! - `lstm run` on the golden data of every format gives the numbers that
+//!   golden.rs, frameworks.rs and sequences.rs check through the library;
+//! - `lstm bench --json` and the forced ISA; `lstm codegen`;
+//! - error paths: a one-line error, a nonzero exit and no partial output;
+//!   a closed stdout.
+
+#[path = "common/cli.rs"]
+mod cli;
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use cli::{lstm, run, run_err, run_ok, stderr};
+use common::generated_kernels;
+use common::golden::{self, NUMPY_CASES, assert_close_to_numpy, numpy_expected};
+use lstm_kernels::{Isa, io};
+
+/// The largest |a - b| over two arrays.
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max)
+}
+
+// ---- `lstm run` on the golden data ----
+
+/// `lstm run --format F [--prefix P] --weights W --input X --output Y`,
+/// for the caller to add options to.
+fn lstm_run(format: &str, prefix: Option<&str>, weights: &Path, input: &Path, y: &Path) -> Command {
+    let mut cmd = lstm();
+    cmd.args(["run", "--format", format]);
+    if let Some(p) = prefix {
+        cmd.args(["--prefix", p]);
+    }
+    cmd.arg("--weights")
+        .arg(weights)
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(y);
+    cmd
+}
+
+/// `lstm run --format seed` on the numpy cases (tests/golden.rs checks the
+/// library on them).
+#[test]
+fn cli_run_matches_numpy() {
+    let tmp = tempfile::tempdir().unwrap();
+    for case in NUMPY_CASES {
+        let dir = golden::dir(case);
+        let y_path = tmp.path().join(format!("{case}_y.npy"));
+        let s_path = tmp.path().join(format!("{case}_state.npz"));
+        let mut cmd = lstm_run(
+            "seed",
+            None,
+            &dir.join("weights.npz"),
+            &dir.join("x.npy"),
+            &y_path,
+        );
+        cmd.arg("--state-out").arg(&s_path);
+        if dir.join("state_in.npz").exists() {
+            cmd.arg("--state-in").arg(dir.join("state_in.npz"));
+        }
+        run_ok(&mut cmd);
+        let (shape, ey, ec, em) = numpy_expected(case);
+        let y = io::read_npy(&y_path).unwrap();
+        assert_eq!(y.shape, shape, "{case}: output shape");
+        assert_close_to_numpy(&format!("{case} y"), &y.data, &ey, None);
+        let (c, m) = golden::read_state(&s_path);
+        assert_close_to_numpy(&format!("{case} c"), &c.data, &ec, None);
+        assert_close_to_numpy(&format!("{case} m"), &m.data, &em, None);
+    }
+}
+
+/// `lstm run` reads every framework format (tests/frameworks.rs checks the
+/// library on these cases).
+#[test]
+fn lstm_run_reads_every_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    for case in golden::framework_cases() {
+        let dir = golden::framework(&case);
+        let m = golden::meta(&dir);
+        let y_path = tmp.path().join(format!("{case}.npy"));
+        let mut cmd = lstm_run(
+            m["format"].as_str().unwrap(),
+            Some(m["prefix"].as_str().unwrap()),
+            &golden::weights_file(&dir),
+            &dir.join("x.npy"),
+            &y_path,
+        );
+        cmd.arg("--state-in").arg(dir.join("state_in.npz"));
+        if m["format"] == "tf" {
+            cmd.args(["--forget-bias", &m["forget_bias"].to_string()]);
+            if let Some(c) = m["cell_clip"].as_f64() {
+                cmd.args(["--cell-clip", &c.to_string()]);
+            }
+            if let Some(c) = m["proj_clip"].as_f64() {
+                cmd.args(["--proj-clip", &c.to_string()]);
+            }
+        }
+        run_ok(&mut cmd);
+        let y = io::read_npy(&y_path).unwrap();
+        let want = io::read_npy(dir.join("expected_y.npy")).unwrap();
+        assert_eq!(y.shape, want.shape, "{case}");
+        let worst = max_abs_diff(&y.data, &want.data);
+        // The per-element derived check is in frameworks.rs; here the CLI
+        // path must give the library's numbers (≈1e-6 of the framework's).
+        assert!(
+            worst < 1e-5,
+            "{case}: CLI output differs from the framework by {worst}"
+        );
+    }
+}
+
+/// `lstm run --format pytorch` runs stacks, with `--seq-lens`,
+/// `--batch-first` and PyTorch-layout state files (tests/sequences.rs
+/// checks the library on these cases).
+#[test]
+fn lstm_run_runs_stacks() {
+    let tmp = tempfile::tempdir().unwrap();
+    for case in golden::sequence_cases() {
+        let dir = golden::sequence(&case);
+        let meta = golden::meta(&dir);
+        let (y_path, s_path) = (
+            tmp.path().join(format!("{case}_y.npy")),
+            tmp.path().join(format!("{case}_s.npz")),
+        );
+        let onnx = meta["format"] == "onnx";
+        let (format, prefix, weights) = if onnx {
+            ("onnx", "", "weights.onnx")
+        } else {
+            ("pytorch", "lstm.", "weights.safetensors")
+        };
+        let mut cmd = lstm_run(
+            format,
+            Some(prefix),
+            &dir.join(weights),
+            &dir.join("x.npy"),
+            &y_path,
+        );
+        cmd.arg("--state-in")
+            .arg(dir.join("state_in.npz"))
+            .arg("--state-out")
+            .arg(&s_path);
+        if meta["batch_first"].as_bool().unwrap() {
+            cmd.arg("--batch-first");
+        }
+        if dir.join("seq_lens.npy").exists() {
+            cmd.arg("--seq-lens").arg(dir.join("seq_lens.npy"));
+        }
+        run_ok(&mut cmd);
+        let close = |got: &io::Tensor, want: &io::Tensor, what: &str| {
+            assert_eq!(got.shape, want.shape, "{case} {what}");
+            let worst = max_abs_diff(&got.data, &want.data);
+            assert!(worst < 1e-5, "{case} {what}: off by {worst}");
+        };
+        close(
+            &io::read_npy(&y_path).unwrap(),
+            &io::read_npy(dir.join("expected_y.npy")).unwrap(),
+            "y",
+        );
+        let (c, m) = golden::read_state(&s_path);
+        let (want_c, want_m) = golden::read_state(dir.join("expected_state.npz"));
+        close(&c, &want_c, "c_n");
+        close(&m, &want_m, "h_n");
+    }
+    // Lengths longer than the sequence: a one-line error, no output.
+    let bad = tmp.path().join("bad_lens.npy");
+    let lens: Vec<u8> = [9i64, 1, 1, 1]
+        .iter()
+        .flat_map(|l| l.to_le_bytes())
+        .collect();
+    std::fs::write(&bad, golden::npy_bytes("<i8", 4, &lens)).unwrap();
+    let dir = golden::sequence("torch_2layer_bidir_lens");
+    let y_path = tmp.path().join("never.npy");
+    let err = run_err(
+        lstm_run(
+            "pytorch",
+            Some("lstm."),
+            &dir.join("weights.safetensors"),
+            &dir.join("x.npy"),
+            &y_path,
+        )
+        .arg("--seq-lens")
+        .arg(&bad),
+    );
+    assert!(
+        err.contains("seq_lens[0] = 9") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    assert!(!y_path.exists());
+}
+
+// ---- `lstm bench` ----
+
+#[test]
+fn cli_bench_json_has_the_fields() {
+    let out = run_ok(lstm().args([
+        "bench",
+        "--batch",
+        "3",
+        "--input",
+        "5",
+        "--hidden",
+        "7",
+        "--head",
+        "2",
+        "--peephole",
+        "matrix",
+        "--steps",
+        "4",
+        "--seconds",
+        "0.05",
+        "--json",
+    ]));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.trim().lines().count(), 1, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for key in [
+        "isa",
+        "kernel",
+        "batch",
+        "input",
+        "hidden",
+        "head",
+        "peephole",
+        "steps",
+        "threads",
+        "sample_steps_per_s",
+        "gflops",
+        "ns_per_step",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key} in {text}");
+    }
+    assert_eq!(v["batch"], 3);
+    assert_eq!(v["head"], 2);
+    assert_eq!(v["peephole"], "matrix");
+    let sps = v["sample_steps_per_s"].as_f64().unwrap();
+    let gf = v["gflops"].as_f64().unwrap();
+    // FLOPs per sample-step: 2·(5+7)·28 + 2·7·7 + 2·7·2 = 798.
+    assert!(
+        (gf / sps * 1e9 - 798.0).abs() < 1e-6 * 798.0,
+        "gflops {gf} vs sps {sps}"
+    );
+}
+
+/// `LSTM_KERNELS_ISA` and `--isa` select the path, and the JSON's
+/// `kernel_runs` shows that only that path's kernel ran.
+#[test]
+fn cli_forced_isa_really_runs() {
+    for isa in Isa::all_available() {
+        for via_env in [true, false] {
+            let mut cmd = lstm();
+            cmd.args([
+                "bench",
+                "--batch",
+                "2",
+                "--input",
+                "3",
+                "--hidden",
+                "9",
+                "--steps",
+                "2",
+                "--seconds",
+                "0",
+                "--json",
+            ]);
+            if via_env {
+                cmd.env("LSTM_KERNELS_ISA", isa.name());
+            } else {
+                cmd.env_remove("LSTM_KERNELS_ISA")
+                    .args(["--isa", isa.name()]);
+            }
+            let out = run_ok(&mut cmd);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(v["isa"], isa.name());
+            for other in Isa::ALL {
+                let runs = v["kernel_runs"][other.name()].as_u64().unwrap();
+                assert_eq!(
+                    runs > 0,
+                    other == isa,
+                    "{isa} forced, {other} ran {runs} times"
+                );
+            }
+        }
+    }
+    let err = run_err(
+        lstm()
+            .args(["bench", "--seconds", "0"])
+            .env("LSTM_KERNELS_ISA", "sse1"),
+    );
+    assert!(err.contains("sse1"));
+}
+
+// ---- `lstm codegen` ----
+
+#[test]
+fn lstm_codegen_dumps_the_source() {
+    let out = run_ok(lstm().arg("codegen"));
+    let src = String::from_utf8(out.stdout).unwrap();
+    assert!(src.starts_with("// @generated by lstm-kernels-codegen"));
+    for name in generated_kernels() {
+        assert!(src.contains(&format!("\"{name}\"")), "{name}");
+    }
+    let out = run(lstm().args(["codegen", "--shapes", "only:9x9"]));
+    let src = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        src.contains("\"blocked_9x9__avx2_f32x8\"") && src.contains("\"lanes_9x9__avx512_f32x16\"")
+    );
+    let err = run_err(lstm().args(["codegen", "--shapes", "9y9"]));
+    assert!(err.contains("bad shape `9y9`"));
+}
+
+// ---- error paths: one-line error, nonzero exit, no partial output ----
+
+#[test]
+fn cli_errors_are_one_line_and_leave_no_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let y = tmp.path().join("y.npy");
+    let s = tmp.path().join("s.npz");
+    let path = |case: &str, file: &str| golden::file(case, file).display().to_string();
+    let w = path("seed", "weights.npz");
+    let x = path("seed", "x.npy");
+    let x_other = path("plain", "x.npy");
+    let st_other = path("single_step", "state_in.npz");
+    let (ys, ss) = (y.display().to_string(), s.display().to_string());
+    // `lstm run --weights W --input X --output Y <extra>`.
+    let run_args = |weights: &str, input: &str, output: &str, extra: &[&str]| {
+        [
+            "run",
+            "--weights",
+            weights,
+            "--input",
+            input,
+            "--output",
+            output,
+        ]
+        .iter()
+        .chain(extra)
+        .map(|a| a.to_string())
+        .collect::<Vec<String>>()
+    };
+    let args = |a: &[&str]| a.iter().map(|a| a.to_string()).collect::<Vec<String>>();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (run_args("/nope.npz", &x, &ys, &[]), "/nope.npz"),
+        (run_args(&w, &x_other, &ys, &[]), "n_in = 7"),
+        (run_args(&w, &x, &ys, &["--state-in", &st_other]), "[10, 5]"),
+        (run_args(&w, &x, &ys, &["--state-in", &x]), "not a valid"),
+        (run_args(&x, &x, &ys, &[]), "not a valid"),
+        (
+            run_args(&w, &x, &ys, &["--state-out", "/nonexistent-dir/s.npz"]),
+            "nonexistent-dir",
+        ),
+        (
+            run_args(&w, &x, "/nonexistent-dir/y.npy", &["--state-out", &ss]),
+            "nonexistent-dir",
+        ),
+        (args(&["bench", "--batch", "0", "--seconds", "0"]), "batch"),
+        (
+            args(&["bench", "--hidden", "4", "--head", "5", "--seconds", "0"]),
+            "head",
+        ),
+        (args(&["bench", "--steps", "0"]), "steps"),
+    ];
+    for (args, needle) in cases {
+        let err = run_err(lstm().args(&args));
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: not one line: {err}"
+        );
+        assert!(err.contains(needle), "{args:?}: `{err}` lacks `{needle}`");
+        assert!(!y.exists() && !s.exists(), "{args:?} left an output file");
+        let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+        assert!(leftovers.is_empty(), "{args:?} left {leftovers:?}");
+    }
+}
+
+/// `lstm … | head` closes stdout early: the CLI exits quietly, no panic.
+#[test]
+fn cli_survives_a_closed_stdout() {
+    use std::io::Read;
+    let mut child = lstm()
+        .arg("codegen")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -1,0 +1,130 @@
+//! The data in tests/golden/ (see tests/golden/README.md): paths, the case
+//! lists, the readers the suites share, and hand-made `.npy` bytes.
+
+use std::path::{Path, PathBuf};
+
+use lstm_kernels::io;
+
+/// tests/golden/`case`: the numpy cases of `tools/make_golden.py`
+/// ([`NUMPY_CASES`]), `bad_onnx`, `charlm`, ….
+pub fn dir(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(case)
+}
+
+/// tests/golden/`case`/`name`.
+pub fn file(case: &str, name: &str) -> PathBuf {
+    dir(case).join(name)
+}
+
+/// tests/golden/frameworks/`case` (tools/make_framework_goldens.py).
+pub fn framework(case: &str) -> PathBuf {
+    dir("frameworks").join(case)
+}
+
+/// tests/golden/sequences/`case` (tools/make_framework_goldens.py).
+pub fn sequence(case: &str) -> PathBuf {
+    dir("sequences").join(case)
+}
+
+/// The cases under tests/golden/frameworks, sorted.
+pub fn framework_cases() -> Vec<String> {
+    cases(&dir("frameworks"))
+}
+
+/// The cases under tests/golden/sequences, sorted.
+pub fn sequence_cases() -> Vec<String> {
+    cases(&dir("sequences"))
+}
+
+/// The subdirectories of `group` that hold a case (a `meta.json`), sorted.
+fn cases(group: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(group)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("meta.json").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The `c` and `m` arrays of a state file (`state_in.npz`,
+/// `expected_state.npz`, what `lstm run --state-out` wrote).
+pub fn read_state(path: impl AsRef<Path>) -> (io::Tensor, io::Tensor) {
+    let f = io::read_npz(path).unwrap();
+    (f.get("c").unwrap().clone(), f.get("m").unwrap().clone())
+}
+
+/// A framework or sequence case's `meta.json`.
+pub fn meta(case_dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(case_dir.join("meta.json")).unwrap()).unwrap()
+}
+
+/// A framework case's weight file, whichever format it is in.
+pub fn weights_file(case_dir: &Path) -> PathBuf {
+    ["weights.safetensors", "weights.onnx", "weights.npz"]
+        .iter()
+        .map(|f| case_dir.join(f))
+        .find(|p| p.exists())
+        .unwrap()
+}
+
+/// The cases of `tools/make_golden.py`: the seed's equations in float64
+/// numpy.
+pub const NUMPY_CASES: [&str; 4] = ["seed", "plain", "single_step", "peephole_only"];
+
+/// Reads a float64 array exactly (our `io` converts to f32).
+fn read_f64(reader: impl std::io::Read) -> (Vec<usize>, Vec<f64>) {
+    let npy = npyz::NpyFile::new(reader).unwrap();
+    let shape = npy.shape().iter().map(|&d| d as usize).collect();
+    (shape, npy.into_vec::<f64>().unwrap())
+}
+
+/// A numpy case's expected results in float64: (shape of y, y, c, m).
+pub fn numpy_expected(case: &str) -> (Vec<usize>, Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (shape, y) = read_f64(std::fs::File::open(dir(case).join("expected_y.npy")).unwrap());
+    let mut zip =
+        zip::ZipArchive::new(std::fs::File::open(dir(case).join("expected_state.npz")).unwrap())
+            .unwrap();
+    let (_, c) = read_f64(zip.by_name("c.npy").unwrap());
+    let (_, m) = read_f64(zip.by_name("m.npy").unwrap());
+    (shape, y, c, m)
+}
+
+/// Asserts that `got` is within 1e-5 of numpy's `want` (the issue's
+/// "within ~1e-5"), and within the derived `bound` when one is given.
+pub fn assert_close_to_numpy(what: &str, got: &[f32], want: &[f64], bound: Option<&[f64]>) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (k, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g as f64 - w).abs();
+        assert!(
+            err <= 1e-5,
+            "{what}[{k}]: got {g}, numpy {w}, |err| {err:e} > 1e-5"
+        );
+        if let Some(b) = bound {
+            assert!(
+                err <= b[k],
+                "{what}[{k}]: |err| {err:e} > derived bound {:e}",
+                b[k]
+            );
+        }
+    }
+}
+
+/// A hand-made version 1.0 `.npy` of `n` elements of dtype `descr`
+/// (`<i4`, `<f8`, …), shape `(n,)`; `data` is the raw little-endian
+/// payload.
+pub fn npy_bytes(descr: &str, n: usize, data: &[u8]) -> Vec<u8> {
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({n},), }}");
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut v = b"\x93NUMPY\x01\x00".to_vec();
+    v.extend((header.len() as u16).to_le_bytes());
+    v.extend(header.as_bytes());
+    v.extend(data);
+    v
+}
