@@ -17,19 +17,12 @@
 //!   rescaled by powers of two (exact): `x` clamped to `[−2A, 2A]`,
 //!   `½·tanh(x/2)` to `[−½, ½]`; `σ(0) = ½`, `σ(±∞) ∈ {0, 1}` exactly.
 //!
-//! Both propagate NaN (the clamps keep it). Measured maximum absolute error
-//! over a sweep of all f32 (see the tests): tanh 2.9e-7 (3.3e-7 on the
-//! portable path, whose `fmadd` may not fuse) and σ 1.7e-7 (1.9e-7) — rounding in
-//! `P` and `Q` dominates — under [`crate::ACTIVATION_MAX_ABS_ERROR`] (1e-6)
-//! on every ISA path. The exp-based version this replaced had 9e-8, but a
-//! dependency chain 1.8× as long. (An earlier form took `|x|/A` and
-//! restored the sign: 2 more instructions, 4–5 cycles more latency.) A
-//! divide-free piecewise polynomial (16 intervals indexed by the low
-//! mantissa bits of `fma(|x|, s, 1.5·2²³)`, degree 6 from 7 permuted
-//! coefficient tables; 2.3e-7) measured slower here: 50.6 vs 40.0 ns per
-//! step for one row of the seed's cell, 211 vs 192 for 10 rows — the 7
-//! permutes per activation (28 shuffle instructions on AVX2) cost more
-//! than the divide.
+//! Both propagate NaN (the clamps keep it). The maximum absolute error over
+//! a sweep of all f32 (the tests) is a few 1e-7 on every ISA path —
+//! rounding in `P` and `Q` dominates — under
+//! [`crate::ACTIVATION_MAX_ABS_ERROR`] (1e-6); the README records the
+//! measured figures and the alternatives that measured slower (exp-based,
+//! divide-free piecewise polynomials).
 
 use super::simd::Simd;
 
