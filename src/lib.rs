@@ -21,15 +21,13 @@
 #![warn(missing_docs)]
 
 mod activation;
-pub mod charlm;
+mod apps;
 mod codegen;
 pub mod config;
 pub mod error;
-pub mod import;
-pub mod io;
+mod formats;
 mod kernel;
 pub mod model;
-mod onnx_proto;
 mod pack;
 pub mod reference;
 pub mod rng;
@@ -37,8 +35,10 @@ mod simd;
 pub mod stack;
 pub mod weights;
 
+pub use apps::charlm;
 pub use config::{LstmConfig, Peephole};
 pub use error::{Error, Result};
+pub use formats::{import, io};
 pub use kernel::{
     KernelChoice, fma_peak_gflops, generated_source, kernel_runs, small_batch_runs,
     specialized_kernels, specialized_runs, specialized_shapes,

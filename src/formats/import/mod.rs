@@ -404,8 +404,8 @@ fn onnx_err(path: &Path, reason: impl ToString) -> Error {
 }
 
 /// A float tensor of an ONNX initializer (float or double; raw or typed).
-fn onnx_tensor(path: &Path, t: &crate::onnx_proto::TensorProto) -> Result<Tensor> {
-    use crate::onnx_proto::{DOUBLE, FLOAT};
+fn onnx_tensor(path: &Path, t: &crate::formats::onnx_proto::TensorProto) -> Result<Tensor> {
+    use crate::formats::onnx_proto::{DOUBLE, FLOAT};
     let shape: Vec<usize> = t
         .dims
         .iter()
@@ -502,8 +502,8 @@ fn onnx_cells(path: &Path) -> Result<Vec<(LstmConfig, LstmWeights)>> {
         path: path.to_path_buf(),
         source,
     })?;
-    let model =
-        crate::onnx_proto::ModelProto::decode(bytes.as_slice()).map_err(|e| onnx_err(path, e))?;
+    let model = crate::formats::onnx_proto::ModelProto::decode(bytes.as_slice())
+        .map_err(|e| onnx_err(path, e))?;
     let graph = model
         .graph
         .ok_or_else(|| onnx_err(path, "the model has no graph"))?;
