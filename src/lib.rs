@@ -16,15 +16,17 @@
 //! Data flows: [`LstmConfig`] → [`LstmWeights`] (canonical concatenated
 //! layout; [`SeedWeights`] for the per-gate names) → [`Lstm`] (immutable
 //! model) → [`LstmState`] (per caller) → [`Lstm::step`] / [`Lstm::forward`].
-//! [`reference`] is the scalar `f64` oracle; [`io`] reads and writes
-//! `.npz`, `.safetensors` and `.npy` files.
+//! [`reference`] is the scalar `f64` oracle; `io` (feature `formats`, on by
+//! default) reads and writes `.npz`, `.safetensors` and `.npy` files.
 #![warn(missing_docs)]
 
 mod activation;
+#[cfg(feature = "charlm")]
 mod apps;
 mod codegen;
 pub mod config;
 pub mod error;
+#[cfg(feature = "formats")]
 mod formats;
 mod kernel;
 pub mod model;
@@ -35,9 +37,11 @@ mod simd;
 pub mod stack;
 pub mod weights;
 
+#[cfg(feature = "charlm")]
 pub use apps::charlm;
 pub use config::{LstmConfig, Peephole};
 pub use error::{Error, Result};
+#[cfg(feature = "formats")]
 pub use formats::{import, io};
 pub use kernel::{
     KernelChoice, fma_peak_gflops, generated_source, kernel_runs, small_batch_runs,
