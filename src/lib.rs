@@ -16,30 +16,34 @@
 //! Data flows: [`LstmConfig`] → [`LstmWeights`] (canonical concatenated
 //! layout; [`SeedWeights`] for the per-gate names) → [`Lstm`] (immutable
 //! model) → [`LstmState`] (per caller) → [`Lstm::step`] / [`Lstm::forward`].
-//! [`reference`] is the scalar `f64` oracle; [`io`] reads and writes
-//! `.npz`, `.safetensors` and `.npy` files.
+//! [`reference`] is the scalar `f64` oracle; `io` (feature `formats`, on by
+//! default) reads and writes `.npz`, `.safetensors` and `.npy` files.
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 // Layers, from the API down: the model (config, weights, Lstm), the
 // sequence models on it, the f64 oracle, file formats and importers, the
 // char LM application; the engine underneath is private.
-pub mod charlm;
+#[cfg(feature = "charlm")]
+mod apps;
 mod engine;
 pub mod error;
-pub mod import;
-pub mod io;
+#[cfg(feature = "formats")]
+mod formats;
 mod model;
-mod onnx_proto;
 pub mod reference;
 pub mod rng;
 mod seq;
 
+#[cfg(feature = "charlm")]
+pub use apps::charlm;
 pub use engine::{
     ISA_ENV, Isa, KernelChoice, config_from_shape_tag, fma_peak_gflops, generated_source,
     specialized_kernels, specialized_shapes,
 };
 pub use error::{Error, Result};
+#[cfg(feature = "formats")]
+pub use formats::{import, io};
 pub use model::config::{LstmConfig, Peephole};
 pub use model::weights::{GATE_ORDER, LstmWeights, SEED_NAMES, SeedWeights};
 pub use model::{Lstm, LstmState, config, weights};

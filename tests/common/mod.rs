@@ -23,6 +23,7 @@
 //! one of them is a one-line change for the tests.
 #![allow(dead_code)]
 
+#[cfg(feature = "formats")]
 pub mod golden;
 
 use lstm_kernels::reference::{self, Bounded, ErrorModel, RefState};

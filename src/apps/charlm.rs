@@ -18,7 +18,7 @@ use crate::rng::SplitMix64;
 use crate::stack::{LstmStack, SeqOptions, StackState};
 
 /// The shipped model: trained on the Book of Genesis (KJV).
-const SHIPPED: &[u8] = include_bytes!("../models/charlm-genesis.safetensors");
+const SHIPPED: &[u8] = include_bytes!("../../models/charlm-genesis.safetensors");
 
 /// How to pick the next character.
 #[derive(Clone, Copy, Debug)]

@@ -1,0 +1,90 @@
+//! Weights from the frameworks users train in, mapped to this crate's
+//! canonical layout with exactly their semantics:
+//!
+//! * [`pytorch`]: an `nn.LSTM` (layer 0) or `nn.LSTMCell` state dict saved
+//!   with safetensors: `weight_ih_l0 [4H, in]`, `weight_hh_l0 [4H, R]`,
+//!   `bias_ih_l0`, `bias_hh_l0 [4H]` (summed), `weight_hr_l0 [R, H]` with
+//!   `proj_size`; gate order i, f, g, o (= ours). An optional key prefix.
+//! * [`keras`]: a Keras `LSTM` layer's weights in `.npz`: `kernel [in, 4U]`,
+//!   `recurrent_kernel [U, 4U]`, `bias [4U]`; gate order i, f, c, o.
+//! * [`tf`]: `tf.compat.v1` `LSTMCell` variables in `.npz`: `kernel
+//!   [in + rec, 4U]` and `bias [4U]` in gate order i, j (= c̃), f, o;
+//!   optional `w_i_diag`, `w_f_diag`, `w_o_diag [U]` and
+//!   `projection/kernel [U, P]`; `forget_bias`, `cell_clip` and `proj_clip`
+//!   are settings of the cell, passed in [`TfOptions`].
+//!
+//! * [`onnx`]: an `.onnx` model with one `LSTM` node (initializers `W`,
+//!   `R`, optional `B`, `P`; gate order i, o, f, c; peephole order i, o, f;
+//!   attributes `hidden_size`, `clip`, `input_forget`; forward direction,
+//!   default activations), decoded with `prost`.
+//!
+//! Every error names the file and the missing or misshapen tensor.
+
+use crate::error::{Error, Result, shape_str};
+use crate::io::{Tensor, TensorFile};
+use crate::weights::LstmWeights;
+
+mod keras;
+mod onnx;
+mod pytorch;
+mod tf;
+
+pub use keras::keras;
+pub use onnx::{onnx, onnx_stack};
+pub use pytorch::{pytorch, pytorch_stack, pytorch_stack_from};
+pub use tf::{TfOptions, tf};
+
+fn shape_err(file: &TensorFile, name: &str, expected: String, got: &[usize]) -> Error {
+    Error::Shape {
+        tensor: format!("{name} in {}", file.path.display()),
+        expected,
+        got: shape_str(got),
+    }
+}
+
+/// A 2-D tensor's `(rows, cols)`, or an error naming it.
+fn dims2(file: &TensorFile, name: &str, t: &Tensor) -> Result<(usize, usize)> {
+    match t.shape.as_slice() {
+        [a, b] => Ok((*a, *b)),
+        other => Err(shape_err(file, name, "a matrix".into(), other)),
+    }
+}
+
+fn expect(file: &TensorFile, name: &str, t: &Tensor, shape: &[usize]) -> Result<()> {
+    if t.shape == shape {
+        Ok(())
+    } else {
+        Err(shape_err(file, name, shape_str(shape), &t.shape))
+    }
+}
+
+/// Rejects tensors the loader did not use (a typo would otherwise be
+/// silently ignored).
+fn no_leftovers(file: &TensorFile, used: &[String], what: &str) -> Result<()> {
+    match file.tensors.keys().find(|k| !used.contains(k)) {
+        Some(extra) => Err(Error::UnexpectedTensor {
+            tensor: extra.clone(),
+            why: format!("not part of a {what} in {}", file.path.display()),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Fills the canonical gate matrix from per-row, per-gate lookups:
+/// `src(row, gate, unit)` for `rows` rows.
+fn fill_gates(
+    w: &mut LstmWeights,
+    cols: usize,
+    h: usize,
+    row0: usize,
+    rows: usize,
+    src: impl Fn(usize, usize, usize) -> f32,
+) {
+    for r in 0..rows {
+        for g in 0..4 {
+            for j in 0..h {
+                w.gates[(row0 + r) * cols + g * h + j] = src(r, g, j);
+            }
+        }
+    }
+}
