@@ -180,33 +180,11 @@ mod tests {
             .map(|b| f32::from_bits(b as u32))
             .collect();
         xs.extend((0..2_000_001).map(|i| -20.0 + i as f32 * 2e-5));
-        let specials = [
-            0.0,
-            -0.0,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            f32::NAN,
-            -f32::NAN,
-            f32::from_bits(0x7fc0_0001),
-            f32::from_bits(0x7f80_0001), // signalling NaN
-            f32::from_bits(1),
-            -f32::from_bits(1),
-            f32::from_bits(0x007f_ffff),
-            f32::MIN_POSITIVE,
-            -f32::MIN_POSITIVE,
-            f32::MAX,
-            f32::MIN,
-            87.0,
-            -87.0,
-            88.8,
-            -88.8,
-            9.0,
-            -9.0,
-            8.317_766, // tanh rounds to 1.0 in f32 from about here
-            -8.317_766,
-            16.635_532, // σ(x) rounds to 1.0 in f32 from about here
-            -103.97,    // σ(x) underflows f32 below about here
-        ];
+        let mut specials = crate::engine::simd::tests::special_values();
+        // Saturation edges: tanh rounds to 1.0 in f32 from about 8.3178,
+        // σ from about 16.6355; σ underflows below about −103.97.
+        let edges = [87.0, 88.8, 9.0, 8.317_766, 16.635_532, -103.97];
+        specials.extend(edges.iter().flat_map(|&x| [x, -x]));
         for s in specials {
             xs.push(s);
             xs.push(f32::from_bits(s.to_bits().wrapping_add(1)));

@@ -2,6 +2,11 @@
 //! register block of rows and one panel, then its epilogue in registers.
 //! Every tile reads and writes only within the buffers the driver sized
 //! (see `engine::job::Job`).
+//!
+//! Safety contract of every tile: it runs inside an entry whose features
+//! include `S`'s; `job` was built by `driver::forward` for a model packed
+//! in `S`'s lanes and layout; its rows (`r0..r0+MR`, or `q0..q0+MR` of a
+//! time block) are the job's, and its panel index is in range.
 
 use crate::engine::activation::{sigmoid, tanh};
 use crate::engine::isa::Arch;
@@ -71,10 +76,7 @@ unsafe fn store_n<S: Simd>(p: *mut f32, v: S::V, n: usize) {
 /// `q % rows` at step `t0 + q / rows`), panel `p`: `xw = bias + x·W_x`.
 ///
 /// # Safety
-/// Runs inside an entry whose features include `S`'s; `job` was built by
-/// `driver::forward` for a model packed in `S`'s lanes and layout; rows
-/// `r0..r0+MR` (or `q0..q0+MR`) are the job's and the panel index is in
-/// range.
+/// The module's tile contract.
 #[inline(always)]
 pub(super) unsafe fn input_tile<S: Arch, D: Dims, const MR: usize>(
     job: &Job,
@@ -114,10 +116,7 @@ pub(super) unsafe fn input_tile<S: Arch, D: Dims, const MR: usize>(
 /// `m_next = σ(o)·tanh(c)` or (matrix peephole) `o_pre = o`.
 ///
 /// # Safety
-/// Runs inside an entry whose features include `S`'s; `job` was built by
-/// `driver::forward` for a model packed in `S`'s lanes and layout; rows
-/// `r0..r0+MR` (or `q0..q0+MR`) are the job's and the panel index is in
-/// range.
+/// The module's tile contract.
 #[inline(always)]
 pub(super) unsafe fn gate_tile<S: Arch, D: Dims, const MR: usize>(
     job: &Job,
@@ -207,10 +206,7 @@ unsafe fn act_in<S: Simd>(z: S::V, clip: Option<f32>) -> S::V {
 /// `m_next` for samples `r0..r0+MR` and outputs of wide panel `q`.
 ///
 /// # Safety
-/// Runs inside an entry whose features include `S`'s; `job` was built by
-/// `driver::forward` for a model packed in `S`'s lanes and layout; rows
-/// `r0..r0+MR` (or `q0..q0+MR`) are the job's and the panel index is in
-/// range.
+/// The module's tile contract.
 #[inline(always)]
 pub(super) unsafe fn proj_tile<S: Arch, D: Dims, const MR: usize>(
     job: &Job,
@@ -247,10 +243,7 @@ pub(super) unsafe fn proj_tile<S: Arch, D: Dims, const MR: usize>(
 /// `r0..r0+MR` and the 4·LANES units of wide panel `q`.
 ///
 /// # Safety
-/// Runs inside an entry whose features include `S`'s; `job` was built by
-/// `driver::forward` for a model packed in `S`'s lanes and layout; rows
-/// `r0..r0+MR` (or `q0..q0+MR`) are the job's and the panel index is in
-/// range.
+/// The module's tile contract.
 #[inline(always)]
 pub(super) unsafe fn peephole_tile<S: Arch, D: Dims, const MR: usize>(
     job: &Job,
@@ -294,10 +287,7 @@ pub(super) unsafe fn peephole_tile<S: Arch, D: Dims, const MR: usize>(
 /// Head tile: `h = tanh(b_h + m·w_h)` into the output rows of step `t`.
 ///
 /// # Safety
-/// Runs inside an entry whose features include `S`'s; `job` was built by
-/// `driver::forward` for a model packed in `S`'s lanes and layout; rows
-/// `r0..r0+MR` (or `q0..q0+MR`) are the job's and the panel index is in
-/// range.
+/// The module's tile contract.
 #[inline(always)]
 pub(super) unsafe fn head_tile<S: Arch, D: Dims, const MR: usize>(
     job: &Job,

@@ -110,25 +110,36 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use crate::engine::isa::{Arch, Isa, Supported, WithArch};
 
-    /// Special and ordinary inputs for the elementwise operations.
-    fn inputs() -> Vec<f32> {
-        let mut v = vec![
+    /// Special f32 values every elementwise test covers: signed zeros and
+    /// infinities, quiet and signalling NaNs of both signs, the smallest
+    /// and largest subnormals and normals, the extremes.
+    pub(crate) fn special_values() -> Vec<f32> {
+        vec![
             0.0,
             -0.0,
             f32::INFINITY,
             f32::NEG_INFINITY,
             f32::NAN,
             -f32::NAN,
+            f32::from_bits(0x7fc0_0001),
             f32::from_bits(0x7f80_0001), // signalling NaN
             f32::from_bits(0xffc0_1234),
             f32::from_bits(1),
             -f32::from_bits(1),
+            f32::from_bits(0x007f_ffff),
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE,
             f32::MAX,
             f32::MIN,
-        ];
+        ]
+    }
+
+    /// Special and ordinary inputs for the elementwise operations.
+    fn inputs() -> Vec<f32> {
+        let mut v = special_values();
         v.extend((-40..=40).map(|i| i as f32 * 0.37));
         v
     }
