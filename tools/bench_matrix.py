@@ -66,7 +66,7 @@ def main():
     for a in runs:
         ds = res[a]
         med = lambda k: statistics.median(d[k] for d in ds)
-        print(f"{a:<92} {ds[0]['kernel']:<22} {ds[0]['isa']:<8}"
+        print(f"{a:<92} {ds[0]['kernel']:<32} {ds[0]['isa']:<8}"
               f" {med('sample_steps_per_s'):>11.0f} sps {med('gflops'):6.1f} GF"
               f" {100 * med('peak_fraction'):5.1f}% {med('ns_per_step'):>12.1f} ns/step",
               flush=True)
