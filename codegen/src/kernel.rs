@@ -121,12 +121,12 @@ impl Kernel {
     }
 }
 
-/// The table row, as the crate's `Generated::new` call (wrapped the way
+/// The table row, as the crate's `KernelRow::new` call (wrapped the way
 /// rustfmt wraps it when it is too long for one line).
 impl fmt::Display for Kernel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let call = format!(
-            "Generated::new::<{}, {}, {}, {}>",
+            "KernelRow::new::<{}, {}, {}, {}>",
             self.isa.rust_type(),
             self.vector.rust_type(),
             Kernel::dims_type(&self.shape),

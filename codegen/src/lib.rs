@@ -53,9 +53,9 @@ pub fn cfgs(shapes: &[Shape]) -> Vec<&'static str> {
 }
 
 /// The whole generated file for a shape list.
-pub struct Generated<'a>(pub &'a [Shape]);
+pub struct GeneratedFile<'a>(pub &'a [Shape]);
 
-impl fmt::Display for Generated<'_> {
+impl fmt::Display for GeneratedFile<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shapes = self.0;
         let ks = kernels(shapes);
@@ -131,10 +131,10 @@ impl fmt::Display for Generated<'_> {
             }
             let rows: Vec<&Kernel> = ks.iter().filter(|k| k.isa.x86() == x86).collect();
             if rows.is_empty() {
-                writeln!(f, "pub(crate) static GENERATED_{what}: &[Generated] = &[];")?;
+                writeln!(f, "pub(crate) static GENERATED_{what}: &[KernelRow] = &[];")?;
                 continue;
             }
-            writeln!(f, "pub(crate) static GENERATED_{what}: &[Generated] = &[")?;
+            writeln!(f, "pub(crate) static GENERATED_{what}: &[KernelRow] = &[")?;
             for k in rows {
                 write!(f, "{k}")?;
             }
@@ -178,7 +178,7 @@ fn write_uses(ks: &[Kernel], f: &mut fmt::Formatter<'_>) -> fmt::Result {
         .iter()
         .filter(|b| **b == Body::Blocked)
         .map(|b| b.rust_type())
-        .chain(["Generated"])
+        .chain(["KernelRow"])
         .collect();
     writeln!(f, "use crate::engine::registry::{};", braces(&registry))?;
     let types: std::collections::BTreeSet<Isa> =
@@ -240,7 +240,7 @@ pub fn build_script(env: Option<&str>) -> Result<BuildOutput, String> {
     );
     directives.extend(cfgs(&shapes).iter().map(|c| format!("cargo:rustc-cfg={c}")));
     let mut source = String::new();
-    write!(source, "{}", Generated(&shapes)).map_err(|e| e.to_string())?;
+    write!(source, "{}", GeneratedFile(&shapes)).map_err(|e| e.to_string())?;
     Ok(BuildOutput { source, directives })
 }
 

@@ -8,7 +8,7 @@ use super::isa::{Supported, WithArch};
 use super::job::KernelFn;
 use super::layout::{Runtime, Variants};
 use super::packing::{AlignedBuf, PackFormat, PanelKind, Panels};
-use super::registry::{self, Blocked, BodyKind};
+use super::registry::{self, Blocked, BodyKind, KernelRow};
 use crate::config::{LstmConfig, Peephole};
 use crate::error::{Error, Result};
 use crate::weights::LstmWeights;
@@ -61,18 +61,16 @@ pub(crate) struct Kernel {
 }
 
 /// The generic kernel of an ISA: the blocked body with run-time
-/// dimensions, in the ISA's own vectors and layout.
+/// dimensions, in the ISA's own vectors and layout — the row the generated
+/// table would have for a shape it cannot know — and the ISA's register
+/// block.
 struct Generic;
 
 impl WithArch for Generic {
-    type Output = (KernelFn, PackFormat, usize);
+    type Output = (KernelRow, usize);
     #[inline(always)]
     unsafe fn run<A: super::isa::Arch>(self) -> Self::Output {
-        (
-            registry::entry::<A, A, Runtime, Blocked>,
-            registry::format_of::<A>(BodyKind::Blocked),
-            A::MR,
-        )
+        (KernelRow::new::<A, A, Runtime, Blocked>("generic"), A::MR)
     }
 }
 
@@ -96,7 +94,7 @@ impl Kernel {
                 ))
             })?),
         };
-        let (generic, generic_format, mr) = isa.dispatch(Generic);
+        let (generic, mr) = isa.dispatch(Generic);
         Ok(match found {
             Some((main, batch)) => Kernel {
                 name: main.name,
@@ -104,16 +102,16 @@ impl Kernel {
                 format: main.format,
                 mr,
                 run: main.run,
-                small: main.body != BodyKind::Blocked,
+                small: main.body == BodyKind::Lanes,
                 batch: batch.map(|b| (b.name, b.run)),
                 generated: true,
             },
             None => Kernel {
-                name: "generic",
+                name: generic.name,
                 isa,
-                format: generic_format,
+                format: generic.format,
                 mr,
-                run: generic,
+                run: generic.run,
                 small: false,
                 batch: None,
                 generated: false,

@@ -115,9 +115,10 @@ pub(crate) unsafe fn entry<A: Arch, S: Arch, D: Dims, K: KernelBody<A, S>>(job: 
     unsafe { A::vectorize(Call::<A, S, D, K>(job, PhantomData)) }
 }
 
-/// One generated kernel: a row of the table.
+/// One kernel: a row of the generated table (or the generic kernel's,
+/// with run-time dimensions).
 #[derive(Debug)]
-pub(crate) struct Generated {
+pub(crate) struct KernelRow {
     /// `<body>_<shape>__<isa>_f32x<lanes>`, e.g. `lanes_7x5h3p__avx512_f32x8`.
     pub(crate) name: &'static str,
     /// The ISA whose entry it runs in.
@@ -134,13 +135,13 @@ pub(crate) struct Generated {
     pub(crate) run: KernelFn,
 }
 
-impl Generated {
+impl KernelRow {
     /// The row of body `K` in vectors `S` with dimensions `D`, dispatched
     /// on `A` (a `Batch` body computes in `A`'s vectors).
     pub(crate) const fn new<A: Arch, S: Arch, D: Dims, K: KernelBody<A, S>>(
         name: &'static str,
-    ) -> Generated {
-        Generated {
+    ) -> KernelRow {
+        KernelRow {
             name,
             isa: A::ISA,
             n_in: D::N_IN,
@@ -217,7 +218,7 @@ pub(crate) use generated::SMALL_BATCH_MAX_IN;
 pub(crate) const SOURCE: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 
 /// Every generated row, x86 ones first.
-fn rows() -> impl Iterator<Item = &'static Generated> {
+fn rows() -> impl Iterator<Item = &'static KernelRow> {
     #[cfg(target_arch = "x86_64")]
     let x86 = GENERATED_X86.iter();
     #[cfg(not(target_arch = "x86_64"))]
@@ -230,11 +231,11 @@ fn rows() -> impl Iterator<Item = &'static Generated> {
 pub(crate) fn find(
     cfg: &LstmConfig,
     isa: Isa,
-) -> Option<(&'static Generated, Option<&'static Generated>)> {
+) -> Option<(&'static KernelRow, Option<&'static KernelRow>)> {
     if !cfg.is_seed_family() {
         return None;
     }
-    let matches = |k: &&Generated| {
+    let matches = |k: &&KernelRow| {
         k.isa == isa
             && k.n_in == cfg.n_input
             && k.hidden == cfg.n_hidden

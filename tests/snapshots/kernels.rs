@@ -9,7 +9,7 @@
 // `<body>_<shape>__<isa>_f32x<lanes>`.
 
 use crate::engine::layout::Dims;
-use crate::engine::registry::{Blocked, Generated};
+use crate::engine::registry::{Blocked, KernelRow};
 use crate::engine::simd::Portable;
 #[cfg(target_arch = "x86_64")]
 use crate::engine::simd::{Avx2, Avx512};
@@ -97,33 +97,33 @@ impl Dims for Dims512X512 {
 
 /// The generated kernels of the AVX-512 and AVX2 entries.
 #[cfg(target_arch = "x86_64")]
-pub(crate) static GENERATED_X86: &[Generated] = &[
-    Generated::new::<Avx512, Avx2, Dims7X5H3P, Lanes>("lanes_7x5h3p__avx512_f32x8"),
-    Generated::new::<Avx512, Avx2, Dims7X5H3P, Batch>("batch_7x5h3p__avx512_f32x16"),
-    Generated::new::<Avx2, Avx2, Dims7X5H3P, Lanes>("lanes_7x5h3p__avx2_f32x8"),
-    Generated::new::<Avx2, Avx2, Dims7X5H3P, Batch>("batch_7x5h3p__avx2_f32x8"),
-    Generated::new::<Avx512, Avx2, Dims24X8, Lanes>("lanes_24x8__avx512_f32x8"),
-    Generated::new::<Avx512, Avx2, Dims24X8, Batch>("batch_24x8__avx512_f32x16"),
-    Generated::new::<Avx2, Avx2, Dims24X8, Lanes>("lanes_24x8__avx2_f32x8"),
-    Generated::new::<Avx2, Avx2, Dims24X8, Batch>("batch_24x8__avx2_f32x8"),
-    Generated::new::<Avx512, Avx512, Dims64X64, Blocked>("blocked_64x64__avx512_f32x16"),
-    Generated::new::<Avx2, Avx2, Dims64X64, Blocked>("blocked_64x64__avx2_f32x8"),
-    Generated::new::<Avx512, Avx512, Dims128X128, Blocked>("blocked_128x128__avx512_f32x16"),
-    Generated::new::<Avx2, Avx2, Dims128X128, Blocked>("blocked_128x128__avx2_f32x8"),
-    Generated::new::<Avx512, Avx512, Dims256X256, Blocked>("blocked_256x256__avx512_f32x16"),
-    Generated::new::<Avx2, Avx2, Dims256X256, Blocked>("blocked_256x256__avx2_f32x8"),
-    Generated::new::<Avx512, Avx512, Dims512X512, Blocked>("blocked_512x512__avx512_f32x16"),
-    Generated::new::<Avx2, Avx2, Dims512X512, Blocked>("blocked_512x512__avx2_f32x8"),
+pub(crate) static GENERATED_X86: &[KernelRow] = &[
+    KernelRow::new::<Avx512, Avx2, Dims7X5H3P, Lanes>("lanes_7x5h3p__avx512_f32x8"),
+    KernelRow::new::<Avx512, Avx2, Dims7X5H3P, Batch>("batch_7x5h3p__avx512_f32x16"),
+    KernelRow::new::<Avx2, Avx2, Dims7X5H3P, Lanes>("lanes_7x5h3p__avx2_f32x8"),
+    KernelRow::new::<Avx2, Avx2, Dims7X5H3P, Batch>("batch_7x5h3p__avx2_f32x8"),
+    KernelRow::new::<Avx512, Avx2, Dims24X8, Lanes>("lanes_24x8__avx512_f32x8"),
+    KernelRow::new::<Avx512, Avx2, Dims24X8, Batch>("batch_24x8__avx512_f32x16"),
+    KernelRow::new::<Avx2, Avx2, Dims24X8, Lanes>("lanes_24x8__avx2_f32x8"),
+    KernelRow::new::<Avx2, Avx2, Dims24X8, Batch>("batch_24x8__avx2_f32x8"),
+    KernelRow::new::<Avx512, Avx512, Dims64X64, Blocked>("blocked_64x64__avx512_f32x16"),
+    KernelRow::new::<Avx2, Avx2, Dims64X64, Blocked>("blocked_64x64__avx2_f32x8"),
+    KernelRow::new::<Avx512, Avx512, Dims128X128, Blocked>("blocked_128x128__avx512_f32x16"),
+    KernelRow::new::<Avx2, Avx2, Dims128X128, Blocked>("blocked_128x128__avx2_f32x8"),
+    KernelRow::new::<Avx512, Avx512, Dims256X256, Blocked>("blocked_256x256__avx512_f32x16"),
+    KernelRow::new::<Avx2, Avx2, Dims256X256, Blocked>("blocked_256x256__avx2_f32x8"),
+    KernelRow::new::<Avx512, Avx512, Dims512X512, Blocked>("blocked_512x512__avx512_f32x16"),
+    KernelRow::new::<Avx2, Avx2, Dims512X512, Blocked>("blocked_512x512__avx2_f32x8"),
 ];
 
 /// The generated portable kernels.
-pub(crate) static GENERATED_PORTABLE: &[Generated] = &[
-    Generated::new::<Portable, Portable, Dims7X5H3P, Lanes>("lanes_7x5h3p__portable_f32x8"),
-    Generated::new::<Portable, Portable, Dims7X5H3P, Batch>("batch_7x5h3p__portable_f32x8"),
-    Generated::new::<Portable, Portable, Dims24X8, Lanes>("lanes_24x8__portable_f32x8"),
-    Generated::new::<Portable, Portable, Dims24X8, Batch>("batch_24x8__portable_f32x8"),
-    Generated::new::<Portable, Portable, Dims64X64, Blocked>("blocked_64x64__portable_f32x8"),
-    Generated::new::<Portable, Portable, Dims128X128, Blocked>("blocked_128x128__portable_f32x8"),
-    Generated::new::<Portable, Portable, Dims256X256, Blocked>("blocked_256x256__portable_f32x8"),
-    Generated::new::<Portable, Portable, Dims512X512, Blocked>("blocked_512x512__portable_f32x8"),
+pub(crate) static GENERATED_PORTABLE: &[KernelRow] = &[
+    KernelRow::new::<Portable, Portable, Dims7X5H3P, Lanes>("lanes_7x5h3p__portable_f32x8"),
+    KernelRow::new::<Portable, Portable, Dims7X5H3P, Batch>("batch_7x5h3p__portable_f32x8"),
+    KernelRow::new::<Portable, Portable, Dims24X8, Lanes>("lanes_24x8__portable_f32x8"),
+    KernelRow::new::<Portable, Portable, Dims24X8, Batch>("batch_24x8__portable_f32x8"),
+    KernelRow::new::<Portable, Portable, Dims64X64, Blocked>("blocked_64x64__portable_f32x8"),
+    KernelRow::new::<Portable, Portable, Dims128X128, Blocked>("blocked_128x128__portable_f32x8"),
+    KernelRow::new::<Portable, Portable, Dims256X256, Blocked>("blocked_256x256__portable_f32x8"),
+    KernelRow::new::<Portable, Portable, Dims512X512, Blocked>("blocked_512x512__portable_f32x8"),
 ];

@@ -94,7 +94,7 @@ fn codegen(shapes: Option<&str>, list: bool) -> lstm_kernels::Result<()> {
             // own grammar and errors).
             let shapes =
                 lstm_kernels_codegen::shape_list(s).map_err(lstm_kernels::Error::Invalid)?;
-            out!("{}", lstm_kernels_codegen::Generated(&shapes));
+            out!("{}", lstm_kernels_codegen::GeneratedFile(&shapes));
         }
     }
     Ok(())
