@@ -46,7 +46,7 @@ pub use error::{Error, Result};
 pub use formats::{import, io};
 pub use model::config::{LstmConfig, Peephole};
 pub use model::weights::{GATE_ORDER, LstmWeights, SEED_NAMES, SeedWeights};
-pub use model::{Lstm, LstmState, config, weights};
+pub use model::{Lstm, LstmState, config, max_threads, weights};
 pub use seq::stack::{self, LstmStack, Merge, SeqOptions, StackLayer, StackState};
 
 /// Counters of kernel runs, to prove which path ran (tests, `lstm bench`).

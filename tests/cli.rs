@@ -366,6 +366,13 @@ fn cli_errors_are_one_line_and_leave_no_output() {
             "head",
         ),
         (args(&["bench", "--steps", "0"]), "steps"),
+        // Issue 17: an overlong run panicked in `Duration` (finding 6);
+        // absurd thread counts started thousands of threads (finding 5).
+        (args(&["bench", "--seconds", "1e308"]), "--seconds"),
+        (
+            args(&["bench", "--threads", "1000000", "--seconds", "0"]),
+            "limit",
+        ),
     ];
     for (args, needle) in cases {
         let err = run_err(lstm().args(&args));

@@ -58,10 +58,27 @@ pub(crate) struct Parallel<'a> {
     pub(crate) min_flops: f64,
 }
 
-impl Parallel<'_> {
+impl<'a> Parallel<'a> {
+    /// The pool a call may use: the model's, unless the caller is a worker
+    /// of another rayon pool. Entering the model's pool from there makes
+    /// the caller's thread wait by running its own pool's queued work —
+    /// often more calls of this model, each waiting the same way — a
+    /// recursion that overflows the stack. Such a call runs on the calling
+    /// thread instead (results do not depend on the threads); its caller's
+    /// pool is already spreading the work.
+    fn pool(&self) -> Option<&'a rayon::ThreadPool> {
+        self.pool.filter(|pool| {
+            rayon::current_thread_index().is_none() || pool.current_thread_index().is_some()
+        })
+    }
+
     /// The plan of a call with `batch` rows and `steps` steps.
     fn plan(&self, pk: &Packed, batch: usize, steps: usize) -> Plan {
-        let threads = if self.pool.is_some() { self.threads } else { 1 };
+        let threads = if self.pool().is_some() {
+            self.threads
+        } else {
+            1
+        };
         Plan::new(pk, batch, steps, threads, self.min_flops)
     }
 }
@@ -105,7 +122,7 @@ pub(crate) fn forward(
     let h = pk.h;
     assert!(xs.len() == steps * batch * pk.n_in && out.len() == steps * batch * pk.n_out);
     assert!(st.c.len() == batch * h && st.m.len() == batch * pk.r);
-    let pool = par.pool;
+    let pool = par.pool();
     let plan = par.plan(pk, batch, steps);
     let need = plan.scratch_len(pk, batch);
     if st.scratch.as_slice().len() < need {

@@ -1,9 +1,11 @@
 //! The floating-point environment of a kernel call: subnormals flushed
 //! (MXCSR FTZ and DAZ) for its duration, as the frameworks' CPU kernels do,
-//! so subnormal inputs cost no microcode assists.
+//! so subnormal inputs cost no microcode assists; and rounding to nearest,
+//! whatever mode the caller's thread set, so results never depend on it.
 
-/// Flushes subnormal results and inputs to zero (MXCSR FTZ and DAZ) while
-/// alive, restoring the previous mode on drop. MXCSR is per thread: each
+/// Flushes subnormal results and inputs to zero (MXCSR FTZ and DAZ) and
+/// rounds to nearest (MXCSR RC = 0) while alive, restoring the previous
+/// mode on drop. MXCSR is per thread: each
 /// worker thread makes its own guard. A no-op off x86-64 and under Miri
 /// (which runs no inline assembly).
 pub(crate) struct DenormalGuard {
@@ -13,6 +15,9 @@ pub(crate) struct DenormalGuard {
 
 #[cfg(all(target_arch = "x86_64", not(miri)))]
 const FTZ_DAZ: u32 = (1 << 15) | (1 << 6);
+/// MXCSR rounding control (bits 13–14); 0 is round to nearest even.
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+const ROUNDING: u32 = 0b11 << 13;
 
 impl DenormalGuard {
     pub(crate) fn new() -> Self {
@@ -20,11 +25,11 @@ impl DenormalGuard {
         {
             let mut saved: u32 = 0;
             // SAFETY: stmxcsr/ldmxcsr only read and write the calling
-            // thread's MXCSR; setting FTZ and DAZ changes no other state and
-            // every x86-64 CPU has SSE.
+            // thread's MXCSR; setting FTZ, DAZ and the rounding mode changes
+            // no other state and every x86-64 CPU has SSE.
             unsafe {
                 std::arch::asm!("stmxcsr [{}]", in(reg) &mut saved, options(nostack));
-                let new = saved | FTZ_DAZ;
+                let new = (saved | FTZ_DAZ) & !ROUNDING;
                 std::arch::asm!("ldmxcsr [{}]", in(reg) &new, options(nostack, readonly));
             }
             DenormalGuard { saved }

@@ -88,6 +88,20 @@ impl LstmState {
     }
 }
 
+/// Threads per core [`Lstm::with_threads`] accepts at most.
+const THREADS_PER_CORE: usize = 4;
+
+/// The cores this process may use.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The most threads a model may use: 4 per core this process may use
+/// (oversubscribing further only slows a call down).
+pub fn max_threads() -> usize {
+    THREADS_PER_CORE * cores()
+}
+
 impl Lstm {
     /// Validates `weights` against `config`, picks the instruction set
     /// (the best this CPU has, or the one forced by `LSTM_KERNELS_ISA`) and
@@ -147,12 +161,18 @@ impl Lstm {
 
     /// Spreads the batch over `threads` threads (its own pool); `0` means one
     /// per available core. Results are identical for every thread count.
+    ///
+    /// At most [`max_threads`] (4 per core): more is an error, returned
+    /// before any thread is started.
     pub fn with_threads(mut self, threads: usize) -> Result<Self> {
-        let n = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            threads
-        };
+        let n = if threads == 0 { cores() } else { threads };
+        let limit = max_threads();
+        if n > limit {
+            return Err(Error::Invalid(format!(
+                "threads: {n} is more than the limit of {limit} ({THREADS_PER_CORE} per core on {} cores)",
+                cores()
+            )));
+        }
         self.pool = if n > 1 {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(n)

@@ -6,4 +6,4 @@ pub mod config;
 mod lstm;
 pub mod weights;
 
-pub use lstm::{Lstm, LstmState};
+pub use lstm::{Lstm, LstmState, max_threads};

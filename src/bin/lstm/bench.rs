@@ -114,9 +114,10 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     if a.steps == 0 {
         return Err(Error::Invalid("--steps must be at least 1".into()));
     }
-    if !(a.seconds.is_finite() && a.seconds >= 0.0) {
+    // A day at most: `Duration` cannot hold every f64 (1e308 panicked).
+    if !(a.seconds.is_finite() && (0.0..=86_400.0).contains(&a.seconds)) {
         return Err(Error::Invalid(format!(
-            "--seconds must be a nonnegative number, got {}",
+            "--seconds must be a number from 0 to 86400, got {:?}",
             a.seconds
         )));
     }
