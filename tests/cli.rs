@@ -77,6 +77,61 @@ fn cli_run_matches_numpy() {
     }
 }
 
+/// Issue 17: the state file's extension decides its format (finding 9:
+/// `--state-out s.safetensors` wrote npz bytes that `--state-in` then
+/// rejected), an unknown one is an error before anything runs, and two
+/// outputs naming one file are an error that leaves it alone (finding 10:
+/// both were staged under one name and the old content was lost).
+#[test]
+fn lstm_run_output_files_never_collide_or_lie_about_their_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = golden::dir("seed");
+    let (w, x) = (dir.join("weights.npz"), dir.join("x.npy"));
+    let y = tmp.path().join("y.npy");
+    // .safetensors: a safetensors file, readable by --state-in, same numbers.
+    let (npz, st) = (tmp.path().join("s.npz"), tmp.path().join("s.safetensors"));
+    for s in [&npz, &st] {
+        run_ok(lstm_run("seed", None, &w, &x, &y).arg("--state-out").arg(s));
+    }
+    let (a, b) = (
+        io::read_npz(&npz).unwrap(),
+        io::read_safetensors(&st).unwrap(),
+    );
+    for t in ["c", "m"] {
+        assert_eq!(a.get(t).unwrap().data, b.get(t).unwrap().data, "{t}");
+    }
+    let y2 = tmp.path().join("y2.npy");
+    run_ok(
+        lstm_run("seed", None, &w, &x, &y2)
+            .arg("--state-in")
+            .arg(&st),
+    );
+    // An unknown extension: an error, nothing written.
+    let bad = tmp.path().join("s.bin");
+    let yb = tmp.path().join("yb.npy");
+    let err = run_err(
+        lstm_run("seed", None, &w, &x, &yb)
+            .arg("--state-out")
+            .arg(&bad),
+    );
+    assert!(err.contains("s.bin") && err.contains("extension"), "{err}");
+    assert!(!bad.exists() && !yb.exists());
+    // The same file twice (also through `..`): an error; its content stays.
+    let same = tmp.path().join("same.npz");
+    std::fs::write(&same, b"precious").unwrap();
+    let dotted = tmp.path().join("sub/../same.npz");
+    std::fs::create_dir(tmp.path().join("sub")).unwrap();
+    for other in [&same, &dotted] {
+        let err = run_err(
+            lstm_run("seed", None, &w, &x, &same)
+                .arg("--state-out")
+                .arg(other),
+        );
+        assert!(err.contains("same file"), "{err}");
+        assert_eq!(std::fs::read(&same).unwrap(), b"precious");
+    }
+}
+
 /// `lstm run` reads every framework format (tests/frameworks.rs checks the
 /// library on these cases).
 #[test]

@@ -70,6 +70,7 @@ pub struct RunArgs {
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
+    check_outputs(args)?;
     if !matches!(args.format, Format::Tf)
         && (args.cell_clip.is_some() || args.proj_clip.is_some() || args.forget_bias != 1.0)
     {
@@ -173,7 +174,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let staged_state = match &args.state_out {
         Some(path) => {
             let (hs, rs) = ([batch, h], [batch, cfg.n_recurrent()]);
-            let bytes = io::npz_file_bytes(&[("c", &hs, state.c()), ("m", &rs, state.m())])?;
+            let bytes =
+                io::tensor_file_bytes(path, &[("c", &hs, state.c()), ("m", &rs, state.m())])?;
             Some(Staged::write(path, |w| write_all(w, &bytes, path))?)
         }
         None => None,
@@ -183,6 +185,41 @@ pub fn run(args: &RunArgs) -> Result<()> {
         s.commit()?;
     }
     Ok(())
+}
+
+/// Before anything runs or is written: the state file's extension names
+/// its format (`.npz` or `.safetensors`), and the two outputs are not the
+/// same file (staging both under one name lost the old content).
+fn check_outputs(args: &RunArgs) -> Result<()> {
+    let Some(state) = &args.state_out else {
+        return Ok(());
+    };
+    io::tensor_format(state)?;
+    if same_file(&args.output, state) {
+        return Err(Error::Invalid(format!(
+            "--output and --state-out are the same file: {}",
+            args.output.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Whether two paths name one file, whether or not it exists yet: their
+/// directories resolved (symlinks, `..`), then the names compared.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    let resolve = |p: &std::path::Path| {
+        p.canonicalize().ok().or_else(|| {
+            let dir = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => std::path::Path::new("."),
+            };
+            Some(dir.canonicalize().ok()?.join(p.file_name()?))
+        })
+    };
+    match (resolve(a), resolve(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
 }
 
 fn write_all(w: &mut dyn std::io::Write, bytes: &[u8], path: &std::path::Path) -> Result<()> {
@@ -304,7 +341,8 @@ fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack) -> Result<()> {
                     ms.extend_from_slice(s.m());
                 }
             }
-            let bytes = io::npz_file_bytes(&[("c", &[ld, b, h], &cs), ("m", &[ld, b, r], &ms)])?;
+            let bytes =
+                io::tensor_file_bytes(path, &[("c", &[ld, b, h], &cs), ("m", &[ld, b, r], &ms)])?;
             Some(Staged::write(path, |wr| write_all(wr, &bytes, path))?)
         }
         None => None,

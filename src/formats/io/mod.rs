@@ -19,7 +19,9 @@ mod safetensors;
 mod seed;
 mod staged;
 
-pub use self::safetensors::{read_safetensors, safetensors_from_bytes, write_safetensors};
+pub use self::safetensors::{
+    read_safetensors, safetensors_file_bytes, safetensors_from_bytes, write_safetensors,
+};
 pub use npy::{npy_file_bytes, read_npy, read_npy_lengths, write_npy};
 pub use npz::{npz_file_bytes, read_npz, write_npz};
 pub use seed::{load_seed_weights, save_seed_weights};
@@ -108,15 +110,31 @@ pub fn read_tensors(path: impl AsRef<Path>) -> Result<TensorFile> {
     }
 }
 
-/// Writes named tensors as `.npz` or `.safetensors`, by extension.
-pub fn write_tensors(path: impl AsRef<Path>, arrays: &[(&str, &[usize], &[f32])]) -> Result<()> {
-    let path = path.as_ref();
+/// The tensor-file format a path's extension names: `npz` or
+/// `safetensors`; any other extension is an error naming the path.
+pub fn tensor_format(path: &Path) -> Result<&'static str> {
     match path.extension().and_then(|e| e.to_str()) {
-        Some("npz") => write_npz(path, arrays),
-        Some("safetensors") => write_safetensors(path, arrays),
+        Some("npz") => Ok("npz"),
+        Some("safetensors") => Ok("safetensors"),
         _ => Err(Error::Invalid(format!(
             "{}: unknown tensor file extension (use .npz or .safetensors)",
             path.display()
         ))),
     }
+}
+
+/// The bytes of a tensor file in the format `path`'s extension names
+/// (see [`tensor_format`]).
+pub fn tensor_file_bytes(path: &Path, arrays: &[(&str, &[usize], &[f32])]) -> Result<Vec<u8>> {
+    match tensor_format(path)? {
+        "npz" => npz_file_bytes(arrays),
+        _ => safetensors_file_bytes(arrays),
+    }
+}
+
+/// Writes named tensors as `.npz` or `.safetensors`, by extension.
+pub fn write_tensors(path: impl AsRef<Path>, arrays: &[(&str, &[usize], &[f32])]) -> Result<()> {
+    let path = path.as_ref();
+    let bytes = tensor_file_bytes(path, arrays)?;
+    write_atomic(path, |w| w.write_all(&bytes).map_err(io_err(path)))
 }

@@ -48,12 +48,8 @@ pub fn safetensors_from_bytes(bytes: &[u8], path: &Path) -> Result<TensorFile> {
     })
 }
 
-/// Writes named float32 tensors as `.safetensors` (atomically).
-pub fn write_safetensors(
-    path: impl AsRef<Path>,
-    arrays: &[(&str, &[usize], &[f32])],
-) -> Result<()> {
-    let path = path.as_ref();
+/// The bytes of a `.safetensors` file holding named float32 tensors.
+pub fn safetensors_file_bytes(arrays: &[(&str, &[usize], &[f32])]) -> Result<Vec<u8>> {
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = arrays
         .iter()
         .map(|(n, s, d)| {
@@ -72,7 +68,16 @@ pub fn write_safetensors(
                 .map_err(|e| Error::Invalid(format!("tensor `{n}`: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let out =
-        safetensors::serialize(views, None).map_err(|e| format_err(path, "safetensors", e))?;
+    safetensors::serialize(views, None)
+        .map_err(|e| Error::Invalid(format!("writing safetensors: {e}")))
+}
+
+/// Writes named float32 tensors as `.safetensors` (atomically).
+pub fn write_safetensors(
+    path: impl AsRef<Path>,
+    arrays: &[(&str, &[usize], &[f32])],
+) -> Result<()> {
+    let path = path.as_ref();
+    let out = safetensors_file_bytes(arrays)?;
     write_atomic(path, |w| w.write_all(&out).map_err(io_err(path)))
 }
