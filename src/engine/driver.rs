@@ -9,7 +9,6 @@ use super::job::{Job, SpinBarrier};
 use super::packed::Packed;
 use super::packing::AlignedBuf;
 use super::plan::Plan;
-use super::tuning::BATCH_MIN_ROWS;
 
 /// Mutable state of a batch, as slices the driver splits among chunks.
 pub(crate) struct StateBufs<'a> {
@@ -23,9 +22,8 @@ pub(crate) struct StateBufs<'a> {
 fn run_job(job: &Job) {
     let _denormals = DenormalGuard::new();
     let k = &job.packed.kernel;
-    let batch = k.batch.filter(|_| job.rows >= BATCH_MIN_ROWS);
-    diagnostics::record(k.isa.isa(), k.generated, batch.is_some());
-    let run = batch.map_or(k.run, |(_, run)| run);
+    let (_, run, batch) = k.for_rows(job.rows);
+    diagnostics::record(k.isa.isa(), k.generated, batch);
     // SAFETY: `forward` built the job for this packed model; the kernel's
     // entry checks that the model is packed as it reads.
     unsafe { run(job) }
@@ -84,18 +82,12 @@ impl<'a> Parallel<'a> {
 }
 
 /// The kernels `forward` runs for `batch` rows, one name per distinct
-/// kernel in chunk order (the batch-in-lanes variant of a small kernel
-/// runs for chunks of at least `BATCH_MIN_ROWS` rows).
+/// kernel in chunk order (see `Kernel::for_rows`).
 pub(crate) fn kernels_for_batch(pk: &Packed, par: Parallel, batch: usize) -> Vec<&'static str> {
     let plan = par.plan(pk, batch, 1);
-    let k = &pk.kernel;
     let mut names = Vec::new();
     for c in 0..plan.chunks {
-        let rows = plan.per.min(batch - c * plan.per);
-        let name = match k.batch {
-            Some((name, _)) if rows >= BATCH_MIN_ROWS => name,
-            _ => k.name,
-        };
+        let (name, _, _) = pk.kernel.for_rows(plan.rows(batch, c));
         if !names.contains(&name) {
             names.push(name);
         }
@@ -132,7 +124,7 @@ pub(crate) fn forward(
     let (mut c, mut m) = (st.c, st.m);
     let out_ptr = out.as_mut_ptr();
     let mut make_job = |k: usize| {
-        let rows = plan.per.min(batch - k * plan.per);
+        let rows = plan.rows(batch, k);
         let [n_xw, n_op, n_ma, n_mf] = plan.chunk_scratch(pk, rows);
         let (xw, rest) = std::mem::take(&mut scratch).split_at_mut(n_xw);
         let (o_pre, rest) = rest.split_at_mut(n_op);

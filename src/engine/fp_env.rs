@@ -5,48 +5,60 @@
 
 /// Flushes subnormal results and inputs to zero (MXCSR FTZ and DAZ) and
 /// rounds to nearest (MXCSR RC = 0) while alive, restoring the previous
-/// mode on drop. MXCSR is per thread: each
-/// worker thread makes its own guard. A no-op off x86-64 and under Miri
-/// (which runs no inline assembly).
+/// mode on drop. MXCSR is per thread: each worker thread makes its own
+/// guard. A no-op off x86-64 and under Miri (which runs no inline
+/// assembly).
 pub(crate) struct DenormalGuard {
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
     saved: u32,
 }
 
-#[cfg(all(target_arch = "x86_64", not(miri)))]
+/// MXCSR flush-to-zero (bit 15) and denormals-are-zero (bit 6).
 const FTZ_DAZ: u32 = (1 << 15) | (1 << 6);
 /// MXCSR rounding control (bits 13–14); 0 is round to nearest even.
-#[cfg(all(target_arch = "x86_64", not(miri)))]
 const ROUNDING: u32 = 0b11 << 13;
 
 impl DenormalGuard {
     pub(crate) fn new() -> Self {
-        #[cfg(all(target_arch = "x86_64", not(miri)))]
-        {
-            let mut saved: u32 = 0;
-            // SAFETY: stmxcsr/ldmxcsr only read and write the calling
-            // thread's MXCSR; setting FTZ, DAZ and the rounding mode changes
-            // no other state and every x86-64 CPU has SSE.
-            unsafe {
-                std::arch::asm!("stmxcsr [{}]", in(reg) &mut saved, options(nostack));
-                let new = (saved | FTZ_DAZ) & !ROUNDING;
-                std::arch::asm!("ldmxcsr [{}]", in(reg) &new, options(nostack, readonly));
-            }
-            DenormalGuard { saved }
-        }
-        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-        DenormalGuard {}
+        let saved = mxcsr::read();
+        mxcsr::write((saved | FTZ_DAZ) & !ROUNDING);
+        DenormalGuard { saved }
     }
 }
 
 impl Drop for DenormalGuard {
     fn drop(&mut self) {
-        #[cfg(all(target_arch = "x86_64", not(miri)))]
-        // SAFETY: restores the MXCSR value read in `new` on this thread.
-        unsafe {
-            std::arch::asm!("ldmxcsr [{}]", in(reg) &self.saved, options(nostack, readonly));
-        }
+        mxcsr::write(self.saved);
     }
+}
+
+/// The calling thread's MXCSR.
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+mod mxcsr {
+    pub(super) fn read() -> u32 {
+        let mut v: u32 = 0;
+        // SAFETY: stmxcsr only writes the 4 bytes of `v`; every x86-64 CPU
+        // has SSE.
+        unsafe { std::arch::asm!("stmxcsr [{}]", in(reg) &mut v, options(nostack)) };
+        v
+    }
+
+    /// Sets it; the callers pass a value read from it with only the
+    /// FTZ, DAZ and rounding bits changed.
+    pub(super) fn write(v: u32) {
+        // SAFETY: ldmxcsr only changes the calling thread's floating-point
+        // mode (a valid MXCSR value, see above), no other state.
+        unsafe { std::arch::asm!("ldmxcsr [{}]", in(reg) &v, options(nostack, readonly)) };
+    }
+}
+
+/// No MXCSR to set off x86-64, and none under Miri.
+#[cfg(not(all(target_arch = "x86_64", not(miri))))]
+mod mxcsr {
+    pub(super) fn read() -> u32 {
+        0
+    }
+
+    pub(super) fn write(_: u32) {}
 }
 
 #[cfg(test)]

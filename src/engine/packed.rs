@@ -9,6 +9,7 @@ use super::job::KernelFn;
 use super::layout::{Runtime, Variants};
 use super::packing::{AlignedBuf, PackFormat, PanelKind, Panels};
 use super::registry::{self, Blocked, BodyKind, KernelRow};
+use super::tuning::BATCH_MIN_ROWS;
 use crate::config::{LstmConfig, Peephole};
 use crate::error::{Error, Result};
 use crate::weights::LstmWeights;
@@ -58,6 +59,18 @@ pub(crate) struct Kernel {
     pub(crate) batch: Option<(&'static str, KernelFn)>,
     /// A generated kernel (not the generic one).
     pub(crate) generated: bool,
+}
+
+impl Kernel {
+    /// The kernel a chunk of `rows` rows runs (name, entry, whether it is
+    /// the batch-in-lanes variant): a small kernel's batch-in-lanes variant
+    /// from `tuning::BATCH_MIN_ROWS` rows, else the kernel itself.
+    pub(crate) fn for_rows(&self, rows: usize) -> (&'static str, KernelFn, bool) {
+        match self.batch {
+            Some((name, run)) if rows >= BATCH_MIN_ROWS => (name, run, true),
+            _ => (self.name, self.run, false),
+        }
+    }
 }
 
 /// The generic kernel of an ISA: the blocked body with run-time

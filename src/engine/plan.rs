@@ -126,6 +126,11 @@ impl Plan {
         }
     }
 
+    /// Rows of chunk `k` of a batch of `batch` rows (the last may have fewer).
+    pub(crate) fn rows(&self, batch: usize, k: usize) -> usize {
+        self.per.min(batch - k * self.per)
+    }
+
     /// Scratch floats for a chunk of `rows` samples.
     pub(crate) fn chunk_scratch(&self, pk: &Packed, rows: usize) -> [usize; 4] {
         [
@@ -143,7 +148,7 @@ impl Plan {
     pub(crate) fn scratch_len(&self, pk: &Packed, batch: usize) -> usize {
         (0..self.chunks)
             .map(|k| {
-                self.chunk_scratch(pk, self.per.min(batch - k * self.per))
+                self.chunk_scratch(pk, self.rows(batch, k))
                     .iter()
                     .sum::<usize>()
             })
