@@ -131,7 +131,7 @@ fn inputs(sh: &Shape) -> Vec<f32> {
 }
 
 fn model(sh: &Shape, isa: Isa, threads: usize) -> Lstm {
-    Lstm::new(sh.cfg, LstmWeights::random(&sh.cfg, 1))
+    Lstm::new(sh.cfg, LstmWeights::random(&sh.cfg, 1).unwrap())
         .unwrap()
         .with_isa(isa)
         .unwrap()
@@ -163,7 +163,7 @@ fn bench(c: &mut Criterion) {
             }
         }
         if sh.cfg.head.is_none() && sh.cfg.peephole == Peephole::None {
-            let gl = GemmCrateLstm::new(&sh.cfg, &LstmWeights::random(&sh.cfg, 1));
+            let gl = GemmCrateLstm::new(&sh.cfg, &LstmWeights::random(&sh.cfg, 1).unwrap());
             let mut xm = Array2::zeros((sh.batch, sh.cfg.gate_rows()));
             let mut cst = vec![0.0f32; sh.batch * sh.cfg.n_hidden];
             g.bench_function("ndarray-gemm+scalar", |b| {
@@ -171,7 +171,10 @@ fn bench(c: &mut Criterion) {
             });
         }
         if sh.cfg.n_hidden <= 64 {
-            let seed = LstmWeights::random(&sh.cfg, 1).to_seed(&sh.cfg).unwrap();
+            let seed = LstmWeights::random(&sh.cfg, 1)
+                .unwrap()
+                .to_seed(&sh.cfg)
+                .unwrap();
             let mut rst = RefState::zeros(&sh.cfg, sh.batch);
             g.bench_function("reference-f64", |b| {
                 b.iter(|| reference::forward(&sh.cfg, &seed, black_box(&xs), &mut rst))
@@ -191,7 +194,7 @@ fn stacks(c: &mut Criterion) {
     let (b, t, h) = (32usize, 32usize, 256usize);
     let cell = |n: usize, seed: u64| {
         let cfg = LstmConfig::new(n, h);
-        Lstm::new(cfg, LstmWeights::random(&cfg, seed)).unwrap()
+        Lstm::new(cfg, LstmWeights::random(&cfg, seed).unwrap()).unwrap()
     };
     let layers = || {
         vec![
@@ -255,7 +258,7 @@ fn specialized(c: &mut Criterion) {
             let xs = SplitMix64::new(5).vec_uniform(steps * b * n, -1.0, 1.0);
             let mut ys = vec![0.0f32; steps * b * cfg.n_output()];
             for choice in [KernelChoice::Generic, KernelChoice::Specialized] {
-                let m = Lstm::new(cfg, LstmWeights::random(&cfg, 1))
+                let m = Lstm::new(cfg, LstmWeights::random(&cfg, 1).unwrap())
                     .unwrap()
                     .with_kernel(choice)
                     .unwrap();

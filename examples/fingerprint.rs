@@ -79,7 +79,7 @@ fn cases() -> Vec<(String, LstmConfig)> {
 
 fn main() {
     for (name, cfg) in cases() {
-        let weights = LstmWeights::random(&cfg, 7);
+        let weights = LstmWeights::random(&cfg, 7).unwrap();
         let h = cfg.n_hidden;
         let (batches, steps): (&[usize], usize) = if h >= 1000 {
             (&[1, 4], 2)

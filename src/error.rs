@@ -82,10 +82,32 @@ pub enum Error {
     /// The requested instruction set or kernel is not available here.
     #[error("unsupported: {0}")]
     Unsupported(String),
+
+    /// Memory for a buffer could not be allocated (the sizes passed
+    /// validation, but the system refused the allocation).
+    #[error("cannot allocate {bytes} bytes for {what}")]
+    Alloc {
+        /// What the buffer was for (e.g. `weights gates`, `state c`).
+        what: String,
+        /// The size asked for.
+        bytes: usize,
+    },
 }
 
 /// Shorthand for `Result<T, lstm_kernels::Error>`.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// A zero-filled `Vec<f32>` of `len` values, or [`Error::Alloc`] naming
+/// `what` if the system refuses the memory (never an abort).
+pub(crate) fn try_zeros(len: usize, what: &str) -> Result<Vec<f32>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| Error::Alloc {
+        what: what.to_string(),
+        bytes: len.saturating_mul(std::mem::size_of::<f32>()),
+    })?;
+    v.resize(len, 0.0);
+    Ok(v)
+}
 
 /// Formats a shape as `[a, b, c]` for messages.
 pub fn shape_str(dims: &[usize]) -> String {

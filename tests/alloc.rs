@@ -69,7 +69,7 @@ fn forward_does_not_allocate_per_step() {
         .with_peephole(Peephole::Matrix);
     for isa in Isa::all_available() {
         for threads in [1, 2] {
-            let model = Lstm::new(cfg, LstmWeights::random(&cfg, 1))
+            let model = Lstm::new(cfg, LstmWeights::random(&cfg, 1).unwrap())
                 .unwrap()
                 .with_isa(isa)
                 .unwrap()
@@ -129,7 +129,7 @@ fn stacks_do_not_allocate_per_step() {
     use lstm_kernels::{LstmStack, Merge, SeqOptions, StackLayer};
     let cell = |n: usize, seed: u64| {
         let cfg = LstmConfig::new(n, 12).with_projection(5);
-        Lstm::new(cfg, LstmWeights::random(&cfg, seed)).unwrap()
+        Lstm::new(cfg, LstmWeights::random(&cfg, seed).unwrap()).unwrap()
     };
     let layers = vec![
         StackLayer {

@@ -132,6 +132,123 @@ fn lstm_run_output_files_never_collide_or_lie_about_their_format() {
     }
 }
 
+/// Issue 17, finding 11: the output path is followed, not replaced. A FIFO
+/// (like a device: `/dev/null` as root became a regular file) is written
+/// through and stays a FIFO; a symbolic link stays a link and its target
+/// gets the new file; a directory is an error.
+#[cfg(unix)]
+#[test]
+fn lstm_run_writes_through_fifos_and_follows_links() {
+    use std::os::unix::fs::FileTypeExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = golden::dir("seed");
+    let (w, x) = (dir.join("weights.npz"), dir.join("x.npy"));
+    let plain = tmp.path().join("plain.npy");
+    run_ok(&mut lstm_run("seed", None, &w, &x, &plain));
+    let want = std::fs::read(&plain).unwrap();
+    // A FIFO, read by a thread while `lstm` writes it.
+    let fifo = tmp.path().join("pipe.npy");
+    run_ok(Command::new("mkfifo").arg(&fifo));
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    run_ok(&mut lstm_run("seed", None, &w, &x, &fifo));
+    // Checked before joining: had the FIFO been renamed over, the reader
+    // would wait forever for a writer.
+    let ft = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+    assert!(ft.is_fifo(), "the FIFO was replaced: {ft:?}");
+    assert_eq!(reader.join().unwrap(), want, "bytes through the FIFO");
+    // A link to an existing file, and a dangling one.
+    let target = tmp.path().join("target.npy");
+    std::fs::write(&target, b"old").unwrap();
+    let link = tmp.path().join("link.npy");
+    std::os::unix::fs::symlink("target.npy", &link).unwrap();
+    run_ok(&mut lstm_run("seed", None, &w, &x, &link));
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read(&target).unwrap(), want);
+    let dangling = tmp.path().join("dangling.npy");
+    std::os::unix::fs::symlink("created.npy", &dangling).unwrap();
+    run_ok(&mut lstm_run("seed", None, &w, &x, &dangling));
+    assert_eq!(std::fs::read(tmp.path().join("created.npy")).unwrap(), want);
+    let err = run_err(&mut lstm_run("seed", None, &w, &x, tmp.path()));
+    assert!(err.contains("directory"), "{err}");
+}
+
+/// Issue 17, finding 12: SIGINT or SIGTERM while outputs are being written
+/// removes the temporary files (the old output stays intact). The run is
+/// held mid-write by a `--state-out` FIFO nobody reads, after `--output` has
+/// been staged.
+#[cfg(unix)]
+#[test]
+fn lstm_run_interrupted_leaves_no_temporary_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = golden::dir("seed");
+    let (w, x) = (dir.join("weights.npz"), dir.join("x.npy"));
+    for signal in ["INT", "TERM"] {
+        let y = tmp.path().join("y.npy");
+        std::fs::write(&y, b"old output").unwrap();
+        let fifo = tmp.path().join("state.npz");
+        let _ = std::fs::remove_file(&fifo);
+        run_ok(Command::new("mkfifo").arg(&fifo));
+        let child = lstm_run("seed", None, &w, &x, &y)
+            .arg("--state-out")
+            .arg(&fifo)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let staged = || {
+            std::fs::read_dir(tmp.path())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains(".tmp"))
+                .collect::<Vec<_>>()
+        };
+        // Wait (up to a minute) until the output is staged and the run
+        // blocks opening the FIFO.
+        let start = std::time::Instant::now();
+        while staged().is_empty() && start.elapsed().as_secs() < 60 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!staged().is_empty(), "the output was never staged");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        run_ok(
+            Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(child.id().to_string()),
+        );
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(130), "SIG{signal}: {}", stderr(&out));
+        assert!(staged().is_empty(), "SIG{signal} left {:?}", staged());
+        assert_eq!(std::fs::read(&y).unwrap(), b"old output");
+    }
+}
+
+/// Issue 17: CLI numbers are checked before anything is allocated or run
+/// (`generate --batch 0` ran as batch 1; `--length` × `--batch` beyond any
+/// memory aborted; bench sizes beyond the documented tensor limit).
+#[test]
+fn cli_numbers_out_of_range_are_errors() {
+    for (args, want) in [
+        (&["generate", "--batch", "0"][..], "--batch"),
+        (
+            &["generate", "--batch", "2", "--length", "18446744073709551615"],
+            "limit",
+        ),
+        (&["generate", "--temperature", "NaN"], "temperature"),
+        (&["bench", "--hidden", "30000", "--input", "30000"], "limit"),
+        (&["bench", "--steps", "1000000000", "--batch", "64"], "limit"),
+        (&["bench", "--projection", "300", "--hidden", "256"], "projection"),
+    ] {
+        let err = run_err(lstm().args(args));
+        assert!(
+            err.contains(want) && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+}
+
 /// `lstm run` reads every framework format (tests/frameworks.rs checks the
 /// library on these cases).
 #[test]

@@ -66,25 +66,25 @@ fn bad_configs() {
             "{cfg:?}: `{e}` lacks `{needle}`"
         );
         // Model construction validates too.
-        assert!(Lstm::new(cfg, LstmWeights::zeros(&LstmConfig::new(1, 1))).is_err());
+        assert!(Lstm::new(cfg, LstmWeights::zeros(&LstmConfig::new(1, 1)).unwrap()).is_err());
     }
 }
 
 #[test]
 fn weights_that_do_not_fit_the_config() {
     let cfg = seed_cfg();
-    let mut w = LstmWeights::random(&cfg, 1);
+    let mut w = LstmWeights::random(&cfg, 1).unwrap();
     w.gates.pop();
     let e = Lstm::new(cfg, w).unwrap_err().to_string();
     assert!(e.contains("gates") && e.contains("[12, 20]"), "{e}");
 
-    let mut w = LstmWeights::random(&cfg, 1);
+    let mut w = LstmWeights::random(&cfg, 1).unwrap();
     w.v_o = None;
     assert!(
         matches!(Lstm::new(cfg, w), Err(Error::MissingTensor { tensor, .. }) if tensor == "v_o")
     );
 
-    let w = LstmWeights::random(&cfg, 1);
+    let w = LstmWeights::random(&cfg, 1).unwrap();
     assert!(matches!(
         Lstm::new(LstmConfig::new(7, 5), w),
         Err(Error::UnexpectedTensor { .. })
@@ -94,7 +94,7 @@ fn weights_that_do_not_fit_the_config() {
 #[test]
 fn wrong_shapes_at_run_time() {
     let cfg = seed_cfg();
-    let model = Lstm::new(cfg, LstmWeights::random(&cfg, 1)).unwrap();
+    let model = Lstm::new(cfg, LstmWeights::random(&cfg, 1).unwrap()).unwrap();
     let mut st = model.new_state(4).unwrap();
     let mut out = vec![0.0; 4 * 3];
     let e = model
@@ -131,7 +131,7 @@ fn wrong_shapes_at_run_time() {
     // A state made for another model.
     let other = Lstm::new(
         LstmConfig::new(7, 6),
-        LstmWeights::random(&LstmConfig::new(7, 6), 1),
+        LstmWeights::random(&LstmConfig::new(7, 6), 1).unwrap(),
     )
     .unwrap();
     let mut foreign = other.new_state(4).unwrap();

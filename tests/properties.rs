@@ -165,7 +165,7 @@ fn bound_detects_errors() {
 #[test]
 fn forced_isa_really_runs() {
     let cfg = LstmConfig::new(9, 20).with_head(5);
-    let model = Lstm::new(cfg, LstmWeights::random(&cfg, 3)).unwrap();
+    let model = Lstm::new(cfg, LstmWeights::random(&cfg, 3).unwrap()).unwrap();
     match Isa::from_env().unwrap() {
         Some(forced) => assert_eq!(model.isa(), forced),
         None => assert_eq!(model.isa(), Isa::detect()),

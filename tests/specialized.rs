@@ -160,7 +160,8 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 #[test]
 fn auto_picks_specialized_only_for_matching_shapes() {
     let seed = config(7, 5, Some(3), true);
-    let m = lstm_kernels::Lstm::new(seed, lstm_kernels::LstmWeights::random(&seed, 1)).unwrap();
+    let m = lstm_kernels::Lstm::new(seed, lstm_kernels::LstmWeights::random(&seed, 1).unwrap())
+        .unwrap();
     assert!(
         m.kernel_name().starts_with("lanes_7x5h3p__"),
         "{} (the seed's cell is a default shape; an `only:` list removes it)",
@@ -168,7 +169,8 @@ fn auto_picks_specialized_only_for_matching_shapes() {
     );
     // Same sizes, other variant: no match.
     let plain = config(7, 5, Some(3), false);
-    let m = lstm_kernels::Lstm::new(plain, lstm_kernels::LstmWeights::random(&plain, 1)).unwrap();
+    let m = lstm_kernels::Lstm::new(plain, lstm_kernels::LstmWeights::random(&plain, 1).unwrap())
+        .unwrap();
     assert_eq!(m.kernel_name(), "generic");
     let e = specialized_kernel(m).unwrap_err().to_string();
     assert!(

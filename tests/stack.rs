@@ -18,7 +18,7 @@ fn cell(n: usize, h: usize, proj: Option<usize>, seed: u64) -> Lstm {
     if seed.is_multiple_of(3) {
         cfg = cfg.with_peephole(Peephole::Diagonal);
     }
-    Lstm::new(cfg, LstmWeights::random(&cfg, seed)).unwrap()
+    Lstm::new(cfg, LstmWeights::random(&cfg, seed).unwrap()).unwrap()
 }
 
 /// One sample alone through one direction: `x` is `[len, n]`; returns

@@ -11,7 +11,8 @@
 
 use std::path::Path;
 
-use crate::error::{Error, Result, shape_str};
+use crate::config::MAX_TENSOR_ELEMENTS;
+use crate::error::{Error, Result, shape_str, try_zeros};
 use crate::import;
 use crate::io::{TensorFile, read_tensors, safetensors_from_bytes};
 use crate::rng::SplitMix64;
@@ -154,16 +155,30 @@ impl CharLm {
         let (e, v, h) = (self.e, self.vocab.len(), self.stack.output_size());
         let t = toks.iter().map(Vec::len).max().unwrap_or(0);
         let lens: Vec<usize> = toks.iter().map(Vec::len).collect();
+        // Every buffer below is at most t·b·max(e, h) or b·length values.
+        let sized = |what: &str, dims: &[usize]| -> Result<usize> {
+            dims.iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .filter(|&n| n <= MAX_TENSOR_ELEMENTS)
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "{what} {dims:?} exceeds the limit of {MAX_TENSOR_ELEMENTS} elements (fewer prompts or a shorter length)"
+                    ))
+                })
+        };
+        let n_xs = sized("the prompt inputs", &[t, b, e])?;
+        let n_ys = sized("the prompt outputs", &[t, b, h])?;
+        sized("the generated text (prompts × length)", &[b, length])?;
         let mut st: StackState = self.stack.new_state(b)?;
         // The prompts, padded, as one sequence with per-prompt lengths.
-        let mut xs = vec![0.0f32; t * b * e];
+        let mut xs = try_zeros(n_xs, "prompt inputs")?;
         for (i, tk) in toks.iter().enumerate() {
             for (s, &k) in tk.iter().enumerate() {
                 xs[(s * b + i) * e..(s * b + i + 1) * e]
                     .copy_from_slice(&self.emb[k * e..(k + 1) * e]);
             }
         }
-        let mut ys = vec![0.0f32; t * b * h];
+        let mut ys = try_zeros(n_ys, "prompt outputs")?;
         self.stack.forward(
             &mut st,
             &xs,
@@ -187,7 +202,15 @@ impl CharLm {
             sorted: vec![0.0; v],
         };
         let mut x1 = vec![0.0f32; b * e];
-        let mut outs = vec![String::with_capacity(length); b];
+        let mut outs = Vec::new();
+        for _ in 0..b {
+            let mut s = String::new();
+            s.try_reserve(length).map_err(|_| Error::Alloc {
+                what: "generated text".into(),
+                bytes: length,
+            })?;
+            outs.push(s);
+        }
         for step in 0..length {
             for i in 0..b {
                 self.logits(&last[i * h..(i + 1) * h], &mut acc, &mut logits);

@@ -9,6 +9,7 @@ use super::job::{Job, SpinBarrier};
 use super::packed::Packed;
 use super::packing::AlignedBuf;
 use super::plan::Plan;
+use crate::error::Result;
 
 /// Mutable state of a batch, as slices the driver splits among chunks.
 pub(crate) struct StateBufs<'a> {
@@ -107,9 +108,9 @@ pub(crate) fn forward(
     out: &mut [f32],
     batch: usize,
     steps: usize,
-) {
+) -> Result<()> {
     if steps == 0 {
-        return;
+        return Ok(());
     }
     let h = pk.h;
     assert!(xs.len() == steps * batch * pk.n_in && out.len() == steps * batch * pk.n_out);
@@ -118,7 +119,7 @@ pub(crate) fn forward(
     let plan = par.plan(pk, batch, steps);
     let need = plan.scratch_len(pk, batch);
     if st.scratch.as_slice().len() < need {
-        *st.scratch = AlignedBuf::zeros(need);
+        *st.scratch = AlignedBuf::try_zeros(need, "step scratch")?;
     }
     let mut scratch = st.scratch.as_mut_slice();
     let (mut c, mut m) = (st.c, st.m);
@@ -178,7 +179,7 @@ pub(crate) fn forward(
             pool.install(|| {
                 use rayon::prelude::*;
                 jobs.into_par_iter().for_each(|j| run_job(&j.0));
-            })
+            });
         }
         _ => {
             for k in 0..plan.chunks {
@@ -186,4 +187,5 @@ pub(crate) fn forward(
             }
         }
     }
+    Ok(())
 }

@@ -182,19 +182,23 @@ impl Packed {
         let pack = |src: &[f32], k: usize, kind: PanelKind, bias: Option<&[f32]>| {
             Panels::pack(src, k, kind, bias, format)
         };
-        let wx = pack(&w.gates[..n * cols], n, PanelKind::Gates { h }, Some(&bias));
-        let wh = pack(&w.gates[n * cols..], r, PanelKind::Gates { h }, None);
+        let wx = pack(&w.gates[..n * cols], n, PanelKind::Gates { h }, Some(&bias))?;
+        let wh = pack(&w.gates[n * cols..], r, PanelKind::Gates { h }, None)?;
         let hp = wh.n_panels * u;
-        let diag = w.peep_diag.as_ref().map(|d| {
-            let mut buf = AlignedBuf::zeros(3 * hp);
-            let out = buf.as_mut_slice();
-            for g in 0..3 {
-                out[g * hp..g * hp + h].copy_from_slice(&d[g * h..(g + 1) * h]);
-            }
-            buf
-        });
+        let diag = w
+            .peep_diag
+            .as_ref()
+            .map(|d| {
+                let mut buf = AlignedBuf::try_zeros(3 * hp, "packed peepholes")?;
+                let out = buf.as_mut_slice();
+                for g in 0..3 {
+                    out[g * hp..g * hp + h].copy_from_slice(&d[g * h..(g + 1) * h]);
+                }
+                Ok::<_, Error>(buf)
+            })
+            .transpose()?;
         let proj = match (cfg.projection, &w.w_p) {
-            (Some(r), Some(wp)) => Some(pack(wp, h, PanelKind::Wide { cols: r }, None)),
+            (Some(r), Some(wp)) => Some(pack(wp, h, PanelKind::Wide { cols: r }, None)?),
             _ => None,
         };
         let variants = Variants {
@@ -206,11 +210,13 @@ impl Packed {
             input_forget: cfg.input_forget,
         };
         let vo = match (cfg.peephole, &w.v_o) {
-            (Peephole::Matrix, Some(v)) => Some(pack(v, h, PanelKind::Wide { cols: h }, None)),
+            (Peephole::Matrix, Some(v)) => Some(pack(v, h, PanelKind::Wide { cols: h }, None)?),
             _ => None,
         };
         let head = match (&w.w_h, &w.b_h) {
-            (Some(wh), Some(bh)) => Some(pack(wh, h, PanelKind::Wide { cols: bh.len() }, Some(bh))),
+            (Some(wh), Some(bh)) => {
+                Some(pack(wh, h, PanelKind::Wide { cols: bh.len() }, Some(bh))?)
+            }
             _ => None,
         };
         Ok(Packed {

@@ -26,6 +26,8 @@
 //! ([`PackFormat`], from the kernel chosen in `engine::packed`); kernels
 //! check it on entry.
 
+use crate::error::{Error, Result};
+
 /// How a panel's body (the rows after the bias row) is laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum PanelLayout {
@@ -60,6 +62,19 @@ impl AlignedBuf {
             blocks: vec![Block([0.0; 16]); len.div_ceil(16)],
             len,
         }
+    }
+
+    /// As [`AlignedBuf::zeros`], but memory the system refuses is an
+    /// [`Error::Alloc`] naming `what` instead of an abort.
+    pub(crate) fn try_zeros(len: usize, what: &str) -> Result<Self> {
+        let n = len.div_ceil(16);
+        let mut blocks = Vec::new();
+        blocks.try_reserve_exact(n).map_err(|_| Error::Alloc {
+            what: what.to_string(),
+            bytes: n.saturating_mul(std::mem::size_of::<Block>()),
+        })?;
+        blocks.resize(n, Block([0.0; 16]));
+        Ok(AlignedBuf { blocks, len })
     }
 
     pub(crate) fn as_slice(&self) -> &[f32] {
@@ -115,7 +130,7 @@ impl Panels {
         kind: PanelKind,
         bias: Option<&[f32]>,
         format: PackFormat,
-    ) -> Self {
+    ) -> Result<Self> {
         let u = format.lanes;
         let halves = format.layout == PanelLayout::Split;
         let (cols, n_panels) = match kind {
@@ -125,7 +140,7 @@ impl Panels {
         assert_eq!(src.len(), k * cols, "packing: source shape");
         let rows = k + usize::from(bias.is_some());
         let panel_len = rows * 4 * u;
-        let mut data = AlignedBuf::zeros(n_panels * panel_len);
+        let mut data = AlignedBuf::try_zeros(n_panels * panel_len, "packed weights")?;
         let out = data.as_mut_slice();
         let col_of = |p: usize, v: usize, l: usize| -> Option<usize> {
             match kind {
@@ -162,13 +177,13 @@ impl Panels {
                 }
             }
         }
-        Panels {
+        Ok(Panels {
             format,
             k,
             has_bias: bias.is_some(),
             n_panels,
             data,
-        }
+        })
     }
 
     /// Floats per panel.
@@ -208,7 +223,8 @@ mod tests {
             PanelKind::Gates { h },
             Some(&bias),
             fmt(2, PanelLayout::Plain),
-        );
+        )
+        .unwrap();
         assert_eq!(p.n_panels, 2);
         assert_eq!(p.panel_len(), 3 * 8);
         let p0 = p.panel(0);
@@ -235,7 +251,8 @@ mod tests {
             PanelKind::Wide { cols },
             None,
             fmt(1, PanelLayout::Plain),
-        );
+        )
+        .unwrap();
         assert_eq!(p.n_panels, 2);
         assert_eq!(&p.panel(0)[4..8], &[5.0, 6.0, 7.0, 8.0]);
         assert_eq!(&p.panel(1)[4..8], &[9.0, 0.0, 0.0, 0.0]);
@@ -253,14 +270,16 @@ mod tests {
             PanelKind::Gates { h },
             Some(&bias),
             fmt(2, PanelLayout::Plain),
-        );
+        )
+        .unwrap();
         let split = Panels::pack(
             &src,
             3,
             PanelKind::Gates { h },
             Some(&bias),
             fmt(2, PanelLayout::Split),
-        );
+        )
+        .unwrap();
         let (a, b) = (plain.panel(0), split.panel(0));
         assert_eq!(&a[..8], &b[..8], "the bias row is not split");
         for r in 0..3 {

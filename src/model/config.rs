@@ -4,6 +4,13 @@
 
 use crate::error::{Error, Result};
 
+/// The most elements any one tensor may have: a weight matrix, a state, or
+/// a step's widest per-batch buffer (2³¹ elements, 8 GiB of `f32`).
+/// [`LstmConfig::validate`] rejects sizes beyond it, so a model's buffers
+/// always have sizes that can exist; allocation within it may still fail,
+/// and then returns [`Error::Alloc`](crate::Error::Alloc).
+pub const MAX_TENSOR_ELEMENTS: usize = 1 << 31;
+
 /// The output-gate peephole of the cell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
@@ -87,6 +94,10 @@ pub struct LstmConfig {
     /// ONNX `input_forget`: the forget gate is `1 − i` (its weights are
     /// ignored).
     pub input_forget: bool,
+    /// Accept NaN or infinite weights. Off by default: a model whose
+    /// weights hold one is an error naming the tensor and index (one NaN
+    /// in a recurrent matrix turns every output NaN).
+    pub allow_non_finite_weights: bool,
 }
 
 impl LstmConfig {
@@ -103,6 +114,7 @@ impl LstmConfig {
             proj_clip: None,
             clip: None,
             input_forget: false,
+            allow_non_finite_weights: false,
         }
     }
 
@@ -139,6 +151,13 @@ impl LstmConfig {
     /// Sets ONNX's `input_forget` (coupled input and forget gates).
     pub fn with_input_forget(mut self, on: bool) -> Self {
         self.input_forget = on;
+        self
+    }
+
+    /// Accepts (`true`) or rejects (`false`, the default) weights that are
+    /// NaN or infinite; see [`LstmConfig::allow_non_finite_weights`].
+    pub fn with_non_finite_weights(mut self, allow: bool) -> Self {
+        self.allow_non_finite_weights = allow;
         self
     }
 
@@ -238,6 +257,12 @@ impl LstmConfig {
             if p == 0 {
                 return Err(Error::Config("projection size must be at least 1".into()));
             }
+            if p > self.n_hidden {
+                return Err(Error::Config(format!(
+                    "projection size {p} is larger than n_hidden {} (a projection reduces the recurrent state)",
+                    self.n_hidden
+                )));
+            }
             if self.head.is_some() {
                 return Err(Error::Config(
                     "a head and a projection together are not supported (with a projection the output is r)".into(),
@@ -271,42 +296,57 @@ impl LstmConfig {
                 "the matrix peephole does not combine with ONNX clip or input_forget (ONNX has no matrix peephole)".into(),
             ));
         }
-        let overflow = || {
+        self.check_sizes()?;
+        Ok(())
+    }
+
+    /// Every weight tensor's element count, computed with checked
+    /// arithmetic, within [`MAX_TENSOR_ELEMENTS`].
+    fn check_sizes(&self) -> Result<()> {
+        let too_large = |what: &str, dims: String| {
             Error::Config(format!(
-                "sizes n_input={} n_hidden={} are too large: the weight tensors would not fit in memory addresses",
+                "sizes n_input={} n_hidden={}: {what} {dims} exceeds the limit of {MAX_TENSOR_ELEMENTS} elements per tensor",
                 self.n_input, self.n_hidden
             ))
         };
-        let limit = (isize::MAX as usize) / std::mem::size_of::<f64>();
-        let rows = self
-            .n_input
-            .checked_add(self.n_hidden)
-            .ok_or_else(overflow)?;
-        let cols = self.n_hidden.checked_mul(4).ok_or_else(overflow)?;
-        let gates = rows.checked_mul(cols).ok_or_else(overflow)?;
-        let hh = self
-            .n_hidden
-            .checked_mul(self.n_hidden)
-            .ok_or_else(overflow)?;
-        if gates > limit || hh > limit {
-            return Err(overflow());
+        let (n, h) = (self.n_input, self.n_hidden);
+        let r = self.n_recurrent();
+        let mut tensors = vec![("the gate matrix", n.checked_add(r), h.checked_mul(4))];
+        if self.peephole == Peephole::Matrix {
+            tensors.push(("the peephole v_o", Some(h), Some(h)));
+        }
+        if let Some(p) = self.head {
+            tensors.push(("the head w_h", Some(h), Some(p)));
+        }
+        if let Some(p) = self.projection {
+            tensors.push(("the projection w_p", Some(h), Some(p)));
+        }
+        for (what, rows, cols) in tensors {
+            let dims = format!(
+                "[{}, {}]",
+                rows.map_or("overflow".into(), |v| v.to_string()),
+                cols.map_or("overflow".into(), |v| v.to_string())
+            );
+            match rows.zip(cols).and_then(|(a, b)| a.checked_mul(b)) {
+                Some(e) if e <= MAX_TENSOR_ELEMENTS => {}
+                _ => return Err(too_large(what, dims)),
+            }
         }
         Ok(())
     }
 
-    /// Checks a batch size against this config: nonzero, and `batch × 4H`
-    /// (the widest per-step buffer) fits.
+    /// Checks a batch size against this config: nonzero, and the widest
+    /// per-step buffer (`batch × max(4H, n_in, n_output)`) within
+    /// [`MAX_TENSOR_ELEMENTS`].
     pub(crate) fn validate_batch(&self, batch: usize) -> Result<()> {
         if batch == 0 {
             return Err(Error::Invalid("batch size must be at least 1".into()));
         }
-        let limit = (isize::MAX as usize) / std::mem::size_of::<f64>();
         let widest = self.gate_cols().max(self.n_input).max(self.n_output());
         match batch.checked_mul(widest) {
-            Some(n) if n <= limit => Ok(()),
+            Some(n) if n <= MAX_TENSOR_ELEMENTS => Ok(()),
             _ => Err(Error::Invalid(format!(
-                "batch size {batch} is too large for n_hidden {}",
-                self.n_hidden
+                "batch size {batch} is too large: a step's widest buffer, {batch} × {widest}, exceeds the limit of {MAX_TENSOR_ELEMENTS} elements"
             ))),
         }
     }

@@ -10,7 +10,7 @@ use crate::engine::{
     self, AlignedBuf, DEFAULT_MIN_PARALLEL_FLOPS, Isa, KernelChoice, Packed, Parallel, StateBufs,
     Supported,
 };
-use crate::error::{Error, Result, check_len};
+use crate::error::{Error, Result, check_len, try_zeros};
 use crate::weights::LstmWeights;
 
 /// An LSTM cell ready to run: validated config and weights, and how many
@@ -19,7 +19,7 @@ use crate::weights::LstmWeights;
 /// ```
 /// use lstm_kernels::{Lstm, LstmConfig, LstmWeights, Peephole};
 /// let cfg = LstmConfig::new(7, 5).with_head(3).with_peephole(Peephole::Matrix);
-/// let model = Lstm::new(cfg, LstmWeights::random(&cfg, 42))?;
+/// let model = Lstm::new(cfg, LstmWeights::random(&cfg, 42)?)?;
 /// let mut state = model.new_state(10)?;          // batch of 10, zeros
 /// let xs = vec![0.5f32; 4 * 10 * 7];              // [T=4, B=10, n_in=7]
 /// let mut ys = vec![0.0f32; 4 * 10 * 3];          // [T, B, n_out=3]
@@ -232,8 +232,8 @@ impl Lstm {
             batch,
             n_hidden: h,
             n_recurrent: r,
-            c: vec![0.0; batch * h],
-            m: vec![0.0; batch * r],
+            c: try_zeros(batch * h, "state c")?,
+            m: try_zeros(batch * r, "state m")?,
             scratch: AlignedBuf::zeros(0),
         })
     }
@@ -271,8 +271,7 @@ impl Lstm {
         self.check_state(state)?;
         check_len("x", x.len(), &[state.batch, self.config.n_input])?;
         check_len("output", out.len(), &[state.batch, self.config.n_output()])?;
-        self.run(state, x, out, 1);
-        Ok(())
+        self.run(state, x, out, 1)
     }
 
     /// A time-major sequence: `xs` is `[T, batch, n_in]` (T is inferred from
@@ -291,8 +290,7 @@ impl Lstm {
         }
         let steps = xs.len() / row;
         check_len("output", out.len(), &[steps, b, p])?;
-        self.run(state, xs, out, steps);
-        Ok(())
+        self.run(state, xs, out, steps)
     }
 
     /// Runs `steps` steps for the first `rows` samples of `state` only
@@ -304,17 +302,17 @@ impl Lstm {
         rows: usize,
         xs: &[f32],
         out: &mut [f32],
-    ) {
+    ) -> Result<()> {
         let (h, r) = (self.config.n_hidden, self.config.n_recurrent());
         let steps = xs.len() / (rows * self.config.n_input);
         debug_assert!(rows <= state.batch && out.len() == steps * rows * self.config.n_output());
-        self.run_rows(state, rows, h, r, xs, out, steps);
+        self.run_rows(state, rows, h, r, xs, out, steps)
     }
 
     /// Runs `steps` steps through the kernels (lengths already checked).
-    fn run(&self, state: &mut LstmState, xs: &[f32], out: &mut [f32], steps: usize) {
+    fn run(&self, state: &mut LstmState, xs: &[f32], out: &mut [f32], steps: usize) -> Result<()> {
         let (h, r) = (self.config.n_hidden, self.config.n_recurrent());
-        self.run_rows(state, state.batch, h, r, xs, out, steps);
+        self.run_rows(state, state.batch, h, r, xs, out, steps)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -327,13 +325,13 @@ impl Lstm {
         xs: &[f32],
         out: &mut [f32],
         steps: usize,
-    ) {
+    ) -> Result<()> {
         let bufs = StateBufs {
             c: &mut state.c[..rows * h],
             m: &mut state.m[..rows * r],
             scratch: &mut state.scratch,
         };
-        engine::forward(&self.packed, self.parallel(), bufs, xs, out, rows, steps);
+        engine::forward(&self.packed, self.parallel(), bufs, xs, out, rows, steps)
     }
 
     fn parallel(&self) -> Parallel<'_> {

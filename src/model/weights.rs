@@ -13,7 +13,7 @@
 //! All matrices are row-major `f32`.
 
 use crate::config::{LstmConfig, Peephole};
-use crate::error::{Error, Result, check_len};
+use crate::error::{Error, Result, check_len, try_zeros};
 use crate::rng::SplitMix64;
 
 /// The order of the gate blocks in the concatenated matrix and bias:
@@ -25,7 +25,7 @@ pub const GATE_ORDER: [&str; 4] = ["i", "f", "c", "o"];
 /// ```
 /// use lstm_kernels::{LstmConfig, LstmWeights, Peephole};
 /// let cfg = LstmConfig::new(7, 5).with_head(3).with_peephole(Peephole::Matrix);
-/// let w = LstmWeights::random(&cfg, 42);
+/// let w = LstmWeights::random(&cfg, 42).unwrap();
 /// assert_eq!(w.gates.len(), (7 + 5) * 4 * 5);
 /// assert_eq!(w.v_o.as_ref().map(|v| v.len()), Some(25));
 /// w.validate(&cfg).unwrap();
@@ -52,25 +52,38 @@ pub struct LstmWeights {
 
 impl LstmWeights {
     /// All-zero weights shaped for `config` (fill the fields afterwards).
-    pub fn zeros(config: &LstmConfig) -> Self {
+    /// The config is validated first; memory the system refuses is an
+    /// [`Error::Alloc`], never an abort.
+    pub fn zeros(config: &LstmConfig) -> Result<Self> {
+        config.validate()?;
         let h = config.n_hidden;
-        LstmWeights {
-            gates: vec![0.0; config.gate_rows() * config.gate_cols()],
-            bias: vec![0.0; config.gate_cols()],
-            v_o: (config.peephole == Peephole::Matrix).then(|| vec![0.0; h * h]),
-            w_h: config.head.map(|p| vec![0.0; h * p]),
-            b_h: config.head.map(|p| vec![0.0; p]),
-            peep_diag: (config.peephole == Peephole::Diagonal).then(|| vec![0.0; 3 * h]),
-            w_p: config.projection.map(|r| vec![0.0; h * r]),
-        }
+        let opt = |on: bool, len: usize, what: &str| on.then(|| try_zeros(len, what)).transpose();
+        Ok(LstmWeights {
+            gates: try_zeros(config.gate_rows() * config.gate_cols(), "weights gates")?,
+            bias: try_zeros(config.gate_cols(), "weights bias")?,
+            v_o: opt(config.peephole == Peephole::Matrix, h * h, "weights v_o")?,
+            w_h: opt(config.head.is_some(), h * config.n_output(), "weights w_h")?,
+            b_h: opt(config.head.is_some(), config.n_output(), "weights b_h")?,
+            peep_diag: opt(
+                config.peephole == Peephole::Diagonal,
+                3 * h,
+                "weights peep_diag",
+            )?,
+            w_p: opt(
+                config.projection.is_some(),
+                h * config.n_recurrent(),
+                "weights w_p",
+            )?,
+        })
     }
 
     /// Seeded random weights, PyTorch-style: every weight and bias uniform in
-    /// `[-1/√H, 1/√H)`. The same seed always gives the same weights.
-    pub fn random(config: &LstmConfig, seed: u64) -> Self {
+    /// `[-1/√H, 1/√H)`. The same seed always gives the same weights. Errors
+    /// as [`LstmWeights::zeros`].
+    pub fn random(config: &LstmConfig, seed: u64) -> Result<Self> {
         let mut rng = SplitMix64::new(seed);
         let k = 1.0 / (config.n_hidden as f32).sqrt();
-        let mut w = LstmWeights::zeros(config);
+        let mut w = LstmWeights::zeros(config)?;
         rng.fill_uniform(&mut w.gates, -k, k);
         rng.fill_uniform(&mut w.bias, -k, k);
         for t in [
@@ -85,7 +98,7 @@ impl LstmWeights {
         {
             rng.fill_uniform(t, -k, k);
         }
-        w
+        Ok(w)
     }
 
     /// Checks every tensor's presence and size against `config`.
@@ -112,6 +125,57 @@ impl LstmWeights {
             self.peep_diag.as_deref(),
             "the config has no diagonal peephole",
         )?;
+        if !config.allow_non_finite_weights {
+            self.check_finite(config)?;
+        }
+        Ok(())
+    }
+
+    /// The first NaN or infinite weight, named in the seed's terms
+    /// (`u_f[2, 3]` is recurrent row 2, unit 3 of the forget gate).
+    fn check_finite(&self, config: &LstmConfig) -> Result<()> {
+        let (n, h) = (config.n_input, config.n_hidden);
+        let first_bad = |t: &[f32]| t.iter().position(|v| !v.is_finite());
+        let report = |name: String, v: f32| {
+            Err(Error::Invalid(format!(
+                "weight {name} is {v}; non-finite weights are rejected (allow them with LstmConfig::with_non_finite_weights(true), --allow-non-finite-weights on the command line)"
+            )))
+        };
+        if let Some(k) = first_bad(&self.gates) {
+            let (row, col) = (k / (4 * h), k % (4 * h));
+            let (gate, unit) = (GATE_ORDER[col / h], col % h);
+            let name = if row < n {
+                format!("w_{gate}[{row}, {unit}]")
+            } else {
+                format!("u_{gate}[{}, {unit}]", row - n)
+            };
+            return report(name, self.gates[k]);
+        }
+        if let Some(k) = first_bad(&self.bias) {
+            return report(format!("b_{}[{}]", GATE_ORDER[k / h], k % h), self.bias[k]);
+        }
+        if let Some(d) = &self.peep_diag
+            && let Some(k) = first_bad(d)
+        {
+            let name = ["w_ci", "w_cf", "w_co"][k / h];
+            return report(format!("{name}[{}]", k % h), d[k]);
+        }
+        for (name, t, cols) in [
+            ("v_o", &self.v_o, h),
+            ("w_h", &self.w_h, config.n_output()),
+            ("b_h", &self.b_h, 0),
+            ("w_p", &self.w_p, config.n_recurrent()),
+        ] {
+            if let Some(t) = t
+                && let Some(k) = first_bad(t)
+            {
+                let at = match k.checked_div(cols) {
+                    Some(row) => format!("{row}, {}", k % cols),
+                    None => format!("{k}"),
+                };
+                return report(format!("{name}[{at}]"), t[k]);
+            }
+        }
         Ok(())
     }
 
@@ -120,7 +184,7 @@ impl LstmWeights {
         seed.validate(config)?;
         let (n, h) = (config.n_input, config.n_hidden);
         let cols = config.gate_cols();
-        let mut w = LstmWeights::zeros(config);
+        let mut w = LstmWeights::zeros(config)?;
         let per_gate = seed.gate_tensors();
         for (g, (wx, u, b)) in per_gate.iter().enumerate() {
             for r in 0..n {
@@ -338,7 +402,7 @@ mod tests {
         let cfg = LstmConfig::new(7, 5)
             .with_head(3)
             .with_peephole(Peephole::Matrix);
-        let w = LstmWeights::random(&cfg, 1);
+        let w = LstmWeights::random(&cfg, 1).unwrap();
         let s = w.to_seed(&cfg).unwrap();
         // u_f[2][3] is the recurrent row n_in+2, column H+3 of the concatenation.
         assert_eq!(s.u_f[2 * 5 + 3], w.gates[(7 + 2) * 20 + 5 + 3]);
@@ -349,14 +413,14 @@ mod tests {
     #[test]
     fn validate_names_the_tensor() {
         let cfg = LstmConfig::new(3, 2).with_head(2);
-        let mut w = LstmWeights::random(&cfg, 1);
+        let mut w = LstmWeights::random(&cfg, 1).unwrap();
         w.b_h = None;
         assert!(w.validate(&cfg).unwrap_err().to_string().contains("b_h"));
-        let mut s = LstmWeights::random(&cfg, 1).to_seed(&cfg).unwrap();
+        let mut s = LstmWeights::random(&cfg, 1).unwrap().to_seed(&cfg).unwrap();
         s.u_c.pop();
         let e = LstmWeights::from_seed(&cfg, &s).unwrap_err().to_string();
         assert!(e.contains("u_c") && e.contains("[2, 2]"), "{e}");
-        s = LstmWeights::random(&cfg, 1).to_seed(&cfg).unwrap();
+        s = LstmWeights::random(&cfg, 1).unwrap().to_seed(&cfg).unwrap();
         s.v_o = Some(vec![0.0; 4]);
         assert!(matches!(
             LstmWeights::from_seed(&cfg, &s),

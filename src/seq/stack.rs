@@ -80,11 +80,17 @@ impl StackState {
     }
 }
 
-fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+/// `v`'s first `n` values, growing it (zero-filled) if needed; memory the
+/// system refuses is an [`Error::Alloc`].
+fn grow(v: &mut Vec<f32>, n: usize) -> Result<&mut [f32]> {
     if v.len() < n {
+        v.try_reserve_exact(n - v.len()).map_err(|_| Error::Alloc {
+            what: "stack sequence buffer".into(),
+            bytes: n.saturating_mul(4),
+        })?;
         v.resize(n, 0.0);
     }
-    &mut v[..n]
+    Ok(&mut v[..n])
 }
 
 impl LstmStack {
@@ -227,7 +233,7 @@ impl LstmStack {
         let lens_of = |i: usize| opts.seq_lens.map_or(t, |l| l[i]);
         let [cur, next, xg, xg_b, yg, yb] = &mut st.bufs;
         // Layer input, time-major.
-        let cur_in = grow(cur, t * b * n);
+        let cur_in = grow(cur, t * b * n)?;
         if opts.batch_first {
             swap_outer(xs, cur_in, b, t, n);
         } else {
@@ -239,10 +245,10 @@ impl LstmStack {
             let lw = self.layer_width(k);
             let (sf, sb) = &mut st.states[k];
             let input = &cur[..t * b * width];
-            let out_l = grow(next, t * b * lw);
+            let out_l = grow(next, t * b * lw)?;
             match (&layer.backward, sb) {
                 (Some(bm), Some(sb)) => {
-                    let (y_f, y_b) = (grow(yg, t * b * p), grow(yb, t * b * p));
+                    let (y_f, y_b) = (grow(yg, t * b * p)?, grow(yb, t * b * p)?);
                     let order = &st.order;
                     let mut fwd = || {
                         run_direction(
@@ -266,10 +272,11 @@ impl LstmStack {
                     // when there is enough work to pay for it.
                     let flops = (t * b) as f64 * layer.forward.config().flops_per_sample_step();
                     if flops >= self.min_parallel_flops && rayon::current_num_threads() > 1 {
-                        rayon::join(fwd, bwd);
+                        let (a, b) = rayon::join(fwd, bwd);
+                        a.and(b)?;
                     } else {
-                        fwd();
-                        bwd();
+                        fwd()?;
+                        bwd()?;
                     }
                     let (y_f, y_b) = (&yg[..t * b * p], &yb[..t * b * p]);
                     for r in 0..t * b {
@@ -290,7 +297,7 @@ impl LstmStack {
                     }
                 }
                 _ => {
-                    let y_f = grow(yg, t * b * p);
+                    let y_f = grow(yg, t * b * p)?;
                     run_direction(
                         &layer.forward,
                         sf,
@@ -303,7 +310,7 @@ impl LstmStack {
                         false,
                         xg,
                         y_f,
-                    );
+                    )?;
                     out_l.copy_from_slice(y_f);
                 }
             }
@@ -348,10 +355,30 @@ fn run_direction(
     reverse: bool,
     xg: &mut Vec<f32>,
     y: &mut [f32],
-) {
+) -> Result<()> {
     let p = model.config().n_output();
     y.fill(0.0);
-    permute_rows(st, order, false, xg);
+    permute_rows(st, order, false, xg)?;
+    let run = run_segments(model, st, x, (t, b, n, p), order, lens, reverse, xg, y);
+    // Back to the caller's order even after an error (`xg` already holds
+    // the capacity this needs, so it cannot fail a second time).
+    permute_rows(st, order, true, xg)?;
+    run
+}
+
+/// The body of [`run_direction`], on the permuted state.
+#[allow(clippy::too_many_arguments)]
+fn run_segments(
+    model: &Lstm,
+    st: &mut LstmState,
+    x: &[f32],
+    (t, b, n, p): (usize, usize, usize, usize),
+    order: &[usize],
+    lens: &(dyn Fn(usize) -> usize + Sync),
+    reverse: bool,
+    xg: &mut Vec<f32>,
+    y: &mut [f32],
+) -> Result<()> {
     let active = |s: usize| order.iter().take_while(|&&i| lens(i) > s).count();
     let mut s0 = 0;
     while s0 < t {
@@ -367,7 +394,7 @@ fn run_direction(
         // s (forward) or len−1−s (reverse).
         let seg = s1 - s0;
         let need = seg * rows * n + seg * rows * p;
-        let buf = grow(xg, need);
+        let buf = grow(xg, need)?;
         let (xs, ys) = buf.split_at_mut(seg * rows * n);
         let time = |smp: usize, s: usize| {
             if reverse {
@@ -383,7 +410,7 @@ fn run_direction(
                     .copy_from_slice(&x[(tt * b + smp) * n..(tt * b + smp + 1) * n]);
             }
         }
-        model.forward_prefix(st, rows, xs, ys);
+        model.forward_prefix(st, rows, xs, ys)?;
         for s in 0..seg {
             for (i, &smp) in order[..rows].iter().enumerate() {
                 let tt = time(smp, s);
@@ -393,25 +420,40 @@ fn run_direction(
         }
         s0 = s1;
     }
-    permute_rows(st, order, true, xg);
+    Ok(())
 }
 
 /// Reorders the state's rows: row i ← row order[i] (or back, `inverse`),
 /// through `tmp` (a buffer that only grows).
-fn permute_rows(st: &mut LstmState, order: &[usize], inverse: bool, tmp: &mut Vec<f32>) {
+fn permute_rows(
+    st: &mut LstmState,
+    order: &[usize],
+    inverse: bool,
+    tmp: &mut Vec<f32>,
+) -> Result<()> {
     if order.iter().enumerate().all(|(i, &o)| i == o) {
-        return;
+        return Ok(());
     }
     let (h, r) = (st.n_hidden(), st.n_recurrent());
-    permute(st.c_mut(), h, order, inverse, tmp);
-    permute(st.m_mut(), r, order, inverse, tmp);
+    // Reserve for the larger of the two first, so that neither permutation
+    // happens unless both can.
+    grow(tmp, st.c().len().max(st.m().len()))?;
+    permute(st.c_mut(), h, order, inverse, tmp)?;
+    permute(st.m_mut(), r, order, inverse, tmp)
 }
 
-fn permute(buf: &mut [f32], w: usize, order: &[usize], inverse: bool, tmp: &mut Vec<f32>) {
-    let old = grow(tmp, buf.len());
+fn permute(
+    buf: &mut [f32],
+    w: usize,
+    order: &[usize],
+    inverse: bool,
+    tmp: &mut Vec<f32>,
+) -> Result<()> {
+    let old = grow(tmp, buf.len())?;
     old.copy_from_slice(buf);
     for (i, &o) in order.iter().enumerate() {
         let (dst, src) = if inverse { (o, i) } else { (i, o) };
         buf[dst * w..(dst + 1) * w].copy_from_slice(&old[src * w..(src + 1) * w]);
     }
+    Ok(())
 }

@@ -46,7 +46,7 @@ impl Case {
     /// Weights PyTorch-style times `scale` (scale > 1 drives the gates into
     /// saturation), inputs uniform in [-2, 2), state uniform in [-1, 1).
     pub fn new(cfg: LstmConfig, batch: usize, steps: usize, seed: u64, scale: f32) -> Case {
-        let mut weights = LstmWeights::random(&cfg, seed);
+        let mut weights = LstmWeights::random(&cfg, seed).unwrap();
         for t in [&mut weights.gates, &mut weights.bias].into_iter().chain(
             [&mut weights.v_o, &mut weights.w_h, &mut weights.b_h]
                 .into_iter()

@@ -6,7 +6,8 @@ use clap::Args;
 use lstm_kernels::error::{Error, Result};
 use lstm_kernels::rng::SplitMix64;
 use lstm_kernels::{
-    Isa, KernelChoice, Lstm, LstmConfig, LstmWeights, Peephole, diagnostics, fma_peak_gflops,
+    Isa, KernelChoice, Lstm, LstmConfig, LstmWeights, MAX_TENSOR_ELEMENTS, Peephole, diagnostics,
+    fma_peak_gflops,
 };
 
 #[derive(Args, Debug)]
@@ -94,7 +95,7 @@ pub fn setup(
     steps: usize,
     threads: usize,
 ) -> Result<(Lstm, Vec<f32>)> {
-    let model = Lstm::new(cfg, LstmWeights::random(&cfg, 7))?.with_threads(threads)?;
+    let model = Lstm::new(cfg, LstmWeights::random(&cfg, 7)?)?.with_threads(threads)?;
     setup_inputs(model, batch, steps)
 }
 
@@ -105,7 +106,23 @@ pub fn setup_inputs(model: Lstm, batch: usize, steps: usize) -> Result<(Lstm, Ve
     let n = steps
         .checked_mul(batch)
         .and_then(|v| v.checked_mul(cfg.n_input))
-        .ok_or_else(|| Error::Invalid("steps × batch × input is too large".into()))?;
+        .filter(|&n| n <= MAX_TENSOR_ELEMENTS)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "steps × batch × input = {steps} × {batch} × {} exceeds the limit of {MAX_TENSOR_ELEMENTS} elements",
+                cfg.n_input
+            ))
+        })?;
+    let n_out = steps
+        .checked_mul(batch)
+        .and_then(|v| v.checked_mul(cfg.n_output()))
+        .filter(|&n| n <= MAX_TENSOR_ELEMENTS);
+    if n_out.is_none() {
+        return Err(Error::Invalid(format!(
+            "steps × batch × output = {steps} × {batch} × {} exceeds the limit of {MAX_TENSOR_ELEMENTS} elements",
+            cfg.n_output()
+        )));
+    }
     let xs = SplitMix64::new(11).vec_uniform(n, -1.0, 1.0);
     Ok((model, xs))
 }
@@ -128,7 +145,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     if let Some(p) = a.projection {
         cfg = cfg.with_projection(p);
     }
-    let mut model = Lstm::new(cfg, LstmWeights::random(&cfg, 7))?.with_threads(a.threads)?;
+    let mut model = Lstm::new(cfg, LstmWeights::random(&cfg, 7)?)?.with_threads(a.threads)?;
     if a.isa != "auto" {
         let isa: Isa = a.isa.parse().map_err(Error::Unsupported)?;
         model = model.with_isa(isa)?;

@@ -26,7 +26,7 @@ pub fn demo() -> Result<()> {
     let cfg = LstmConfig::new(n_features, n_hidden)
         .with_head(n_output)
         .with_peephole(Peephole::Matrix);
-    let model = Lstm::new(cfg, LstmWeights::random(&cfg, 2026))?;
+    let model = Lstm::new(cfg, LstmWeights::random(&cfg, 2026)?)?;
     let x = SplitMix64::new(238).vec_uniform(batch * n_features, 0.0, 1.0); // like np.random.random
     let mut state = model.new_state(batch)?;
     let mut h = vec![0.0f32; batch * n_output];

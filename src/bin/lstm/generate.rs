@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use clap::Args;
 use lstm_kernels::charlm::{CharLm, Sampling};
-use lstm_kernels::error::Result;
+use lstm_kernels::error::{Error, Result};
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -44,7 +44,10 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
         top_k: a.top_k,
         seed: a.seed,
     };
-    let prompts: Vec<&str> = vec![a.prompt.as_str(); a.batch.max(1)];
+    if a.batch == 0 {
+        return Err(Error::Invalid("--batch must be at least 1".into()));
+    }
+    let prompts: Vec<&str> = vec![a.prompt.as_str(); a.batch];
     let start = Instant::now();
     let stream = a.batch <= 1;
     if stream {

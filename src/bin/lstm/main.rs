@@ -68,6 +68,14 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    // An interrupted write leaves its old output intact (outputs are staged
+    // and renamed); this removes the half-written temporary files too.
+    // 130 = 128 + SIGINT, the shell's convention for an interrupted run.
+    let _ = ctrlc::set_handler(|| {
+        lstm_kernels::io::remove_pending_files();
+        eprintln!("lstm: interrupted");
+        std::process::exit(130);
+    });
     let result = match cli.command.unwrap_or(Command::Demo) {
         Command::Demo => demo::demo(),
         Command::Run(args) => run::run(&args),

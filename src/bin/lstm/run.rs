@@ -67,6 +67,10 @@ pub struct RunArgs {
     /// sequence model.
     #[arg(long)]
     batch_first: bool,
+    /// Accept NaN or infinite weights (by default the first one is an
+    /// error naming the tensor and index).
+    #[arg(long)]
+    allow_non_finite_weights: bool,
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
@@ -124,6 +128,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
         Format::Onnx => import::onnx(&args.weights)?,
     };
+    let cfg = cfg.with_non_finite_weights(args.allow_non_finite_weights);
     let model = Lstm::new(cfg, weights)?.with_threads(args.threads)?;
     let x = io::read_npy(&args.input)?;
     let (n, h, p) = (cfg.n_input, cfg.n_hidden, cfg.n_output());

@@ -31,7 +31,7 @@ pub fn keras(path: impl AsRef<Path>, prefix: &str) -> Result<(LstmConfig, LstmWe
     expect(&file, &key("recurrent_kernel"), rk, &[h, 4 * h])?;
     let cfg = LstmConfig::new(n, h);
     cfg.validate()?;
-    let mut w = LstmWeights::zeros(&cfg);
+    let mut w = LstmWeights::zeros(&cfg)?;
     // Same gate order (i, f, c, o) and orientation: a plain copy.
     w.gates[..n * 4 * h].copy_from_slice(&k.data);
     w.gates[n * 4 * h..].copy_from_slice(&rk.data);

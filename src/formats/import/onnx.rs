@@ -40,6 +40,21 @@ fn onnx_tensor(path: &Path, t: &crate::formats::onnx_proto::TensorProto) -> Resu
             t.name
         )));
     }
+    let item = match t.data_type {
+        FLOAT => 4,
+        DOUBLE => 8,
+        _ => 1,
+    };
+    if !t.raw_data.len().is_multiple_of(item) {
+        return Err(onnx_err(
+            path,
+            format!(
+                "tensor `{}`: raw_data holds {} bytes, not a whole number of {item}-byte values",
+                t.name,
+                t.raw_data.len()
+            ),
+        ));
+    }
     let data: Vec<f32> = match t.data_type {
         FLOAT if !t.raw_data.is_empty() => t
             .raw_data
@@ -248,7 +263,7 @@ fn onnx_cells(path: &Path) -> Result<Vec<(LstmConfig, LstmWeights)>> {
     let cols = 4 * h;
     let mut cells = Vec::with_capacity(dirs);
     for d in 0..dirs {
-        let mut w = LstmWeights::zeros(&cfg);
+        let mut w = LstmWeights::zeros(&cfg)?;
         let (wd, rd) = (&w_t.data[d * 4 * h * n..], &r_t.data[d * 4 * h * h..]);
         fill_gates(&mut w, cols, h, 0, n, |k, g, j| {
             wd[(ONNX_GATE[g] * h + j) * n + k]

@@ -134,7 +134,7 @@ fn pytorch_cell(
         cfg = cfg.with_projection(r);
     }
     cfg.validate()?;
-    let mut w = LstmWeights::zeros(&cfg);
+    let mut w = LstmWeights::zeros(&cfg)?;
     let cols = 4 * h;
     // Same gate order (i, f, g, o); transpose [4H, k] → [k, 4H].
     fill_gates(&mut w, cols, h, 0, n, |k, g, j| {

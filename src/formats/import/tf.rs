@@ -104,7 +104,7 @@ pub fn tf(
         });
     }
     cfg.validate()?;
-    let mut w = LstmWeights::zeros(&cfg);
+    let mut w = LstmWeights::zeros(&cfg)?;
     // TF's gate order is i, j (= c̃), f, o; ours i, f, c̃, o.
     const TF_GATE: [usize; 4] = [0, 2, 1, 3];
     fill_gates(&mut w, 4 * h, h, 0, rows, |row, g, j| {

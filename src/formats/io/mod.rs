@@ -25,7 +25,7 @@ pub use self::safetensors::{
 pub use npy::{npy_file_bytes, read_npy, read_npy_lengths, write_npy};
 pub use npz::{npz_file_bytes, read_npz, write_npz};
 pub use seed::{load_seed_weights, save_seed_weights};
-pub use staged::{Staged, write_atomic};
+pub use staged::{Staged, remove_pending_files, write_atomic};
 
 /// An `f32` tensor: shape and row-major (C order) data.
 #[derive(Clone, Debug, PartialEq)]
