@@ -165,7 +165,12 @@ fn lstm_run_writes_through_fifos_and_follows_links() {
     let link = tmp.path().join("link.npy");
     std::os::unix::fs::symlink("target.npy", &link).unwrap();
     run_ok(&mut lstm_run("seed", None, &w, &x, &link));
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     assert_eq!(std::fs::read(&target).unwrap(), want);
     let dangling = tmp.path().join("dangling.npy");
     std::os::unix::fs::symlink("created.npy", &dangling).unwrap();
@@ -219,7 +224,12 @@ fn lstm_run_interrupted_leaves_no_temporary_files() {
                 .arg(child.id().to_string()),
         );
         let out = child.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(130), "SIG{signal}: {}", stderr(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(130),
+            "SIG{signal}: {}",
+            stderr(&out)
+        );
         assert!(staged().is_empty(), "SIG{signal} left {:?}", staged());
         assert_eq!(std::fs::read(&y).unwrap(), b"old output");
     }
@@ -233,13 +243,25 @@ fn cli_numbers_out_of_range_are_errors() {
     for (args, want) in [
         (&["generate", "--batch", "0"][..], "--batch"),
         (
-            &["generate", "--batch", "2", "--length", "18446744073709551615"],
+            &[
+                "generate",
+                "--batch",
+                "2",
+                "--length",
+                "18446744073709551615",
+            ],
             "limit",
         ),
         (&["generate", "--temperature", "NaN"], "temperature"),
         (&["bench", "--hidden", "30000", "--input", "30000"], "limit"),
-        (&["bench", "--steps", "1000000000", "--batch", "64"], "limit"),
-        (&["bench", "--projection", "300", "--hidden", "256"], "projection"),
+        (
+            &["bench", "--steps", "1000000000", "--batch", "64"],
+            "limit",
+        ),
+        (
+            &["bench", "--projection", "300", "--hidden", "256"],
+            "projection",
+        ),
     ] {
         let err = run_err(lstm().args(args));
         assert!(

@@ -231,13 +231,23 @@ mod tests {
             let a = d.join("a");
             std::os::unix::fs::symlink("b", &a).unwrap();
             std::os::unix::fs::symlink("a", d.join("b")).unwrap();
-            assert!(destination(&a).unwrap_err().to_string().contains("symbolic links"));
+            assert!(
+                destination(&a)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("symbolic links")
+            );
             assert_eq!(
                 destination(Path::new("/dev/null")).unwrap(),
                 Destination::WriteThrough("/dev/null".into())
             );
         }
-        assert!(destination(&d).unwrap_err().to_string().contains("directory"));
+        assert!(
+            destination(&d)
+                .unwrap_err()
+                .to_string()
+                .contains("directory")
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 
