@@ -24,9 +24,9 @@ fn bad_configs() {
         (LstmConfig::new(7, 0), "n_hidden"),
         (LstmConfig::new(7, 5).with_head(0), "head"),
         (LstmConfig::new(7, 5).with_head(6), "larger than n_hidden"),
-        (LstmConfig::new(7, usize::MAX / 2), "too large"),
-        (LstmConfig::new(usize::MAX, 3), "too large"),
-        (LstmConfig::new(3, 1 << 40), "too large"),
+        (LstmConfig::new(7, usize::MAX / 2), "exceeds the limit"),
+        (LstmConfig::new(usize::MAX, 3), "exceeds the limit"),
+        (LstmConfig::new(3, 1 << 40), "exceeds the limit"),
         (
             LstmConfig::new(7, 5).with_head(3).with_projection(4),
             "head and a projection",

@@ -2,62 +2,16 @@
 //! and an allocation the system refuses is an error, never an abort.
 //!
 //! This test binary runs under an allocation budget: a global allocator
-//! that refuses (returns null) once more than [`BUDGET`] bytes are live. An
+//! that refuses (returns null) once more than 1 GiB is live
+//! (tests/common/budget.rs). An
 //! infallible allocation beyond it aborts the process, so an oversized
 //! buffer fails this test rather than the machine; a fallible one
 //! (`try_reserve`) must come back as [`Error::Alloc`].
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+#[path = "common/budget.rs"]
+mod budget;
 
 use lstm_kernels::{Error, Lstm, LstmConfig, LstmWeights, MAX_TENSOR_ELEMENTS, Peephole};
-
-/// Live bytes the whole test binary may hold (its tests run in parallel).
-const BUDGET: usize = 1 << 30;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-struct Budget;
-
-// SAFETY: forwards to the system allocator; refusing (null) is allowed by
-// the `GlobalAlloc` contract.
-unsafe impl GlobalAlloc for Budget {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if LIVE.fetch_add(layout.size(), Ordering::SeqCst) + layout.size() > BUDGET {
-            LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
-            return std::ptr::null_mut();
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let old = layout.size();
-        if new_size > old
-            && LIVE.fetch_add(new_size - old, Ordering::SeqCst) + new_size - old > BUDGET
-        {
-            LIVE.fetch_sub(new_size - old, Ordering::SeqCst);
-            return std::ptr::null_mut();
-        }
-        // SAFETY: same contract as the caller's.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if p.is_null() {
-            if new_size > old {
-                LIVE.fetch_sub(new_size - old, Ordering::SeqCst);
-            }
-        } else if new_size < old {
-            LIVE.fetch_sub(old - new_size, Ordering::SeqCst);
-        }
-        p
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Budget = Budget;
 
 /// Finding 3: `validate` accepted (2^20, 2^20), whose gate matrix is 2^43
 /// elements, and `zeros`/`random` then aborted on the allocation. Every
