@@ -29,10 +29,15 @@ pub struct GenerateArgs {
     /// Sample only among the k most likely characters.
     #[arg(long)]
     top_k: Option<usize>,
-    /// Generate for this many copies of the prompt at once (one batch).
+    /// Generate for this many copies of the prompt at once (one batch;
+    /// 1 to 65536).
     #[arg(long, default_value_t = 1)]
     batch: usize,
 }
+
+/// The most prompts one `generate` call runs as a batch (a million made
+/// the buffers of every step outgrow memory).
+const MAX_BATCH: usize = 65_536;
 
 pub fn generate(a: &GenerateArgs) -> Result<()> {
     let model = match &a.model {
@@ -44,8 +49,11 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
         top_k: a.top_k,
         seed: a.seed,
     };
-    if a.batch == 0 {
-        return Err(Error::Invalid("--batch must be at least 1".into()));
+    if !(1..=MAX_BATCH).contains(&a.batch) {
+        return Err(Error::Invalid(format!(
+            "--batch must be from 1 to {MAX_BATCH}, got {}",
+            a.batch
+        )));
     }
     let prompts: Vec<&str> = vec![a.prompt.as_str(); a.batch];
     let start = Instant::now();
