@@ -330,7 +330,12 @@ impl<'a> Cursor<'a> {
 
     /// A flat tuple of non-negative integers; nesting is an error.
     fn shape(&mut self) -> std::result::Result<Vec<usize>, String> {
-        self.expect(b'(')?;
+        if !self.eat(b'(') {
+            return Err(format!(
+                "'shape' must be a tuple of integers, found {}",
+                self.found()
+            ));
+        }
         let mut dims = Vec::new();
         loop {
             self.ws();
