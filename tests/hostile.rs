@@ -485,6 +485,23 @@ fn an_array_beyond_memory_is_an_alloc_error() {
     }
 }
 
+/// Finding 3: `--weights /dev/zero` (no extension: sniffed, then read as
+/// safetensors) read until allocation failed; a file that is not a regular
+/// one is now read only after its header length and header check out.
+#[test]
+fn an_endless_device_is_an_error_at_once() {
+    let zero = Path::new("/dev/zero");
+    if !zero.exists() {
+        return;
+    }
+    let (r, peak) = peak_of(|| io::read_tensors(zero).map(drop));
+    let e = message(r);
+    assert!(e.contains("/dev/zero") && e.contains("header"), "{e}");
+    assert!(peak < 1 << 20, "{peak} bytes held");
+    let e = message(io::read_npy(zero));
+    assert!(e.contains("/dev/zero"), "{e}");
+}
+
 /// Finding 3: an npy v2 `header_len` near 4 GiB was allocated before the
 /// (short) header was read.
 #[test]
