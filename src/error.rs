@@ -1,20 +1,29 @@
 //! The crate's one error type. Every message names the offending tensor,
 //! file or setting and, for shapes, what was expected and what was found.
+//! Every message is one line, and each part of it taken from a file or a
+//! caller (a reason, a shape, a name, a path) is capped at
+//! [`MAX_MESSAGE_PART_CHARS`] characters, so no input can make a message
+//! long or break it over lines.
 
+use std::fmt;
 use std::path::PathBuf;
+
+/// The most characters of one part of an error message (a reason, a
+/// shape, a tensor name, a path) that `Display` prints; a longer part is
+/// cut with `…` (a path keeps its end, everything else its start).
+/// Newlines and other control characters in a part print as spaces.
+pub const MAX_MESSAGE_PART_CHARS: usize = 300;
 
 /// Everything that can go wrong in `lstm-kernels`. Nothing in the public API
 /// panics on bad input; it returns one of these instead.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// The configuration is inconsistent (zero sizes, head larger than the
     /// hidden size, sizes whose products overflow, ...).
-    #[error("invalid config: {0}")]
     Config(String),
 
     /// A tensor has the wrong shape.
-    #[error("tensor `{tensor}` has shape {got}, expected {expected}")]
     Shape {
         /// Name of the tensor (e.g. `u_f`, `x`, `state.c`).
         tensor: String,
@@ -25,7 +34,6 @@ pub enum Error {
     },
 
     /// A tensor required by the configuration or file format is absent.
-    #[error("tensor `{tensor}` is missing from {source_name}")]
     MissingTensor {
         /// Name of the missing tensor.
         tensor: String,
@@ -34,7 +42,6 @@ pub enum Error {
     },
 
     /// A tensor is given although the configuration says it must not be.
-    #[error("tensor `{tensor}` is not expected: {why}")]
     UnexpectedTensor {
         /// Name of the tensor.
         tensor: String,
@@ -43,7 +50,6 @@ pub enum Error {
     },
 
     /// A tensor in a file has an element type this crate cannot read.
-    #[error("tensor `{tensor}` in {path} has dtype {dtype}; expected float32 or float64")]
     Dtype {
         /// Name of the tensor.
         tensor: String,
@@ -54,7 +60,6 @@ pub enum Error {
     },
 
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -64,7 +69,6 @@ pub enum Error {
 
     /// A file exists but is not a valid file of its format (truncated,
     /// corrupt, wrong container).
-    #[error("{path}: not a valid {format} file: {reason}")]
     Format {
         /// The file.
         path: PathBuf,
@@ -76,22 +80,126 @@ pub enum Error {
 
     /// A value (input, weight) is not finite where finiteness is required,
     /// or a setting is out of range.
-    #[error("invalid argument: {0}")]
     Invalid(String),
 
     /// The requested instruction set or kernel is not available here.
-    #[error("unsupported: {0}")]
     Unsupported(String),
 
-    /// Memory for a buffer could not be allocated (the sizes passed
-    /// validation, but the system refused the allocation).
-    #[error("cannot allocate {bytes} bytes for {what}")]
+    /// Memory for a buffer whose size came from a file or a caller could
+    /// not be had: an error instead of an abort.
     Alloc {
-        /// What the buffer was for (e.g. `weights gates`, `state c`).
+        /// What the buffer was for (e.g. an array and its file).
         what: String,
-        /// The size asked for.
+        /// The bytes asked for.
         bytes: usize,
     },
+}
+
+/// One part of a message, printed on one line and capped (see
+/// [`MAX_MESSAGE_PART_CHARS`]); `keep_end` keeps the end of a long part
+/// (a path's file name) instead of its start.
+struct Part<'a>(&'a str, bool);
+
+impl fmt::Display for Part<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Part(s, keep_end) = *self;
+        let clean = |c: char| if c.is_control() { ' ' } else { c };
+        let n = s.chars().count();
+        let keep = MAX_MESSAGE_PART_CHARS - 1;
+        let out: String = if n <= MAX_MESSAGE_PART_CHARS {
+            s.chars().map(clean).collect()
+        } else if keep_end {
+            std::iter::once('…')
+                .chain(s.chars().skip(n - keep).map(clean))
+                .collect()
+        } else {
+            s.chars()
+                .take(keep)
+                .map(clean)
+                .chain(std::iter::once('…'))
+                .collect()
+        };
+        f.write_str(&out)
+    }
+}
+
+fn part(s: &str) -> Part<'_> {
+    Part(s, false)
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+        match self {
+            Error::Config(s) => write!(f, "invalid config: {}", part(s)),
+            Error::Shape {
+                tensor,
+                expected,
+                got,
+            } => write!(
+                f,
+                "tensor `{}` has shape {}, expected {}",
+                part(tensor),
+                part(got),
+                part(expected)
+            ),
+            Error::MissingTensor {
+                tensor,
+                source_name,
+            } => write!(
+                f,
+                "tensor `{}` is missing from {}",
+                part(tensor),
+                Part(source_name, true)
+            ),
+            Error::UnexpectedTensor { tensor, why } => {
+                write!(
+                    f,
+                    "tensor `{}` is not expected: {}",
+                    part(tensor),
+                    part(why)
+                )
+            }
+            Error::Dtype {
+                tensor,
+                path: p,
+                dtype,
+            } => write!(
+                f,
+                "tensor `{}` in {} has dtype {}; expected float32 or float64",
+                part(tensor),
+                Part(&path(p), true),
+                part(dtype)
+            ),
+            Error::Io { path: p, source } => {
+                write!(f, "{}: {}", Part(&path(p), true), part(&source.to_string()))
+            }
+            Error::Format {
+                path: p,
+                format,
+                reason,
+            } => write!(
+                f,
+                "{}: not a valid {format} file: {}",
+                Part(&path(p), true),
+                part(reason)
+            ),
+            Error::Invalid(s) => write!(f, "invalid argument: {}", part(s)),
+            Error::Unsupported(s) => write!(f, "unsupported: {}", part(s)),
+            Error::Alloc { what, bytes } => {
+                write!(f, "cannot allocate {bytes} bytes for {}", part(what))
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
 }
 
 /// Shorthand for `Result<T, lstm_kernels::Error>`.
@@ -109,10 +217,16 @@ pub(crate) fn try_zeros(len: usize, what: &str) -> Result<Vec<f32>> {
     Ok(v)
 }
 
-/// Formats a shape as `[a, b, c]` for messages.
+/// Formats a shape as `[a, b, c]` for messages (past 16 dimensions, the
+/// first 16 and the count).
 pub fn shape_str(dims: &[usize]) -> String {
-    let parts: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
-    format!("[{}]", parts.join(", "))
+    const SHOWN: usize = 16;
+    let parts: Vec<String> = dims.iter().take(SHOWN).map(|d| d.to_string()).collect();
+    if dims.len() > SHOWN {
+        format!("[{}, … ({} dimensions)]", parts.join(", "), dims.len())
+    } else {
+        format!("[{}]", parts.join(", "))
+    }
 }
 
 /// Returns `Error::Shape` unless `got == expected`.

@@ -242,7 +242,10 @@ fn lstm_run_interrupted_leaves_no_temporary_files() {
 fn cli_numbers_out_of_range_are_errors() {
     for (args, want) in [
         (&["generate", "--batch", "0"][..], "--batch"),
-        (&["generate", "--batch", "1000000"], "--batch must be from 1 to 65536"),
+        (
+            &["generate", "--batch", "1000000"],
+            "--batch must be from 1 to 65536",
+        ),
         (
             &[
                 "generate",

@@ -148,10 +148,12 @@ fn missing_and_unknown_tensors() {
     let full = io::read_npz(golden::file("seed", "weights.npz")).unwrap();
     for drop in ["w_i", "u_f", "b_c", "u_o", "b_o"] {
         let arrays: Vec<(&str, &[usize], &[f32])> = full
-            .tensors
-            .iter()
-            .filter(|(k, _)| k.as_str() != drop)
-            .map(|(k, t)| (k.as_str(), t.shape.as_slice(), t.data.as_slice()))
+            .names()
+            .filter(|k| *k != drop)
+            .map(|k| {
+                let t = full.get(k).unwrap();
+                (k, t.shape.as_slice(), t.data.as_slice())
+            })
             .collect();
         for ext in ["npz", "safetensors"] {
             let p = tmp.path().join(format!("w.{ext}"));
@@ -170,10 +172,12 @@ fn missing_and_unknown_tensors() {
     }
     // b_h without w_h, a misshapen tensor, an unknown name.
     let mut arrays: Vec<(&str, &[usize], &[f32])> = full
-        .tensors
-        .iter()
-        .filter(|(k, _)| k.as_str() != "w_h")
-        .map(|(k, t)| (k.as_str(), t.shape.as_slice(), t.data.as_slice()))
+        .names()
+        .filter(|k| *k != "w_h")
+        .map(|k| {
+            let t = full.get(k).unwrap();
+            (k, t.shape.as_slice(), t.data.as_slice())
+        })
         .collect();
     let p = tmp.path().join("w.npz");
     io::write_npz(&p, &arrays).unwrap();
@@ -194,7 +198,7 @@ fn missing_and_unknown_tensors() {
         "{e}"
     );
     arrays.retain(|(k, _, _)| *k != "u_i");
-    let ui = &full.tensors["u_i"];
+    let ui = full.get("u_i").unwrap();
     arrays.push(("u_i", &ui.shape, &ui.data));
     arrays.push(("w_x", &[1], &bad[..1]));
     io::write_npz(&p, &arrays).unwrap();

@@ -41,7 +41,7 @@ fn cases() -> u32 {
 /// An npy file: `header` as the dict (padded), then `body`.
 fn npy(header: &str, body: &[u8]) -> Vec<u8> {
     let mut h = header.to_string();
-    while (10 + h.len() + 1) % 64 != 0 {
+    while !(10 + h.len() + 1).is_multiple_of(64) {
         h.push(' ');
     }
     h.push('\n');
@@ -79,7 +79,10 @@ fn hostile_npy() -> Vec<Vec<u8>> {
             ),
             &[0; 4],
         ),
-        npy("{'descr': '<f4', 'fortran_order': False, 'shape': (7,), }", &[0; 28]),
+        npy(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (7,), }",
+            &[0; 28],
+        ),
     ]
 }
 
@@ -106,7 +109,10 @@ fn npz(members: &[(&str, &[u8])], deflate: bool) -> Vec<u8> {
 /// A deflated member declaring 2 floats whose payload inflates to 64 MiB,
 /// beside a valid seed weight file's members.
 fn bomb_npz(base: &Path) -> Vec<u8> {
-    let mut body = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", &[]);
+    let mut body = npy(
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }",
+        &[],
+    );
     body.resize(64 << 20, 0);
     let mut members: Vec<(String, Vec<u8>)> = Vec::new();
     let mut zr = zip::ZipArchive::new(std::fs::File::open(base).unwrap()).unwrap();
@@ -237,10 +243,7 @@ fn fuzz(what: &str, file_name: &str, seeds: Vec<Vec<u8>>, load: Load) {
         failure_persistence: None,
         ..Config::default()
     });
-    let strategy = (
-        0..seeds.len(),
-        prop::collection::vec(mutation(), 1..6),
-    );
+    let strategy = (0..seeds.len(), prop::collection::vec(mutation(), 1..6));
     runner
         .run(&strategy, |(k, muts)| {
             std::fs::write(&path, apply(seeds[k].clone(), &muts)).unwrap();
@@ -288,7 +291,9 @@ fn fuzz_npy() {
 fn fuzz_npy_lengths() {
     let lens = npy(
         "{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }",
-        &[3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0],
+        &[
+            3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0,
+        ],
     );
     fuzz("lengths", "lens.npy", with_hostile(vec![lens]), |p| {
         io::read_npy_lengths(p).map(drop)
@@ -302,7 +307,10 @@ fn fuzz_npz() {
         read("seed/state_in.npz"),
         read("frameworks/tf_cell/weights.npz"),
         npz(&[("a.npy", &hostile_npy()[0])], true),
-        npz(&[("a.npy", &hostile_npy()[2]), ("a.npy", &hostile_npy()[5])], false),
+        npz(
+            &[("a.npy", &hostile_npy()[2]), ("a.npy", &hostile_npy()[5])],
+            false,
+        ),
     ];
     fuzz("npz", "t.npz", seeds, |p| io::read_npz(p).map(drop));
 }
@@ -315,7 +323,9 @@ fn fuzz_seed_weights() {
         read("peephole_only/weights.npz"),
         bomb_npz(&base),
     ];
-    fuzz("seed npz", "w.npz", seeds, |p| io::load_seed_weights(p).map(drop));
+    fuzz("seed npz", "w.npz", seeds, |p| {
+        io::load_seed_weights(p).map(drop)
+    });
     let seeds = vec![
         read("seed/weights.safetensors"),
         read("plain/weights.safetensors"),
@@ -381,8 +391,12 @@ fn fuzz_onnx() {
         read("sequences/onnx_bidir_lens/weights.onnx"),
         read("bad_onnx/two_lstm_nodes.onnx"),
     ];
-    fuzz("onnx", "m.onnx", seeds.clone(), |p| import::onnx(p).map(drop));
-    fuzz("onnx stack", "m.onnx", seeds, |p| import::onnx_stack(p).map(drop));
+    fuzz("onnx", "m.onnx", seeds.clone(), |p| {
+        import::onnx(p).map(drop)
+    });
+    fuzz("onnx stack", "m.onnx", seeds, |p| {
+        import::onnx_stack(p).map(drop)
+    });
 }
 
 #[test]

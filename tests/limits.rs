@@ -98,7 +98,8 @@ fn non_finite_weights_are_named_unless_allowed() {
         .with_head(p)
         .with_peephole(Peephole::Matrix);
     let cols = 4 * h;
-    let cases: [(&str, fn(&mut LstmWeights), &str); 6] = [
+    type Poison = fn(&mut LstmWeights);
+    let cases: [(&str, Poison, &str); 6] = [
         // u_i[2, 1]: recurrent row 2, gate i (block 0), unit 1.
         ("u_i[2, 1]", |w| w.gates[(3 + 2) * 16 + 1] = f32::NAN, "NaN"),
         // w_o[0, 3]: input row 0, gate o (block 3), unit 3.

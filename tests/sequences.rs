@@ -20,15 +20,7 @@ use lstm_kernels::reference::{self, ErrorModel, RefState};
 use lstm_kernels::{Isa, LstmStack, Merge, SeqOptions, import, io};
 
 fn read_lens(path: &Path) -> Option<Vec<usize>> {
-    let f = std::fs::File::open(path).ok()?;
-    let npy = npyz::NpyFile::new(f).unwrap();
-    Some(
-        npy.into_vec::<i64>()
-            .unwrap()
-            .into_iter()
-            .map(|v| v as usize)
-            .collect(),
-    )
+    path.exists().then(|| io::read_npy_lengths(path).unwrap())
 }
 
 /// Exact outputs and bounds of one sample through the whole stack; also

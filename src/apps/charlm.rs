@@ -71,7 +71,7 @@ impl CharLm {
             .ok_or_else(|| {
                 Error::Invalid(format!(
                     "{}: `vocab` holds a value that is not a character",
-                    file.path.display()
+                    file.path().display()
                 ))
             })?;
         let emb = file.get("embedding.weight")?;
@@ -250,7 +250,7 @@ impl CharLm {
 
 fn shape_err(file: &TensorFile, name: &str, want: &[usize], got: &[usize]) -> Error {
     Error::Shape {
-        tensor: format!("{name} in {}", file.path.display()),
+        tensor: format!("{name} in {}", file.path().display()),
         expected: shape_str(want),
         got: shape_str(got),
     }

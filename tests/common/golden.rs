@@ -75,11 +75,31 @@ pub fn weights_file(case_dir: &Path) -> PathBuf {
 /// numpy.
 pub const NUMPY_CASES: [&str; 4] = ["seed", "plain", "single_step", "peephole_only"];
 
-/// Reads a float64 array exactly (our `io` converts to f32).
-fn read_f64(reader: impl std::io::Read) -> (Vec<usize>, Vec<f64>) {
-    let npy = npyz::NpyFile::new(reader).unwrap();
-    let shape = npy.shape().iter().map(|&d| d as usize).collect();
-    (shape, npy.into_vec::<f64>().unwrap())
+/// Reads a float64 C-order array exactly (our `io` converts to f32):
+/// numpy's own `<f8` goldens, parsed here by hand.
+fn read_f64(mut reader: impl std::io::Read) -> (Vec<usize>, Vec<f64>) {
+    let mut bytes = Vec::new();
+    reader.read_to_end(&mut bytes).unwrap();
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + len]).unwrap();
+    assert!(
+        header.contains("'descr': '<f8'") && header.contains("'fortran_order': False"),
+        "{header}"
+    );
+    let dims = header.split("'shape': (").nth(1).unwrap();
+    let shape: Vec<usize> = dims[..dims.find(')').unwrap()]
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.parse().unwrap())
+        .collect();
+    let data: Vec<f64> = bytes[10 + len..]
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(data.len(), shape.iter().product::<usize>(), "{header}");
+    (shape, data)
 }
 
 /// A numpy case's expected results in float64: (shape of y, y, c, m).

@@ -84,10 +84,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     }
     if matches!(args.format, Format::Pytorch) {
         let file = io::read_tensors(&args.weights)?;
-        if file
-            .tensors
-            .contains_key(&format!("{}weight_ih_l0", args.prefix))
-        {
+        if file.contains(&format!("{}weight_ih_l0", args.prefix)) {
             // An nn.LSTM: more than one layer or direction, or sequence
             // options, make it a sequence model.
             let stack = import::pytorch_stack_from(&file, &args.prefix)?;

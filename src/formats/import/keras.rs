@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{dims2, expect, no_leftovers, shape_err};
+use super::{dims2, expect, no_leftovers, optional, shape_err};
 use crate::config::LstmConfig;
 use crate::error::Result;
 use crate::io::read_tensors;
@@ -36,7 +36,7 @@ pub fn keras(path: impl AsRef<Path>, prefix: &str) -> Result<(LstmConfig, LstmWe
     w.gates[..n * 4 * h].copy_from_slice(&k.data);
     w.gates[n * 4 * h..].copy_from_slice(&rk.data);
     let mut used = vec![key("kernel"), key("recurrent_kernel")];
-    if let Some(b) = file.tensors.get(&key("bias")) {
+    if let Some(b) = optional(&file, &key("bias"))? {
         expect(&file, &key("bias"), b, &[4 * h])?;
         w.bias.copy_from_slice(&b.data);
         used.push(key("bias"));

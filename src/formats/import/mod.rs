@@ -36,7 +36,7 @@ pub use tf::{TfOptions, tf};
 
 fn shape_err(file: &TensorFile, name: &str, expected: String, got: &[usize]) -> Error {
     Error::Shape {
-        tensor: format!("{name} in {}", file.path.display()),
+        tensor: format!("{name} in {}", file.path().display()),
         expected,
         got: shape_str(got),
     }
@@ -58,13 +58,23 @@ fn expect(file: &TensorFile, name: &str, t: &Tensor, shape: &[usize]) -> Result<
     }
 }
 
+/// The optional tensor `name`: `None` if the file lacks it, else read
+/// (an error reading it is an error).
+fn optional<'a>(file: &'a TensorFile, name: &str) -> Result<Option<&'a Tensor>> {
+    if file.contains(name) {
+        file.get(name).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 /// Rejects tensors the loader did not use (a typo would otherwise be
 /// silently ignored).
 fn no_leftovers(file: &TensorFile, used: &[String], what: &str) -> Result<()> {
-    match file.tensors.keys().find(|k| !used.contains(k)) {
+    match file.names().find(|k| !used.iter().any(|u| u == k)) {
         Some(extra) => Err(Error::UnexpectedTensor {
-            tensor: extra.clone(),
-            why: format!("not part of a {what} in {}", file.path.display()),
+            tensor: extra.to_string(),
+            why: format!("not part of a {what} in {}", file.path().display()),
         }),
         None => Ok(()),
     }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::{dims2, expect, fill_gates, shape_err};
+use super::{dims2, expect, fill_gates, optional, shape_err};
 use crate::config::LstmConfig;
 use crate::error::{Error, Result};
 use crate::io::{TensorFile, read_tensors};
@@ -17,19 +17,21 @@ use crate::weights::LstmWeights;
 pub fn pytorch(path: impl AsRef<Path>, prefix: &str) -> Result<(LstmConfig, LstmWeights)> {
     let file = read_tensors(path)?;
     // nn.LSTM names its tensors `..._l0`; nn.LSTMCell has no suffix.
-    let suffix = if file.tensors.contains_key(&format!("{prefix}weight_ih_l0")) {
+    let suffix = if file.contains(&format!("{prefix}weight_ih_l0")) {
         "_l0"
     } else {
         ""
     };
     let (cfg, w, used) = pytorch_cell(&file, prefix, suffix)?;
     // Other layers or directions: refuse instead of silently running layer 0.
-    if let Some(k) = file.tensors.keys().find(|k| {
-        !used.contains(k) && k.starts_with(prefix) && (k.contains("_l1") || k.contains("_reverse"))
+    if let Some(k) = file.names().find(|k| {
+        !used.iter().any(|u| u == k)
+            && k.starts_with(prefix)
+            && (k.contains("_l1") || k.contains("_reverse"))
     }) {
         return Err(Error::Unsupported(format!(
             "{}: `{k}`: this loads layer 0, forward direction, only; use pytorch_stack (lstm run handles it)",
-            file.path.display()
+            file.path().display()
         )));
     }
     Ok((cfg, w))
@@ -50,14 +52,11 @@ pub fn pytorch_stack_from(file: &TensorFile, prefix: &str) -> Result<crate::Lstm
     let mut used = Vec::new();
     for k in 0.. {
         let suffix = format!("_l{k}");
-        if !file
-            .tensors
-            .contains_key(&format!("{prefix}weight_ih{suffix}"))
-        {
+        if !file.contains(&format!("{prefix}weight_ih{suffix}")) {
             if k == 0 {
                 return Err(Error::MissingTensor {
                     tensor: format!("{prefix}weight_ih_l0"),
-                    source_name: file.path.display().to_string(),
+                    source_name: file.path().display().to_string(),
                 });
             }
             break;
@@ -66,10 +65,7 @@ pub fn pytorch_stack_from(file: &TensorFile, prefix: &str) -> Result<crate::Lstm
         used.extend(u);
         let forward = crate::Lstm::new(cfg, w)?;
         let rev = format!("{suffix}_reverse");
-        let backward = if file
-            .tensors
-            .contains_key(&format!("{prefix}weight_ih{rev}"))
-        {
+        let backward = if file.contains(&format!("{prefix}weight_ih{rev}")) {
             let (cfg, w, u) = pytorch_cell(file, prefix, &rev)?;
             used.extend(u);
             Some(crate::Lstm::new(cfg, w)?)
@@ -79,22 +75,21 @@ pub fn pytorch_stack_from(file: &TensorFile, prefix: &str) -> Result<crate::Lstm
         layers.push(crate::StackLayer { forward, backward });
     }
     if let Some(k) = file
-        .tensors
-        .keys()
-        .find(|k| !used.contains(k) && k.starts_with(prefix))
+        .names()
+        .find(|k| !used.iter().any(|u| u == k) && k.starts_with(prefix))
     {
         return Err(Error::UnexpectedTensor {
-            tensor: k.clone(),
+            tensor: k.to_string(),
             why: format!(
                 "not part of the nn.LSTM layers found in {}",
-                file.path.display()
+                file.path().display()
             ),
         });
     }
     if layers.iter().any(|l| l.backward.is_some()) != layers.iter().all(|l| l.backward.is_some()) {
         return Err(Error::Config(format!(
             "{}: some layers have a reverse direction and some do not",
-            file.path.display()
+            file.path().display()
         )));
     }
     crate::LstmStack::new(layers, crate::Merge::Concat)
@@ -119,7 +114,7 @@ fn pytorch_cell(
         ));
     }
     let h = g4 / 4;
-    let w_hr = file.tensors.get(&key("weight_hr"));
+    let w_hr = optional(file, &key("weight_hr"))?;
     let r = match w_hr {
         Some(t) => {
             let (r, _) = dims2(file, &key("weight_hr"), t)?;
@@ -145,7 +140,7 @@ fn pytorch_cell(
     });
     let mut used = vec![key("weight_ih"), key("weight_hh")];
     for b in ["bias_ih", "bias_hh"] {
-        if let Some(t) = file.tensors.get(&key(b)) {
+        if let Some(t) = optional(file, &key(b))? {
             expect(file, &key(b), t, &[4 * h])?;
             for (acc, v) in w.bias.iter_mut().zip(&t.data) {
                 *acc += v;

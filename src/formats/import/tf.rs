@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::{dims2, expect, fill_gates, no_leftovers, shape_err};
+use super::{dims2, expect, fill_gates, no_leftovers, optional, shape_err};
 use crate::config::{LstmConfig, Peephole};
 use crate::error::{Error, Result};
 use crate::io::read_tensors;
@@ -54,7 +54,7 @@ pub fn tf(
     }
     let h = g4 / 4;
     expect(&file, &key("bias"), b, &[4 * h])?;
-    let proj = file.tensors.get(&key("projection/kernel"));
+    let proj = optional(&file, &key("projection/kernel"))?;
     let r = match proj {
         Some(p) => {
             let (ph, pr) = dims2(&file, &key("projection/kernel"), p)?;
@@ -84,22 +84,19 @@ pub fn tf(
         cfg = cfg.with_proj_clip(c);
     }
     let diag_names = ["w_i_diag", "w_f_diag", "w_o_diag"].map(key);
-    let diag_present = diag_names
-        .iter()
-        .filter(|n| file.tensors.contains_key(*n))
-        .count();
+    let diag_present = diag_names.iter().filter(|n| file.contains(n)).count();
     if diag_present == 3 {
         cfg = cfg.with_peephole(Peephole::Diagonal);
     } else if diag_present > 0 {
         let missing = diag_names
             .iter()
-            .find(|n| !file.tensors.contains_key(*n))
+            .find(|n| !file.contains(n))
             .expect("one is missing");
         return Err(Error::MissingTensor {
             tensor: missing.clone(),
             source_name: format!(
                 "{} (peepholes need all three diagonals)",
-                file.path.display()
+                file.path().display()
             ),
         });
     }

@@ -1,51 +1,107 @@
 //! `.safetensors` files: F32 and F64 tensors read (F64 converted to f32),
-//! F32 written; any other dtype is an [`Error::Dtype`] naming the tensor.
+//! F32 written; a tensor of another dtype is an [`Error::Dtype`] naming it
+//! when a format asks for it (and nothing if none does).
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 
-use super::{Tensor, TensorFile, format_err, io_err, write_atomic};
+use super::{Entry, Source, Tensor, TensorFile, format_err, io_err, write_atomic};
 use crate::error::{Error, Result};
 
-/// Reads every tensor of a `.safetensors` file (F32 or F64).
+/// safetensors' own cap on the JSON header.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Reads every tensor of a `.safetensors` file (F32 or F64). A regular
+/// file is read whole (its length is known; the buffer is reserved
+/// fallibly); anything else (a pipe, a device) only after its 8-byte
+/// header length and JSON header look like a safetensors header, so
+/// `/dev/zero` is an error at once.
 pub fn read_safetensors(path: impl AsRef<Path>) -> Result<TensorFile> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let mut file = File::open(path).map_err(io_err(path))?;
+    let meta = file.metadata().map_err(io_err(path))?;
+    let mut bytes = Vec::new();
+    let alloc = |bytes: u64| Error::Alloc {
+        what: format!("the safetensors file {}", path.display()),
+        bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
+    };
+    if meta.is_file() {
+        let len = usize::try_from(meta.len()).map_err(|_| alloc(meta.len()))?;
+        bytes
+            .try_reserve_exact(len)
+            .map_err(|_| alloc(meta.len()))?;
+        (&mut file)
+            .take(meta.len())
+            .read_to_end(&mut bytes)
+            .map_err(io_err(path))?;
+    } else {
+        let mut n = [0u8; 8];
+        file.read_exact(&mut n).map_err(io_err(path))?;
+        let n64 = u64::from_le_bytes(n);
+        if !(2..=MAX_HEADER_BYTES).contains(&n64) {
+            return Err(format_err(
+                path,
+                "safetensors",
+                format!("a header of {n64} bytes"),
+            ));
+        }
+        bytes.extend_from_slice(&n);
+        (&mut file)
+            .take(n64)
+            .read_to_end(&mut bytes)
+            .map_err(io_err(path))?;
+        if bytes.get(8) != Some(&b'{') {
+            return Err(format_err(
+                path,
+                "safetensors",
+                "the header is not a JSON object",
+            ));
+        }
+        file.read_to_end(&mut bytes).map_err(io_err(path))?;
+    }
     safetensors_from_bytes(&bytes, path)
 }
 
-/// Parses `.safetensors` bytes (F32 or F64); `path` names them in errors.
+/// Parses `.safetensors` bytes; `path` names them in errors. F32 and F64
+/// tensors are decoded at once; others only make [`TensorFile::get`] fail.
 pub fn safetensors_from_bytes(bytes: &[u8], path: &Path) -> Result<TensorFile> {
     use safetensors::Dtype;
     let st = safetensors::SafeTensors::deserialize(bytes)
         .map_err(|e| format_err(path, "safetensors", e))?;
-    let mut tensors = BTreeMap::new();
+    let mut entries = BTreeMap::new();
     for (name, view) in st.iter() {
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F64 => view
-                .data()
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().expect("chunks_exact(8)")) as f32)
-                .collect(),
-            other => {
-                return Err(Error::Dtype {
-                    tensor: name.to_string(),
-                    path: path.to_path_buf(),
-                    dtype: format!("{other:?}"),
-                });
+        let dtype = format!("{:?}", view.dtype());
+        let shape = view.shape().to_vec();
+        let (width, decode): (usize, fn(&[u8]) -> f32) = match view.dtype() {
+            Dtype::F32 => (4, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            Dtype::F64 => (8, |b| {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(b);
+                f64::from_le_bytes(a) as f32
+            }),
+            _ => {
+                entries.insert(
+                    name.to_string(),
+                    Entry::new(shape, dtype, Source::Unsupported),
+                );
+                continue;
             }
         };
-        tensors.insert(name.to_string(), Tensor::new(view.shape().to_vec(), data)?);
+        let n = view.data().len() / width;
+        let mut data = Vec::new();
+        data.try_reserve_exact(n).map_err(|_| Error::Alloc {
+            what: format!("tensor `{name}` of {}", path.display()),
+            bytes: n.saturating_mul(4),
+        })?;
+        data.extend(view.data().chunks_exact(width).map(decode));
+        entries.insert(
+            name.to_string(),
+            Entry::loaded(Tensor::new(shape, data)?, dtype),
+        );
     }
-    Ok(TensorFile {
-        path: path.to_path_buf(),
-        tensors,
-    })
+    Ok(TensorFile::new(path, entries, None))
 }
 
 /// The bytes of a `.safetensors` file holding named float32 tensors.

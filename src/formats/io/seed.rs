@@ -15,21 +15,25 @@ use crate::weights::{SEED_NAMES, SeedWeights};
 /// `w_h`. Every tensor's shape is checked; an unknown name is an error.
 pub fn load_seed_weights(path: impl AsRef<Path>) -> Result<(LstmConfig, SeedWeights)> {
     let mut file = read_tensors(path)?;
-    let w_i = file.get("w_i")?;
-    if w_i.shape.len() != 2 {
-        return Err(Error::Shape {
-            tensor: "w_i".into(),
-            expected: "[n_in, n_hidden]".into(),
-            got: shape_str(&w_i.shape),
-        });
-    }
-    let (n, h) = (w_i.shape[0], w_i.shape[1]);
+    // Nothing is read until every name and shape is checked; w_i's dtype
+    // first (a non-float file fails here, naming it).
+    file.check_float("w_i")?;
+    let (n, h) = match file.shape("w_i")? {
+        [n, h] => (*n, *h),
+        other => {
+            return Err(Error::Shape {
+                tensor: "w_i".into(),
+                expected: "[n_in, n_hidden]".into(),
+                got: shape_str(other),
+            });
+        }
+    };
     let mut cfg = LstmConfig::new(n, h);
-    if file.tensors.contains_key("v_o") {
+    if file.contains("v_o") {
         cfg = cfg.with_peephole(Peephole::Matrix);
     }
-    if let Some(w_h) = file.tensors.get("w_h") {
-        match w_h.shape.as_slice() {
+    if file.contains("w_h") {
+        match file.shape("w_h")? {
             [_, p] => cfg = cfg.with_head(*p),
             other => {
                 return Err(Error::Shape {
@@ -39,28 +43,24 @@ pub fn load_seed_weights(path: impl AsRef<Path>) -> Result<(LstmConfig, SeedWeig
                 });
             }
         }
-    } else if file.tensors.contains_key("b_h") {
+    } else if file.contains("b_h") {
         return Err(Error::MissingTensor {
             tensor: "w_h".into(),
-            source_name: format!("{} (it has b_h)", file.path.display()),
+            source_name: format!("{} (it has b_h)", file.path().display()),
         });
     }
     cfg.validate()?;
-    if let Some(extra) = file
-        .tensors
-        .keys()
-        .find(|k| !SEED_NAMES.contains(&k.as_str()))
-    {
+    if let Some(extra) = file.names().find(|k| !SEED_NAMES.contains(k)) {
         return Err(Error::UnexpectedTensor {
-            tensor: extra.clone(),
+            tensor: extra.to_string(),
             why: format!("not a seed-format name (expected {})", SEED_NAMES.join(" ")),
         });
     }
     let p = cfg.n_output();
+    // Every shape is checked from the headers before any data is read.
     let mut take = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
-        let t = file.get(name)?;
-        check_shape(name, &t.shape, shape)?;
-        Ok(file.take(name).expect("present").data)
+        check_shape(name, file.shape(name)?, shape)?;
+        Ok(file.take(name)?.data)
     };
     let w = SeedWeights {
         w_i: take("w_i", &[n, h])?,

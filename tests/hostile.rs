@@ -1,0 +1,933 @@
+//! Issue 17, findings 2, 3 (npy), 4 and 7, and the npz-duplicate and
+//! one-line-error items: hostile `.npy`/`.npz` files are clean errors, fast
+//! and within a memory budget. The global allocator below refuses any
+//! allocation past 512 MiB of live bytes: a fallible reservation
+//! (`try_reserve`) then fails cleanly, an infallible one aborts this test
+//! binary — an over-allocation fails the test, never the machine. No test
+//! times itself: a parser gone slow shows as a slow test.
+//!
+//! Zip archives are written by hand here (so two members may share a name
+//! and a directory may lie about a size), deflate streams too (fixed
+//! Huffman codes: zeros as 258-byte matches, so a 1 GiB member takes 6.8 MB
+//! and no time to build).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use lstm_kernels::error::MAX_MESSAGE_PART_CHARS;
+use lstm_kernels::{Error, import, io};
+
+// ---------------------------------------------------------------------------
+// A global allocator with a budget, and a per-thread peak.
+
+const BUDGET: usize = 512 << 20;
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Bytes allocated minus freed on this thread, and its high-water mark
+    /// (const-initialised without destructors: no allocation of their own).
+    static HERE: Cell<(isize, isize)> = const { Cell::new((0, 0)) };
+}
+
+fn note(delta: isize) {
+    let _ = HERE.try_with(|h| {
+        let (live, peak) = h.get();
+        let live = live + delta;
+        h.set((live, peak.max(live)));
+    });
+}
+
+struct Budget;
+
+// SAFETY: every call is forwarded to `System` with the caller's layout and
+// pointer unchanged; the counters only decide whether to forward at all
+// (returning null is how an allocator reports failure).
+unsafe impl GlobalAlloc for Budget {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size() > BUDGET {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            return std::ptr::null_mut();
+        }
+        // SAFETY: the caller's layout contract is passed on unchanged.
+        let p = unsafe { System.alloc(layout) };
+        if p.is_null() {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        } else {
+            note(layout.size() as isize);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        note(-(layout.size() as isize));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let old = layout.size();
+        if new_size > old
+            && LIVE.fetch_add(new_size - old, Ordering::Relaxed) + (new_size - old) > BUDGET
+        {
+            LIVE.fetch_sub(new_size - old, Ordering::Relaxed);
+            return std::ptr::null_mut();
+        }
+        // SAFETY: `ptr` came from `System` with `layout`; `new_size` is the
+        // caller's, under the caller's contract.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if new_size > old {
+            if p.is_null() {
+                LIVE.fetch_sub(new_size - old, Ordering::Relaxed);
+            } else {
+                note((new_size - old) as isize);
+            }
+        } else if !p.is_null() {
+            LIVE.fetch_sub(old - new_size, Ordering::Relaxed);
+            note(-((old - new_size) as isize));
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOC: Budget = Budget;
+
+/// Runs `f` and returns its result and the most bytes this thread held
+/// beyond what it held before.
+fn peak_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let start = HERE.with(|h| {
+        let (live, _) = h.get();
+        h.set((live, live));
+        live
+    });
+    let out = f();
+    let peak = HERE.with(|h| h.get().1);
+    (out, (peak - start).max(0) as usize)
+}
+
+// ---------------------------------------------------------------------------
+// Hand-made npy, deflate and zip bytes.
+
+/// An npy file: `\x93NUMPY`, version `major`.0, the header text as given
+/// (padded to 64 bytes with spaces and a newline when `pad`), then `data`.
+fn npy_raw(major: u8, dict: &str, pad: bool, data: &[u8]) -> Vec<u8> {
+    let pre = if major == 1 { 10 } else { 12 };
+    let mut text = dict.to_string();
+    if pad {
+        while !(pre + text.len() + 1).is_multiple_of(64) {
+            text.push(' ');
+        }
+        text.push('\n');
+    }
+    let mut v = b"\x93NUMPY".to_vec();
+    v.extend([major, 0]);
+    if major == 1 {
+        v.extend((text.len() as u16).to_le_bytes());
+    } else {
+        v.extend((text.len() as u32).to_le_bytes());
+    }
+    v.extend(text.as_bytes());
+    v.extend(data);
+    v
+}
+
+/// A little-endian float32 C-order npy of `shape`, with `data` as bytes.
+fn npy_f32(shape: &str, data: &[f32]) -> Vec<u8> {
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    npy_raw(
+        1,
+        &format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}"),
+        true,
+        &bytes,
+    )
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in data {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// A deflate bit stream (LSB first) with the fixed Huffman codes.
+#[derive(Default)]
+struct Bits {
+    out: Vec<u8>,
+    acc: u64,
+    n: u32,
+}
+
+impl Bits {
+    fn put(&mut self, v: u32, bits: u32) {
+        self.acc |= u64::from(v) << self.n;
+        self.n += bits;
+        while self.n >= 8 {
+            self.out.push(self.acc as u8);
+            self.acc >>= 8;
+            self.n -= 8;
+        }
+    }
+
+    /// A Huffman code, most significant bit first.
+    fn code(&mut self, code: u32, len: u32) {
+        let rev = (0..len).fold(0, |r, i| r | (((code >> i) & 1) << (len - 1 - i)));
+        self.put(rev, len);
+    }
+
+    fn literal(&mut self, b: u8) {
+        let b = u32::from(b);
+        if b < 144 {
+            self.code(0x30 + b, 8);
+        } else {
+            self.code(0x190 + b - 144, 9);
+        }
+    }
+}
+
+/// A raw deflate stream of `prefix` (as literals) then `zeros` zero bytes
+/// (as length-258, distance-1 matches).
+fn deflate(prefix: &[u8], zeros: usize) -> Vec<u8> {
+    let mut b = Bits::default();
+    b.put(1, 1); // last block
+    b.put(1, 2); // fixed Huffman codes
+    for &c in prefix {
+        b.literal(c);
+    }
+    let mut left = zeros;
+    if left > 0 {
+        b.literal(0);
+        left -= 1;
+    }
+    while left >= 258 {
+        b.code(0xC5, 8); // length 258 (code 285)
+        b.code(0, 5); // distance 1
+        left -= 258;
+    }
+    for _ in 0..left {
+        b.literal(0);
+    }
+    b.code(0, 7); // end of block
+    if b.n > 0 {
+        b.out.push(b.acc as u8);
+    }
+    b.out
+}
+
+/// One zip member as written: name, method (0 stored, 8 deflated), the
+/// bytes stored, and the uncompressed size and CRC the directory gives.
+struct Member {
+    name: String,
+    method: u16,
+    payload: Vec<u8>,
+    size: u32,
+    crc: u32,
+}
+
+impl Member {
+    fn stored(name: &str, bytes: Vec<u8>) -> Member {
+        Member {
+            name: name.into(),
+            method: 0,
+            size: bytes.len() as u32,
+            crc: crc32(&bytes),
+            payload: bytes,
+        }
+    }
+
+    fn deflated(name: &str, bytes: &[u8]) -> Member {
+        Member {
+            name: name.into(),
+            method: 8,
+            payload: deflate(bytes, 0),
+            size: bytes.len() as u32,
+            crc: crc32(bytes),
+        }
+    }
+
+    /// `prefix` then `zeros` zero bytes, deflated; the directory tells the
+    /// true size (the CRC is left 0: computing it over a GiB would take
+    /// longer than the test, and a reader that gets that far has failed).
+    fn bomb(name: &str, prefix: &[u8], zeros: usize) -> Member {
+        Member {
+            name: name.into(),
+            method: 8,
+            payload: deflate(prefix, zeros),
+            size: (prefix.len() + zeros) as u32,
+            crc: 0,
+        }
+    }
+
+    /// The same member with the directory claiming `size` bytes.
+    fn claiming(mut self, size: usize) -> Member {
+        self.size = size as u32;
+        self
+    }
+}
+
+fn zip_bytes(members: &[Member]) -> Vec<u8> {
+    let (mut out, mut dir) = (Vec::new(), Vec::new());
+    let u16le = |v: &mut Vec<u8>, x: u16| v.extend(x.to_le_bytes());
+    let u32le = |v: &mut Vec<u8>, x: u32| v.extend(x.to_le_bytes());
+    for m in members {
+        let offset = out.len() as u32;
+        u32le(&mut out, 0x0403_4b50);
+        u16le(&mut out, 20); // version needed
+        u16le(&mut out, 0); // flags
+        u16le(&mut out, m.method);
+        u16le(&mut out, 0); // time
+        u16le(&mut out, 0x21); // date: 1980-01-01
+        u32le(&mut out, m.crc);
+        u32le(&mut out, m.payload.len() as u32);
+        u32le(&mut out, m.size);
+        u16le(&mut out, m.name.len() as u16);
+        u16le(&mut out, 0); // extra
+        out.extend(m.name.as_bytes());
+        out.extend(&m.payload);
+
+        u32le(&mut dir, 0x0201_4b50);
+        u16le(&mut dir, 20); // made by
+        u16le(&mut dir, 20); // needed
+        u16le(&mut dir, 0);
+        u16le(&mut dir, m.method);
+        u16le(&mut dir, 0);
+        u16le(&mut dir, 0x21);
+        u32le(&mut dir, m.crc);
+        u32le(&mut dir, m.payload.len() as u32);
+        u32le(&mut dir, m.size);
+        u16le(&mut dir, m.name.len() as u16);
+        u16le(&mut dir, 0); // extra
+        u16le(&mut dir, 0); // comment
+        u16le(&mut dir, 0); // disk
+        u16le(&mut dir, 0); // internal attributes
+        u32le(&mut dir, 0); // external attributes
+        u32le(&mut dir, offset);
+        dir.extend(m.name.as_bytes());
+    }
+    let dir_offset = out.len() as u32;
+    out.extend(&dir);
+    u32le(&mut out, 0x0605_4b50);
+    u16le(&mut out, 0);
+    u16le(&mut out, 0);
+    u16le(&mut out, members.len() as u16);
+    u16le(&mut out, members.len() as u16);
+    u32le(&mut out, dir.len() as u32);
+    u32le(&mut out, dir_offset);
+    u16le(&mut out, 0);
+    out
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// The error's message, which must be one line and short.
+fn message<T: std::fmt::Debug>(r: Result<T, Error>) -> String {
+    let e = r.unwrap_err().to_string();
+    assert!(!e.contains('\n') && !e.contains('\r'), "not one line: {e}");
+    assert!(
+        e.chars().count() <= 4 * MAX_MESSAGE_PART_CHARS,
+        "{} characters",
+        e.chars().count()
+    );
+    e
+}
+
+/// A small PyTorch nn.LSTM layer 0 (3 inputs, hidden 2) as npz members
+/// under `lstm.`.
+fn pytorch_members() -> Vec<Member> {
+    let vals = |n: usize, k: f32| (0..n).map(|i| (i as f32 * 0.37 + k).sin()).collect();
+    let arrays: [(&str, Vec<usize>, Vec<f32>); 4] = [
+        ("weight_ih_l0", vec![8, 3], vals(24, 0.1)),
+        ("weight_hh_l0", vec![8, 2], vals(16, 0.2)),
+        ("bias_ih_l0", vec![8], vals(8, 0.3)),
+        ("bias_hh_l0", vec![8], vals(8, 0.4)),
+    ];
+    arrays
+        .iter()
+        .map(|(n, s, d)| {
+            Member::stored(&format!("lstm.{n}.npy"), io::npy_file_bytes(s, d).unwrap())
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Headers: time, depth, size.
+
+/// Finding 2: a `shape` list nested 22 deep took `py_literal` ~30 s (×4
+/// per two levels: 2 s at 18); now an error after one pass over the
+/// header, naming the file and the array. Nested tuples likewise.
+#[test]
+fn a_nested_shape_is_an_error_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    for shape in [
+        format!("{}1{}", "[".repeat(22), "]".repeat(22)),
+        format!("({}1{},)", "[".repeat(22), "]".repeat(22)),
+        nested_tuple(22),
+    ] {
+        let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}}}");
+        let p = write(tmp.path(), "deep.npy", &npy_raw(1, &dict, true, &[0; 4]));
+        let e = message(io::read_npy(&p));
+        assert!(
+            e.contains("'shape'") && e.contains("deep.npy") && e.contains("`deep`"),
+            "{e}"
+        );
+    }
+}
+
+/// `((…(2,),…),)`, `depth` tuples deep.
+fn nested_tuple(depth: usize) -> String {
+    format!("{}2,{})", "(".repeat(depth), "),".repeat(depth - 1))
+}
+
+/// Finding 2: a tuple nested 5,000 deep (15 KB) overflowed the stack; a
+/// list as deep never finished.
+#[test]
+fn a_tuple_nested_5000_deep_is_an_error_not_a_stack_overflow() {
+    let tmp = tempfile::tempdir().unwrap();
+    for shape in [
+        nested_tuple(5000),
+        format!("{}1{}", "[".repeat(5000), "]".repeat(5000)),
+    ] {
+        let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}}}");
+        let p = write(tmp.path(), "x.npy", &npy_raw(1, &dict, true, &[0; 8]));
+        let e = message(io::read_npy(&p));
+        assert!(e.contains("'shape'"), "{e}");
+        // The same inside an npz member: the archive fails to open.
+        let z = write(
+            tmp.path(),
+            "w.npz",
+            &zip_bytes(&[Member::stored("w_i.npy", npy_raw(1, &dict, true, &[0; 8]))]),
+        );
+        let e = message(io::read_npz(&z).map(drop));
+        assert!(e.contains("'shape'") && e.contains("`w_i`"), "{e}");
+    }
+}
+
+/// Finding 3: `[2^32, 2^32, 7]` with no body aborted on an 80 GiB
+/// allocation; a shape whose bytes fit in memory but not in the file is
+/// compared with the file before anything is allocated.
+#[test]
+fn shapes_larger_than_the_file_are_errors_before_allocation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = write(
+        tmp.path(),
+        "x.npy",
+        &npy_f32(&format!("({}, {}, 7)", 1u64 << 32, 1u64 << 32), &[]),
+    );
+    let e = message(io::read_npy(&p));
+    assert!(e.contains("more elements than memory"), "{e}");
+    // 28 TiB declared, 8 bytes there.
+    std::fs::write(
+        &p,
+        npy_f32(&format!("({}, {}, 7)", 1u64 << 20, 1u64 << 20), &[1.0, 2.0]),
+    )
+    .unwrap();
+    let (r, peak) = peak_of(|| io::read_npy(&p));
+    let e = message(r);
+    assert!(
+        e.contains("truncated") && e.contains("8 bytes of data"),
+        "{e}"
+    );
+    assert!(peak < 1 << 20, "{peak} bytes held");
+    // The same for sequence lengths.
+    std::fs::write(
+        &p,
+        npy_raw(
+            1,
+            &format!(
+                "{{'descr': '<i8', 'fortran_order': False, 'shape': ({},), }}",
+                1u64 << 40
+            ),
+            true,
+            &[0; 16],
+        ),
+    )
+    .unwrap();
+    assert!(message(io::read_npy_lengths(&p)).contains("truncated"));
+}
+
+/// A file that really holds more data than memory can take (here: over
+/// the 512 MiB budget, a sparse 1 GiB file) is an `Error::Alloc`, not an
+/// abort.
+#[test]
+fn an_array_beyond_memory_is_an_alloc_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = write(
+        tmp.path(),
+        "big.npy",
+        &npy_f32(&format!("({},)", 1u64 << 28), &[]),
+    );
+    let f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+    f.set_len(std::fs::metadata(&p).unwrap().len() + (1 << 30))
+        .unwrap();
+    match io::read_npy(&p) {
+        Err(e @ Error::Alloc { .. }) => {
+            let m = e.to_string();
+            assert!(
+                m.contains("cannot allocate 1073741824 bytes") && m.contains("`big`"),
+                "{m}"
+            );
+        }
+        other => panic!("{:?}", other.map(|t| t.shape)),
+    }
+}
+
+/// Finding 3: `--weights /dev/zero` (no extension: sniffed, then read as
+/// safetensors) read until allocation failed; a file that is not a regular
+/// one is now read only after its header length and header check out.
+#[test]
+fn an_endless_device_is_an_error_at_once() {
+    let zero = Path::new("/dev/zero");
+    if !zero.exists() {
+        return;
+    }
+    let (r, peak) = peak_of(|| io::read_tensors(zero).map(drop));
+    let e = message(r);
+    assert!(e.contains("/dev/zero") && e.contains("header"), "{e}");
+    assert!(peak < 1 << 20, "{peak} bytes held");
+    let e = message(io::read_npy(zero));
+    assert!(e.contains("/dev/zero"), "{e}");
+}
+
+/// Finding 3: an npy v2 `header_len` near 4 GiB was allocated before the
+/// (short) header was read.
+#[test]
+fn a_huge_header_length_is_an_error_before_allocation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bytes = b"\x93NUMPY\x02\x00".to_vec();
+    bytes.extend(0xFFFF_FFF0u32.to_le_bytes());
+    bytes.extend(b"{'descr': '<f4'");
+    let p = write(tmp.path(), "x.npy", &bytes);
+    let (r, peak) = peak_of(|| io::read_npy(&p));
+    let e = message(r);
+    assert!(e.contains("4294967280") && e.contains("65536"), "{e}");
+    assert!(peak < 1 << 20, "{peak} bytes held");
+}
+
+/// Finding 7: `[2^63+2, 2, 7]` over 28 floats wrapped around to 28
+/// elements: the run exited 0 and wrote a lying header. Now an error.
+#[test]
+fn a_shape_product_that_overflows_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data: Vec<f32> = (0..28).map(|i| i as f32).collect();
+    let p = write(
+        tmp.path(),
+        "x.npy",
+        &npy_f32(&format!("({}, 2, 7)", (1u64 << 63) + 2), &data),
+    );
+    let e = message(io::read_npy(&p));
+    assert!(
+        e.contains("x.npy") && e.contains("`x`") && e.contains("9223372036854775810"),
+        "{e}"
+    );
+}
+
+/// Bytes after the data were ignored (plain files and npz members).
+#[test]
+fn bytes_after_the_data_are_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data: Vec<f32> = (0..7).map(|i| i as f32).collect();
+    let p = write(tmp.path(), "x.npy", &npy_f32("(2, 3)", &data));
+    let e = message(io::read_npy(&p));
+    assert!(e.contains("4 bytes after"), "{e}");
+    let z = write(
+        tmp.path(),
+        "w.npz",
+        &zip_bytes(&[Member::deflated("x.npy", &npy_f32("(2, 3)", &data))]),
+    );
+    let e = message(io::read_npz(&z).and_then(|f| f.get("x").cloned()));
+    assert!(e.contains("4 bytes after") && e.contains("`x`"), "{e}");
+}
+
+/// The README promises one-line errors: the parser's were multi-line
+/// dumps, and a 1e6-dimension header made a 3 MB message.
+#[test]
+fn errors_are_one_short_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cases = vec![
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3x)}".to_string(),
+        "{'descr': '<f4',\n 'fortran_order': False,\n 'shape': (2,\n 3), 'what': 1}".into(),
+        "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,)}".into(),
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (2,)} trailing".into(),
+    ];
+    // A million dimensions (3 MB): over the header cap.
+    cases.push(format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}), }}",
+        "1, ".repeat(1_000_000)
+    ));
+    // Ten thousand (30 KB, under the cap): over the dimension cap.
+    cases.push(format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}), }}",
+        "1, ".repeat(10_000)
+    ));
+    for dict in &cases {
+        let p = write(tmp.path(), "x.npy", &npy_raw(2, dict, true, &[0; 24]));
+        let e = message(io::read_npy(&p));
+        assert!(e.contains("x.npy") && e.contains("`x`"), "{e}");
+    }
+    // A shape error about a 100,000-dimension tensor (safetensors allows
+    // it): the message shows 16 dimensions and the count.
+    let dims = vec![1usize; 100_000];
+    let p = tmp.path().join("w.safetensors");
+    io::write_safetensors(&p, &[("w_i", &dims, &[0.5])]).unwrap();
+    let e = message(io::load_seed_weights(&p));
+    assert!(e.contains("100000 dimensions"), "{e}");
+    // Any part of any message is capped, and newlines become spaces.
+    let e = Error::Invalid(format!("a\nb{}", "x".repeat(100_000))).to_string();
+    assert!(!e.contains('\n') && e.chars().count() < MAX_MESSAGE_PART_CHARS + 30);
+    assert!(e.ends_with('…'), "{e}");
+}
+
+// ---------------------------------------------------------------------------
+// npz: bombs, laziness, duplicates.
+
+/// Finding 4: a member whose header declares 100 floats but whose stream
+/// inflates to 256 MiB. With the directory telling the truth the sizes
+/// disagree before anything is inflated; with the directory lying too,
+/// reading stops one byte past the 400 declared.
+#[test]
+fn a_member_inflating_past_its_declared_size_is_an_error_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let header = npy_f32("(100,)", &[]);
+    let zeros = 256 << 20;
+    for (lies, member) in [
+        (false, Member::bomb("x.npy", &header, zeros)),
+        (
+            true,
+            Member::bomb("x.npy", &header, zeros).claiming(header.len() + 400),
+        ),
+    ] {
+        let p = write(tmp.path(), "bomb.npz", &zip_bytes(&[member]));
+        let f = io::read_npz(&p).unwrap();
+        assert_eq!(f.shape("x").unwrap(), [100]);
+        let (r, peak) = peak_of(|| f.get("x").cloned());
+        let e = message(r);
+        assert!(e.contains("`x`") && e.contains("bomb.npz"), "{e}");
+        if lies {
+            assert!(e.contains("larger than") || e.contains("more bytes"), "{e}");
+        } else {
+            assert!(e.contains("bytes after"), "{e}");
+        }
+        assert!(peak < 4 << 20, "{peak} bytes held");
+    }
+}
+
+/// Finding 4: members the format never reads are never inflated: a 1 GiB
+/// bomb beside PyTorch weights (outside the prefix) or seed weights, and an
+/// int64 counter the format never reads, cost nothing (and over the
+/// 512 MiB budget, inflating the bomb would fail the test).
+#[test]
+fn members_the_format_does_not_read_are_never_inflated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gib = 1usize << 30;
+    let bomb_header = npy_f32(&format!("({},)", gib / 4), &[]);
+    let mut members = pytorch_members();
+    members.push(Member::bomb("other.big.npy", &bomb_header, gib));
+    members.push(Member::stored(
+        "bn.num_batches_tracked.npy",
+        npy_raw(
+            1,
+            "{'descr': '<i8', 'fortran_order': False, 'shape': (), }",
+            true,
+            &7i64.to_le_bytes(),
+        ),
+    ));
+    let p = write(tmp.path(), "w.npz", &zip_bytes(&members));
+    let (stack, peak) = peak_of(|| import::pytorch_stack(&p, "lstm.").unwrap());
+    assert_eq!((stack.input_size(), stack.output_size()), (3, 2));
+    assert!(peak < 16 << 20, "{peak} bytes held");
+    let (r, peak) = peak_of(|| import::pytorch(&p, "lstm."));
+    r.unwrap();
+    assert!(peak < 16 << 20, "{peak} bytes held");
+    // Asked for, the int64 member is a dtype error naming it.
+    let f = io::read_npz(&p).unwrap();
+    assert_eq!(f.dtype("bn.num_batches_tracked").unwrap(), "<i8");
+    assert!(matches!(
+        f.get("bn.num_batches_tracked"),
+        Err(Error::Dtype { tensor, .. }) if tensor == "bn.num_batches_tracked"
+    ));
+
+    // Seed weights with the bomb under an unknown name: the name is the
+    // error, nothing is inflated.
+    let seed =
+        io::read_npz(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/seed/weights.npz"))
+            .unwrap();
+    let mut members: Vec<Member> = seed
+        .names()
+        .map(|n| {
+            let t = seed.get(n).unwrap();
+            Member::stored(
+                &format!("{n}.npy"),
+                io::npy_file_bytes(&t.shape, &t.data).unwrap(),
+            )
+        })
+        .collect();
+    members.push(Member::bomb("zz.npy", &bomb_header, gib));
+    let p = write(tmp.path(), "seed.npz", &zip_bytes(&members));
+    let (r, peak) = peak_of(|| io::load_seed_weights(&p));
+    assert!(
+        matches!(&r, Err(Error::UnexpectedTensor { tensor, .. }) if tensor == "zz"),
+        "{r:?}"
+    );
+    assert!(peak < 16 << 20, "{peak} bytes held");
+    // A bomb under a seed name whose header shape is wrong: the shape is
+    // the error, from the header, before any data is read.
+    members.pop();
+    members.retain(|m| m.name != "v_o.npy");
+    members.push(Member::bomb("v_o.npy", &bomb_header, gib));
+    let p = write(tmp.path(), "seed.npz", &zip_bytes(&members));
+    let (r, peak) = peak_of(|| io::load_seed_weights(&p));
+    assert!(
+        matches!(&r, Err(Error::Shape { tensor, .. }) if tensor == "v_o"),
+        "{r:?}"
+    );
+    assert!(peak < 16 << 20, "{peak} bytes held");
+}
+
+/// A directory that claims more than deflate can produce from the
+/// compressed bytes (1032:1) is an error before the output is allocated.
+#[test]
+fn a_directory_claiming_an_impossible_size_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let header = npy_f32(&format!("({},)", 1u64 << 28), &[]);
+    let member = Member::bomb("x.npy", &header, 1000).claiming(header.len() + (1 << 30));
+    let p = write(tmp.path(), "w.npz", &zip_bytes(&[member]));
+    let f = io::read_npz(&p).unwrap();
+    let (r, peak) = peak_of(|| f.get("x").cloned());
+    let e = message(r);
+    assert!(e.contains("can inflate to"), "{e}");
+    assert!(peak < 1 << 20, "{peak} bytes held");
+}
+
+/// Two members of one name: the last won silently. Now an error naming it.
+#[test]
+fn duplicate_members_are_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = || Member::stored("w_i.npy", npy_f32("(2,)", &[1.0, 2.0]));
+    let p = write(
+        tmp.path(),
+        "w.npz",
+        &zip_bytes(&[a(), Member::stored("b.npy", npy_f32("(1,)", &[0.0])), a()]),
+    );
+    let e = message(io::read_npz(&p).map(drop));
+    assert!(e.contains("`w_i`") && e.contains("two members"), "{e}");
+    let p = write(
+        tmp.path(),
+        "w.npz",
+        &zip_bytes(&[a(), Member::stored("w_i", npy_f32("(2,)", &[1.0, 2.0]))]),
+    );
+    let e = message(io::read_npz(&p).map(drop));
+    assert!(e.contains("`w_i`") && e.contains("two members"), "{e}");
+}
+
+// ---------------------------------------------------------------------------
+// Valid files still read, bit for bit.
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn valid_files_read_bit_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Awkward values: signed zero, subnormal, infinities, a NaN payload.
+    let data: Vec<f32> = vec![
+        1.5,
+        -0.0,
+        f32::from_bits(1),
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::from_bits(0x7fc0_1234),
+        std::f32::consts::PI,
+        -1e-30,
+        3.0e38,
+        0.1,
+        -7.25,
+        42.0,
+    ];
+    let shape = [3usize, 4];
+    // The crate's own writer, read back.
+    let p = tmp.path().join("x.npy");
+    io::write_npy(&p, &shape, &data).unwrap();
+    let t = io::read_npy(&p).unwrap();
+    assert_eq!(
+        (t.shape.as_slice(), bits(&t.data)),
+        (&shape[..], bits(&data))
+    );
+    let written = std::fs::read(&p).unwrap();
+
+    let le = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let dict = |descr: &str, fortran: bool, shape: &str| {
+        let f = if fortran { "True" } else { "False" };
+        format!("{{'descr': '{descr}', 'fortran_order': {f}, 'shape': {shape}, }}")
+    };
+    // Fortran order: column-major bytes of the same matrix.
+    let mut fort = Vec::new();
+    for j in 0..4 {
+        for i in 0..3 {
+            fort.push(data[i * 4 + j]);
+        }
+    }
+    // float64 of exactly representable values, both byte orders.
+    let f64le: Vec<u8> = data
+        .iter()
+        .flat_map(|&x| (x as f64).to_le_bytes())
+        .collect();
+    let f64be: Vec<u8> = data
+        .iter()
+        .flat_map(|&x| (x as f64).to_be_bytes())
+        .collect();
+    let f32be: Vec<u8> = data.iter().flat_map(|x| x.to_be_bytes()).collect();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "fortran",
+            npy_raw(1, &dict("<f4", true, "(3, 4)"), true, &le(&fort)),
+        ),
+        (
+            "v2",
+            npy_raw(2, &dict("<f4", false, "(3, 4)"), true, &le(&data)),
+        ),
+        (
+            "v3",
+            npy_raw(3, &dict("<f4", false, "(3, 4)"), true, &le(&data)),
+        ),
+        (
+            "f8",
+            npy_raw(1, &dict("<f8", false, "(3, 4)"), true, &f64le),
+        ),
+        (
+            "f8be",
+            npy_raw(1, &dict(">f8", false, "(3, 4)"), true, &f64be),
+        ),
+        (
+            "f4be",
+            npy_raw(1, &dict(">f4", false, "(3, 4)"), true, &f32be),
+        ),
+        (
+            "native",
+            npy_raw(1, &dict("=f4", false, "(3, 4)"), true, &le(&data)),
+        ),
+        (
+            "quotes",
+            npy_raw(
+                1,
+                "{\"shape\": (3,4), \"descr\": \"<f4\", \"fortran_order\": False}",
+                false,
+                &le(&data),
+            ),
+        ),
+    ];
+    for (name, bytes) in &cases {
+        let p = write(tmp.path(), &format!("{name}.npy"), bytes);
+        let t = io::read_npy(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(t.shape, shape, "{name}");
+        // NaN payloads survive f32 → f64 → f32 too.
+        assert_eq!(bits(&t.data), bits(&data), "{name}");
+    }
+    // 0-d and empty arrays.
+    let p = write(tmp.path(), "s.npy", &npy_f32("()", &[2.5]));
+    assert_eq!(
+        io::read_npy(&p).unwrap(),
+        io::Tensor::new(vec![], vec![2.5]).unwrap()
+    );
+    let p = write(tmp.path(), "e.npy", &npy_f32("(0, 5)", &[]));
+    assert_eq!(io::read_npy(&p).unwrap().shape, [0, 5]);
+
+    // npz: the crate's writer, and hand-made stored and deflated members
+    // (the bytes the crate wrote, and a Fortran one).
+    let p = tmp.path().join("w.npz");
+    io::write_npz(&p, &[("a", &shape, &data)]).unwrap();
+    assert_eq!(
+        bits(&io::read_npz(&p).unwrap().get("a").unwrap().data),
+        bits(&data)
+    );
+    let p = write(
+        tmp.path(),
+        "h.npz",
+        &zip_bytes(&[
+            Member::stored("a.npy", written.clone()),
+            Member::deflated("b.npy", &written),
+            Member::deflated("dir/c.npy", &cases[0].1),
+        ]),
+    );
+    let mut f = io::read_npz(&p).unwrap();
+    assert_eq!(f.names().collect::<Vec<_>>(), ["a", "b", "dir/c"]);
+    assert_eq!(f.shape("b").unwrap(), shape);
+    for n in ["a", "b", "dir/c"] {
+        assert_eq!(bits(&f.get(n).unwrap().data), bits(&data), "{n}");
+    }
+    assert_eq!(bits(&f.take("b").unwrap().data), bits(&data));
+    assert!(!f.contains("b") && f.contains("a"));
+
+    // Lengths: every integer dtype.
+    for (descr, bytes) in [
+        (
+            "<i8",
+            [3i64, 0, 9]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        ),
+        (
+            "<i4",
+            [3i32, 0, 9].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ),
+        (
+            "<u8",
+            [3u64, 0, 9].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ),
+        (
+            "<u4",
+            [3u32, 0, 9].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ),
+        (
+            ">i8",
+            [3i64, 0, 9].iter().flat_map(|v| v.to_be_bytes()).collect(),
+        ),
+        (
+            "<f8",
+            [3f64, 0., 9.]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+    ] {
+        let p = write(
+            tmp.path(),
+            "l.npy",
+            &npy_raw(1, &dict(descr, false, "(3,)"), true, &bytes),
+        );
+        assert_eq!(io::read_npy_lengths(&p).unwrap(), [3, 0, 9], "{descr}");
+    }
+}
+
+/// A `TensorFile` can be shared across threads (the archive is behind a
+/// lock; each tensor is read once).
+#[test]
+fn tensor_files_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<io::TensorFile>();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = write(tmp.path(), "w.npz", &zip_bytes(&pytorch_members()));
+    let f = io::read_npz(&p).unwrap();
+    let got: Vec<Vec<u32>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| bits(&f.get("lstm.weight_ih_l0").unwrap().data)))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(got.windows(2).all(|w| w[0] == w[1]));
+}
