@@ -6,7 +6,7 @@
 //! bounded `Err`: never a panic, an abort (the binary runs under a 1 GiB
 //! allocation budget, tests/common/budget.rs) or a hang.
 //!
-//! CI runs a short pass (`LSTM_FUZZ_CASES`, default 64 cases per loader);
+//! CI runs a short pass (`LSTM_FUZZ_CASES`, default 256 cases per loader);
 //! a long run is documented in the README:
 //! `LSTM_FUZZ_CASES=20000 cargo test --release --test fuzz_loaders`.
 
@@ -35,7 +35,7 @@ fn cases() -> u32 {
     std::env::var("LSTM_FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(64)
+        .unwrap_or(256)
 }
 
 /// An npy file: `header` as the dict (padded), then `body`.
@@ -308,7 +308,7 @@ fn fuzz_npz() {
         read("frameworks/tf_cell/weights.npz"),
         npz(&[("a.npy", &hostile_npy()[0])], true),
         npz(
-            &[("a.npy", &hostile_npy()[2]), ("a.npy", &hostile_npy()[5])],
+            &[("a.npy", &hostile_npy()[2]), ("b.npy", &hostile_npy()[5])],
             false,
         ),
     ];
