@@ -493,3 +493,43 @@ fn bad_onnx_models_are_errors() {
         );
     }
 }
+
+/// Issue 17: a NaN weight in a loaded stack is an error naming the file,
+/// the cell and the weight (one NaN turned every output NaN), unless the
+/// loader is told to accept it.
+#[test]
+fn non_finite_weights_in_a_loaded_stack_are_named() {
+    use lstm_kernels::import::{self, LoadOptions};
+    let src = golden::dir("sequences/torch_2layer_bidir_lens").join("weights.safetensors");
+    let file = io::read_tensors(&src).unwrap();
+    let names: Vec<String> = file.names().map(str::to_string).collect();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = names
+        .iter()
+        .map(|n| {
+            let t = file.get(n).unwrap();
+            (n.clone(), t.shape.clone(), t.data.clone())
+        })
+        .collect();
+    let poisoned = tensors
+        .iter_mut()
+        .find(|(n, _, _)| n == "lstm.weight_hh_l1_reverse")
+        .expect("layer 1 has a reverse direction");
+    poisoned.2[5] = f32::NAN;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("nan.safetensors");
+    let arrays: Vec<(&str, &[usize], &[f32])> = tensors
+        .iter()
+        .map(|(n, s, d)| (n.as_str(), s.as_slice(), d.as_slice()))
+        .collect();
+    io::write_safetensors(&path, &arrays).unwrap();
+    let e = import::pytorch_stack(&path, "lstm.")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("nan.safetensors") && e.contains("layer 1 reverse") && e.contains("is NaN"),
+        "{e}"
+    );
+    let file = io::read_tensors(&path).unwrap();
+    let opts = LoadOptions::default().with_non_finite_weights(true);
+    import::pytorch_stack_from_with(&file, "lstm.", opts).unwrap();
+}

@@ -271,7 +271,8 @@ fn arb_variant_case() -> impl Strategy<Value = Case> {
                 let mut cfg = LstmConfig::new(n, h)
                     .with_peephole([Peephole::None, Peephole::Diagonal, Peephole::Matrix][peep]);
                 if let Some(p) = proj {
-                    cfg = cfg.with_projection(p);
+                    // At most the hidden size (a larger one is refused).
+                    cfg = cfg.with_projection(p.min(h));
                     if let Some(c) = proj_clip {
                         cfg = cfg.with_proj_clip(c);
                     }

@@ -68,7 +68,11 @@ struct Spec {
 fn arb_spec() -> impl Strategy<Value = Spec> {
     (
         1usize..=9,
-        prop::collection::vec((1usize..=20, prop::option::of(1usize..=8)), 1..=3),
+        // A projection is at most the hidden size.
+        prop::collection::vec(
+            (1usize..=20, prop::option::of(1usize..=8)).prop_map(|(h, p)| (h, p.map(|p| p.min(h)))),
+            1..=3,
+        ),
         any::<bool>(),
         any::<bool>(),
         1usize..=7,

@@ -73,6 +73,10 @@ pub struct RunArgs {
     allow_non_finite_weights: bool,
 }
 
+fn load_options(args: &RunArgs) -> import::LoadOptions {
+    import::LoadOptions::default().with_non_finite_weights(args.allow_non_finite_weights)
+}
+
 pub fn run(args: &RunArgs) -> Result<()> {
     check_outputs(args)?;
     if !matches!(args.format, Format::Tf)
@@ -87,7 +91,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         if file.contains(&format!("{}weight_ih_l0", args.prefix)) {
             // An nn.LSTM: more than one layer or direction, or sequence
             // options, make it a sequence model.
-            let stack = import::pytorch_stack_from(&file, &args.prefix)?;
+            let stack = import::pytorch_stack_from_with(&file, &args.prefix, load_options(args))?;
             let multi = stack.layers().len() > 1 || stack.layers()[0].backward.is_some();
             if multi || args.seq_lens.is_some() || args.batch_first {
                 return run_stack(args, &stack);
@@ -99,7 +103,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             ));
         }
     } else if matches!(args.format, Format::Onnx) {
-        let stack = import::onnx_stack(&args.weights)?;
+        let stack = import::onnx_stack_with(&args.weights, load_options(args))?;
         if stack.layers()[0].backward.is_some() || args.seq_lens.is_some() || args.batch_first {
             return run_stack(args, &stack);
         }

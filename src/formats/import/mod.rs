@@ -30,9 +30,46 @@ mod pytorch;
 mod tf;
 
 pub use keras::keras;
-pub use onnx::{onnx, onnx_stack};
-pub use pytorch::{pytorch, pytorch_stack, pytorch_stack_from};
+pub use onnx::{onnx, onnx_stack, onnx_stack_with};
+pub use pytorch::{pytorch, pytorch_stack, pytorch_stack_from, pytorch_stack_from_with};
 pub use tf::{TfOptions, tf};
+
+/// Settings of the loaders that build models themselves (the `*_stack`
+/// functions); the others return a config and weights, to which the same
+/// settings apply through [`LstmConfig`](crate::LstmConfig).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LoadOptions {
+    /// Accept NaN or infinite weights (see
+    /// [`LstmConfig::allow_non_finite_weights`](crate::LstmConfig::allow_non_finite_weights));
+    /// off by default.
+    pub allow_non_finite_weights: bool,
+}
+
+impl LoadOptions {
+    /// Accepts (`true`) or rejects (`false`, the default) non-finite
+    /// weights.
+    pub fn with_non_finite_weights(mut self, allow: bool) -> Self {
+        self.allow_non_finite_weights = allow;
+        self
+    }
+}
+
+/// Builds one cell of a loaded stack; an error about a weight value names
+/// the file and which cell it is in.
+fn build_cell(
+    cfg: crate::LstmConfig,
+    w: LstmWeights,
+    opts: LoadOptions,
+    path: &std::path::Path,
+    cell: &str,
+) -> Result<crate::Lstm> {
+    let cfg = cfg.with_non_finite_weights(opts.allow_non_finite_weights);
+    crate::Lstm::new(cfg, w).map_err(|e| match e {
+        Error::Invalid(m) => Error::Invalid(format!("{}: {cell}: {m}", path.display())),
+        e => e,
+    })
+}
 
 fn shape_err(file: &TensorFile, name: &str, expected: String, got: &[usize]) -> Error {
     Error::Shape {

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::fill_gates;
+use super::{LoadOptions, build_cell, fill_gates};
 use crate::config::{LstmConfig, Peephole};
 use crate::error::{Error, Result, shape_str};
 use crate::io::Tensor;
@@ -112,14 +112,22 @@ pub fn onnx(path: impl AsRef<Path>) -> Result<(LstmConfig, LstmWeights)> {
 /// one-layer [`LstmStack`](crate::LstmStack) (directions concatenated, as
 /// PyTorch lays them out).
 pub fn onnx_stack(path: impl AsRef<Path>) -> Result<crate::LstmStack> {
-    let mut cells = onnx_cells(path.as_ref())?.into_iter();
-    let (cf, wf) = cells.next().expect("at least one direction");
+    onnx_stack_with(path, LoadOptions::default())
+}
+
+/// [`onnx_stack`] with [`LoadOptions`].
+pub fn onnx_stack_with(path: impl AsRef<Path>, opts: LoadOptions) -> Result<crate::LstmStack> {
+    let path = path.as_ref();
+    let mut cells = onnx_cells(path)?.into_iter();
+    let Some((cf, wf)) = cells.next() else {
+        return Err(onnx_err(path, "the LSTM node has no direction"));
+    };
     let backward = cells
         .next()
-        .map(|(c, w)| crate::Lstm::new(c, w))
+        .map(|(c, w)| build_cell(c, w, opts, path, "reverse direction"))
         .transpose()?;
     let layer = crate::StackLayer {
-        forward: crate::Lstm::new(cf, wf)?,
+        forward: build_cell(cf, wf, opts, path, "forward direction")?,
         backward,
     };
     crate::LstmStack::new(vec![layer], crate::Merge::Concat)

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::{dims2, expect, fill_gates, optional, shape_err};
+use super::{LoadOptions, build_cell, dims2, expect, fill_gates, optional, shape_err};
 use crate::config::LstmConfig;
 use crate::error::{Error, Result};
 use crate::io::{TensorFile, read_tensors};
@@ -48,6 +48,15 @@ pub fn pytorch_stack(path: impl AsRef<Path>, prefix: &str) -> Result<crate::Lstm
 /// [`pytorch_stack`] from tensors already read (other keys, outside
 /// `prefix`, are left to the caller).
 pub fn pytorch_stack_from(file: &TensorFile, prefix: &str) -> Result<crate::LstmStack> {
+    pytorch_stack_from_with(file, prefix, LoadOptions::default())
+}
+
+/// [`pytorch_stack_from`] with [`LoadOptions`].
+pub fn pytorch_stack_from_with(
+    file: &TensorFile,
+    prefix: &str,
+    opts: LoadOptions,
+) -> Result<crate::LstmStack> {
     let mut layers = Vec::new();
     let mut used = Vec::new();
     for k in 0.. {
@@ -63,12 +72,18 @@ pub fn pytorch_stack_from(file: &TensorFile, prefix: &str) -> Result<crate::Lstm
         }
         let (cfg, w, u) = pytorch_cell(file, prefix, &suffix)?;
         used.extend(u);
-        let forward = crate::Lstm::new(cfg, w)?;
+        let forward = build_cell(cfg, w, opts, file.path(), &format!("layer {k}"))?;
         let rev = format!("{suffix}_reverse");
         let backward = if file.contains(&format!("{prefix}weight_ih{rev}")) {
             let (cfg, w, u) = pytorch_cell(file, prefix, &rev)?;
             used.extend(u);
-            Some(crate::Lstm::new(cfg, w)?)
+            Some(build_cell(
+                cfg,
+                w,
+                opts,
+                file.path(),
+                &format!("layer {k} reverse"),
+            )?)
         } else {
             None
         };
