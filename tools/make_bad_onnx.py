@@ -17,7 +17,7 @@ OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "golden", "bad_onnx
 N, H = 3, 2
 
 
-def model(name, attrs=None, inits=None, inputs=None, nodes=None):
+def model(name, attrs=None, inits=None, inputs=None, nodes=None, edit=None):
     rng = np.random.default_rng(1)
     w = rng.standard_normal((1, 4 * H, N)).astype(np.float32)
     r = rng.standard_normal((1, 4 * H, H)).astype(np.float32)
@@ -36,6 +36,8 @@ def model(name, attrs=None, inits=None, inputs=None, nodes=None):
         [numpy_helper.from_array(v, k) for k, v in init.items() if v is not None],
     )
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    if edit:
+        edit(m)
     onnx.save(m, os.path.join(OUT, f"{name}.onnx"))
 
 
@@ -52,6 +54,13 @@ def main():
     model("two_lstm_nodes", nodes=[lstm("Y"), lstm("Y2")])
     model("no_lstm_node", nodes=[helper.make_node("Identity", ["X"], ["Y"])])
     model("int_weights", inits={"W": np.zeros((1, 4 * H, N), np.int32)})
+
+    # R's raw_data two bytes past its last float (a partial value).
+    def trailing(m):
+        r = next(t for t in m.graph.initializer if t.name == "R")
+        r.raw_data = r.raw_data + b"\x00\x01"
+
+    model("raw_data_partial", edit=trailing)
 
 
 if __name__ == "__main__":
