@@ -38,21 +38,23 @@ mod seq;
 #[cfg(feature = "charlm")]
 pub use apps::charlm;
 pub use engine::{
-    ISA_ENV, Isa, KernelChoice, config_from_shape_tag, fma_peak_gflops, generated_source,
-    specialized_kernels, specialized_shapes,
+    BF16_KERNEL_ENV, ISA_ENV, Isa, KernelChoice, config_from_shape_tag, fma_peak_gflops,
+    generated_source, specialized_kernels, specialized_shapes,
 };
 pub use error::{Error, Result};
 #[cfg(feature = "formats")]
 pub use formats::{import, io};
 pub use model::config::{LstmConfig, MAX_TENSOR_ELEMENTS, Peephole};
 pub use model::weights::{GATE_ORDER, LstmWeights, SEED_NAMES, SeedWeights};
-pub use model::{Lstm, LstmState, config, max_threads, weights};
+pub use model::{Lstm, LstmState, Precision, config, max_threads, weights};
 pub use seq::stack::{self, LstmStack, Merge, SeqOptions, StackLayer, StackState};
 
 /// Counters of kernel runs, to prove which path ran (tests, `lstm bench`).
 #[cfg(feature = "diagnostics")]
 pub mod diagnostics {
-    pub use crate::engine::diagnostics::{kernel_runs, small_batch_runs, specialized_runs};
+    pub use crate::engine::diagnostics::{
+        bf16_runs, kernel_runs, small_batch_runs, specialized_runs,
+    };
 }
 
 /// The largest absolute error of the crate's `σ` and `tanh` on any `f32`

@@ -172,19 +172,41 @@ pub fn forward(config: &LstmConfig, w: &SeedWeights, xs: &[f32], state: &mut Ref
     forward_impl(config, w, &xs, None, state, None).0
 }
 
-/// The error model of an `f32` implementation, for [`forward_with_bound`].
+/// The error model of an implementation, for [`forward_with_bound`].
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct ErrorModel {
     /// Largest absolute error of the implementation's `σ` and `tanh` for an
     /// exactly given `f32` argument (the crate documents 1e-6:
     /// [`crate::ACTIVATION_MAX_ABS_ERROR`]).
     pub activation: f64,
+    /// Relative error of one product term of the gate GEMM from rounding
+    /// its two operands before multiplying: 0 in f32; in bf16 (unit
+    /// roundoff `u_b = 2⁻⁸`, both the weight and the operand rounded)
+    /// `(1 + u_b)² − 1 = 2u_b + u_b²`. A term `w·a` whose operand `a`
+    /// already errs by `e` then errs by this times `|w|·(|a| + e)` more,
+    /// and the f32 sum of the rounded products by `γ_K` times their
+    /// magnitudes, at most `(1 + this)` times the unrounded ones.
+    pub operand_rounding: f64,
 }
 
 impl Default for ErrorModel {
     fn default() -> Self {
+        ErrorModel::for_precision(crate::Precision::F32)
+    }
+}
+
+impl ErrorModel {
+    /// The model of this crate's kernels in `precision` (int8 has none
+    /// yet and is given the f32 one).
+    pub fn for_precision(precision: crate::Precision) -> Self {
+        let u_b = 2f64.powi(-8);
         ErrorModel {
             activation: crate::ACTIVATION_MAX_ABS_ERROR as f64,
+            operand_rounding: match precision {
+                crate::Precision::Bf16 => 2.0 * u_b + u_b * u_b,
+                _ => 0.0,
+            },
         }
     }
 }
@@ -365,7 +387,8 @@ fn propagate(
         let (mm, pm) = dot_mag(prev.m, Some(prev.em), uu, h, j);
         let terms = n + rr + 1 + extra_terms;
         let mag = mx + mm + (b[j] as f64).abs() + extra_mag;
-        gamma(terms) * mag + pm + px + extra_prop + terms as f64 * FLUSH
+        let q = model.operand_rounding;
+        gamma(terms) * mag * (1.0 + q) + q * (mx + mm) + pm + px + extra_prop + terms as f64 * FLUSH
     };
     // A diagonal peephole term d[j]·c[j] with c erring by ec: (terms, magnitude, propagated).
     let diag = |d: &Option<Vec<f32>>, j: usize, c: f64, ec: f64| match d {

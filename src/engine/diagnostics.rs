@@ -28,6 +28,24 @@ mod counters {
         }
     }
 
+    /// Chunk runs per bf16 kernel (amx, avx512bf16, portable).
+    static BF16: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+
+    #[inline]
+    pub(crate) fn record_bf16(kernel: usize) {
+        BF16[kernel].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Number of chunk runs of the bf16 kernel named `name` (as
+    /// `Lstm::kernel_name` reports it) so far in this process; 0 for an
+    /// unknown name.
+    pub fn bf16_runs(name: &str) -> u64 {
+        crate::engine::bf16::Bf16Kernel::ALL
+            .iter()
+            .position(|k| k.name() == name)
+            .map_or(0, |i| BF16[i].load(Ordering::Relaxed))
+    }
+
     /// Number of chunk runs on `isa` so far in this process.
     pub fn kernel_runs(isa: Isa) -> u64 {
         RUNS[isa as usize].load(Ordering::Relaxed)
@@ -46,11 +64,16 @@ mod counters {
 }
 
 #[cfg(feature = "diagnostics")]
-pub(crate) use counters::record;
+pub use counters::{bf16_runs, kernel_runs, small_batch_runs, specialized_runs};
 #[cfg(feature = "diagnostics")]
-pub use counters::{kernel_runs, small_batch_runs, specialized_runs};
+pub(crate) use counters::{record, record_bf16};
 
 /// Records one chunk run (nothing without the `diagnostics` feature).
 #[cfg(not(feature = "diagnostics"))]
 #[inline(always)]
 pub(crate) fn record(_isa: Isa, _generated: bool, _batch: bool) {}
+
+/// Records one bf16 chunk run (nothing without the `diagnostics` feature).
+#[cfg(not(feature = "diagnostics"))]
+#[inline(always)]
+pub(crate) fn record_bf16(_kernel: usize) {}

@@ -65,7 +65,7 @@ impl<'a> Parallel<'a> {
     /// recursion that overflows the stack. Such a call runs on the calling
     /// thread instead (results do not depend on the threads); its caller's
     /// pool is already spreading the work.
-    fn pool(&self) -> Option<&'a rayon::ThreadPool> {
+    pub(crate) fn pool(&self) -> Option<&'a rayon::ThreadPool> {
         self.pool.filter(|pool| {
             rayon::current_thread_index().is_none() || pool.current_thread_index().is_some()
         })

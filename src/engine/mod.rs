@@ -15,6 +15,7 @@
 //!    (`isa::Arch::vectorize`, reached through `registry::entry`).
 
 mod activation;
+pub(crate) mod bf16;
 mod cell;
 pub(crate) mod diagnostics;
 mod driver;
@@ -40,6 +41,7 @@ pub use registry::{
     config_from_shape_tag, generated_source, specialized_kernels, specialized_shapes,
 };
 
+pub use bf16::BF16_KERNEL_ENV;
 pub(crate) use driver::{Parallel, StateBufs, forward, kernels_for_batch};
 pub(crate) use isa::Supported;
 pub(crate) use packed::Packed;

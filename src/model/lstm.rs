@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use crate::config::LstmConfig;
+use crate::engine::bf16::{Bf16Kernel, Bf16Packed};
 use crate::engine::{
     self, AlignedBuf, DEFAULT_MIN_PARALLEL_FLOPS, Isa, KernelChoice, Packed, Parallel, StateBufs,
     Supported,
@@ -36,6 +37,58 @@ pub struct Lstm {
     pool: Option<Arc<rayon::ThreadPool>>,
     min_parallel_flops: f64,
     kernel_choice: KernelChoice,
+    precision: Precision,
+    /// The bf16 packing, with precision bf16.
+    bf16: Option<Arc<Bf16Packed>>,
+}
+
+/// The arithmetic a model runs in. The cell state `c`, the bias, the
+/// peepholes and the activations are always f32; the precision is that of
+/// the gate GEMM's operands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Precision {
+    /// f32 weights and operands (the default).
+    #[default]
+    F32,
+    /// bf16 weights (rounded to nearest even at pack time), `x` and `m`
+    /// rounded to bf16 as they enter the GEMM, f32 accumulation: AMX-BF16
+    /// tiles where the CPU has them, else AVX512-BF16, else a portable
+    /// scalar path. The error bound: [`crate::reference::ErrorModel::for_precision`].
+    Bf16,
+    /// int8 weights (not implemented yet: an error).
+    Int8,
+}
+
+impl Precision {
+    /// `f32`, `bf16` or `int8`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            "int8" => Ok(Precision::Int8),
+            other => Err(Error::Invalid(format!(
+                "unknown precision `{other}` (expected f32, bf16 or int8)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Per-caller state for one batch: `c` (`[batch, H]`) and the recurrent
@@ -120,7 +173,66 @@ impl Lstm {
             pool: None,
             min_parallel_flops: DEFAULT_MIN_PARALLEL_FLOPS,
             kernel_choice: KernelChoice::Auto,
+            precision: Precision::F32,
+            bf16: None,
         })
+    }
+
+    /// Runs the model in `precision` (see [`Precision`]); the weights are
+    /// converted once, here. bf16 picks the fastest kernel this CPU has
+    /// (or the one `LSTM_KERNELS_BF16=amx|avx512bf16|portable` forces).
+    /// Variants the precision does not compute yet (bf16: the matrix
+    /// peephole, a projection, a head) are an [`Error::Config`] naming
+    /// them; int8 is not implemented yet ([`Error::Unsupported`]).
+    /// `Precision::F32` returns to f32.
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
+        match precision {
+            Precision::F32 => self.bf16 = None,
+            Precision::Bf16 => {
+                let kernel = Bf16Kernel::choose()?;
+                self.bf16 = Some(Arc::new(Bf16Packed::build(
+                    &self.config,
+                    &self.weights,
+                    kernel,
+                )?));
+            }
+            Precision::Int8 => {
+                return Err(Error::Unsupported(
+                    "precision int8 is not implemented yet".into(),
+                ));
+            }
+        }
+        self.precision = precision;
+        Ok(self)
+    }
+
+    /// Runs the model in bf16 on the kernel named `kernel` (`amx`,
+    /// `avx512bf16`, `portable`, or a full name as [`Lstm::kernel_name`]
+    /// gives it); an error if this CPU cannot run it. For tests and
+    /// benchmarks that compare the kernels.
+    pub fn with_bf16_kernel(mut self, kernel: &str) -> Result<Self> {
+        let kernel = Bf16Kernel::from_name(kernel)?;
+        self.bf16 = Some(Arc::new(Bf16Packed::build(
+            &self.config,
+            &self.weights,
+            kernel,
+        )?));
+        self.precision = Precision::Bf16;
+        Ok(self)
+    }
+
+    /// The bf16 kernels this CPU can run, fastest first.
+    pub fn bf16_kernels() -> Vec<&'static str> {
+        Bf16Kernel::ALL
+            .into_iter()
+            .filter(|k| k.available())
+            .map(Bf16Kernel::name)
+            .collect()
+    }
+
+    /// The precision the model runs in.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Sets the work per step (gate FLOPs for the whole batch) below which a
@@ -156,7 +268,10 @@ impl Lstm {
 
     /// Bytes of packed weights.
     pub fn packed_bytes(&self) -> usize {
-        self.packed.bytes()
+        match &self.bf16 {
+            Some(b) => b.bytes(),
+            None => self.packed.bytes(),
+        }
     }
 
     /// Spreads the batch over `threads` threads (its own pool); `0` means one
@@ -208,13 +323,19 @@ impl Lstm {
     /// batch-in-lanes variant for chunks of 5 or more rows
     /// ([`Lstm::kernels_for_batch`] says which runs).
     pub fn kernel_name(&self) -> &'static str {
-        self.packed.kernel.name
+        match &self.bf16 {
+            Some(b) => b.kernel.name(),
+            None => self.packed.kernel.name,
+        }
     }
 
     /// The kernels a call with `batch` rows runs (one name per distinct
     /// kernel, in chunk order): [`Lstm::kernel_name`], or its
     /// batch-in-lanes variant for the chunks large enough for it.
     pub fn kernels_for_batch(&self, batch: usize) -> Vec<&'static str> {
+        if let Some(b) = &self.bf16 {
+            return vec![b.kernel.name()];
+        }
         let par = self.parallel();
         engine::kernels_for_batch(&self.packed, par, batch)
     }
@@ -326,6 +447,18 @@ impl Lstm {
         out: &mut [f32],
         steps: usize,
     ) -> Result<()> {
+        if let Some(b) = &self.bf16 {
+            return engine::bf16::forward(
+                b,
+                self.parallel(),
+                &mut state.c[..rows * h],
+                &mut state.m[..rows * r],
+                xs,
+                out,
+                rows,
+                steps,
+            );
+        }
         let bufs = StateBufs {
             c: &mut state.c[..rows * h],
             m: &mut state.m[..rows * r],

@@ -6,4 +6,4 @@ pub mod config;
 mod lstm;
 pub mod weights;
 
-pub use lstm::{Lstm, LstmState, max_threads};
+pub use lstm::{Lstm, LstmState, Precision, max_threads};

@@ -28,7 +28,7 @@ pub mod golden;
 
 use lstm_kernels::reference::{self, Bounded, ErrorModel, RefState};
 use lstm_kernels::rng::SplitMix64;
-use lstm_kernels::{Isa, KernelChoice, Lstm, LstmConfig, LstmWeights, Peephole};
+use lstm_kernels::{Isa, KernelChoice, Lstm, LstmConfig, LstmWeights, Peephole, Precision};
 
 /// One random test case: config, weights, inputs and a starting state.
 #[derive(Clone, Debug)]
@@ -73,6 +73,11 @@ impl Case {
 
     /// The reference outputs and bounds for this case.
     pub fn reference(&self) -> (Bounded, RefState) {
+        self.reference_in(Precision::F32)
+    }
+
+    /// The reference outputs and the bounds of a model in `precision`.
+    pub fn reference_in(&self, precision: Precision) -> (Bounded, RefState) {
         let seed = self.weights.to_seed(&self.cfg).expect("valid case");
         let mut st = RefState::from_f32(self.batch, &self.c0, &self.m0);
         let b = reference::forward_with_bound(
@@ -80,7 +85,7 @@ impl Case {
             &seed,
             &self.xs,
             &mut st,
-            ErrorModel::default(),
+            ErrorModel::for_precision(precision),
         );
         (b, st)
     }
@@ -133,7 +138,16 @@ pub fn within(what: &str, got: &[f32], want: &[f64], bound: &[f64]) -> Result<()
 
 /// Checks a full run (outputs and final state) against the reference.
 pub fn check_run(case: &Case, run: &(Vec<f32>, Vec<f32>, Vec<f32>)) -> Result<(), String> {
-    let (b, st) = case.reference();
+    check_run_in(case, run, Precision::F32)
+}
+
+/// [`check_run`] within the bound of a model in `precision`.
+pub fn check_run_in(
+    case: &Case,
+    run: &(Vec<f32>, Vec<f32>, Vec<f32>),
+    precision: Precision,
+) -> Result<(), String> {
+    let (b, st) = case.reference_in(precision);
     within("y", &run.0, &b.y, &b.y_err)?;
     within("c", &run.1, &st.c, &b.c_err)?;
     within("m", &run.2, &st.m, &b.m_err)

@@ -6,8 +6,8 @@ use clap::Args;
 use lstm_kernels::error::{Error, Result};
 use lstm_kernels::rng::SplitMix64;
 use lstm_kernels::{
-    Isa, KernelChoice, Lstm, LstmConfig, LstmWeights, MAX_TENSOR_ELEMENTS, Peephole, diagnostics,
-    fma_peak_gflops,
+    Isa, KernelChoice, Lstm, LstmConfig, LstmWeights, MAX_TENSOR_ELEMENTS, Peephole, Precision,
+    diagnostics, fma_peak_gflops,
 };
 
 #[derive(Args, Debug)]
@@ -47,6 +47,10 @@ pub struct BenchArgs {
     /// generic), generic, or specialized (an error if none exists).
     #[arg(long, default_value = "auto")]
     kernel: KernelChoice,
+    /// Arithmetic of the gate GEMM: f32, bf16 (AMX, AVX512-BF16 or portable;
+    /// LSTM_KERNELS_BF16 forces one) or int8.
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
     /// Fill inputs and state with subnormal numbers (denormal slow-path check).
     #[arg(long)]
     subnormal: bool,
@@ -150,7 +154,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         let isa: Isa = a.isa.parse().map_err(Error::Unsupported)?;
         model = model.with_isa(isa)?;
     }
-    model = model.with_kernel(a.kernel)?;
+    model = model.with_kernel(a.kernel)?.with_precision(a.precision)?;
     let (model, mut xs) = setup_inputs(model, a.batch, a.steps)?;
     let mut state = model.new_state(a.batch)?;
     if a.subnormal {
@@ -197,6 +201,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         let v = serde_json::json!({
             "isa": model.isa_name(),
             "kernel": kernel,
+            "precision": model.precision().name(),
             "batch": a.batch,
             "input": a.input,
             "hidden": a.hidden,
@@ -218,9 +223,10 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         outln!("{v}");
     } else {
         outln!(
-            "isa {} kernel {} | B={} n_in={} H={} head={} peephole={} T={} threads={}",
+            "isa {} kernel {} precision {} | B={} n_in={} H={} head={} peephole={} T={} threads={}",
             model.isa_name(),
             kernel,
+            model.precision(),
             a.batch,
             a.input,
             a.hidden,

@@ -1,0 +1,863 @@
+//! Reduced precision, bf16 (issue 14, first part): weights rounded to
+//! bf16 once (round to nearest even), the GEMM operands `x` and `m` rounded
+//! to bf16 as they enter it, products accumulated in f32; the cell state
+//! `c`, the bias, the peepholes and the whole epilogue stay f32.
+//!
+//! One concatenated GEMM per step, `[x_t | m] · [W_x ; W_h]` with
+//! K = n_in + H padded to a multiple of 32. The weights are packed into
+//! 1 KiB blocks of 16 k-pairs × 16 hidden units — each `u32` holds the bf16
+//! weights of `k = 2p` (low half) and `2p + 1` (high half) of one unit,
+//! which is both the AMX B-tile layout and `vdpbf16ps`'s operand layout —
+//! ordered `[unit block][k chunk of 32][gate i, f, c̃, o]`, so one unit
+//! block's four gates come out of one pass and the epilogue updates the
+//! cell of those 16 units at once.
+//!
+//! Kernels ([`Bf16Kernel`]): AMX-BF16 tiles (16 rows × 16 units per
+//! gate, four accumulator tiles), AVX512-BF16 `vdpbf16ps` (4 rows × 4 gate
+//! vectors in registers), and a portable scalar path (correct everywhere,
+//! not fast). Rows are independent in all three, so results do not depend
+//! on how the batch is cut across threads.
+
+use super::activation::{sigmoid, tanh};
+#[cfg(target_arch = "x86_64")]
+use super::simd::Avx512;
+use super::simd::{Portable, Simd};
+use crate::config::{LstmConfig, Peephole};
+use crate::error::{Error, Result};
+use crate::weights::LstmWeights;
+
+/// Hidden units per block (one AVX-512 vector, one AMX tile's columns).
+const UNITS: usize = 16;
+/// K per chunk: 16 pairs, one AMX A-tile row of 64 bytes.
+const KCHUNK: usize = 32;
+/// `u32`s per packed block: 16 pairs × 16 units.
+const BLOCK: usize = 256;
+/// Rows per AMX tile (and per row block of every kernel).
+const ROWS: usize = 16;
+
+/// The environment variable that forces a bf16 kernel (`amx`,
+/// `avx512bf16`, `portable`), for tests and benches.
+pub const BF16_KERNEL_ENV: &str = "LSTM_KERNELS_BF16";
+
+/// Which bf16 GEMM runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Bf16Kernel {
+    /// AMX-BF16 tiles (`tdpbf16ps`).
+    Amx,
+    /// AVX512-BF16 `vdpbf16ps`.
+    Avx512Bf16,
+    /// Scalar, for CPUs without either.
+    Portable,
+}
+
+impl Bf16Kernel {
+    pub(crate) const ALL: [Bf16Kernel; 3] = [
+        Bf16Kernel::Amx,
+        Bf16Kernel::Avx512Bf16,
+        Bf16Kernel::Portable,
+    ];
+
+    /// The kernel's name (what `Lstm::kernel_name` reports).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Bf16Kernel::Amx => "bf16_amx_16x16",
+            Bf16Kernel::Avx512Bf16 => "bf16_avx512bf16_4x64",
+            Bf16Kernel::Portable => "bf16_portable",
+        }
+    }
+
+    fn short(self) -> &'static str {
+        match self {
+            Bf16Kernel::Amx => "amx",
+            Bf16Kernel::Avx512Bf16 => "avx512bf16",
+            Bf16Kernel::Portable => "portable",
+        }
+    }
+
+    /// Whether this CPU (and OS, for AMX) can run it.
+    pub(crate) fn available(self) -> bool {
+        match self {
+            Bf16Kernel::Amx => avx512bf16() && amx_ready(),
+            Bf16Kernel::Avx512Bf16 => avx512bf16(),
+            Bf16Kernel::Portable => true,
+        }
+    }
+
+    /// The fastest available, or the one [`BF16_KERNEL_ENV`] forces (an
+    /// error if it is unknown or unavailable).
+    pub(crate) fn choose() -> Result<Bf16Kernel> {
+        match std::env::var(BF16_KERNEL_ENV) {
+            Ok(v) if !v.is_empty() => Bf16Kernel::from_name(&v),
+            _ => Ok(Bf16Kernel::ALL
+                .into_iter()
+                .find(|k| k.available())
+                .unwrap_or(Bf16Kernel::Portable)),
+        }
+    }
+
+    /// The kernel `amx`, `avx512bf16` or `portable` (or its full name),
+    /// if this CPU can run it.
+    pub(crate) fn from_name(name: &str) -> Result<Bf16Kernel> {
+        let k = Bf16Kernel::ALL
+            .into_iter()
+            .find(|k| k.short() == name || k.name() == name)
+            .ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "unknown bf16 kernel `{name}` (expected amx, avx512bf16 or portable)"
+                ))
+            })?;
+        if !k.available() {
+            return Err(Error::Unsupported(format!(
+                "bf16 kernel `{name}` needs {} , which this CPU or OS does not give",
+                match k {
+                    Bf16Kernel::Amx => "AMX-BF16 (and the kernel's permission for tile data)",
+                    _ => "AVX512-BF16",
+                }
+            )));
+        }
+        Ok(k)
+    }
+}
+
+fn avx512bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Whether the CPU has AMX-TILE and AMX-BF16 and Linux granted this process
+/// the tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM,
+/// XFEATURE_XTILEDATA)`, asked once). A refusal means no AMX, not an
+/// error: the AVX512-BF16 kernel runs instead.
+fn amx_ready() -> bool {
+    static READY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *READY.get_or_init(|| {
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        {
+            // CPUID.(EAX=7, ECX=0):EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
+            let leaf = std::arch::x86_64::__cpuid_count(7, 0);
+            if leaf.edx & (1 << 22) == 0 || leaf.edx & (1 << 24) == 0 {
+                return false;
+            }
+            const SYS_ARCH_PRCTL: i64 = 158;
+            const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+            const XFEATURE_XTILEDATA: i64 = 18;
+            let ret: i64;
+            // SAFETY: the arch_prctl system call with these arguments only
+            // changes which extended states the kernel lets this process
+            // use; it touches no memory of ours. `syscall` clobbers rcx
+            // and r11.
+            unsafe {
+                std::arch::asm!(
+                    "syscall",
+                    inlateout("rax") SYS_ARCH_PRCTL => ret,
+                    in("rdi") ARCH_REQ_XCOMP_PERM,
+                    in("rsi") XFEATURE_XTILEDATA,
+                    lateout("rcx") _,
+                    lateout("r11") _,
+                    options(nostack),
+                );
+            }
+            ret == 0
+        }
+        #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+        false
+    })
+}
+
+/// `x` rounded to bf16, to nearest even (NaN stays NaN).
+pub(crate) fn to_bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        ((b >> 16) | 0x40) as u16
+    } else {
+        ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+    }
+}
+
+/// The f32 value of a bf16.
+pub(crate) fn from_bf16(v: u16) -> f32 {
+    f32::from_bits((v as u32) << 16)
+}
+
+/// A model's weights packed for the bf16 kernels (see the module docs).
+#[derive(Clone, Debug)]
+pub(crate) struct Bf16Packed {
+    pub(crate) kernel: Bf16Kernel,
+    n_in: usize,
+    h: usize,
+    /// K padded to a multiple of [`KCHUNK`].
+    kp: usize,
+    /// Unit blocks.
+    ub: usize,
+    /// `[ub][kp / 32][4][16 pairs][16 units]`.
+    tiles: Vec<u32>,
+    /// `[ub][4][16]`, the forget bias folded in.
+    bias: Vec<f32>,
+    /// `[ub][3][16]` diagonal peepholes.
+    diag: Option<Vec<f32>>,
+    clip: Option<f32>,
+    cell_clip: Option<f32>,
+    input_forget: bool,
+}
+
+/// Zero-filled `len` values of `T`, or [`Error::Alloc`].
+fn try_vec<T: Copy + Default>(len: usize, what: &str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| Error::Alloc {
+        what: what.to_string(),
+        bytes: len.saturating_mul(std::mem::size_of::<T>()),
+    })?;
+    v.resize(len, T::default());
+    Ok(v)
+}
+
+impl Bf16Packed {
+    /// Checks that `cfg` has only what the bf16 path computes, and packs.
+    pub(crate) fn build(cfg: &LstmConfig, w: &LstmWeights, kernel: Bf16Kernel) -> Result<Self> {
+        let unsupported = |what: &str| {
+            Err(Error::Config(format!(
+                "precision bf16 does not support {what} yet (it runs in f32)"
+            )))
+        };
+        if cfg.peephole == Peephole::Matrix {
+            return unsupported("the matrix peephole v_o");
+        }
+        if cfg.projection.is_some() {
+            return unsupported("a projection");
+        }
+        if cfg.head.is_some() {
+            return unsupported("an output head");
+        }
+        let (n, h) = (cfg.n_input, cfg.n_hidden);
+        let k = n + h;
+        let kp = k.div_ceil(KCHUNK) * KCHUNK;
+        let kc = kp / KCHUNK;
+        let ub = h.div_ceil(UNITS);
+        let cols = 4 * h;
+        let mut tiles = try_vec::<u32>(ub * kc * 4 * BLOCK, "bf16 packed weights")?;
+        let weight = |kk: usize, col: usize| -> f32 {
+            if kk < k {
+                w.gates[kk * cols + col]
+            } else {
+                0.0
+            }
+        };
+        for u in 0..ub {
+            for c in 0..kc {
+                for g in 0..4 {
+                    let block = &mut tiles[((u * kc + c) * 4 + g) * BLOCK..][..BLOCK];
+                    for p in 0..16 {
+                        for j in 0..UNITS {
+                            let unit = u * UNITS + j;
+                            if unit >= h {
+                                continue;
+                            }
+                            let kk = c * KCHUNK + 2 * p;
+                            let lo = to_bf16(weight(kk, g * h + unit)) as u32;
+                            let hi = to_bf16(weight(kk + 1, g * h + unit)) as u32;
+                            block[p * UNITS + j] = (hi << 16) | lo;
+                        }
+                    }
+                }
+            }
+        }
+        let mut bias = try_vec::<f32>(ub * 4 * UNITS, "bf16 bias")?;
+        for u in 0..ub {
+            for g in 0..4 {
+                for j in 0..UNITS.min(h - u * UNITS) {
+                    let fb = if g == 1 { cfg.forget_bias } else { 0.0 };
+                    bias[(u * 4 + g) * UNITS + j] = w.bias[g * h + u * UNITS + j] + fb;
+                }
+            }
+        }
+        let diag = match &w.peep_diag {
+            Some(d) => {
+                let mut v = try_vec::<f32>(ub * 3 * UNITS, "bf16 peepholes")?;
+                for u in 0..ub {
+                    for g in 0..3 {
+                        for j in 0..UNITS.min(h - u * UNITS) {
+                            v[(u * 3 + g) * UNITS + j] = d[g * h + u * UNITS + j];
+                        }
+                    }
+                }
+                Some(v)
+            }
+            None => None,
+        };
+        Ok(Bf16Packed {
+            kernel,
+            n_in: n,
+            h,
+            kp,
+            ub,
+            tiles,
+            bias,
+            diag,
+            clip: cfg.clip,
+            cell_clip: cfg.cell_clip,
+            input_forget: cfg.input_forget,
+        })
+    }
+
+    /// Bytes of packed weights.
+    pub(crate) fn bytes(&self) -> usize {
+        self.tiles.len() * 4
+    }
+}
+
+/// One chunk of rows through every step: its slices of the state, and raw
+/// pointers into the inputs and outputs (rows of other chunks interleave
+/// with its rows there).
+pub(crate) struct Chunk<'a> {
+    pub(crate) c: &'a mut [f32],
+    pub(crate) m: &'a mut [f32],
+    /// `xs` (`[steps, batch, n_in]`) at this chunk's first row of step 0.
+    pub(crate) xs: *const f32,
+    /// `out` (`[steps, batch, H]`) at this chunk's first row of step 0.
+    pub(crate) out: *mut f32,
+    /// Rows in the chunk.
+    pub(crate) rows: usize,
+    /// Rows per step in `xs` and `out` (the whole batch).
+    pub(crate) batch: usize,
+    pub(crate) steps: usize,
+}
+
+// SAFETY: a chunk's raw pointers address only its own rows of the caller's
+// `xs` (read) and `out` (written); chunks of one call are disjoint, and the
+// call outlives every chunk (they run inside it).
+unsafe impl Send for Chunk<'_> {}
+
+/// Runs one chunk on `pk.kernel`.
+///
+/// # Safety
+/// `pk.kernel` is available on this CPU (checked when the model was
+/// built); `ch.c` and `ch.m` hold `rows × H`; `ch.xs` is valid for reads of
+/// `n_in` floats at row `(t·batch + r)`, and `ch.out` for writes of `H` floats
+/// there, for every step `t < steps` and row `r < rows`.
+pub(crate) unsafe fn run_chunk(pk: &Bf16Packed, ch: Chunk) -> Result<()> {
+    let rows_pad = ch.rows.div_ceil(ROWS) * ROWS;
+    let mut a = try_vec::<u16>(rows_pad * pk.kp, "bf16 operands")?;
+    let mut stage = try_vec::<f32>(pk.kp, "bf16 staging row")?;
+    let mut g = try_vec::<f32>(ROWS * 4 * UNITS, "bf16 gate block")?;
+    let bufs = Bufs {
+        a: &mut a,
+        stage: &mut stage,
+        g: &mut g,
+    };
+    // SAFETY: the kernel is available (the caller's contract); the rest is
+    // forwarded.
+    unsafe {
+        match pk.kernel {
+            #[cfg(target_arch = "x86_64")]
+            Bf16Kernel::Amx | Bf16Kernel::Avx512Bf16 => run_avx512(pk, ch, bufs),
+            _ => body::<Portable>(pk, ch, bufs),
+        }
+    }
+    super::diagnostics::record_bf16(pk.kernel as usize);
+    Ok(())
+}
+
+/// The chunk's `c` and `m` (`rows × H` each), as pointers.
+#[derive(Clone, Copy)]
+struct State {
+    c: *mut f32,
+    m: *mut f32,
+}
+
+struct Bufs<'a> {
+    /// `[rows_pad][kp]` bf16 operands of one step.
+    a: &'a mut [u16],
+    /// One row of f32 operands before rounding.
+    stage: &'a mut [f32],
+    /// `[16 rows][4 gates][16 units]` f32 gate pre-activations.
+    g: &'a mut [f32],
+}
+
+/// [`body`] under AVX-512F + AVX512-BF16 (the AMX kernel's epilogue and
+/// conversions are AVX-512 too).
+///
+/// # Safety
+/// As [`run_chunk`]; the CPU has these features.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
+unsafe fn run_avx512(pk: &Bf16Packed, ch: Chunk, bufs: Bufs) {
+    // SAFETY: forwarded.
+    unsafe { body::<Avx512>(pk, ch, bufs) }
+}
+
+/// The chunk's steps: operands rounded into `a`, then per row block of 16
+/// and unit block of 16 the GEMM into `g` and the epilogue.
+///
+/// # Safety
+/// As [`run_chunk`]; runs inside an entry with `S`'s features (and
+/// AVX512-BF16 when `pk.kernel` is not portable).
+#[inline(always)]
+unsafe fn body<S: Simd>(pk: &Bf16Packed, ch: Chunk, bufs: Bufs) {
+    let (n, h, kp) = (pk.n_in, pk.h, pk.kp);
+    let rows = ch.rows;
+    assert!(
+        ch.c.len() >= rows * h && ch.m.len() >= rows * h,
+        "bf16 chunk state"
+    );
+    // Every access to the state below goes through these two pointers.
+    let (c_ptr, m_ptr) = (ch.c.as_mut_ptr(), ch.m.as_mut_ptr());
+    let st = State { c: c_ptr, m: m_ptr };
+    #[cfg(target_arch = "x86_64")]
+    let amx = pk.kernel == Bf16Kernel::Amx;
+    #[cfg(target_arch = "x86_64")]
+    if amx {
+        // SAFETY: AMX is available (the caller's contract); the config is
+        // 64 bytes, read by `ldtilecfg`.
+        unsafe { amx::configure() };
+    }
+    for t in 0..ch.steps {
+        // Operands: [x_t | m], rounded to bf16, zero-padded to kp.
+        for r in 0..rows {
+            // SAFETY: row r of step t is within xs (the caller's contract).
+            let x = unsafe { std::slice::from_raw_parts(ch.xs.add((t * ch.batch + r) * n), n) };
+            bufs.stage[..n].copy_from_slice(x);
+            // SAFETY: row r of m is within the chunk's rows × H.
+            let m = unsafe { std::slice::from_raw_parts(st.m.add(r * h), h) };
+            bufs.stage[n..n + h].copy_from_slice(m);
+            round_row(pk.kernel, bufs.stage, &mut bufs.a[r * kp..(r + 1) * kp]);
+        }
+        for rb in 0..rows.div_ceil(ROWS) {
+            let nr = ROWS.min(rows - rb * ROWS);
+            let a_block = &bufs.a[rb * ROWS * kp..(rb + 1) * ROWS * kp];
+            for u in 0..pk.ub {
+                let tiles = &pk.tiles[u * (kp / KCHUNK) * 4 * BLOCK..][..(kp / KCHUNK) * 4 * BLOCK];
+                match pk.kernel {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: AMX configured above; a_block is 16 rows of
+                    // kp bf16, tiles kp/32 × 4 blocks, g 16 × 64 f32.
+                    Bf16Kernel::Amx => unsafe { amx::gemm(a_block, tiles, kp, bufs.g) },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: inside the AVX512-BF16 entry.
+                    Bf16Kernel::Avx512Bf16 => unsafe { dp::gemm(a_block, tiles, kp, nr, bufs.g) },
+                    _ => scalar_gemm(a_block, tiles, kp, nr, bufs.g),
+                }
+                // SAFETY: rows rb·16 .. rb·16 + nr of the chunk; the output
+                // row of step t is within out (the caller's contract).
+                unsafe { epilogue::<S>(pk, &ch, st, bufs.g, t, rb * ROWS, nr, u) };
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if amx {
+        // SAFETY: releases the tile state configured above.
+        unsafe { amx::release() };
+    }
+}
+
+/// Rounds one staged row to bf16 (the pad beyond n_in + H stays zero).
+#[inline(always)]
+fn round_row(kernel: Bf16Kernel, stage: &[f32], out: &mut [u16]) {
+    #[cfg(target_arch = "x86_64")]
+    if kernel != Bf16Kernel::Portable {
+        // SAFETY: only reached inside the AVX512-BF16 entry (non-portable
+        // kernels run in `run_avx512`); 32 floats in, 32 bf16 out per
+        // chunk, both slices kp long.
+        unsafe {
+            use std::arch::x86_64::*;
+            for (s, o) in stage.chunks_exact(32).zip(out.chunks_exact_mut(32)) {
+                let lo = _mm512_loadu_ps(s.as_ptr());
+                let hi = _mm512_loadu_ps(s.as_ptr().add(16));
+                let v = _mm512_cvtne2ps_pbh(hi, lo);
+                _mm512_storeu_si512(
+                    o.as_mut_ptr().cast(),
+                    std::mem::transmute::<__m512bh, __m512i>(v),
+                );
+            }
+        }
+        return;
+    }
+    let _ = kernel;
+    for (o, &s) in out.iter_mut().zip(stage) {
+        *o = to_bf16(s);
+    }
+}
+
+/// The pair `p` of k-chunk `c` of a bf16 row, as the `u32` the kernels
+/// broadcast.
+#[inline(always)]
+fn pair(row: &[u16], c: usize, p: usize) -> (f32, f32) {
+    let k = c * KCHUNK + 2 * p;
+    (from_bf16(row[k]), from_bf16(row[k + 1]))
+}
+
+/// The scalar GEMM: `g[r][gate][j] = Σ_k a[r][k] · W[k][gate, unit]`, with
+/// bf16 products (exact in f32) summed pair by pair in f32.
+fn scalar_gemm(a: &[u16], tiles: &[u32], kp: usize, nr: usize, g: &mut [f32]) {
+    let kc = kp / KCHUNK;
+    for r in 0..nr {
+        let row = &a[r * kp..(r + 1) * kp];
+        for gate in 0..4 {
+            for j in 0..UNITS {
+                let mut acc = 0.0f32;
+                for c in 0..kc {
+                    let block = &tiles[(c * 4 + gate) * BLOCK..][..BLOCK];
+                    for p in 0..16 {
+                        let (a0, a1) = pair(row, c, p);
+                        let wv = block[p * UNITS + j];
+                        acc += a0 * from_bf16(wv as u16);
+                        acc += a1 * from_bf16((wv >> 16) as u16);
+                    }
+                }
+                g[(r * 4 + gate) * UNITS + j] = acc;
+            }
+        }
+    }
+}
+
+/// The fused epilogue for rows `r0..r0+nr` of the chunk and unit block
+/// `u`: bias, peepholes, activations, the cell update, `m` and the output.
+///
+/// # Safety
+/// Inside an entry with `S`'s features; rows and step within the chunk.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn epilogue<S: Simd>(
+    pk: &Bf16Packed,
+    ch: &Chunk,
+    st: State,
+    g: &[f32],
+    t: usize,
+    r0: usize,
+    nr: usize,
+    u: usize,
+) {
+    let h = pk.h;
+    let l = S::LANES;
+    let act_in = |z: S::V| match pk.clip {
+        // SAFETY: inside S's entry.
+        Some(t) => unsafe { S::clamp(z, -t, t) },
+        None => z,
+    };
+    // SAFETY: every pointer below stays within the chunk's rows of c, m
+    // and out, within the packed bias/peepholes, and within g; partial
+    // loads and stores cover only the n valid units.
+    unsafe {
+        for v0 in (0..UNITS).step_by(l) {
+            let j0 = u * UNITS + v0;
+            if j0 >= h {
+                break;
+            }
+            let n = l.min(h - j0);
+            let bias = pk.bias.as_ptr().add(u * 4 * UNITS + v0);
+            let b = [
+                S::load(bias),
+                S::load(bias.add(UNITS)),
+                S::load(bias.add(2 * UNITS)),
+                S::load(bias.add(3 * UNITS)),
+            ];
+            let diag = pk.diag.as_ref().map(|d| {
+                let p = d.as_ptr().add(u * 3 * UNITS + v0);
+                [S::load(p), S::load(p.add(UNITS)), S::load(p.add(2 * UNITS))]
+            });
+            for r in 0..nr {
+                let row = r0 + r;
+                let gp = g.as_ptr().add(r * 4 * UNITS + v0);
+                let z = |k: usize| S::add(S::load(gp.add(k * UNITS)), b[k]);
+                let cp = st.c.add(row * h + j0);
+                let c_old = if n == l {
+                    S::load(cp)
+                } else {
+                    S::load_partial(cp, n)
+                };
+                let (mut zi, mut zf) = (z(0), z(1));
+                if let Some(dg) = diag {
+                    zi = S::fmadd(dg[0], c_old, zi);
+                    zf = S::fmadd(dg[1], c_old, zf);
+                }
+                let i = sigmoid::<S>(act_in(zi));
+                let f = if pk.input_forget {
+                    S::sub(S::splat(1.0), i)
+                } else {
+                    sigmoid::<S>(act_in(zf))
+                };
+                let mut c_new = S::fmadd(f, c_old, S::mul(i, tanh::<S>(act_in(z(2)))));
+                if let Some(t) = pk.cell_clip {
+                    c_new = S::clamp(c_new, -t, t);
+                }
+                let zo = match diag {
+                    Some(dg) => S::fmadd(dg[2], c_new, z(3)),
+                    None => z(3),
+                };
+                let m = S::mul(sigmoid::<S>(act_in(zo)), tanh::<S>(act_in(c_new)));
+                let mp = st.m.add(row * h + j0);
+                let op = ch.out.add((t * ch.batch + row) * h + j0);
+                if n == l {
+                    S::store(cp, c_new);
+                    S::store(mp, m);
+                    S::store(op, m);
+                } else {
+                    S::store_partial(cp, c_new, n);
+                    S::store_partial(mp, m, n);
+                    S::store_partial(op, m, n);
+                }
+            }
+        }
+    }
+}
+
+/// The AVX512-BF16 GEMM: 4 rows × the four gates of 16 units in 16
+/// registers, one `vdpbf16ps` per (row, gate, k-pair).
+#[cfg(target_arch = "x86_64")]
+mod dp {
+    use std::arch::x86_64::*;
+
+    use super::{BLOCK, KCHUNK, UNITS};
+
+    /// `g[r][gate][j]` for the `nr ≤ 16` rows of `a` (16 rows of `kp`
+    /// bf16) against one unit block's `tiles`.
+    ///
+    /// # Safety
+    /// Inside an AVX-512F + AVX512-BF16 entry; `a` holds 16 × kp values,
+    /// `tiles` kp/32 × 4 blocks, `g` 16 × 64.
+    #[inline(always)]
+    pub(super) unsafe fn gemm(a: &[u16], tiles: &[u32], kp: usize, nr: usize, g: &mut [f32]) {
+        assert!(a.len() >= 16 * kp && tiles.len() >= kp / KCHUNK * 4 * BLOCK && g.len() >= 16 * 64);
+        let mut r0 = 0;
+        while r0 < nr {
+            // SAFETY: rows r0..r0+4 ≤ 16 (a is 16 rows, padded), the
+            // function's contract for the rest.
+            unsafe {
+                rows4(
+                    a.as_ptr().add(r0 * kp),
+                    tiles.as_ptr(),
+                    kp,
+                    g.as_mut_ptr().add(r0 * 64),
+                )
+            };
+            r0 += 4;
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn rows4(a: *const u16, tiles: *const u32, kp: usize, g: *mut f32) {
+        // SAFETY: the caller's bounds (4 rows of kp bf16, kp/32 × 4 blocks,
+        // 4 × 64 floats of g).
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+            let pairs = a.cast::<u32>();
+            for c in 0..kp / KCHUNK {
+                for p in 0..16 {
+                    let bp = tiles.add(c * 4 * BLOCK + p * UNITS);
+                    let b: [__m512bh; 4] = std::array::from_fn(|gate| {
+                        std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                            bp.add(gate * BLOCK).cast(),
+                        ))
+                    });
+                    for (r, acc_r) in acc.iter_mut().enumerate() {
+                        let av = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(
+                            *pairs.add(r * kp / 2 + c * 16 + p) as i32,
+                        ));
+                        for gate in 0..4 {
+                            acc_r[gate] = _mm512_dpbf16_ps(acc_r[gate], av, b[gate]);
+                        }
+                    }
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate() {
+                for (gate, &v) in acc_r.iter().enumerate() {
+                    _mm512_storeu_ps(g.add(r * 64 + gate * UNITS), v);
+                }
+            }
+        }
+    }
+}
+
+/// The AMX-BF16 GEMM: tiles 0–3 accumulate the four gates (16 rows × 16
+/// units), tile 4 holds 16 rows × 32 k of the operands, tiles 5–7 the
+/// weight blocks.
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    use std::arch::asm;
+
+    use super::{BLOCK, KCHUNK};
+
+    /// Palette 1, eight tiles of 16 rows × 64 bytes.
+    #[repr(C, align(64))]
+    struct TileConfig([u8; 64]);
+
+    const CONFIG: TileConfig = {
+        let mut c = [0u8; 64];
+        c[0] = 1;
+        let mut t = 0;
+        while t < 8 {
+            c[16 + 2 * t] = 64; // colsb, little-endian u16
+            c[48 + t] = 16; // rows
+            t += 1;
+        }
+        TileConfig(c)
+    };
+
+    /// Loads the tile configuration on this thread.
+    ///
+    /// # Safety
+    /// The CPU has AMX-TILE and the process may use tile data.
+    pub(super) unsafe fn configure() {
+        // SAFETY: reads the 64-byte config; the caller's contract.
+        unsafe { asm!("ldtilecfg [{0}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
+    }
+
+    /// Releases the tile state on this thread.
+    ///
+    /// # Safety
+    /// After [`configure`] on this thread.
+    pub(super) unsafe fn release() {
+        // SAFETY: the caller's contract.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+
+    /// `g[r][gate][j]` for the 16 rows of `a` (16 rows of `kp` bf16)
+    /// against one unit block's `tiles`.
+    ///
+    /// # Safety
+    /// Tiles configured by [`configure`] on this thread; `a` holds 16 × kp
+    /// values, `tiles` kp/32 × 4 blocks, `g` 16 × 64 floats.
+    #[inline(always)]
+    pub(super) unsafe fn gemm(a: &[u16], tiles: &[u32], kp: usize, g: &mut [f32]) {
+        assert!(a.len() >= 16 * kp && tiles.len() >= kp / KCHUNK * 4 * BLOCK && g.len() >= 16 * 64);
+        let a_stride = kp * 2;
+        // SAFETY: every tile load reads 16 rows of 64 bytes: from a at
+        // column byte c·64 < kp·2 with stride kp·2 (16 rows exist), from
+        // one 1 KiB block of tiles; the stores write 16 rows of 64 bytes
+        // at stride 256 into g's 16 × 256 bytes.
+        unsafe {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
+            for c in 0..kp / KCHUNK {
+                let ap = a.as_ptr().add(c * KCHUNK);
+                let bp = tiles.as_ptr().add(c * 4 * BLOCK);
+                asm!(
+                    "tileloadd tmm4, [{a} + {sa}*1]",
+                    "tileloadd tmm5, [{b0} + {sb}*1]",
+                    "tileloadd tmm6, [{b1} + {sb}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm5",
+                    "tileloadd tmm7, [{b2} + {sb}*1]",
+                    "tdpbf16ps tmm1, tmm4, tmm6",
+                    "tileloadd tmm5, [{b3} + {sb}*1]",
+                    "tdpbf16ps tmm2, tmm4, tmm7",
+                    "tdpbf16ps tmm3, tmm4, tmm5",
+                    a = in(reg) ap,
+                    sa = in(reg) a_stride,
+                    b0 = in(reg) bp,
+                    b1 = in(reg) bp.add(BLOCK),
+                    b2 = in(reg) bp.add(2 * BLOCK),
+                    b3 = in(reg) bp.add(3 * BLOCK),
+                    sb = in(reg) 64usize,
+                    options(nostack, readonly),
+                );
+            }
+            let gp = g.as_mut_ptr();
+            asm!(
+                "tilestored [{g0} + {s}*1], tmm0",
+                "tilestored [{g1} + {s}*1], tmm1",
+                "tilestored [{g2} + {s}*1], tmm2",
+                "tilestored [{g3} + {s}*1], tmm3",
+                g0 = in(reg) gp,
+                g1 = in(reg) gp.add(16),
+                g2 = in(reg) gp.add(32),
+                g3 = in(reg) gp.add(48),
+                s = in(reg) 256usize,
+                options(nostack),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_rounding_is_to_nearest_even() {
+        assert_eq!(to_bf16(1.0), 0x3f80);
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to even (1).
+        assert_eq!(to_bf16(1.0 + 2f32.powi(-8)), 0x3f80);
+        // 1 + 3·2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: to even.
+        assert_eq!(to_bf16(1.0 + 3.0 * 2f32.powi(-8)), 0x3f82);
+        assert_eq!(to_bf16(1.0 + 2f32.powi(-8) + 2f32.powi(-20)), 0x3f81);
+        assert_eq!(from_bf16(to_bf16(-2.5)), -2.5);
+        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+        assert_eq!(from_bf16(to_bf16(f32::INFINITY)), f32::INFINITY);
+        assert_eq!(from_bf16(to_bf16(f32::MAX)), f32::INFINITY);
+    }
+}
+
+/// Runs `steps` steps of a `batch` in bf16: `xs` is `[steps, batch, n_in]`,
+/// `out` `[steps, batch, H]`; `c` and `m` (`[batch, H]`) are updated. The
+/// batch is cut into chunks of whole 16-row blocks, one per thread; rows
+/// never interact, so the result is the same for every thread count.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward(
+    pk: &Bf16Packed,
+    par: super::Parallel,
+    c: &mut [f32],
+    m: &mut [f32],
+    xs: &[f32],
+    out: &mut [f32],
+    batch: usize,
+    steps: usize,
+) -> Result<()> {
+    let (n, h) = (pk.n_in, pk.h);
+    assert!(
+        c.len() == batch * h
+            && m.len() == batch * h
+            && xs.len() == steps * batch * n
+            && out.len() == steps * batch * h,
+        "bf16 forward: buffer sizes"
+    );
+    if steps == 0 || batch == 0 {
+        return Ok(());
+    }
+    let flops = batch as f64 * 8.0 * (n + h) as f64 * h as f64;
+    let pool = par
+        .pool()
+        .filter(|_| flops >= par.min_flops && par.threads > 1);
+    let threads = pool.map_or(1, |_| par.threads);
+    let per = batch.div_ceil(threads).div_ceil(ROWS) * ROWS;
+    let (xs_ptr, out_ptr) = (xs.as_ptr(), out.as_mut_ptr());
+    let chunks: Vec<Chunk> = c
+        .chunks_mut(per * h)
+        .zip(m.chunks_mut(per * h))
+        .enumerate()
+        .map(|(k, (c, m))| Chunk {
+            rows: c.len() / h,
+            c,
+            m,
+            // Row k·per of step 0; later steps are batch rows further on.
+            xs: xs_ptr.wrapping_add(k * per * n),
+            out: out_ptr.wrapping_add(k * per * h),
+            batch,
+            steps,
+        })
+        .collect();
+    let run = |ch: Chunk| {
+        let _fp = super::fp_env::DenormalGuard::new();
+        // SAFETY: the kernel was checked available when the model was
+        // built; each chunk's state slices are its rows, and its xs/out
+        // pointers address its rows of every step (sizes asserted above).
+        unsafe { run_chunk(pk, ch) }
+    };
+    match pool {
+        Some(pool) if chunks.len() > 1 => pool.install(|| {
+            use rayon::prelude::*;
+            chunks.into_par_iter().try_for_each(run)
+        }),
+        _ => chunks.into_iter().try_for_each(run),
+    }
+}
