@@ -50,7 +50,10 @@ fn arb_case() -> impl Strategy<Value = Case> {
 }
 
 /// Runs `case` on bf16 kernel `k`; checks the bound and that `k` ran.
-fn check_kernel(case: &Case, k: &str) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>), String> {
+/// `(y, c, m)` of a run.
+type Run = (Vec<f32>, Vec<f32>, Vec<f32>);
+
+fn check_kernel(case: &Case, k: &str) -> Result<Run, String> {
     let model = case
         .model()
         .with_bf16_kernel(k)

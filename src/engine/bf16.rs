@@ -779,25 +779,6 @@ mod amx {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bf16_rounding_is_to_nearest_even() {
-        assert_eq!(to_bf16(1.0), 0x3f80);
-        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to even (1).
-        assert_eq!(to_bf16(1.0 + 2f32.powi(-8)), 0x3f80);
-        // 1 + 3·2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: to even.
-        assert_eq!(to_bf16(1.0 + 3.0 * 2f32.powi(-8)), 0x3f82);
-        assert_eq!(to_bf16(1.0 + 2f32.powi(-8) + 2f32.powi(-20)), 0x3f81);
-        assert_eq!(from_bf16(to_bf16(-2.5)), -2.5);
-        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
-        assert_eq!(from_bf16(to_bf16(f32::INFINITY)), f32::INFINITY);
-        assert_eq!(from_bf16(to_bf16(f32::MAX)), f32::INFINITY);
-    }
-}
-
 /// Runs `steps` steps of a `batch` in bf16: `xs` is `[steps, batch, n_in]`,
 /// `out` `[steps, batch, H]`; `c` and `m` (`[batch, H]`) are updated. The
 /// batch is cut into chunks of whole 16-row blocks, one per thread; rows
@@ -859,5 +840,24 @@ pub(crate) fn forward(
             chunks.into_par_iter().try_for_each(run)
         }),
         _ => chunks.into_iter().try_for_each(run),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_rounding_is_to_nearest_even() {
+        assert_eq!(to_bf16(1.0), 0x3f80);
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to even (1).
+        assert_eq!(to_bf16(1.0 + 2f32.powi(-8)), 0x3f80);
+        // 1 + 3·2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: to even.
+        assert_eq!(to_bf16(1.0 + 3.0 * 2f32.powi(-8)), 0x3f82);
+        assert_eq!(to_bf16(1.0 + 2f32.powi(-8) + 2f32.powi(-20)), 0x3f81);
+        assert_eq!(from_bf16(to_bf16(-2.5)), -2.5);
+        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+        assert_eq!(from_bf16(to_bf16(f32::INFINITY)), f32::INFINITY);
+        assert_eq!(from_bf16(to_bf16(f32::MAX)), f32::INFINITY);
     }
 }
