@@ -345,7 +345,7 @@ pub(crate) unsafe fn run_chunk(pk: &Bf16Packed, ch: Chunk) -> Result<()> {
     let rows_pad = ch.rows.div_ceil(ROWS) * ROWS;
     let mut a = try_vec::<u16>(rows_pad * pk.kp, "bf16 operands")?;
     let mut stage = try_vec::<f32>(pk.kp, "bf16 staging row")?;
-    let mut g = try_vec::<f32>(ROWS * 4 * UNITS, "bf16 gate block")?;
+    let mut g = try_vec::<f32>(rows_pad.max(ROWS) * 4 * UNITS, "bf16 gate block")?;
     let bufs = Bufs {
         a: &mut a,
         stage: &mut stage,
@@ -376,7 +376,8 @@ struct Bufs<'a> {
     a: &'a mut [u16],
     /// One row of f32 operands before rounding.
     stage: &'a mut [f32],
-    /// `[16 rows][4 gates][16 units]` f32 gate pre-activations.
+    /// `[rows_pad][4 gates][16 units]` f32 gate pre-activations of one unit
+    /// block (the other kernels use the first 16 rows).
     g: &'a mut [f32],
 }
 
@@ -426,26 +427,63 @@ unsafe fn body<S: Simd>(pk: &Bf16Packed, ch: Chunk, bufs: Bufs) {
             // SAFETY: row r of m is within the chunk's rows × H.
             let m = unsafe { std::slice::from_raw_parts(st.m.add(r * h), h) };
             bufs.stage[n..n + h].copy_from_slice(m);
-            round_row(pk.kernel, bufs.stage, &mut bufs.a[r * kp..(r + 1) * kp]);
+            // AMX reads 16 × 32 operand tiles: contiguous 1 KiB each.
+            #[cfg(target_arch = "x86_64")]
+            if amx {
+                let base = (r / ROWS) * ROWS * kp + (r % ROWS) * KCHUNK;
+                round_row(pk.kernel, bufs.stage, &mut bufs.a[base..], ROWS * KCHUNK);
+                continue;
+            }
+            round_row(pk.kernel, bufs.stage, &mut bufs.a[r * kp..(r + 1) * kp], KCHUNK);
         }
-        for rb in 0..rows.div_ceil(ROWS) {
-            let nr = ROWS.min(rows - rb * ROWS);
-            let a_block = &bufs.a[rb * ROWS * kp..(rb + 1) * ROWS * kp];
+        let nblocks = rows.div_ceil(ROWS);
+        #[cfg(target_arch = "x86_64")]
+        if amx {
+            // Per unit block and gate pair, every pair of row blocks: the
+            // weights of one unit block's gate pair (kp/32 × 2 KiB) are
+            // read from L2 once and stay in L1 for the other row blocks.
+            // 2 × 2 accumulator tiles: each tile load feeds two
+            // tdpbf16ps. Then the epilogue of the unit block, all rows.
+            for u in 0..pk.ub {
+                let tiles = &pk.tiles[u * (kp / KCHUNK) * 4 * BLOCK..][..(kp / KCHUNK) * 4 * BLOCK];
+                for pair in [0usize, 2] {
+                    let mut rb = 0;
+                    while rb < nblocks {
+                        let a_blocks = &bufs.a[rb * ROWS * kp..];
+                        let g = &mut bufs.g[rb * ROWS * 4 * UNITS..];
+                        // SAFETY: AMX configured above; a holds rows_pad
+                        // (a multiple of 16) rows of kp bf16 and g as many
+                        // rows of 64 floats; one block left over runs alone.
+                        unsafe {
+                            if nblocks - rb >= 2 {
+                                amx::gemm2(a_blocks, tiles, kp, g, &[pair]);
+                            } else {
+                                amx::gemm_pair(a_blocks, tiles, kp, g, pair);
+                            }
+                        }
+                        rb += 2;
+                    }
+                }
+                // SAFETY: the chunk's rows; step t within out.
+                unsafe { epilogue::<S>(pk, &ch, st, bufs.g, t, 0, rows, u) };
+            }
+            continue;
+        }
+        for rb in 0..nblocks {
+            let r0 = rb * ROWS;
+            let nr = ROWS.min(rows - r0);
+            let a_block = &bufs.a[r0 * kp..(rb + 1) * ROWS * kp];
             for u in 0..pk.ub {
                 let tiles = &pk.tiles[u * (kp / KCHUNK) * 4 * BLOCK..][..(kp / KCHUNK) * 4 * BLOCK];
                 match pk.kernel {
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: AMX configured above; a_block is 16 rows of
-                    // kp bf16, tiles kp/32 × 4 blocks, g 16 × 64 f32.
-                    Bf16Kernel::Amx => unsafe { amx::gemm(a_block, tiles, kp, bufs.g) },
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: inside the AVX512-BF16 entry.
                     Bf16Kernel::Avx512Bf16 => unsafe { dp::gemm(a_block, tiles, kp, nr, bufs.g) },
                     _ => scalar_gemm(a_block, tiles, kp, nr, bufs.g),
                 }
-                // SAFETY: rows rb·16 .. rb·16 + nr of the chunk; the output
-                // row of step t is within out (the caller's contract).
-                unsafe { epilogue::<S>(pk, &ch, st, bufs.g, t, rb * ROWS, nr, u) };
+                // SAFETY: rows r0 .. r0 + nr of the chunk; the output row of
+                // step t is within out (the caller's contract).
+                unsafe { epilogue::<S>(pk, &ch, st, bufs.g, t, r0, nr, u) };
             }
         }
     }
@@ -458,7 +496,8 @@ unsafe fn body<S: Simd>(pk: &Bf16Packed, ch: Chunk, bufs: Bufs) {
 
 /// Rounds one staged row to bf16 (the pad beyond n_in + H stays zero).
 #[inline(always)]
-fn round_row(kernel: Bf16Kernel, stage: &[f32], out: &mut [u16]) {
+fn round_row(kernel: Bf16Kernel, stage: &[f32], out: &mut [u16], stride: usize) {
+    assert!(out.len() >= (stage.len() / KCHUNK - 1) * stride + KCHUNK);
     #[cfg(target_arch = "x86_64")]
     if kernel != Bf16Kernel::Portable {
         // SAFETY: only reached inside the AVX512-BF16 entry (non-portable
@@ -466,7 +505,8 @@ fn round_row(kernel: Bf16Kernel, stage: &[f32], out: &mut [u16]) {
         // chunk, both slices kp long.
         unsafe {
             use std::arch::x86_64::*;
-            for (s, o) in stage.chunks_exact(32).zip(out.chunks_exact_mut(32)) {
+            for (i, s) in stage.chunks_exact(KCHUNK).enumerate() {
+                let o = &mut out[i * stride..i * stride + KCHUNK];
                 let lo = _mm512_loadu_ps(s.as_ptr());
                 let hi = _mm512_loadu_ps(s.as_ptr().add(16));
                 let v = _mm512_cvtne2ps_pbh(hi, lo);
@@ -479,8 +519,10 @@ fn round_row(kernel: Bf16Kernel, stage: &[f32], out: &mut [u16]) {
         return;
     }
     let _ = kernel;
-    for (o, &s) in out.iter_mut().zip(stage) {
-        *o = to_bf16(s);
+    for (i, s) in stage.chunks_exact(KCHUNK).enumerate() {
+        for (o, &v) in out[i * stride..i * stride + KCHUNK].iter_mut().zip(s) {
+            *o = to_bf16(v);
+        }
     }
 }
 
@@ -717,64 +759,101 @@ mod amx {
         unsafe { asm!("tilerelease", options(nostack, nomem)) };
     }
 
-    /// `g[r][gate][j]` for the 16 rows of `a` (16 rows of `kp` bf16)
-    /// against one unit block's `tiles`.
+    /// One row block (16 rows of `a`), gate pair `pair`: tiles 0–1.
     ///
     /// # Safety
-    /// Tiles configured by [`configure`] on this thread; `a` holds 16 × kp
-    /// values, `tiles` kp/32 × 4 blocks, `g` 16 × 64 floats.
+    /// Tiles configured by [`configure`] on this thread; `a` holds one
+    /// block of 16 rows × kp operands in 1 KiB tiles, `tiles` kp/32 × 4
+    /// blocks, `g` 16 × 64 floats.
     #[inline(always)]
-    pub(super) unsafe fn gemm(a: &[u16], tiles: &[u32], kp: usize, g: &mut [f32]) {
+    pub(super) unsafe fn gemm_pair(a: &[u16], tiles: &[u32], kp: usize, g: &mut [f32], pair: usize) {
         assert!(a.len() >= 16 * kp && tiles.len() >= kp / KCHUNK * 4 * BLOCK && g.len() >= 16 * 64);
-        let a_stride = kp * 2;
-        // SAFETY: every tile load reads 16 rows of 64 bytes: from a at
-        // column byte c·64 < kp·2 with stride kp·2 (16 rows exist), from
-        // one 1 KiB block of tiles; the stores write 16 rows of 64 bytes
-        // at stride 256 into g's 16 × 256 bytes.
+        // SAFETY: every tile load reads one contiguous 1 KiB block of a or
+        // tiles; the stores write 16 rows of 64 bytes at stride 256 in g.
         unsafe {
-            asm!(
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
-                options(nostack, nomem)
-            );
+            asm!("tilezero tmm0", "tilezero tmm1", options(nostack, nomem));
             for c in 0..kp / KCHUNK {
-                let ap = a.as_ptr().add(c * KCHUNK);
-                let bp = tiles.as_ptr().add(c * 4 * BLOCK);
+                let bp = tiles.as_ptr().add((c * 4 + pair) * BLOCK);
                 asm!(
                     "tileloadd tmm4, [{a} + {sa}*1]",
-                    "tileloadd tmm5, [{b0} + {sb}*1]",
-                    "tileloadd tmm6, [{b1} + {sb}*1]",
-                    "tdpbf16ps tmm0, tmm4, tmm5",
-                    "tileloadd tmm7, [{b2} + {sb}*1]",
-                    "tdpbf16ps tmm1, tmm4, tmm6",
-                    "tileloadd tmm5, [{b3} + {sb}*1]",
-                    "tdpbf16ps tmm2, tmm4, tmm7",
-                    "tdpbf16ps tmm3, tmm4, tmm5",
-                    a = in(reg) ap,
-                    sa = in(reg) a_stride,
+                    "tileloadd tmm6, [{b0} + {sb}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tileloadd tmm7, [{b1} + {sb}*1]",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    a = in(reg) a.as_ptr().add(c * 16 * KCHUNK),
+                    sa = in(reg) 64usize,
                     b0 = in(reg) bp,
                     b1 = in(reg) bp.add(BLOCK),
-                    b2 = in(reg) bp.add(2 * BLOCK),
-                    b3 = in(reg) bp.add(3 * BLOCK),
                     sb = in(reg) 64usize,
                     options(nostack, readonly),
                 );
             }
-            let gp = g.as_mut_ptr();
+            let gp = g.as_mut_ptr().add(pair * 16);
             asm!(
                 "tilestored [{g0} + {s}*1], tmm0",
                 "tilestored [{g1} + {s}*1], tmm1",
-                "tilestored [{g2} + {s}*1], tmm2",
-                "tilestored [{g3} + {s}*1], tmm3",
                 g0 = in(reg) gp,
                 g1 = in(reg) gp.add(16),
-                g2 = in(reg) gp.add(32),
-                g3 = in(reg) gp.add(48),
                 s = in(reg) 256usize,
                 options(nostack),
             );
+        }
+    }
+
+    /// [`gemm_pair`] for two row blocks (`a` holds 32 rows) and the gate pairs
+    /// `pairs` (0 = i, f; 2 = c̃, o): per gate pair,
+    /// accumulators (rows 0–15, gate 0), (0–15, gate 1), (16–31, gate 0),
+    /// (16–31, gate 1) in tiles 0–3, operands in 4–5, weights in 6–7, so
+    /// every tile load feeds two `tdpbf16ps`. `g` receives 32 rows.
+    ///
+    /// # Safety
+    /// As [`gemm_pair`], with `a` holding two blocks and `g` 32 × 64.
+    #[inline(always)]
+    pub(super) unsafe fn gemm2(a: &[u16], tiles: &[u32], kp: usize, g: &mut [f32], pairs: &[usize]) {
+        assert!(a.len() >= 32 * kp && tiles.len() >= kp / KCHUNK * 4 * BLOCK && g.len() >= 32 * 64);
+        // Operand tiles are contiguous 1 KiB blocks (see `body`).
+        let a_stride = 64usize;
+        // SAFETY: tile loads read contiguous 1 KiB blocks within a (two
+        // 16-row blocks) and tiles; stores write 16
+        // rows of 64 bytes at stride 256 within g's 32 × 256 bytes.
+        unsafe {
+            for &pair in pairs {
+                asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+                for c in 0..kp / KCHUNK {
+                    let a0 = a.as_ptr().add(c * 16 * KCHUNK);
+                    let bp = tiles.as_ptr().add((c * 4 + pair) * BLOCK);
+                    asm!(
+                        "tileloadd tmm4, [{a0} + {sa}*1]",
+                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tileloadd tmm5, [{a1} + {sa}*1]",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tileloadd tmm7, [{b1} + {sb}*1]",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        a0 = in(reg) a0,
+                        a1 = in(reg) a0.add(16 * kp),
+                        sa = in(reg) a_stride,
+                        b0 = in(reg) bp,
+                        b1 = in(reg) bp.add(BLOCK),
+                        sb = in(reg) 64usize,
+                        options(nostack, readonly),
+                    );
+                }
+                let gp = g.as_mut_ptr().add(pair * 16);
+                asm!(
+                    "tilestored [{g0} + {s}*1], tmm0",
+                    "tilestored [{g1} + {s}*1], tmm1",
+                    "tilestored [{g2} + {s}*1], tmm2",
+                    "tilestored [{g3} + {s}*1], tmm3",
+                    g0 = in(reg) gp,
+                    g1 = in(reg) gp.add(16),
+                    g2 = in(reg) gp.add(16 * 64),
+                    g3 = in(reg) gp.add(16 * 64 + 16),
+                    s = in(reg) 256usize,
+                    options(nostack),
+                );
+            }
         }
     }
 }
