@@ -205,9 +205,25 @@ impl std::error::Error for Error {
 /// Shorthand for `Result<T, lstm_kernels::Error>`.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The element count of a tensor of shape `dims`, computed with checked
+/// arithmetic and held to [`MAX_TENSOR_ELEMENTS`](crate::MAX_TENSOR_ELEMENTS);
+/// beyond it, an [`Error::Invalid`] naming `what`.
+pub fn checked_elements(dims: &[usize], what: &str) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&n| n <= crate::MAX_TENSOR_ELEMENTS)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "{what} {} exceeds the limit of {} elements",
+                shape_str(dims),
+                crate::MAX_TENSOR_ELEMENTS
+            ))
+        })
+}
+
 /// A zero-filled `Vec<f32>` of `len` values, or [`Error::Alloc`] naming
 /// `what` if the system refuses the memory (never an abort).
-pub(crate) fn try_zeros(len: usize, what: &str) -> Result<Vec<f32>> {
+pub fn try_zeros(len: usize, what: &str) -> Result<Vec<f32>> {
     let mut v = Vec::new();
     v.try_reserve_exact(len).map_err(|_| Error::Alloc {
         what: what.to_string(),

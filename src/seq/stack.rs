@@ -205,6 +205,43 @@ impl LstmStack {
                 "the state was made for another stack".into(),
             ));
         }
+        // Each layer's state must fit its cells and the stack's batch (a
+        // state from another stack, or one replaced through `layer_mut`).
+        for (k, (layer, (sf, sb))) in self.layers.iter().zip(&st.states).enumerate() {
+            let dirs = [(&layer.forward, Some(sf)), (&layer.forward, sb.as_ref())];
+            if layer.backward.is_some() != sb.is_some() {
+                return Err(Error::Invalid(format!(
+                    "the state of layer {k} was made for another stack (directions differ)"
+                )));
+            }
+            for (cell, s) in dirs.into_iter().filter_map(|(c, s)| s.map(|s| (c, s))) {
+                let cfg = cell.config();
+                if s.batch() != st.batch
+                    || s.n_hidden() != cfg.n_hidden
+                    || s.n_recurrent() != cfg.n_recurrent()
+                {
+                    return Err(Error::Shape {
+                        tensor: format!("state of layer {k}"),
+                        expected: format!(
+                            "batch {}, [{}, {}] (c), [{}, {}] (m)",
+                            st.batch,
+                            st.batch,
+                            cfg.n_hidden,
+                            st.batch,
+                            cfg.n_recurrent()
+                        ),
+                        got: format!(
+                            "batch {}, [{}, {}], [{}, {}] (a state made for another stack)",
+                            s.batch(),
+                            s.batch(),
+                            s.n_hidden(),
+                            s.batch(),
+                            s.n_recurrent()
+                        ),
+                    });
+                }
+            }
+        }
         let (b, n) = (st.batch, self.input_size());
         if !xs.len().is_multiple_of(b * n) {
             return Err(Error::Shape {

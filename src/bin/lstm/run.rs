@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use lstm_kernels::error::{Error, Result, shape_str};
+use lstm_kernels::error::{Error, Result, checked_elements, shape_str, try_zeros};
 use lstm_kernels::import::{self, TfOptions};
 use lstm_kernels::io::{self, Staged};
 use lstm_kernels::{Lstm, LstmWeights};
@@ -167,7 +167,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
         None => model.new_state(batch)?,
     };
-    let mut y = vec![0.0f32; steps * batch * p];
+    let mut y = try_zeros(
+        checked_elements(&[steps, batch, p], "the output")?,
+        "the output",
+    )?;
     model.forward(&mut state, &x.data, &mut y)?;
     let y_shape: Vec<usize> = if single {
         vec![batch, p]
@@ -320,7 +323,7 @@ fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack) -> Result<()> {
         }
     }
     let w = stack.output_size();
-    let mut y = vec![0.0f32; t * b * w];
+    let mut y = try_zeros(checked_elements(&[t, b, w], "the output")?, "the output")?;
     stack.forward(
         &mut st,
         &x.data,
