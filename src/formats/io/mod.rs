@@ -24,7 +24,8 @@ mod seed;
 mod staged;
 
 pub use self::safetensors::{
-    read_safetensors, safetensors_file_bytes, safetensors_from_bytes, write_safetensors,
+    MAX_PIPE_DATA_BYTES, read_safetensors, safetensors_file_bytes, safetensors_from_bytes,
+    write_safetensors,
 };
 pub use npy::{
     MAX_NPY_DIMS, MAX_NPY_HEADER_BYTES, npy_file_bytes, read_npy, read_npy_lengths, write_npy,
