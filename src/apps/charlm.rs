@@ -163,6 +163,8 @@ impl CharLm {
         sampling: Sampling,
         mut on_char: impl FnMut(usize, char),
     ) -> Result<Vec<String>> {
+        // Logits and sampling round to nearest whatever the caller set.
+        let _nearest = crate::engine::NearestGuard::new();
         let b = prompts.len();
         if b == 0 {
             return Err(Error::Invalid("no prompt".into()));

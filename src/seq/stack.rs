@@ -142,6 +142,19 @@ impl LstmStack {
         self
     }
 
+    /// Spreads every layer's batch over `threads` threads (0 = one per
+    /// core, at most [`max_threads`](crate::max_threads)): one pool for the
+    /// whole stack, whatever its depth (each layer building its own
+    /// multiplied the threads by the layers).
+    pub fn with_threads(mut self, threads: usize) -> Result<Self> {
+        let (pool, n) = crate::model::lstm::thread_pool(threads)?;
+        for layer in &mut self.layers {
+            layer.forward = layer.forward.clone().with_pool(pool.clone(), n);
+            layer.backward = layer.backward.take().map(|b| b.with_pool(pool.clone(), n));
+        }
+        Ok(self)
+    }
+
     /// The layers.
     pub fn layers(&self) -> &[StackLayer] {
         &self.layers
@@ -200,6 +213,9 @@ impl LstmStack {
         out: &mut [f32],
         opts: SeqOptions,
     ) -> Result<()> {
+        // The merge (a sum) and the copies run here, outside the kernels'
+        // own guard: rounding to nearest whatever the caller set.
+        let _nearest = crate::engine::NearestGuard::new();
         if st.states.len() != self.layers.len() {
             return Err(Error::Invalid(
                 "the state was made for another stack".into(),

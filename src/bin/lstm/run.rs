@@ -243,23 +243,8 @@ fn write_all(w: &mut dyn std::io::Write, bytes: &[u8], path: &std::path::Path) -
 /// Y [T, B, D·P]; state files hold c [L·D, B, H] and m (= h) [L·D, B, R].
 fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack) -> Result<()> {
     use lstm_kernels::SeqOptions;
-    let stack = {
-        let layers = stack
-            .layers()
-            .iter()
-            .map(|l| -> Result<lstm_kernels::StackLayer> {
-                Ok(lstm_kernels::StackLayer {
-                    forward: l.forward.clone().with_threads(args.threads)?,
-                    backward: l
-                        .backward
-                        .clone()
-                        .map(|b| b.with_threads(args.threads))
-                        .transpose()?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        lstm_kernels::LstmStack::new(layers, lstm_kernels::Merge::Concat)?
-    };
+    // One pool for every layer (a deep stack built a pool per cell).
+    let stack = stack.clone().with_threads(args.threads)?;
     let x = io::read_npy(&args.input)?;
     let n = stack.input_size();
     let (t, b) = match (x.shape.as_slice(), args.batch_first) {

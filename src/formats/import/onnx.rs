@@ -136,6 +136,8 @@ pub fn onnx_stack_with(path: impl AsRef<Path>, opts: LoadOptions) -> Result<crat
 /// Each direction's cell of the node (1 or 2).
 fn onnx_cells(path: &Path) -> Result<Vec<(LstmConfig, LstmWeights)>> {
     use prost::Message;
+    let _nearest = crate::engine::NearestGuard::new(); // bias sums round to nearest
+
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
