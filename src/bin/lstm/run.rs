@@ -1,6 +1,6 @@
 //! `lstm run`: weights, inputs and state from files, outputs to files.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use lstm_kernels::error::{Error, Result, checked_elements, shape_str, try_zeros};
@@ -189,46 +189,66 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
         None => None,
     };
-    staged_y.commit()?;
-    if let Some(s) = staged_state {
-        s.commit()?;
-    }
-    Ok(())
+    // One rename after the other: a failure of the second names the file
+    // the first already replaced.
+    io::commit_all(std::iter::once(staged_y).chain(staged_state).collect())
 }
 
-/// Before anything runs or is written: the state file's extension names
-/// its format (`.npz` or `.safetensors`), and the two outputs are not the
-/// same file (staging both under one name lost the old content).
+/// Before anything runs or is written: `--output` is an `.npy` file (or
+/// has no extension, like `/dev/stdout`); the state file's extension names
+/// its format (`.npz` or `.safetensors`); no output lands on the other or
+/// on an input (`io::same_file`: resolved destinations, dangling links
+/// followed, and inodes, for hard links); and every destination can be
+/// replaced (`io::check_replaceable`), so that a rename failing after
+/// another succeeded is as unlikely as it can be made.
 fn check_outputs(args: &RunArgs) -> Result<()> {
-    let Some(state) = &args.state_out else {
-        return Ok(());
-    };
-    io::tensor_format(state)?;
-    if same_file(&args.output, state) {
+    if let Some(ext) = args.output.extension()
+        && ext != "npy"
+    {
         return Err(Error::Invalid(format!(
-            "--output and --state-out are the same file: {}",
+            "--output {}: an .npy file is written; name it .npy (or give no extension)",
             args.output.display()
         )));
     }
-    Ok(())
-}
-
-/// Whether two paths name one file, whether or not it exists yet: their
-/// directories resolved (symlinks, `..`), then the names compared.
-fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
-    let resolve = |p: &std::path::Path| {
-        p.canonicalize().ok().or_else(|| {
-            let dir = match p.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => std::path::Path::new("."),
-            };
-            Some(dir.canonicalize().ok()?.join(p.file_name()?))
-        })
-    };
-    match (resolve(a), resolve(b)) {
-        (Some(x), Some(y)) => x == y,
-        _ => a == b,
+    if let Some(state) = &args.state_out {
+        io::tensor_format(state)?;
     }
+    let outputs: Vec<(&str, &Path)> = std::iter::once(("--output", args.output.as_path()))
+        .chain(args.state_out.as_deref().map(|s| ("--state-out", s)))
+        .collect();
+    let inputs: Vec<(&str, &Path)> = [
+        ("--weights", Some(args.weights.as_path())),
+        ("--input", Some(args.input.as_path())),
+        ("--state-in", args.state_in.as_deref()),
+        ("--seq-lens", args.seq_lens.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, p)| Some((flag, p?)))
+    .collect();
+    if let [(_, y), (_, s)] = outputs[..]
+        && io::same_file(y, s)
+    {
+        return Err(Error::Invalid(format!(
+            "--output {} and --state-out {} are the same file",
+            y.display(),
+            s.display()
+        )));
+    }
+    for &(out_flag, out) in &outputs {
+        for &(in_flag, input) in &inputs {
+            if io::same_file(out, input) {
+                return Err(Error::Invalid(format!(
+                    "{out_flag} {} and {in_flag} {} are the same file (the output would replace the input)",
+                    out.display(),
+                    input.display()
+                )));
+            }
+        }
+    }
+    for (_, out) in outputs {
+        io::check_replaceable(out)?;
+    }
+    Ok(())
 }
 
 fn write_all(w: &mut dyn std::io::Write, bytes: &[u8], path: &std::path::Path) -> Result<()> {
@@ -341,9 +361,7 @@ fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack) -> Result<()> {
         }
         None => None,
     };
-    staged_y.commit()?;
-    if let Some(s) = staged_state {
-        s.commit()?;
-    }
-    Ok(())
+    // One rename after the other: a failure of the second names the file
+    // the first already replaced.
+    io::commit_all(std::iter::once(staged_y).chain(staged_state).collect())
 }

@@ -32,7 +32,9 @@ pub use npy::{
 };
 pub use npz::{npz_file_bytes, read_npz, write_npz};
 pub use seed::{load_seed_weights, save_seed_weights};
-pub use staged::{Staged, remove_pending_files, write_atomic};
+pub use staged::{
+    Staged, check_replaceable, commit_all, remove_pending_files, same_file, write_atomic,
+};
 
 /// An `f32` tensor: shape and row-major (C order) data.
 #[derive(Clone, Debug, PartialEq)]
