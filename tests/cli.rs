@@ -491,6 +491,8 @@ fn cli_numbers_out_of_range_are_errors() {
             "limit",
         ),
         (&["generate", "--temperature", "NaN"], "temperature"),
+        (&["generate", "--prompt", "Zebra€"], "€"),
+        (&["generate", "--top-k", "0"], "top-k"),
         (&["bench", "--hidden", "30000", "--input", "30000"], "limit"),
         (
             &["bench", "--steps", "1000000000", "--batch", "64"],
@@ -501,10 +503,18 @@ fn cli_numbers_out_of_range_are_errors() {
             "projection",
         ),
     ] {
-        let err = run_err(lstm().args(args));
+        let out = run(lstm().args(args));
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?} succeeded");
         assert!(
             err.contains(want) && err.lines().count() == 1,
             "{args:?}: {err}"
+        );
+        // Nothing printed before the error (the prompt was, once).
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?} printed {:?}",
+            String::from_utf8_lossy(&out.stdout)
         );
     }
 }

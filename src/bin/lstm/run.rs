@@ -153,16 +153,18 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let mut state = match &args.state_in {
         Some(path) => {
             let f = io::read_tensors(path)?;
-            let (c, m) = (f.get("c")?, f.get("m")?);
-            for (name, t, w) in [("c", c, h), ("m", m, cfg.n_recurrent())] {
-                if t.shape != [batch, w] {
+            // Shapes from the headers first: nothing of a wrong size is read.
+            for (name, w) in [("c", h), ("m", cfg.n_recurrent())] {
+                let got = f.shape(name)?;
+                if got != [batch, w] {
                     return Err(Error::Shape {
                         tensor: format!("{name} in {}", path.display()),
                         expected: shape_str(&[batch, w]),
-                        got: shape_str(&t.shape),
+                        got: shape_str(got),
                     });
                 }
             }
+            let (c, m) = (f.get("c")?, f.get("m")?);
             model.state_from(batch, &c.data, &m.data)?
         }
         None => model.new_state(batch)?,
@@ -306,16 +308,18 @@ fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack) -> Result<()> {
     };
     if let Some(path) = &args.state_in {
         let f = io::read_tensors(path)?;
-        let (c, m) = (f.get("c")?, f.get("m")?);
-        for (name, tsr, wdt) in [("c", c, h), ("m", m, r)] {
-            if tsr.shape != [ld, b, wdt] {
+        // Shapes from the headers first: nothing of a wrong size is read.
+        for (name, wdt) in [("c", h), ("m", r)] {
+            let got = f.shape(name)?;
+            if got != [ld, b, wdt] {
                 return Err(Error::Shape {
                     tensor: format!("{name} in {}", path.display()),
                     expected: shape_str(&[ld, b, wdt]),
-                    got: shape_str(&tsr.shape),
+                    got: shape_str(got),
                 });
             }
         }
+        let (c, m) = (f.get("c")?, f.get("m")?);
         for k in 0..stack.layers().len() {
             let (f_st, b_st) = st.layer_mut(k).expect("layer exists");
             for (d, s) in std::iter::once(f_st).chain(b_st).enumerate() {
