@@ -639,7 +639,10 @@ fn errors_are_one_short_line() {
     let e = Error::Invalid(format!("a\nb{}", "x".repeat(100_000))).to_string();
     assert!(!e.contains('\n') && e.chars().count() < MAX_MESSAGE_PART_CHARS + 30);
     // Cut in the middle: the start and the end survive.
-    assert!(e.contains('…') && e.starts_with("invalid argument: a b"), "{e}");
+    assert!(
+        e.contains('…') && e.starts_with("invalid argument: a b"),
+        "{e}"
+    );
 }
 
 // ---------------------------------------------------------------------------
