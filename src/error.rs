@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 /// The most characters of one part of an error message (a reason, a
 /// shape, a tensor name, a path) that `Display` prints; a longer part is
-/// cut with `…` (a path keeps its end, everything else its start).
+/// cut with `…` (a path keeps its end, everything else its start and its
+/// end, so that a reason after a long path survives).
 /// Newlines and other control characters in a part print as spaces.
 pub const MAX_MESSAGE_PART_CHARS: usize = 300;
 
@@ -103,7 +104,15 @@ struct Part<'a>(&'a str, bool);
 impl fmt::Display for Part<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Part(s, keep_end) = *self;
-        let clean = |c: char| if c.is_control() { ' ' } else { c };
+        // Control characters and the Unicode line and paragraph separators
+        // would break the line.
+        let clean = |c: char| {
+            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+                ' '
+            } else {
+                c
+            }
+        };
         let n = s.chars().count();
         let keep = MAX_MESSAGE_PART_CHARS - 1;
         let out: String = if n <= MAX_MESSAGE_PART_CHARS {
@@ -113,10 +122,14 @@ impl fmt::Display for Part<'_> {
                 .chain(s.chars().skip(n - keep).map(clean))
                 .collect()
         } else {
+            // The start and the end: a message that begins with a long path
+            // keeps its reason, which comes last.
+            let head = keep / 2;
             s.chars()
-                .take(keep)
+                .take(head)
                 .map(clean)
                 .chain(std::iter::once('…'))
+                .chain(s.chars().skip(n - (keep - head)).map(clean))
                 .collect()
         };
         f.write_str(&out)
@@ -205,9 +218,25 @@ impl std::error::Error for Error {
 /// Shorthand for `Result<T, lstm_kernels::Error>`.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The element count of a tensor of shape `dims`, computed with checked
+/// arithmetic and held to [`MAX_TENSOR_ELEMENTS`](crate::MAX_TENSOR_ELEMENTS);
+/// beyond it, an [`Error::Invalid`] naming `what`.
+pub fn checked_elements(dims: &[usize], what: &str) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&n| n <= crate::MAX_TENSOR_ELEMENTS)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "{what} {} exceeds the limit of {} elements",
+                shape_str(dims),
+                crate::MAX_TENSOR_ELEMENTS
+            ))
+        })
+}
+
 /// A zero-filled `Vec<f32>` of `len` values, or [`Error::Alloc`] naming
 /// `what` if the system refuses the memory (never an abort).
-pub(crate) fn try_zeros(len: usize, what: &str) -> Result<Vec<f32>> {
+pub fn try_zeros(len: usize, what: &str) -> Result<Vec<f32>> {
     let mut v = Vec::new();
     v.try_reserve_exact(len).map_err(|_| Error::Alloc {
         what: what.to_string(),
@@ -255,5 +284,26 @@ pub(crate) fn check_len(tensor: &str, got_len: usize, expected: &[usize]) -> Res
             expected: format!("{} ({} elements)", shape_str(expected), want),
             got: format!("{got_len} elements"),
         })
+    }
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::*;
+
+    /// The review of issue 17: a reason after a long path was cut off, and
+    /// U+2028 broke the line.
+    #[test]
+    fn long_messages_keep_their_reason_and_stay_one_line() {
+        let dir = "d".repeat(380);
+        let e = Error::Invalid(format!(
+            "/{dir}/lens.npy: length [0] = -1.5 is not a nonnegative integer"
+        ));
+        let m = e.to_string();
+        assert!(m.ends_with("is not a nonnegative integer"), "{m}");
+        assert!(m.starts_with("invalid argument: /ddd"), "{m}");
+        assert!(m.chars().count() < MAX_MESSAGE_PART_CHARS + 40, "{m}");
+        let e = Error::Invalid("a\u{2028}b\u{2029}c\nd".into());
+        assert_eq!(e.to_string(), "invalid argument: a b c d");
     }
 }

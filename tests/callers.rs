@@ -98,6 +98,73 @@ fn the_callers_rounding_mode_does_not_leak_into_the_kernels() {
             );
         }
     }
+    // Outside the kernels too (the review of issue 17): random weights and
+    // a stack's sum of directions.
+    use lstm_kernels::{LstmConfig, LstmStack, LstmWeights, Merge, SeqOptions, StackLayer};
+    let cfg = LstmConfig::new(5, 6);
+    let cell =
+        |seed| lstm_kernels::Lstm::new(cfg, LstmWeights::random(&cfg, seed).unwrap()).unwrap();
+    let stack = LstmStack::new(
+        vec![StackLayer {
+            forward: cell(1),
+            backward: Some(cell(2)),
+        }],
+        Merge::Sum,
+    )
+    .unwrap();
+    let xs: Vec<f32> = (0..4 * 3 * 5).map(|k| (k as f32 * 0.37).sin()).collect();
+    let run = || {
+        let w = bits(&LstmWeights::random(&cfg, 7).unwrap().gates);
+        let mut st = stack.new_state(3).unwrap();
+        let mut y = vec![0.0; 4 * 3 * 6];
+        stack
+            .forward(&mut st, &xs, &mut y, SeqOptions::default())
+            .unwrap();
+        (w, bits(&y))
+    };
+    let want = run();
+    let saved = mxcsr();
+    for rc in [1u32, 2, 3] {
+        set_mxcsr((saved & !(0b11 << 13)) | (rc << 13));
+        let got = run();
+        set_mxcsr(saved);
+        assert!(
+            got.0 == want.0,
+            "rounding mode {rc} changed LstmWeights::random"
+        );
+        assert!(
+            got.1 == want.1,
+            "rounding mode {rc} changed a Merge::Sum stack"
+        );
+    }
+}
+
+/// A stack's layers share one pool (the review of issue 17: a 500-layer
+/// stack started a pool per cell, ~8,000 threads with `--threads 8`).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_deep_stack_starts_one_pool() {
+    use lstm_kernels::{LstmConfig, LstmStack, LstmWeights, Merge, StackLayer};
+    let threads_now = || std::fs::read_dir("/proc/self/task").unwrap().count();
+    let cfg = LstmConfig::new(2, 2);
+    let cell = || lstm_kernels::Lstm::new(cfg, LstmWeights::random(&cfg, 1).unwrap()).unwrap();
+    let layers = (0..60)
+        .map(|_| StackLayer {
+            forward: cell(),
+            backward: Some(cell()),
+        })
+        .collect();
+    let stack = LstmStack::new(layers, Merge::Sum).unwrap();
+    let before = threads_now();
+    let stack = stack.with_threads(2).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let started = threads_now().saturating_sub(before);
+    // Two for the pool; other tests of this binary may start a few too.
+    assert!(
+        started < 40,
+        "{started} threads for a 60-layer stack on 2 threads"
+    );
+    assert!(stack.layers().iter().all(|l| l.forward.threads() == 2));
 }
 
 /// Thread counts (issue 17, finding 5): beyond the documented limit, an

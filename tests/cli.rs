@@ -117,18 +117,31 @@ fn lstm_run_output_files_never_collide_or_lie_about_their_format() {
     assert!(err.contains("s.bin") && err.contains("extension"), "{err}");
     assert!(!bad.exists() && !yb.exists());
     // The same file twice (also through `..`): an error; its content stays.
+    // (`--output` must be `.npy` or have no extension: the same name twice
+    // is an extension error first.)
     let same = tmp.path().join("same.npz");
     std::fs::write(&same, b"precious").unwrap();
     let dotted = tmp.path().join("sub/../same.npz");
     std::fs::create_dir(tmp.path().join("sub")).unwrap();
-    for other in [&same, &dotted] {
-        let err = run_err(
-            lstm_run("seed", None, &w, &x, &same)
-                .arg("--state-out")
-                .arg(other),
-        );
-        assert!(err.contains("same file"), "{err}");
-        assert_eq!(std::fs::read(&same).unwrap(), b"precious");
+    let err = run_err(
+        lstm_run("seed", None, &w, &x, &same)
+            .arg("--state-out")
+            .arg(&same),
+    );
+    assert!(err.contains("same.npz"), "{err}");
+    #[cfg(unix)]
+    {
+        let link = tmp.path().join("same.npy");
+        std::os::unix::fs::symlink("same.npz", &link).unwrap();
+        for other in [&same, &dotted] {
+            let err = run_err(
+                lstm_run("seed", None, &w, &x, &link)
+                    .arg("--state-out")
+                    .arg(other),
+            );
+            assert!(err.contains("same file"), "{err}");
+            assert_eq!(std::fs::read(&same).unwrap(), b"precious");
+        }
     }
 }
 
@@ -235,6 +248,227 @@ fn lstm_run_interrupted_leaves_no_temporary_files() {
     }
 }
 
+/// The `seed` golden's weights and input, copied into `dir` (tests that
+/// check these files are never written must not risk the committed ones).
+fn seed_copies(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let src = golden::dir("seed");
+    let (w, x) = (dir.join("weights.npz"), dir.join("x.npy"));
+    std::fs::copy(src.join("weights.npz"), &w).unwrap();
+    std::fs::copy(src.join("x.npy"), &x).unwrap();
+    (w, x)
+}
+
+/// Issue 17 review, points 1, 2 and 7: outputs are compared by where they
+/// land, not by name. A dangling link to the other output (or two dangling
+/// links to one target), a hard link, or an output naming an input
+/// (`--weights`, `--input`, `--state-in`, `--seq-lens`, also through a link
+/// or a hard link) is an error before anything is written; `--output` with
+/// an extension other than `.npy` is an error naming it.
+#[cfg(unix)]
+#[test]
+fn lstm_run_outputs_never_alias_each_other_or_an_input() {
+    use std::os::unix::fs::{MetadataExt, symlink};
+    let tmp = tempfile::tempdir().unwrap();
+    let t = |name: &str| tmp.path().join(name);
+    let (w, x) = seed_copies(tmp.path());
+    let (w_bytes, x_bytes) = (std::fs::read(&w).unwrap(), std::fs::read(&x).unwrap());
+    // A link to the state file, which does not exist yet.
+    symlink("s.npz", t("link.npy")).unwrap();
+    let err = run_err(
+        lstm_run("seed", None, &w, &x, &t("link.npy"))
+            .arg("--state-out")
+            .arg(t("s.npz")),
+    );
+    assert!(err.contains("same file"), "{err}");
+    assert!(!t("s.npz").exists(), "s.npz was written");
+    // Two dangling links to one target.
+    symlink("target", t("a.npy")).unwrap();
+    symlink("target", t("b.npz")).unwrap();
+    let err = run_err(
+        lstm_run("seed", None, &w, &x, &t("a.npy"))
+            .arg("--state-out")
+            .arg(t("b.npz")),
+    );
+    assert!(err.contains("same file"), "{err}");
+    assert!(!t("target").exists(), "the links' target was written");
+    // Hard links: one file under two names.
+    std::fs::write(t("h.npy"), b"precious").unwrap();
+    std::fs::hard_link(t("h.npy"), t("h.npz")).unwrap();
+    let err = run_err(
+        lstm_run("seed", None, &w, &x, &t("h.npy"))
+            .arg("--state-out")
+            .arg(t("h.npz")),
+    );
+    assert!(err.contains("same file"), "{err}");
+    for n in ["h.npy", "h.npz"] {
+        assert_eq!(std::fs::read(t(n)).unwrap(), b"precious", "{n}");
+    }
+    let ino = |n: &str| std::fs::metadata(t(n)).unwrap().ino();
+    assert_eq!(ino("h.npy"), ino("h.npz"), "the hard link was broken");
+    // Outputs naming inputs: by name, through a link, through a hard link.
+    let (s_in, y_free) = (t("state_in.npz"), t("free.npy"));
+    std::fs::copy(golden::dir("seed").join("state_in.npz"), &s_in).unwrap();
+    let s_bytes = std::fs::read(&s_in).unwrap();
+    symlink("x.npy", t("x_link.npy")).unwrap();
+    std::fs::hard_link(&w, t("w_hard.npz")).unwrap();
+    let cases: [(&Path, &str, &Path); 5] = [
+        (&y_free, "--state-out", &w),
+        (&x, "--state-out", &t("s2.npz")),
+        (&t("x_link.npy"), "--state-out", &t("s3.npz")),
+        (&y_free, "--state-out", &t("w_hard.npz")),
+        (&y_free, "--state-out", &s_in),
+    ];
+    for (y, flag, s) in cases {
+        let _ = std::fs::remove_file(&y_free);
+        let err = run_err(
+            lstm_run("seed", None, &w, &x, y)
+                .arg("--state-in")
+                .arg(&s_in)
+                .arg(flag)
+                .arg(s),
+        );
+        assert!(err.contains("same file"), "{y:?} {s:?}: {err}");
+        assert_eq!(std::fs::read(&w).unwrap(), w_bytes, "{y:?} {s:?}: weights");
+        assert_eq!(std::fs::read(&x).unwrap(), x_bytes, "{y:?} {s:?}: input");
+        assert_eq!(std::fs::read(&s_in).unwrap(), s_bytes, "{y:?} {s:?}: state");
+        assert!(!y_free.exists(), "{y:?} {s:?}: an output was written");
+    }
+    // --seq-lens: a sequence model whose --output is the lengths file.
+    let dir = golden::sequence("torch_2layer_bidir_lens");
+    let lens = t("lens.npy");
+    std::fs::copy(dir.join("seq_lens.npy"), &lens).unwrap();
+    let lens_bytes = std::fs::read(&lens).unwrap();
+    let err = run_err(
+        lstm_run(
+            "pytorch",
+            Some("lstm."),
+            &dir.join("weights.safetensors"),
+            &dir.join("x.npy"),
+            &lens,
+        )
+        .arg("--seq-lens")
+        .arg(&lens),
+    );
+    assert!(err.contains("same file"), "{err}");
+    assert_eq!(std::fs::read(&lens).unwrap(), lens_bytes);
+    // --output's extension: .npy or none.
+    let st = t("y.safetensors");
+    let err = run_err(&mut lstm_run("seed", None, &w, &x, &st));
+    assert!(
+        err.contains("y.safetensors") && err.contains(".npy"),
+        "{err}"
+    );
+    assert!(!st.exists());
+    run_ok(&mut lstm_run("seed", None, &w, &x, &t("no_extension")));
+}
+
+/// Issue 17 review, point 5: `/dev/stdout` (and `/dev/fd/1`,
+/// `/proc/self/fd/1`) is written through: into a pipe (it resolved to a
+/// `pipe:[…]` name that does not exist and failed), and into a file the
+/// shell redirected stdout to (that file was renamed over: a new inode, and
+/// whatever the shell wrote to the fd afterwards was lost).
+#[cfg(target_os = "linux")]
+#[test]
+fn lstm_run_writes_through_stdout() {
+    use std::os::unix::fs::MetadataExt;
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = golden::dir("seed");
+    let (w, x) = (dir.join("weights.npz"), dir.join("x.npy"));
+    let plain = tmp.path().join("plain.npy");
+    run_ok(&mut lstm_run("seed", None, &w, &x, &plain));
+    let want = std::fs::read(&plain).unwrap();
+    for out in ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"] {
+        let got = run_ok(lstm_run("seed", None, &w, &x, Path::new(out)).stdout(Stdio::piped()));
+        assert_eq!(got.stdout, want, "{out} into a pipe");
+        // `{ echo hi; lstm run … --output /dev/stdout; echo after; } > file`:
+        // one open file (no O_APPEND) shared with the child, whose bytes
+        // must land between the two lines.
+        use std::io::Write as _;
+        let file = tmp.path().join("redirected");
+        let mut handle = std::fs::File::create(&file).unwrap();
+        let before = handle.metadata().unwrap().ino();
+        handle.write_all(b"hi\n").unwrap();
+        let child_stdout = Stdio::from(handle.try_clone().unwrap());
+        run_ok(lstm_run("seed", None, &w, &x, Path::new(out)).stdout(child_stdout));
+        handle.write_all(b"after\n").unwrap();
+        let after = std::fs::symlink_metadata(&file).unwrap();
+        assert!(after.file_type().is_file(), "{out}: {after:?}");
+        assert_eq!(
+            after.ino(),
+            before,
+            "{out}: the redirected file was replaced"
+        );
+        let expected = [&b"hi\n"[..], &want, b"after\n"].concat();
+        assert!(
+            std::fs::read(&file).unwrap() == expected,
+            "{out} into a file: the npy bytes are not between the shell's lines"
+        );
+    }
+}
+
+/// Issue 17 review, point 6: replacing an output keeps its mode (it was
+/// reset to the umask's default).
+#[cfg(unix)]
+#[test]
+fn lstm_run_keeps_the_mode_of_replaced_outputs() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = golden::dir("seed");
+    let (w, x) = (dir.join("weights.npz"), dir.join("x.npy"));
+    let (y, s) = (tmp.path().join("y.npy"), tmp.path().join("s.npz"));
+    for (p, mode) in [(&y, 0o600), (&s, 0o640)] {
+        std::fs::write(p, b"old").unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    run_ok(
+        lstm_run("seed", None, &w, &x, &y)
+            .arg("--state-out")
+            .arg(&s),
+    );
+    for (p, mode) in [(&y, 0o600), (&s, 0o640)] {
+        let got = std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(got, mode, "{p:?}: mode {got:o}");
+        assert_ne!(std::fs::read(p).unwrap(), b"old", "{p:?} not replaced");
+    }
+}
+
+/// Issue 17 review, point 8: a destination that cannot be replaced is found
+/// before anything is: an immutable `--state-out` (`chattr +i`; its rename
+/// failed after `--output` had been replaced) leaves `--output` alone.
+/// Skipped where `chattr +i` is not allowed (it needs CAP_LINUX_IMMUTABLE
+/// and a file system that has the flag).
+#[cfg(target_os = "linux")]
+#[test]
+fn lstm_run_checks_every_destination_before_replacing_any() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = golden::dir("seed");
+    let (w, x) = (dir.join("weights.npz"), dir.join("x.npy"));
+    let (y, s) = (tmp.path().join("y.npy"), tmp.path().join("s.npz"));
+    std::fs::write(&y, b"old output").unwrap();
+    std::fs::write(&s, b"old state").unwrap();
+    let chattr = |flag: &str| {
+        Command::new("chattr")
+            .arg(flag)
+            .arg(&s)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !chattr("+i") {
+        eprintln!("skipped: chattr +i is not allowed here");
+        return;
+    }
+    let out = run(lstm_run("seed", None, &w, &x, &y)
+        .arg("--state-out")
+        .arg(&s));
+    assert!(chattr("-i"), "chattr -i");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("s.npz") && err.lines().count() == 1, "{err}");
+    assert_eq!(std::fs::read(&y).unwrap(), b"old output");
+    assert_eq!(std::fs::read(&s).unwrap(), b"old state");
+}
+
 /// Issue 17: CLI numbers are checked before anything is allocated or run
 /// (`generate --batch 0` ran as batch 1; `--length` × `--batch` beyond any
 /// memory aborted; bench sizes beyond the documented tensor limit).
@@ -257,6 +491,8 @@ fn cli_numbers_out_of_range_are_errors() {
             "limit",
         ),
         (&["generate", "--temperature", "NaN"], "temperature"),
+        (&["generate", "--prompt", "Zebra€"], "€"),
+        (&["generate", "--top-k", "0"], "top-k"),
         (&["bench", "--hidden", "30000", "--input", "30000"], "limit"),
         (
             &["bench", "--steps", "1000000000", "--batch", "64"],
@@ -267,10 +503,18 @@ fn cli_numbers_out_of_range_are_errors() {
             "projection",
         ),
     ] {
-        let err = run_err(lstm().args(args));
+        let out = run(lstm().args(args));
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?} succeeded");
         assert!(
             err.contains(want) && err.lines().count() == 1,
             "{args:?}: {err}"
+        );
+        // Nothing printed before the error (the prompt was, once).
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?} printed {:?}",
+            String::from_utf8_lossy(&out.stdout)
         );
     }
 }

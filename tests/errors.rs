@@ -477,6 +477,15 @@ fn bad_onnx_models_are_errors() {
         ("int_weights", "data type"),
         // Issue 17: two bytes of a partial float were dropped silently.
         ("raw_data_partial", "not a whole number of 4-byte values"),
+        // Issue 17 review: refused rather than ignored (or overflowing).
+        ("initial_h_constant", "initial_h is a constant"),
+        ("duplicate_initializer", "initializer `W` is given twice"),
+        (
+            "duplicate_attribute",
+            "attribute `hidden_size` is given twice",
+        ),
+        ("unknown_attribute", "`activation_alpha` is not supported"),
+        ("hidden_size_huge", "exceeds the limit"),
     ];
     for (name, want) in cases {
         let path = dir.join(format!("{name}.onnx"));

@@ -265,3 +265,40 @@ fn bad_stacks_and_inputs_are_errors() {
         .forward(&mut st, &xs, &mut out, lens(&[0, 3]))
         .unwrap();
 }
+
+/// The review of issue 17: a state made for another stack (or a layer's
+/// state replaced through `layer_mut` by one of another batch) panicked or
+/// ran silently; it is an error naming the layer.
+#[test]
+fn a_state_from_another_stack_is_an_error() {
+    let stack_of = |h: usize| {
+        LstmStack::new(
+            vec![StackLayer {
+                forward: cell(3, h, None, 1),
+                backward: None,
+            }],
+            Merge::Concat,
+        )
+        .unwrap()
+    };
+    let (a, b) = (stack_of(8), stack_of(16));
+    let xs = vec![0.5; 2 * 3 * 3];
+    for (model, other) in [(&b, &a), (&a, &b)] {
+        let mut st = other.new_state(3).unwrap();
+        let mut y = vec![0.0; 2 * 3 * model.output_size()];
+        let e = model
+            .forward(&mut st, &xs, &mut y, SeqOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("layer 0") && e.contains("another stack"), "{e}");
+    }
+    let mut st = a.new_state(3).unwrap();
+    let one = a.layers()[0].forward.new_state(1).unwrap();
+    *st.layer_mut(0).unwrap().0 = one;
+    let mut y = vec![0.0; 2 * 3 * 8];
+    let e = a
+        .forward(&mut st, &xs, &mut y, SeqOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("batch 1"), "{e}");
+}

@@ -62,6 +62,26 @@ def main():
 
     model("raw_data_partial", edit=trailing)
 
+    # Issue 17 review: what the importer must refuse rather than ignore.
+    model(
+        "initial_h_constant",
+        inits={"h0": np.full((1, 1, H), 5.0, np.float32)},
+        inputs=["X", "W", "R", "B", "", "h0"],
+    )
+
+    def dup_init(m):
+        m.graph.initializer.append(m.graph.initializer[0])
+
+    model("duplicate_initializer", edit=dup_init)
+
+    def dup_attr(m):
+        node = m.graph.node[0]
+        node.attribute.append(helper.make_attribute("hidden_size", H))
+
+    model("duplicate_attribute", edit=dup_attr)
+    model("unknown_attribute", attrs={"activation_alpha": [1.0]})
+    model("hidden_size_huge", attrs={"hidden_size": 2**62})
+
 
 if __name__ == "__main__":
     main()

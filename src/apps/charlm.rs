@@ -19,6 +19,10 @@ use crate::rng::SplitMix64;
 use crate::stack::{LstmStack, SeqOptions, StackState};
 
 /// The shipped model: trained on the Book of Genesis (KJV).
+/// The most characters a model's vocabulary may have (a larger `vocab` is
+/// an error before any tensor is read).
+pub const MAX_VOCAB: usize = 65_536;
+
 const SHIPPED: &[u8] = include_bytes!("../../models/charlm-genesis.safetensors");
 
 /// How to pick the next character.
@@ -61,8 +65,30 @@ impl CharLm {
 
     fn from_tensors(file: &TensorFile) -> Result<Self> {
         let stack = import::pytorch_stack_from(file, "lstm.")?;
+        // Shapes first (from the headers), so that no tensor is read whose
+        // size is wrong or beyond a character vocabulary's.
+        let (e, h) = (stack.input_size(), stack.output_size());
+        let v = match file.shape("vocab")? {
+            [v] if (1..=MAX_VOCAB).contains(v) => *v,
+            other => {
+                return Err(Error::Shape {
+                    tensor: format!("vocab in {}", file.path().display()),
+                    expected: format!("[V] with 1 ≤ V ≤ {MAX_VOCAB}"),
+                    got: shape_str(other),
+                });
+            }
+        };
+        for (name, want) in [
+            ("embedding.weight", vec![v, e]),
+            ("fc.weight", vec![v, h]),
+            ("fc.bias", vec![v]),
+        ] {
+            let got = file.shape(name)?;
+            if got != want.as_slice() {
+                return Err(shape_err(file, name, &want, got));
+            }
+        }
         let vocab_t = file.get("vocab")?;
-        let v = vocab_t.data.len();
         let vocab = vocab_t
             .data
             .iter()
@@ -87,7 +113,12 @@ impl CharLm {
         if fb.shape != [v] {
             return Err(shape_err(file, "fc.bias", &[v], &fb.shape));
         }
-        let mut fc_wt = vec![0.0f64; h * v];
+        let mut fc_wt = Vec::new();
+        fc_wt.try_reserve_exact(h * v).map_err(|_| Error::Alloc {
+            what: "the output layer".into(),
+            bytes: h * v * 8,
+        })?;
+        fc_wt.resize(h * v, 0.0f64);
         for j in 0..v {
             for k in 0..h {
                 fc_wt[k * v + j] = fw.data[j * h + k] as f64;
@@ -132,6 +163,8 @@ impl CharLm {
         sampling: Sampling,
         mut on_char: impl FnMut(usize, char),
     ) -> Result<Vec<String>> {
+        // Logits and sampling round to nearest whatever the caller set.
+        let _nearest = crate::engine::NearestGuard::new();
         let b = prompts.len();
         if b == 0 {
             return Err(Error::Invalid("no prompt".into()));

@@ -25,6 +25,29 @@ impl DenormalGuard {
     }
 }
 
+/// Rounds to nearest (MXCSR RC = 0) while alive, leaving FTZ/DAZ as they
+/// are, and restores the previous mode on drop: for the crate's arithmetic
+/// outside the kernels (random weights, importers' bias sums, a stack's
+/// merge, the character model's logits), so that the caller's rounding
+/// mode cannot change those results either.
+pub(crate) struct NearestGuard {
+    saved: u32,
+}
+
+impl NearestGuard {
+    pub(crate) fn new() -> Self {
+        let saved = mxcsr::read();
+        mxcsr::write(saved & !ROUNDING);
+        NearestGuard { saved }
+    }
+}
+
+impl Drop for NearestGuard {
+    fn drop(&mut self) {
+        mxcsr::write(self.saved);
+    }
+}
+
 impl Drop for DenormalGuard {
     fn drop(&mut self) {
         mxcsr::write(self.saved);

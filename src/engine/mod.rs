@@ -43,6 +43,7 @@ pub use registry::{
 
 pub use bf16::BF16_KERNEL_ENV;
 pub(crate) use driver::{Parallel, StateBufs, forward, kernels_for_batch};
+pub(crate) use fp_env::NearestGuard;
 pub(crate) use isa::Supported;
 pub(crate) use packed::Packed;
 pub(crate) use packing::AlignedBuf;

@@ -199,12 +199,13 @@ impl LstmConfig {
 
     /// Rows of the concatenated gate matrix: `n_input + n_recurrent`.
     pub fn gate_rows(&self) -> usize {
-        self.n_input + self.n_recurrent()
+        // Saturating: an unvalidated config must not panic here.
+        self.n_input.saturating_add(self.n_recurrent())
     }
 
     /// Columns of the concatenated gate matrix: `4 * n_hidden`.
     pub fn gate_cols(&self) -> usize {
-        4 * self.n_hidden
+        self.n_hidden.saturating_mul(4)
     }
 
     /// Floating-point operations for one sample through one step, counting a

@@ -155,6 +155,29 @@ pub fn max_threads() -> usize {
     THREADS_PER_CORE * cores()
 }
 
+/// A pool of `threads` threads (0: one per core; at most [`max_threads`]),
+/// or none for one thread, and the thread count.
+pub(crate) fn thread_pool(threads: usize) -> Result<(Option<Arc<rayon::ThreadPool>>, usize)> {
+    let n = if threads == 0 { cores() } else { threads };
+    let limit = max_threads();
+    if n > limit {
+        return Err(Error::Invalid(format!(
+            "threads: {n} is more than the limit of {limit} ({THREADS_PER_CORE} per core on {} cores)",
+            cores()
+        )));
+    }
+    let pool = if n > 1 {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .map_err(|e| Error::Invalid(format!("cannot start {n} threads: {e}")))?;
+        Some(Arc::new(pool))
+    } else {
+        None
+    };
+    Ok((pool, n))
+}
+
 impl Lstm {
     /// Validates `weights` against `config`, picks the instruction set
     /// (the best this CPU has, or the one forced by `LSTM_KERNELS_ISA`) and
@@ -279,26 +302,21 @@ impl Lstm {
     ///
     /// At most [`max_threads`] (4 per core): more is an error, returned
     /// before any thread is started.
-    pub fn with_threads(mut self, threads: usize) -> Result<Self> {
-        let n = if threads == 0 { cores() } else { threads };
-        let limit = max_threads();
-        if n > limit {
-            return Err(Error::Invalid(format!(
-                "threads: {n} is more than the limit of {limit} ({THREADS_PER_CORE} per core on {} cores)",
-                cores()
-            )));
-        }
-        self.pool = if n > 1 {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build()
-                .map_err(|e| Error::Invalid(format!("cannot start {n} threads: {e}")))?;
-            Some(Arc::new(pool))
-        } else {
-            None
-        };
-        self.threads = n;
-        Ok(self)
+    pub fn with_threads(self, threads: usize) -> Result<Self> {
+        let (pool, n) = thread_pool(threads)?;
+        Ok(self.with_pool(pool, n))
+    }
+
+    /// Runs on `pool` (`threads` threads, or none): models of one stack
+    /// share one pool.
+    pub(crate) fn with_pool(
+        mut self,
+        pool: Option<Arc<rayon::ThreadPool>>,
+        threads: usize,
+    ) -> Self {
+        self.pool = pool;
+        self.threads = threads;
+        self
     }
 
     /// The configuration.

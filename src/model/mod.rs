@@ -3,7 +3,7 @@
 //! packed model) → [`LstmState`] (per caller) → `step` / `forward`.
 
 pub mod config;
-mod lstm;
+pub(crate) mod lstm;
 pub mod weights;
 
 pub use lstm::{Lstm, LstmState, Precision, max_threads};

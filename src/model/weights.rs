@@ -81,6 +81,7 @@ impl LstmWeights {
     /// `[-1/√H, 1/√H)`. The same seed always gives the same weights. Errors
     /// as [`LstmWeights::zeros`].
     pub fn random(config: &LstmConfig, seed: u64) -> Result<Self> {
+        let _nearest = crate::engine::NearestGuard::new();
         let mut rng = SplitMix64::new(seed);
         let k = 1.0 / (config.n_hidden as f32).sqrt();
         let mut w = LstmWeights::zeros(config)?;

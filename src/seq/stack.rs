@@ -142,6 +142,19 @@ impl LstmStack {
         self
     }
 
+    /// Spreads every layer's batch over `threads` threads (0 = one per
+    /// core, at most [`max_threads`](crate::max_threads)): one pool for the
+    /// whole stack, whatever its depth (each layer building its own
+    /// multiplied the threads by the layers).
+    pub fn with_threads(mut self, threads: usize) -> Result<Self> {
+        let (pool, n) = crate::model::lstm::thread_pool(threads)?;
+        for layer in &mut self.layers {
+            layer.forward = layer.forward.clone().with_pool(pool.clone(), n);
+            layer.backward = layer.backward.take().map(|b| b.with_pool(pool.clone(), n));
+        }
+        Ok(self)
+    }
+
     /// The layers.
     pub fn layers(&self) -> &[StackLayer] {
         &self.layers
@@ -200,10 +213,50 @@ impl LstmStack {
         out: &mut [f32],
         opts: SeqOptions,
     ) -> Result<()> {
+        // The merge (a sum) and the copies run here, outside the kernels'
+        // own guard: rounding to nearest whatever the caller set.
+        let _nearest = crate::engine::NearestGuard::new();
         if st.states.len() != self.layers.len() {
             return Err(Error::Invalid(
                 "the state was made for another stack".into(),
             ));
+        }
+        // Each layer's state must fit its cells and the stack's batch (a
+        // state from another stack, or one replaced through `layer_mut`).
+        for (k, (layer, (sf, sb))) in self.layers.iter().zip(&st.states).enumerate() {
+            let dirs = [(&layer.forward, Some(sf)), (&layer.forward, sb.as_ref())];
+            if layer.backward.is_some() != sb.is_some() {
+                return Err(Error::Invalid(format!(
+                    "the state of layer {k} was made for another stack (directions differ)"
+                )));
+            }
+            for (cell, s) in dirs.into_iter().filter_map(|(c, s)| s.map(|s| (c, s))) {
+                let cfg = cell.config();
+                if s.batch() != st.batch
+                    || s.n_hidden() != cfg.n_hidden
+                    || s.n_recurrent() != cfg.n_recurrent()
+                {
+                    return Err(Error::Shape {
+                        tensor: format!("state of layer {k}"),
+                        expected: format!(
+                            "batch {}, [{}, {}] (c), [{}, {}] (m)",
+                            st.batch,
+                            st.batch,
+                            cfg.n_hidden,
+                            st.batch,
+                            cfg.n_recurrent()
+                        ),
+                        got: format!(
+                            "batch {}, [{}, {}], [{}, {}] (a state made for another stack)",
+                            s.batch(),
+                            s.batch(),
+                            s.n_hidden(),
+                            s.batch(),
+                            s.n_recurrent()
+                        ),
+                    });
+                }
+            }
         }
         let (b, n) = (st.batch, self.input_size());
         if !xs.len().is_multiple_of(b * n) {

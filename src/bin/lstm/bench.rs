@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use lstm_kernels::error::{Error, Result};
+use lstm_kernels::error::{Error, Result, try_zeros};
 use lstm_kernels::rng::SplitMix64;
 use lstm_kernels::{
     Isa, KernelChoice, Lstm, LstmConfig, LstmWeights, MAX_TENSOR_ELEMENTS, Peephole, Precision,
@@ -127,7 +127,8 @@ pub fn setup_inputs(model: Lstm, batch: usize, steps: usize) -> Result<(Lstm, Ve
             cfg.n_output()
         )));
     }
-    let xs = SplitMix64::new(11).vec_uniform(n, -1.0, 1.0);
+    let mut xs = try_zeros(n, "bench inputs")?;
+    SplitMix64::new(11).fill_uniform(&mut xs, -1.0, 1.0);
     Ok((model, xs))
 }
 
@@ -168,7 +169,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         .iter()
         .map(|&i| diagnostics::kernel_runs(i))
         .collect();
-    let mut ys = vec![0.0f32; a.steps * a.batch * cfg.n_output()];
+    let mut ys = try_zeros(a.steps * a.batch * cfg.n_output(), "bench outputs")?;
     let mut failure = None;
     let m = measure(a.seconds, || {
         if let Err(e) = model.forward(&mut state, &xs, &mut ys) {

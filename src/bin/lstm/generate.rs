@@ -58,18 +58,25 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
     let prompts: Vec<&str> = vec![a.prompt.as_str(); a.batch];
     let start = Instant::now();
     let stream = a.batch <= 1;
-    if stream {
-        out!("{}", a.prompt);
-        let _ = std::io::stdout().flush();
-    }
+    // The prompt is printed with the first new character, once the model
+    // has accepted it (a character it does not know, or a bad sampling
+    // setting, is an error with nothing printed).
+    let mut shown = false;
     let outs = model.generate(&prompts, a.length, sampling, |_, c| {
         if stream {
+            if !shown {
+                out!("{}", a.prompt);
+                shown = true;
+            }
             out!("{c}");
             let _ = std::io::stdout().flush();
         }
     })?;
     let secs = start.elapsed().as_secs_f64();
     if stream {
+        if !shown {
+            out!("{}", a.prompt);
+        }
         outln!();
     } else {
         for (i, o) in outs.iter().enumerate() {

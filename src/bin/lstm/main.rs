@@ -67,7 +67,31 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    // Usage errors print one line too (clap's own are several, with hints);
+    // help and version print as usual.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            // The message is the lines before the usage and tips.
+            let text = e.render().to_string();
+            let words: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
+                .map(str::trim)
+                .collect();
+            eprintln!("lstm: {} (see lstm --help)", words.join(" "));
+            std::process::exit(1);
+        }
+    };
     // An interrupted write leaves its old output intact (outputs are staged
     // and renamed); this removes the half-written temporary files too.
     // 130 = 128 + SIGINT, the shell's convention for an interrupted run.

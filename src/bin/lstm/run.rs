@@ -1,9 +1,9 @@
 //! `lstm run`: weights, inputs and state from files, outputs to files.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
-use lstm_kernels::error::{Error, Result, shape_str};
+use lstm_kernels::error::{Error, Result, checked_elements, shape_str, try_zeros};
 use lstm_kernels::import::{self, TfOptions};
 use lstm_kernels::io::{self, Staged};
 use lstm_kernels::{Lstm, LstmWeights};
@@ -153,21 +153,26 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let mut state = match &args.state_in {
         Some(path) => {
             let f = io::read_tensors(path)?;
-            let (c, m) = (f.get("c")?, f.get("m")?);
-            for (name, t, w) in [("c", c, h), ("m", m, cfg.n_recurrent())] {
-                if t.shape != [batch, w] {
+            // Shapes from the headers first: nothing of a wrong size is read.
+            for (name, w) in [("c", h), ("m", cfg.n_recurrent())] {
+                let got = f.shape(name)?;
+                if got != [batch, w] {
                     return Err(Error::Shape {
                         tensor: format!("{name} in {}", path.display()),
                         expected: shape_str(&[batch, w]),
-                        got: shape_str(&t.shape),
+                        got: shape_str(got),
                     });
                 }
             }
+            let (c, m) = (f.get("c")?, f.get("m")?);
             model.state_from(batch, &c.data, &m.data)?
         }
         None => model.new_state(batch)?,
     };
-    let mut y = vec![0.0f32; steps * batch * p];
+    let mut y = try_zeros(
+        checked_elements(&[steps, batch, p], "the output")?,
+        "the output",
+    )?;
     model.forward(&mut state, &x.data, &mut y)?;
     let y_shape: Vec<usize> = if single {
         vec![batch, p]
@@ -186,46 +191,66 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
         None => None,
     };
-    staged_y.commit()?;
-    if let Some(s) = staged_state {
-        s.commit()?;
-    }
-    Ok(())
+    // One rename after the other: a failure of the second names the file
+    // the first already replaced.
+    io::commit_all(std::iter::once(staged_y).chain(staged_state).collect())
 }
 
-/// Before anything runs or is written: the state file's extension names
-/// its format (`.npz` or `.safetensors`), and the two outputs are not the
-/// same file (staging both under one name lost the old content).
+/// Before anything runs or is written: `--output` is an `.npy` file (or
+/// has no extension, like `/dev/stdout`); the state file's extension names
+/// its format (`.npz` or `.safetensors`); no output lands on the other or
+/// on an input (`io::same_file`: resolved destinations, dangling links
+/// followed, and inodes, for hard links); and every destination can be
+/// replaced (`io::check_replaceable`), so that a rename failing after
+/// another succeeded is as unlikely as it can be made.
 fn check_outputs(args: &RunArgs) -> Result<()> {
-    let Some(state) = &args.state_out else {
-        return Ok(());
-    };
-    io::tensor_format(state)?;
-    if same_file(&args.output, state) {
+    if let Some(ext) = args.output.extension()
+        && ext != "npy"
+    {
         return Err(Error::Invalid(format!(
-            "--output and --state-out are the same file: {}",
+            "--output {}: an .npy file is written; name it .npy (or give no extension)",
             args.output.display()
         )));
     }
-    Ok(())
-}
-
-/// Whether two paths name one file, whether or not it exists yet: their
-/// directories resolved (symlinks, `..`), then the names compared.
-fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
-    let resolve = |p: &std::path::Path| {
-        p.canonicalize().ok().or_else(|| {
-            let dir = match p.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => std::path::Path::new("."),
-            };
-            Some(dir.canonicalize().ok()?.join(p.file_name()?))
-        })
-    };
-    match (resolve(a), resolve(b)) {
-        (Some(x), Some(y)) => x == y,
-        _ => a == b,
+    if let Some(state) = &args.state_out {
+        io::tensor_format(state)?;
     }
+    let outputs: Vec<(&str, &Path)> = std::iter::once(("--output", args.output.as_path()))
+        .chain(args.state_out.as_deref().map(|s| ("--state-out", s)))
+        .collect();
+    let inputs: Vec<(&str, &Path)> = [
+        ("--weights", Some(args.weights.as_path())),
+        ("--input", Some(args.input.as_path())),
+        ("--state-in", args.state_in.as_deref()),
+        ("--seq-lens", args.seq_lens.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, p)| Some((flag, p?)))
+    .collect();
+    if let [(_, y), (_, s)] = outputs[..]
+        && io::same_file(y, s)
+    {
+        return Err(Error::Invalid(format!(
+            "--output {} and --state-out {} are the same file",
+            y.display(),
+            s.display()
+        )));
+    }
+    for &(out_flag, out) in &outputs {
+        for &(in_flag, input) in &inputs {
+            if io::same_file(out, input) {
+                return Err(Error::Invalid(format!(
+                    "{out_flag} {} and {in_flag} {} are the same file (the output would replace the input)",
+                    out.display(),
+                    input.display()
+                )));
+            }
+        }
+    }
+    for (_, out) in outputs {
+        io::check_replaceable(out)?;
+    }
+    Ok(())
 }
 
 fn write_all(w: &mut dyn std::io::Write, bytes: &[u8], path: &std::path::Path) -> Result<()> {
@@ -240,23 +265,8 @@ fn write_all(w: &mut dyn std::io::Write, bytes: &[u8], path: &std::path::Path) -
 /// Y [T, B, D·P]; state files hold c [L·D, B, H] and m (= h) [L·D, B, R].
 fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack) -> Result<()> {
     use lstm_kernels::SeqOptions;
-    let stack = {
-        let layers = stack
-            .layers()
-            .iter()
-            .map(|l| -> Result<lstm_kernels::StackLayer> {
-                Ok(lstm_kernels::StackLayer {
-                    forward: l.forward.clone().with_threads(args.threads)?,
-                    backward: l
-                        .backward
-                        .clone()
-                        .map(|b| b.with_threads(args.threads))
-                        .transpose()?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        lstm_kernels::LstmStack::new(layers, lstm_kernels::Merge::Concat)?
-    };
+    // One pool for every layer (a deep stack built a pool per cell).
+    let stack = stack.clone().with_threads(args.threads)?;
     let x = io::read_npy(&args.input)?;
     let n = stack.input_size();
     let (t, b) = match (x.shape.as_slice(), args.batch_first) {
@@ -298,16 +308,18 @@ fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack) -> Result<()> {
     };
     if let Some(path) = &args.state_in {
         let f = io::read_tensors(path)?;
-        let (c, m) = (f.get("c")?, f.get("m")?);
-        for (name, tsr, wdt) in [("c", c, h), ("m", m, r)] {
-            if tsr.shape != [ld, b, wdt] {
+        // Shapes from the headers first: nothing of a wrong size is read.
+        for (name, wdt) in [("c", h), ("m", r)] {
+            let got = f.shape(name)?;
+            if got != [ld, b, wdt] {
                 return Err(Error::Shape {
                     tensor: format!("{name} in {}", path.display()),
                     expected: shape_str(&[ld, b, wdt]),
-                    got: shape_str(&tsr.shape),
+                    got: shape_str(got),
                 });
             }
         }
+        let (c, m) = (f.get("c")?, f.get("m")?);
         for k in 0..stack.layers().len() {
             let (f_st, b_st) = st.layer_mut(k).expect("layer exists");
             for (d, s) in std::iter::once(f_st).chain(b_st).enumerate() {
@@ -320,7 +332,7 @@ fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack) -> Result<()> {
         }
     }
     let w = stack.output_size();
-    let mut y = vec![0.0f32; t * b * w];
+    let mut y = try_zeros(checked_elements(&[t, b, w], "the output")?, "the output")?;
     stack.forward(
         &mut st,
         &x.data,
@@ -353,9 +365,7 @@ fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack) -> Result<()> {
         }
         None => None,
     };
-    staged_y.commit()?;
-    if let Some(s) = staged_state {
-        s.commit()?;
-    }
-    Ok(())
+    // One rename after the other: a failure of the second names the file
+    // the first already replaced.
+    io::commit_all(std::iter::once(staged_y).chain(staged_state).collect())
 }

@@ -12,6 +12,7 @@ use crate::weights::LstmWeights;
 /// Loads a Keras `LSTM` layer's weights from `.npz` (`kernel`,
 /// `recurrent_kernel`, `bias`; an optional key prefix).
 pub fn keras(path: impl AsRef<Path>, prefix: &str) -> Result<(LstmConfig, LstmWeights)> {
+    let _nearest = crate::engine::NearestGuard::new(); // bias sums round to nearest
     let file = read_tensors(path)?;
     let key = |n: &str| format!("{prefix}{n}");
     let (k, rk) = (

@@ -136,6 +136,8 @@ pub fn onnx_stack_with(path: impl AsRef<Path>, opts: LoadOptions) -> Result<crat
 /// Each direction's cell of the node (1 or 2).
 fn onnx_cells(path: &Path) -> Result<Vec<(LstmConfig, LstmWeights)>> {
     use prost::Message;
+    let _nearest = crate::engine::NearestGuard::new(); // bias sums round to nearest
+
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -165,6 +167,44 @@ fn onnx_cells(path: &Path) -> Result<Vec<(LstmConfig, LstmWeights)>> {
         .ok()
         .filter(|&h| h > 0)
         .ok_or_else(|| onnx_err(path, format!("hidden_size {hidden} is not positive")))?;
+    // 4·h and the shapes below are computed unchecked: held to the tensor
+    // limit first (a larger cell is refused by the config anyway).
+    if h > crate::MAX_TENSOR_ELEMENTS / 4 {
+        return Err(onnx_err(
+            path,
+            format!(
+                "hidden_size {h} exceeds the limit ({} elements per gate matrix)",
+                crate::MAX_TENSOR_ELEMENTS
+            ),
+        ));
+    }
+    // Attributes: each at most once, and only those this importer reads
+    // (another one changes what the node computes).
+    const KNOWN: [&str; 6] = [
+        "hidden_size",
+        "direction",
+        "layout",
+        "activations",
+        "clip",
+        "input_forget",
+    ];
+    let mut seen = std::collections::HashSet::new();
+    for a in &node.attribute {
+        if !seen.insert(a.name.as_str()) {
+            return Err(onnx_err(
+                path,
+                format!("attribute `{}` is given twice", a.name),
+            ));
+        }
+        if !KNOWN.contains(&a.name.as_str()) {
+            return Err(Error::Unsupported(format!(
+                "{}: LSTM attribute `{}` is not supported",
+                path.display(),
+                a.name
+            )));
+        }
+    }
+
     let dirs = match attr("direction")
         .map(|d| String::from_utf8_lossy(&d.s).into_owned())
         .as_deref()
@@ -200,6 +240,38 @@ fn onnx_cells(path: &Path) -> Result<Vec<(LstmConfig, LstmWeights)>> {
     // Initializers by the node's input names: X, W, R, B, sequence_lens,
     // initial_h, initial_c, P.
     let input = |k: usize| node.input.get(k).filter(|s| !s.is_empty());
+    // sequence_lens, initial_h and initial_c as graph inputs are given at
+    // run time (the state and lengths of a call; --state-in, --seq-lens).
+    // As constants (initializers) they would change what the model computes
+    // and are not read: refused rather than ignored.
+    for (k, what) in [(4, "sequence_lens"), (5, "initial_h"), (6, "initial_c")] {
+        if let Some(name) = input(k)
+            && graph.initializer.iter().any(|t| &t.name == name)
+        {
+            return Err(Error::Unsupported(format!(
+                "{}: the LSTM node's {what} is a constant (`{name}`); constant initial states and lengths are not supported (pass them at run time: --state-in, --seq-lens)",
+                path.display()
+            )));
+        }
+    }
+    if node.input.len() > 8 {
+        return Err(onnx_err(
+            path,
+            format!("the LSTM node has {} inputs (at most 8)", node.input.len()),
+        ));
+    }
+    // A name given to two initializers is ambiguous.
+    let mut seen = std::collections::HashSet::new();
+    if let Some(t) = graph
+        .initializer
+        .iter()
+        .find(|t| !seen.insert(t.name.as_str()))
+    {
+        return Err(onnx_err(
+            path,
+            format!("initializer `{}` is given twice", t.name),
+        ));
+    }
     let init = |k: usize, what: &str| -> Result<Option<Tensor>> {
         let Some(name) = input(k) else {
             return Ok(None);

@@ -117,6 +117,7 @@ fn pytorch_cell(
     prefix: &str,
     suffix: &str,
 ) -> Result<(LstmConfig, LstmWeights, Vec<String>)> {
+    let _nearest = crate::engine::NearestGuard::new(); // bias sums round to nearest
     let key = |n: &str| format!("{prefix}{n}{suffix}");
     let (w_ih, w_hh) = (file.get(&key("weight_ih"))?, file.get(&key("weight_hh"))?);
     let (g4, n) = dims2(file, &key("weight_ih"), w_ih)?;

@@ -40,6 +40,7 @@ pub fn tf(
     prefix: &str,
     opts: TfOptions,
 ) -> Result<(LstmConfig, LstmWeights)> {
+    let _nearest = crate::engine::NearestGuard::new(); // bias sums round to nearest
     let file = read_tensors(path)?;
     let key = |n: &str| format!("{prefix}{n}");
     let (k, b) = (file.get(&key("kernel"))?, file.get(&key("bias"))?);

@@ -220,6 +220,15 @@ pub(super) fn read_header(r: &mut dyn Read, ctx: &Ctx) -> Result<Header> {
                 shape_str(&shape)
             ))
         })?;
+    // The crate's limit per tensor: also what bounds a pipe's data, whose
+    // length cannot be checked before reading.
+    if count > crate::MAX_TENSOR_ELEMENTS {
+        return Err(ctx.err(format!(
+            "shape {} exceeds the limit of {} elements per tensor",
+            shape_str(&shape),
+            crate::MAX_TENSOR_ELEMENTS
+        )));
+    }
     Ok(Header {
         descr,
         fortran,
@@ -384,7 +393,12 @@ fn parse_dict(s: &[u8]) -> std::result::Result<(String, bool, Vec<usize>), Strin
                 if matches!(p.peek(), Some(b'[' | b'(' | b'{')) {
                     return Err("structured (record) dtypes are not supported".into());
                 }
-                let d = String::from_utf8_lossy(p.string()?).into_owned();
+                let raw = p.string()?;
+                // Every dtype this reader knows is a few characters (`<f4`).
+                if raw.len() > 16 {
+                    return Err(format!("'descr' of {} bytes is not a dtype", raw.len()));
+                }
+                let d = String::from_utf8_lossy(raw).into_owned();
                 descr.replace(d).is_some()
             }
             b"fortran_order" => fortran.replace(p.boolean()?).is_some(),

@@ -59,9 +59,48 @@ pub fn read_safetensors(path: impl AsRef<Path>) -> Result<TensorFile> {
                 "the header is not a JSON object",
             ));
         }
-        file.read_to_end(&mut bytes).map_err(io_err(path))?;
+        // A pipe's length is unknown: read no further than the header's
+        // largest data offset (one byte more shows extra data), within the
+        // limit for piped data, growing only as data arrives.
+        let header = &bytes[8..];
+        let end = data_end(header).min(MAX_PIPE_DATA_BYTES);
+        (&mut file)
+            .take(end + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io_err(path))?;
     }
     safetensors_from_bytes(&bytes, path)
+}
+
+/// The most data bytes read from a safetensors file that is not a regular
+/// file (a pipe), whatever its header says (8 × the per-tensor limit).
+pub const MAX_PIPE_DATA_BYTES: u64 = 8 * crate::MAX_TENSOR_ELEMENTS as u64;
+
+/// The largest end offset named by a `"data_offsets": [a, b]` in the header
+/// text (0 if none): how many data bytes the file claims. Only a bound for
+/// reading; the header itself is parsed and checked afterwards.
+fn data_end(header: &[u8]) -> u64 {
+    let key = b"data_offsets";
+    let mut end = 0u64;
+    let mut i = 0;
+    while let Some(at) = header[i..].windows(key.len()).position(|w| w == key) {
+        i += at + key.len();
+        // The second number after the next '['.
+        let Some(open) = header[i..].iter().position(|&c| c == b'[') else {
+            break;
+        };
+        let rest = &header[i + open + 1..];
+        let mut nums = rest.split(|&c| c == b',' || c == b']').take(2).map(|t| {
+            std::str::from_utf8(t)
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+                .unwrap_or(u64::MAX)
+        });
+        if let (Some(_), Some(b)) = (nums.next(), nums.next()) {
+            end = end.max(b);
+        }
+    }
+    end
 }
 
 /// Parses `.safetensors` bytes; `path` names them in errors. F32 and F64
