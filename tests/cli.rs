@@ -852,3 +852,55 @@ fn cli_survives_a_closed_stdout() {
     let err = stderr(&out);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// Issue 14: `--precision bf16` runs the bf16 kernel (the JSON says which
+/// and in what precision); `lstm run --precision bf16` gives bitwise what
+/// the library gives; int8 is an error for now.
+#[test]
+fn cli_precision_bf16() {
+    let out = run_ok(lstm().args([
+        "bench",
+        "--batch",
+        "17",
+        "--input",
+        "20",
+        "--hidden",
+        "33",
+        "--steps",
+        "2",
+        "--seconds",
+        "0",
+        "--precision",
+        "bf16",
+        "--json",
+    ]));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["precision"], "bf16", "{j}");
+    assert!(j["kernel"].as_str().unwrap().starts_with("bf16_"), "{j}");
+    let err = run_err(lstm().args(["bench", "--precision", "int8", "--seconds", "0"]));
+    assert!(err.contains("int8") && err.lines().count() == 1, "{err}");
+    // lstm run in bf16 equals the library's bf16 bitwise.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = golden::dir("plain");
+    let (w, x) = (dir.join("weights.npz"), dir.join("x.npy"));
+    let y = tmp.path().join("y.npy");
+    run_ok(lstm_run("seed", None, &w, &x, &y).args(["--precision", "bf16", "--threads", "1"]));
+    let (cfg, seed) = io::load_seed_weights(&w).unwrap();
+    let model = lstm_kernels::Lstm::new(
+        cfg,
+        lstm_kernels::LstmWeights::from_seed(&cfg, &seed).unwrap(),
+    )
+    .unwrap()
+    .with_precision(lstm_kernels::Precision::Bf16)
+    .unwrap();
+    let xs = io::read_npy(&x).unwrap();
+    let batch = xs.shape[1];
+    let mut st = model.new_state(batch).unwrap();
+    let mut want = vec![0.0; xs.data.len() / cfg.n_input * cfg.n_output()];
+    model.forward(&mut st, &xs.data, &mut want).unwrap();
+    let got = io::read_npy(&y).unwrap().data;
+    assert!(
+        common::bits(&got) == common::bits(&want),
+        "lstm run --precision bf16 differs from the library"
+    );
+}

@@ -264,6 +264,82 @@ impl CharLm {
     /// `fc.weight · y + fc.bias`, accumulated in f64 (closer to exact than
     /// PyTorch's f32, so greedy choices agree unless two logits tie to
     /// within f32 rounding).
+    /// The same model with its LSTM layers in `precision` (see
+    /// [`crate::Precision`]; the embedding and the output layer stay f32).
+    pub fn with_precision(mut self, precision: crate::Precision) -> Result<Self> {
+        self.stack = self.stack.with_precision(precision)?;
+        Ok(self)
+    }
+
+    /// The same model with its LSTM layers in bf16 on the kernel named
+    /// `kernel` (see [`crate::Lstm::with_bf16_kernel`]).
+    pub fn with_bf16_kernel(mut self, kernel: &str) -> Result<Self> {
+        self.stack = self.stack.with_bf16_kernel(kernel)?;
+        Ok(self)
+    }
+
+    /// How well the model predicts `text`: the text is cut into `chunks`
+    /// equal pieces run as one batch, and every character after a piece's
+    /// first is predicted from the ones before it. Returns the mean
+    /// cross-entropy in bits per character and the greedy (most likely)
+    /// prediction at each of those positions, in order.
+    pub fn evaluate(&self, text: &str, chunks: usize) -> Result<(f64, Vec<char>)> {
+        let _nearest = crate::engine::NearestGuard::new();
+        let toks: Vec<usize> = text.chars().map(|c| self.token(c)).collect::<Result<_>>()?;
+        let b = chunks.max(1);
+        let t = toks.len() / b;
+        if t < 2 {
+            return Err(Error::Invalid(format!(
+                "a text of {} characters is too short for {b} pieces",
+                toks.len()
+            )));
+        }
+        let (e, v, h) = (self.e, self.vocab.len(), self.stack.output_size());
+        let mut xs = try_zeros(
+            crate::error::checked_elements(&[t, b, e], "the evaluation inputs")?,
+            "evaluation inputs",
+        )?;
+        for i in 0..b {
+            for s in 0..t {
+                let k = toks[i * t + s];
+                xs[(s * b + i) * e..(s * b + i + 1) * e]
+                    .copy_from_slice(&self.emb[k * e..(k + 1) * e]);
+            }
+        }
+        let mut ys = try_zeros(
+            crate::error::checked_elements(&[t, b, h], "the evaluation outputs")?,
+            "evaluation outputs",
+        )?;
+        let mut st = self.stack.new_state(b)?;
+        self.stack
+            .forward(&mut st, &xs, &mut ys, SeqOptions::default())?;
+        let (mut acc, mut logits) = (vec![0.0f64; v], vec![0.0f32; v]);
+        let (mut bits, mut n) = (0.0f64, 0usize);
+        let mut greedy = Vec::with_capacity(b * (t - 1));
+        for i in 0..b {
+            for s in 0..t - 1 {
+                self.logits(
+                    &ys[(s * b + i) * h..(s * b + i + 1) * h],
+                    &mut acc,
+                    &mut logits,
+                );
+                let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+                let lse = max
+                    + logits
+                        .iter()
+                        .map(|&l| (l as f64 - max).exp())
+                        .sum::<f64>()
+                        .ln();
+                let next = toks[i * t + s + 1];
+                bits += (lse - logits[next] as f64) / std::f64::consts::LN_2;
+                n += 1;
+                let arg = (0..v).fold(0, |a, j| if logits[j] > logits[a] { j } else { a });
+                greedy.push(self.vocab[arg]);
+            }
+        }
+        Ok((bits / n as f64, greedy))
+    }
+
     fn logits(&self, y: &[f32], acc: &mut [f64], out: &mut [f32]) {
         let v = out.len();
         for (a, &b) in acc.iter_mut().zip(&self.fc_b) {

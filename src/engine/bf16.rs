@@ -434,7 +434,12 @@ unsafe fn body<S: Simd>(pk: &Bf16Packed, ch: Chunk, bufs: Bufs) {
                 round_row(pk.kernel, bufs.stage, &mut bufs.a[base..], ROWS * KCHUNK);
                 continue;
             }
-            round_row(pk.kernel, bufs.stage, &mut bufs.a[r * kp..(r + 1) * kp], KCHUNK);
+            round_row(
+                pk.kernel,
+                bufs.stage,
+                &mut bufs.a[r * kp..(r + 1) * kp],
+                KCHUNK,
+            );
         }
         let nblocks = rows.div_ceil(ROWS);
         #[cfg(target_arch = "x86_64")]
@@ -766,7 +771,13 @@ mod amx {
     /// block of 16 rows × kp operands in 1 KiB tiles, `tiles` kp/32 × 4
     /// blocks, `g` 16 × 64 floats.
     #[inline(always)]
-    pub(super) unsafe fn gemm_pair(a: &[u16], tiles: &[u32], kp: usize, g: &mut [f32], pair: usize) {
+    pub(super) unsafe fn gemm_pair(
+        a: &[u16],
+        tiles: &[u32],
+        kp: usize,
+        g: &mut [f32],
+        pair: usize,
+    ) {
         assert!(a.len() >= 16 * kp && tiles.len() >= kp / KCHUNK * 4 * BLOCK && g.len() >= 16 * 64);
         // SAFETY: every tile load reads one contiguous 1 KiB block of a or
         // tiles; the stores write 16 rows of 64 bytes at stride 256 in g.
@@ -809,7 +820,13 @@ mod amx {
     /// # Safety
     /// As [`gemm_pair`], with `a` holding two blocks and `g` 32 × 64.
     #[inline(always)]
-    pub(super) unsafe fn gemm2(a: &[u16], tiles: &[u32], kp: usize, g: &mut [f32], pairs: &[usize]) {
+    pub(super) unsafe fn gemm2(
+        a: &[u16],
+        tiles: &[u32],
+        kp: usize,
+        g: &mut [f32],
+        pairs: &[usize],
+    ) {
         assert!(a.len() >= 32 * kp && tiles.len() >= kp / KCHUNK * 4 * BLOCK && g.len() >= 32 * 64);
         // Operand tiles are contiguous 1 KiB blocks (see `body`).
         let a_stride = 64usize;
@@ -818,7 +835,13 @@ mod amx {
         // rows of 64 bytes at stride 256 within g's 32 × 256 bytes.
         unsafe {
             for &pair in pairs {
-                asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack, nomem)
+                );
                 for c in 0..kp / KCHUNK {
                     let a0 = a.as_ptr().add(c * 16 * KCHUNK);
                     let bp = tiles.as_ptr().add((c * 4 + pair) * BLOCK);

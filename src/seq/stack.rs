@@ -155,6 +155,34 @@ impl LstmStack {
         Ok(self)
     }
 
+    /// Every layer (both directions) in `precision`; see
+    /// [`Lstm::with_precision`](crate::Lstm::with_precision).
+    pub fn with_precision(mut self, precision: crate::Precision) -> Result<Self> {
+        for layer in &mut self.layers {
+            layer.forward = layer.forward.clone().with_precision(precision)?;
+            layer.backward = layer
+                .backward
+                .take()
+                .map(|b| b.with_precision(precision))
+                .transpose()?;
+        }
+        Ok(self)
+    }
+
+    /// Every layer in bf16 on the kernel named `kernel`; see
+    /// [`Lstm::with_bf16_kernel`](crate::Lstm::with_bf16_kernel).
+    pub fn with_bf16_kernel(mut self, kernel: &str) -> Result<Self> {
+        for layer in &mut self.layers {
+            layer.forward = layer.forward.clone().with_bf16_kernel(kernel)?;
+            layer.backward = layer
+                .backward
+                .take()
+                .map(|b| b.with_bf16_kernel(kernel))
+                .transpose()?;
+        }
+        Ok(self)
+    }
+
     /// The layers.
     pub fn layers(&self) -> &[StackLayer] {
         &self.layers

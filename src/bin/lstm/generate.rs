@@ -29,6 +29,9 @@ pub struct GenerateArgs {
     /// Sample only among the k most likely characters.
     #[arg(long)]
     top_k: Option<usize>,
+    /// Arithmetic of the LSTM layers: f32 (default) or bf16.
+    #[arg(long, default_value = "f32")]
+    precision: lstm_kernels::Precision,
     /// Generate for this many copies of the prompt at once (one batch;
     /// 1 to 65536).
     #[arg(long, default_value_t = 1)]
@@ -43,7 +46,8 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
     let model = match &a.model {
         Some(p) => CharLm::load(p)?,
         None => CharLm::shipped()?,
-    };
+    }
+    .with_precision(a.precision)?;
     let sampling = Sampling {
         temperature: a.temperature,
         top_k: a.top_k,

@@ -71,6 +71,9 @@ pub struct RunArgs {
     /// error naming the tensor and index).
     #[arg(long)]
     allow_non_finite_weights: bool,
+    /// Arithmetic of the gate GEMM: f32 (default) or bf16 (see README).
+    #[arg(long, default_value = "f32")]
+    precision: lstm_kernels::Precision,
 }
 
 fn load_options(args: &RunArgs) -> import::LoadOptions {
@@ -130,7 +133,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         Format::Onnx => import::onnx(&args.weights)?,
     };
     let cfg = cfg.with_non_finite_weights(args.allow_non_finite_weights);
-    let model = Lstm::new(cfg, weights)?.with_threads(args.threads)?;
+    let model = Lstm::new(cfg, weights)?
+        .with_threads(args.threads)?
+        .with_precision(args.precision)?;
     let x = io::read_npy(&args.input)?;
     let (n, h, p) = (cfg.n_input, cfg.n_hidden, cfg.n_output());
     let (steps, batch, single) = match x.shape.as_slice() {
@@ -266,7 +271,10 @@ fn write_all(w: &mut dyn std::io::Write, bytes: &[u8], path: &std::path::Path) -
 fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack) -> Result<()> {
     use lstm_kernels::SeqOptions;
     // One pool for every layer (a deep stack built a pool per cell).
-    let stack = stack.clone().with_threads(args.threads)?;
+    let stack = stack
+        .clone()
+        .with_threads(args.threads)?
+        .with_precision(args.precision)?;
     let x = io::read_npy(&args.input)?;
     let n = stack.input_size();
     let (t, b) = match (x.shape.as_slice(), args.batch_first) {
