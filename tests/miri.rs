@@ -103,3 +103,32 @@ fn generated_kernels_every_body() {
         "the batch-in-lanes layout did not run"
     );
 }
+
+/// The bf16 engine's pointer arithmetic (chunk pointers into the inputs and
+/// outputs, the state pointers, the operand blocks) on its portable kernel:
+/// 17 rows (a full 16-row block and one more), diagonal peepholes, checked
+/// against the reference within the bf16 bound.
+#[test]
+fn bf16_portable_kernel() {
+    let cfg = LstmConfig::new(3, 5).with_peephole(Peephole::Diagonal);
+    let case = Case::new(cfg, 17, 2, 5, 2.0);
+    let model = case.model().with_bf16_kernel("portable").unwrap();
+    let run = case.run_forward(&model);
+    common::check_run_in(&case, &run, lstm_kernels::Precision::Bf16).unwrap();
+}
+
+/// The same on two threads (chunks of 32 rows and 1): under Tree Borrows
+/// with the other rayon tests (see above).
+#[test]
+fn bf16_portable_two_threads() {
+    let case = Case::new(LstmConfig::new(3, 5), 33, 2, 6, 2.0);
+    let model = case
+        .model()
+        .with_bf16_kernel("portable")
+        .unwrap()
+        .with_threads(2)
+        .unwrap()
+        .with_parallel_threshold(0.0);
+    let run = case.run_forward(&model);
+    common::check_run_in(&case, &run, lstm_kernels::Precision::Bf16).unwrap();
+}

@@ -146,39 +146,28 @@ impl LstmStack {
     /// core, at most [`max_threads`](crate::max_threads)): one pool for the
     /// whole stack, whatever its depth (each layer building its own
     /// multiplied the threads by the layers).
-    pub fn with_threads(mut self, threads: usize) -> Result<Self> {
+    pub fn with_threads(self, threads: usize) -> Result<Self> {
         let (pool, n) = crate::model::lstm::thread_pool(threads)?;
-        for layer in &mut self.layers {
-            layer.forward = layer.forward.clone().with_pool(pool.clone(), n);
-            layer.backward = layer.backward.take().map(|b| b.with_pool(pool.clone(), n));
-        }
-        Ok(self)
+        self.map_cells(|cell| Ok(cell.with_pool(pool.clone(), n)))
     }
 
     /// Every layer (both directions) in `precision`; see
     /// [`Lstm::with_precision`](crate::Lstm::with_precision).
-    pub fn with_precision(mut self, precision: crate::Precision) -> Result<Self> {
-        for layer in &mut self.layers {
-            layer.forward = layer.forward.clone().with_precision(precision)?;
-            layer.backward = layer
-                .backward
-                .take()
-                .map(|b| b.with_precision(precision))
-                .transpose()?;
-        }
-        Ok(self)
+    pub fn with_precision(self, precision: crate::Precision) -> Result<Self> {
+        self.map_cells(|cell| cell.with_precision(precision))
     }
 
     /// Every layer in bf16 on the kernel named `kernel`; see
     /// [`Lstm::with_bf16_kernel`](crate::Lstm::with_bf16_kernel).
-    pub fn with_bf16_kernel(mut self, kernel: &str) -> Result<Self> {
+    pub fn with_bf16_kernel(self, kernel: &str) -> Result<Self> {
+        self.map_cells(|cell| cell.with_bf16_kernel(kernel))
+    }
+
+    /// The stack with `f` applied to every cell (both directions).
+    fn map_cells(mut self, f: impl Fn(Lstm) -> Result<Lstm>) -> Result<Self> {
         for layer in &mut self.layers {
-            layer.forward = layer.forward.clone().with_bf16_kernel(kernel)?;
-            layer.backward = layer
-                .backward
-                .take()
-                .map(|b| b.with_bf16_kernel(kernel))
-                .transpose()?;
+            layer.forward = f(layer.forward.clone())?;
+            layer.backward = layer.backward.take().map(&f).transpose()?;
         }
         Ok(self)
     }
