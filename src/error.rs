@@ -237,12 +237,18 @@ pub fn checked_elements(dims: &[usize], what: &str) -> Result<usize> {
 /// A zero-filled `Vec<f32>` of `len` values, or [`Error::Alloc`] naming
 /// `what` if the system refuses the memory (never an abort).
 pub fn try_zeros(len: usize, what: &str) -> Result<Vec<f32>> {
+    try_filled(len, 0.0, what)
+}
+
+/// `len` copies of `value`, or [`Error::Alloc`] naming `what`: the one
+/// place the crate's fallible allocations are made.
+pub(crate) fn try_filled<T: Clone>(len: usize, value: T, what: &str) -> Result<Vec<T>> {
     let mut v = Vec::new();
     v.try_reserve_exact(len).map_err(|_| Error::Alloc {
         what: what.to_string(),
-        bytes: len.saturating_mul(std::mem::size_of::<f32>()),
+        bytes: len.saturating_mul(std::mem::size_of::<T>()),
     })?;
-    v.resize(len, 0.0);
+    v.resize(len, value);
     Ok(v)
 }
 

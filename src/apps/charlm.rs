@@ -11,8 +11,7 @@
 
 use std::path::Path;
 
-use crate::config::MAX_TENSOR_ELEMENTS;
-use crate::error::{Error, Result, shape_str, try_zeros};
+use crate::error::{Error, Result, checked_elements, shape_str, try_filled, try_zeros};
 use crate::import;
 use crate::io::{TensorFile, read_tensors, safetensors_from_bytes};
 use crate::rng::SplitMix64;
@@ -100,25 +99,10 @@ impl CharLm {
                     file.path().display()
                 ))
             })?;
+        // Shapes checked above.
         let emb = file.get("embedding.weight")?;
-        let e = stack.input_size();
-        if emb.shape != [v, e] {
-            return Err(shape_err(file, "embedding.weight", &[v, e], &emb.shape));
-        }
-        let h = stack.output_size();
         let (fw, fb) = (file.get("fc.weight")?, file.get("fc.bias")?);
-        if fw.shape != [v, h] {
-            return Err(shape_err(file, "fc.weight", &[v, h], &fw.shape));
-        }
-        if fb.shape != [v] {
-            return Err(shape_err(file, "fc.bias", &[v], &fb.shape));
-        }
-        let mut fc_wt = Vec::new();
-        fc_wt.try_reserve_exact(h * v).map_err(|_| Error::Alloc {
-            what: "the output layer".into(),
-            bytes: h * v * 8,
-        })?;
-        fc_wt.resize(h * v, 0.0f64);
+        let mut fc_wt = try_filled(h * v, 0.0f64, "the output layer")?;
         for j in 0..v {
             for k in 0..h {
                 fc_wt[k * v + j] = fw.data[j * h + k] as f64;
@@ -189,19 +173,9 @@ impl CharLm {
         let t = toks.iter().map(Vec::len).max().unwrap_or(0);
         let lens: Vec<usize> = toks.iter().map(Vec::len).collect();
         // Every buffer below is at most t·b·max(e, h) or b·length values.
-        let sized = |what: &str, dims: &[usize]| -> Result<usize> {
-            dims.iter()
-                .try_fold(1usize, |a, &d| a.checked_mul(d))
-                .filter(|&n| n <= MAX_TENSOR_ELEMENTS)
-                .ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "{what} {dims:?} exceeds the limit of {MAX_TENSOR_ELEMENTS} elements (fewer prompts or a shorter length)"
-                    ))
-                })
-        };
-        let n_xs = sized("the prompt inputs", &[t, b, e])?;
-        let n_ys = sized("the prompt outputs", &[t, b, h])?;
-        sized("the generated text (prompts × length)", &[b, length])?;
+        let n_xs = checked_elements(&[t, b, e], "the prompt inputs")?;
+        let n_ys = checked_elements(&[t, b, h], "the prompt outputs")?;
+        checked_elements(&[b, length], "the generated text (prompts × length)")?;
         let mut st: StackState = self.stack.new_state(b)?;
         // The prompts, padded, as one sequence with per-prompt lengths.
         let mut xs = try_zeros(n_xs, "prompt inputs")?;
@@ -296,7 +270,7 @@ impl CharLm {
         }
         let (e, v, h) = (self.e, self.vocab.len(), self.stack.output_size());
         let mut xs = try_zeros(
-            crate::error::checked_elements(&[t, b, e], "the evaluation inputs")?,
+            checked_elements(&[t, b, e], "the evaluation inputs")?,
             "evaluation inputs",
         )?;
         for i in 0..b {
@@ -307,7 +281,7 @@ impl CharLm {
             }
         }
         let mut ys = try_zeros(
-            crate::error::checked_elements(&[t, b, h], "the evaluation outputs")?,
+            checked_elements(&[t, b, h], "the evaluation outputs")?,
             "evaluation outputs",
         )?;
         let mut st = self.stack.new_state(b)?;

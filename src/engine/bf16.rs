@@ -23,7 +23,7 @@ use super::activation::{sigmoid, tanh};
 use super::simd::Avx512;
 use super::simd::{Portable, Simd};
 use crate::config::{LstmConfig, Peephole};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, try_filled};
 use crate::weights::LstmWeights;
 
 /// Hidden units per block (one AVX-512 vector, one AMX tile's columns).
@@ -207,17 +207,6 @@ pub(crate) struct Bf16Packed {
     input_forget: bool,
 }
 
-/// Zero-filled `len` values of `T`, or [`Error::Alloc`].
-fn try_vec<T: Copy + Default>(len: usize, what: &str) -> Result<Vec<T>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| Error::Alloc {
-        what: what.to_string(),
-        bytes: len.saturating_mul(std::mem::size_of::<T>()),
-    })?;
-    v.resize(len, T::default());
-    Ok(v)
-}
-
 impl Bf16Packed {
     /// Checks that `cfg` has only what the bf16 path computes, and packs.
     pub(crate) fn build(cfg: &LstmConfig, w: &LstmWeights, kernel: Bf16Kernel) -> Result<Self> {
@@ -241,7 +230,7 @@ impl Bf16Packed {
         let kc = kp / KCHUNK;
         let ub = h.div_ceil(UNITS);
         let cols = 4 * h;
-        let mut tiles = try_vec::<u32>(ub * kc * 4 * BLOCK, "bf16 packed weights")?;
+        let mut tiles = try_filled::<u32>(ub * kc * 4 * BLOCK, 0, "bf16 packed weights")?;
         let weight = |kk: usize, col: usize| -> f32 {
             if kk < k {
                 w.gates[kk * cols + col]
@@ -268,7 +257,7 @@ impl Bf16Packed {
                 }
             }
         }
-        let mut bias = try_vec::<f32>(ub * 4 * UNITS, "bf16 bias")?;
+        let mut bias = try_filled::<f32>(ub * 4 * UNITS, 0.0, "bf16 bias")?;
         for u in 0..ub {
             for g in 0..4 {
                 for j in 0..UNITS.min(h - u * UNITS) {
@@ -279,7 +268,7 @@ impl Bf16Packed {
         }
         let diag = match &w.peep_diag {
             Some(d) => {
-                let mut v = try_vec::<f32>(ub * 3 * UNITS, "bf16 peepholes")?;
+                let mut v = try_filled::<f32>(ub * 3 * UNITS, 0.0, "bf16 peepholes")?;
                 for u in 0..ub {
                     for g in 0..3 {
                         for j in 0..UNITS.min(h - u * UNITS) {
@@ -343,9 +332,9 @@ unsafe impl Send for Chunk<'_> {}
 /// there, for every step `t < steps` and row `r < rows`.
 pub(crate) unsafe fn run_chunk(pk: &Bf16Packed, ch: Chunk) -> Result<()> {
     let rows_pad = ch.rows.div_ceil(ROWS) * ROWS;
-    let mut a = try_vec::<u16>(rows_pad * pk.kp, "bf16 operands")?;
-    let mut stage = try_vec::<f32>(pk.kp, "bf16 staging row")?;
-    let mut g = try_vec::<f32>(rows_pad.max(ROWS) * 4 * UNITS, "bf16 gate block")?;
+    let mut a = try_filled::<u16>(rows_pad * pk.kp, 0, "bf16 operands")?;
+    let mut stage = try_filled::<f32>(pk.kp, 0.0, "bf16 staging row")?;
+    let mut g = try_filled::<f32>(rows_pad.max(ROWS) * 4 * UNITS, 0.0, "bf16 gate block")?;
     let bufs = Bufs {
         a: &mut a,
         stage: &mut stage,

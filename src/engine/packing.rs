@@ -26,7 +26,7 @@
 //! ([`PackFormat`], from the kernel chosen in `engine::packed`); kernels
 //! check it on entry.
 
-use crate::error::{Error, Result};
+use crate::error::{Result, try_filled};
 
 /// How a panel's body (the rows after the bias row) is laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,13 +67,7 @@ impl AlignedBuf {
     /// As [`AlignedBuf::zeros`], but memory the system refuses is an
     /// [`Error::Alloc`] naming `what` instead of an abort.
     pub(crate) fn try_zeros(len: usize, what: &str) -> Result<Self> {
-        let n = len.div_ceil(16);
-        let mut blocks = Vec::new();
-        blocks.try_reserve_exact(n).map_err(|_| Error::Alloc {
-            what: what.to_string(),
-            bytes: n.saturating_mul(std::mem::size_of::<Block>()),
-        })?;
-        blocks.resize(n, Block([0.0; 16]));
+        let blocks = try_filled(len.div_ceil(16), Block([0.0; 16]), what)?;
         Ok(AlignedBuf { blocks, len })
     }
 

@@ -3,11 +3,11 @@
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use lstm_kernels::error::{Error, Result, try_zeros};
+use lstm_kernels::error::{Error, Result, checked_elements, try_zeros};
 use lstm_kernels::rng::SplitMix64;
 use lstm_kernels::{
-    Isa, KernelChoice, Lstm, LstmConfig, LstmWeights, MAX_TENSOR_ELEMENTS, Peephole, Precision,
-    diagnostics, fma_peak_gflops,
+    Isa, KernelChoice, Lstm, LstmConfig, LstmWeights, Peephole, Precision, diagnostics,
+    fma_peak_gflops,
 };
 
 #[derive(Args, Debug)]
@@ -107,26 +107,9 @@ pub fn setup(
 pub fn setup_inputs(model: Lstm, batch: usize, steps: usize) -> Result<(Lstm, Vec<f32>)> {
     let cfg = *model.config();
     model.new_state(batch)?; // validates the batch size
-    let n = steps
-        .checked_mul(batch)
-        .and_then(|v| v.checked_mul(cfg.n_input))
-        .filter(|&n| n <= MAX_TENSOR_ELEMENTS)
-        .ok_or_else(|| {
-            Error::Invalid(format!(
-                "steps × batch × input = {steps} × {batch} × {} exceeds the limit of {MAX_TENSOR_ELEMENTS} elements",
-                cfg.n_input
-            ))
-        })?;
-    let n_out = steps
-        .checked_mul(batch)
-        .and_then(|v| v.checked_mul(cfg.n_output()))
-        .filter(|&n| n <= MAX_TENSOR_ELEMENTS);
-    if n_out.is_none() {
-        return Err(Error::Invalid(format!(
-            "steps × batch × output = {steps} × {batch} × {} exceeds the limit of {MAX_TENSOR_ELEMENTS} elements",
-            cfg.n_output()
-        )));
-    }
+    // The inputs [T, B, n_in], and the outputs bench allocates later.
+    let n = checked_elements(&[steps, batch, cfg.n_input], "the bench inputs")?;
+    checked_elements(&[steps, batch, cfg.n_output()], "the bench outputs")?;
     let mut xs = try_zeros(n, "bench inputs")?;
     SplitMix64::new(11).fill_uniform(&mut xs, -1.0, 1.0);
     Ok((model, xs))
