@@ -877,6 +877,21 @@ fn cli_precision_bf16() {
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["precision"], "bf16", "{j}");
     assert!(j["kernel"].as_str().unwrap().starts_with("bf16_"), "{j}");
+    // LSTM_KERNELS_BF16 forces the kernel, and the counters show it ran.
+    for k in lstm_kernels::Lstm::bf16_kernels() {
+        let short = k.split('_').nth(1).unwrap();
+        let out = run_ok(
+            lstm()
+                .env("LSTM_KERNELS_BF16", short)
+                .args([
+                    "bench", "--batch", "3", "--input", "5", "--hidden", "7", "--steps", "1",
+                ])
+                .args(["--seconds", "0", "--precision", "bf16", "--json"]),
+        );
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(j["kernel"], k, "LSTM_KERNELS_BF16={short}: {j}");
+        assert!(j["bf16_runs"].as_u64().unwrap() > 0, "{j}");
+    }
     let err = run_err(lstm().args(["bench", "--precision", "int8", "--seconds", "0"]));
     assert!(err.contains("int8") && err.lines().count() == 1, "{err}");
     // lstm run in bf16 equals the library's bf16 bitwise.

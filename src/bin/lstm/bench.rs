@@ -186,6 +186,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             "isa": model.isa_name(),
             "kernel": kernel,
             "precision": model.precision().name(),
+            "bf16_runs": diagnostics::bf16_runs(model.kernel_name()),
             "batch": a.batch,
             "input": a.input,
             "hidden": a.hidden,
