@@ -94,7 +94,8 @@ fn step_row(
     let gate = |wx: &[f32], u: &[f32], b: &[f32], j: usize| {
         dot_col(x, wx, h, j) + dot_col(r_prev, u, h, j) + b[j] as f64
     };
-    // ONNX `clip` bounds the input of every activation.
+    // ONNX `clip` bounds the gates' pre-activations (after bias and
+    // peepholes), as onnxruntime does; not the state entering tanh(c).
     let act_in = |z: f64| cfg.clip.map_or(z, |t| z.clamp(-t as f64, t as f64));
     let diag =
         |d: &Option<Vec<f32>>, j: usize, c: &[f64]| d.as_ref().map_or(0.0, |d| d[j] as f64 * c[j]);
@@ -132,7 +133,7 @@ fn step_row(
             sigmoid(act_in(gate(&w.w_o, &w.u_o, &w.b_o, j) + peep))
         })
         .collect();
-    let m: Vec<f64> = (0..h).map(|j| o[j] * act_in(c[j]).tanh()).collect();
+    let m: Vec<f64> = (0..h).map(|j| o[j] * c[j].tanh()).collect();
     let r = match (&w.w_p, cfg.projection) {
         (Some(wp), Some(rr)) => (0..rr)
             .map(|j| {

@@ -185,6 +185,48 @@ def onnx_cases():
         onnx.save(model, os.path.join(d, "weights.onnx"))
 
 
+def onnx_clip_case():
+    """ONNX `clip` where the cell state exceeds the clip: onnxruntime clamps
+    the gates' pre-activations only, never the c entering tanh(c) (its own
+    random stream, so the other goldens do not change)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.RandomState(23)
+    name, n, h, t, b, clip = "onnx_clip_state", 5, 9, 4, 3, 0.5
+    f32 = lambda *s: ((rng.rand(*s) - 0.5) * 1.6).astype(np.float32)
+    W, R, B, P = f32(1, 4 * h, n), f32(1, 4 * h, h), f32(1, 8 * h), f32(1, 3 * h)
+    inits = [numpy_helper.from_array(a, k) for a, k in [(W, "W"), (R, "R"), (B, "B"), (P, "P")]]
+    node = helper.make_node("LSTM", ["X", "W", "R", "B", "", "initial_h", "initial_c", "P"], ["Y", "Y_h", "Y_c"], hidden_size=h, clip=clip)
+    graph = helper.make_graph(
+        [node],
+        name,
+        [
+            helper.make_tensor_value_info("X", TensorProto.FLOAT, [t, b, n]),
+            helper.make_tensor_value_info("initial_h", TensorProto.FLOAT, [1, b, h]),
+            helper.make_tensor_value_info("initial_c", TensorProto.FLOAT, [1, b, h]),
+        ],
+        [
+            helper.make_tensor_value_info("Y", TensorProto.FLOAT, [t, 1, b, h]),
+            helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, [1, b, h]),
+            helper.make_tensor_value_info("Y_c", TensorProto.FLOAT, [1, b, h]),
+        ],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], producer_name="make_framework_goldens")
+    onnx.checker.check_model(model)
+    x = ((rng.rand(t, b, n) * 4) - 2).astype(np.float32)
+    h0 = ((rng.rand(1, b, h) * 2) - 1).astype(np.float32)
+    # |c0| up to 2.5, several times the clip: the state stays above it.
+    c0 = ((rng.rand(1, b, h) * 5) - 2.5).astype(np.float32)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    y, yh, yc = sess.run(None, {"X": x, "initial_h": h0, "initial_c": c0})
+    assert np.abs(yc).max() > 1.2 * clip, "the golden must hold a state beyond the clip"
+    d = save_case(name, {"format": "onnx", "prefix": ""}, x, c0[0], h0[0], y[:, 0], yc[0], yh[0])
+    onnx.save(model, os.path.join(d, "weights.onnx"))
+
+
 def torch_sequence_cases():
     """Stacked / bidirectional / proj_size nn.LSTM with per-sequence
     lengths (PackedSequence) or batch_first, under tests/golden/sequences/.
@@ -289,6 +331,9 @@ if __name__ == "__main__":
     if os.environ.get("ONLY") == "keras":
         keras_case()
         raise SystemExit(0)
+    if os.environ.get("ONLY") == "onnx_clip":
+        onnx_clip_case()
+        raise SystemExit(0)
     if os.environ.get("ONLY") == "sequences":
         torch_sequence_cases()
         onnx_sequence_cases(os.path.join(ROOT, "..", "sequences"))
@@ -299,4 +344,5 @@ if __name__ == "__main__":
     keras_case()
     tf_cases()
     onnx_cases()
+    onnx_clip_case()
     print("wrote", sorted(os.listdir(ROOT)))

@@ -626,7 +626,7 @@ unsafe fn epilogue<S: Simd>(
                     Some(dg) => S::fmadd(dg[2], c_new, z(3)),
                     None => z(3),
                 };
-                let m = S::mul(sigmoid::<S>(act_in(zo)), tanh::<S>(act_in(c_new)));
+                let m = S::mul(sigmoid::<S>(act_in(zo)), tanh::<S>(c_new));
                 let mp = st.m.add(row * h + j0);
                 let op = ch.out.add((t * ch.batch + row) * h + j0);
                 if n == l {

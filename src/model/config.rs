@@ -87,9 +87,10 @@ pub struct LstmConfig {
     pub cell_clip: Option<f32>,
     /// TF `proj_clip`: `r` is clamped to `[−clip, clip]`.
     pub proj_clip: Option<f32>,
-    /// ONNX `clip`: the inputs of every activation (the gates' σ/tanh and
-    /// the `tanh` of `c` in `m = o⊙tanh(c)`) are clamped to `[−clip, clip]`;
-    /// the state `c` itself is not.
+    /// ONNX `clip`: the gates' pre-activations (the inputs of their σ/tanh,
+    /// after bias and peepholes) are clamped to `[−clip, clip]`, as
+    /// onnxruntime does; the state `c`, and the `tanh(c)` in `m = o⊙tanh(c)`,
+    /// are not.
     pub clip: Option<f32>,
     /// ONNX `input_forget`: the forget gate is `1 − i` (its weights are
     /// ignored).

@@ -179,7 +179,7 @@ pub(super) unsafe fn gate_tile<S: Arch, D: Dims, const MR: usize>(
                 };
                 let m = S::mul(
                     sigmoid::<S>(act_in::<S>(zo, d.clip)),
-                    tanh::<S>(act_in::<S>(c_new, d.clip)),
+                    tanh::<S>(c_new),
                 );
                 store_n::<S>(m_dst.add(row * h + j0), m, n);
             }
@@ -187,7 +187,9 @@ pub(super) unsafe fn gate_tile<S: Arch, D: Dims, const MR: usize>(
     }
 }
 
-/// ONNX `clip`: clamps an activation's input when set.
+/// ONNX `clip`: clamps a gate activation's input when set (as onnxruntime
+/// does: the gates' pre-activations, after bias and peepholes; never the
+/// cell state entering `tanh(c)`).
 ///
 /// # Safety
 /// The CPU supports `S`.
@@ -274,7 +276,7 @@ pub(super) unsafe fn peephole_tile<S: Arch, D: Dims, const MR: usize>(
                 let c = load_n::<S>(job.c.add(row * h + j0), n);
                 let m = S::mul(
                     sigmoid::<S>(act_in::<S>(ov, d.clip)),
-                    tanh::<S>(act_in::<S>(c, d.clip)),
+                    tanh::<S>(c),
                 );
                 // With a projection m goes to m_full (stride H) first.
                 let m_dst = if d.proj { job.m_full } else { m_next };
