@@ -38,8 +38,8 @@ mod seq;
 #[cfg(feature = "charlm")]
 pub use apps::charlm;
 pub use engine::{
-    BF16_KERNEL_ENV, ISA_ENV, Isa, KernelChoice, config_from_shape_tag, fma_peak_gflops,
-    generated_source, specialized_kernels, specialized_shapes,
+    BF16_KERNEL_ENV, INT8_KERNEL_ENV, ISA_ENV, Isa, KernelChoice, config_from_shape_tag,
+    fma_peak_gflops, generated_source, specialized_kernels, specialized_shapes,
 };
 pub use error::{Error, Result};
 #[cfg(feature = "formats")]
@@ -53,7 +53,7 @@ pub use seq::stack::{self, LstmStack, Merge, SeqOptions, StackLayer, StackState}
 #[cfg(feature = "diagnostics")]
 pub mod diagnostics {
     pub use crate::engine::diagnostics::{
-        bf16_runs, kernel_runs, small_batch_runs, specialized_runs,
+        bf16_runs, int8_runs, kernel_runs, small_batch_runs, specialized_runs,
     };
 }
 

@@ -189,6 +189,16 @@ pub struct ErrorModel {
     /// and the f32 sum of the rounded products by `γ_K` times their
     /// magnitudes, at most `(1 + this)` times the unrounded ones.
     pub operand_rounding: f64,
+    /// The int8 quantization of the gate GEMM (see
+    /// [`crate::Precision::Int8`]): each weight column part (its input rows
+    /// `W_x`, its recurrent rows `W_h`) with scale `s_w = fl(max|w|/127)`,
+    /// each operand row part (`x`, `m`) with `s_a = fl(max|a|/127)`. A term
+    /// then errs by `|w|·δa + δw·(|a| + e + δa)` beyond the operand's own
+    /// error `e`, with `δw = s_w/2` and `δa = (1/2 + 2⁻¹²)·s_a`, where `s_a`
+    /// is bounded from the exact operands plus their error bounds; the
+    /// i32 sums are exact, and the dequantization's few f32 roundings are
+    /// covered by the γ term over the (inflated) magnitudes.
+    pub int8_quantization: bool,
 }
 
 impl Default for ErrorModel {
@@ -198,8 +208,7 @@ impl Default for ErrorModel {
 }
 
 impl ErrorModel {
-    /// The model of this crate's kernels in `precision` (int8 has none
-    /// yet and is given the f32 one).
+    /// The model of this crate's kernels in `precision`.
     pub fn for_precision(precision: crate::Precision) -> Self {
         let u_b = 2f64.powi(-8);
         ErrorModel {
@@ -208,6 +217,7 @@ impl ErrorModel {
                 crate::Precision::Bf16 => 2.0 * u_b + u_b * u_b,
                 _ => 0.0,
             },
+            int8_quantization: precision == crate::Precision::Int8,
         }
     }
 }
@@ -361,6 +371,23 @@ fn dot_mag(a: &[f64], ea: Option<&[f64]>, wt: &[f32], cols: usize, j: usize) -> 
     (mag, prop)
 }
 
+/// The int8 quantization error of `Σ_k a_k·w[k][j]` (see
+/// [`ErrorModel::int8_quantization`]): operands `a` erring by `ea`, weights
+/// `wt` (`[K, cols]`).
+fn int8_term(a: &[f64], ea: Option<&[f64]>, wt: &[f32], cols: usize, j: usize) -> f64 {
+    let e = |k: usize| ea.map_or(0.0, |ea| ea[k]);
+    let w_max = (0..a.len()).fold(0.0f32, |m, k| m.max(wt[k * cols + j].abs()));
+    // The kernel's scales, computed in f32: s_w exactly as packed; s_a from
+    // the largest operand the kernel can hold, rounded up by one ulp.
+    let s_w = (w_max / 127.0) as f64;
+    let a_max = (0..a.len()).fold(0.0f64, |m, k| m.max(a[k].abs() + e(k)));
+    let s_a = a_max / 127.0 * (1.0 + 2f64.powi(-23));
+    let (dw, da) = (0.5 * s_w, (0.5 + 2f64.powi(-12)) * s_a);
+    (0..a.len())
+        .map(|k| (wt[k * cols + j] as f64).abs() * da + dw * (a[k].abs() + e(k) + da))
+        .sum()
+}
+
 /// One sample's error bounds for the step traced in `tr`; returns the bounds
 /// on the new `c`, the new recurrent state (`m`, or `r` with a projection)
 /// and (with a head) `h`. Clamps (cell clip, ONNX clip, proj clip) are
@@ -389,7 +416,18 @@ fn propagate(
         let terms = n + rr + 1 + extra_terms;
         let mag = mx + mm + (b[j] as f64).abs() + extra_mag;
         let q = model.operand_rounding;
-        gamma(terms) * mag * (1.0 + q) + q * (mx + mm) + pm + px + extra_prop + terms as f64 * FLUSH
+        let quant = if model.int8_quantization {
+            int8_term(prev.x, prev.ex, wx, h, j) + int8_term(prev.m, Some(prev.em), uu, h, j)
+        } else {
+            0.0
+        };
+        gamma(terms) * (mag * (1.0 + q) + quant)
+            + q * (mx + mm)
+            + quant
+            + pm
+            + px
+            + extra_prop
+            + terms as f64 * FLUSH
     };
     // A diagonal peephole term d[j]·c[j] with c erring by ec: (terms, magnitude, propagated).
     let diag = |d: &Option<Vec<f32>>, j: usize, c: f64, ec: f64| match d {

@@ -1,18 +1,19 @@
-//! Reduced precision (issue 14): every bf16 kernel this CPU has, against
-//! the f64 reference within the bf16 error bound
-//! (`ErrorModel::for_precision(Precision::Bf16)`: operands rounded to bf16,
-//! f32 accumulation), bitwise identical across thread counts, with proof
-//! of which kernel ran; the variants bf16 does not compute are errors;
-//! and the bound is tight enough to catch a wrong weight.
+//! Reduced precision (issue 14): every bf16 and int8 kernel this CPU has,
+//! against the f64 reference within the precision's error bound
+//! (`ErrorModel::for_precision`: bf16 operands rounded, f32 accumulation;
+//! int8 weights and operands quantized, exact i32 sums), bitwise identical
+//! across thread counts, with proof of which kernel ran; the variants the
+//! reduced precisions do not compute are errors; and each bound is tight
+//! enough to catch a wrong weight.
 
 mod common;
 
 use common::{Case, check_run_in, on_threads, same_bits};
-use lstm_kernels::diagnostics::bf16_runs;
+use lstm_kernels::diagnostics::{bf16_runs, int8_runs};
 use lstm_kernels::{Error, Lstm, LstmConfig, Peephole, Precision};
 use proptest::prelude::*;
 
-/// Configs bf16 computes: plain, diagonal peepholes, forget bias, clips,
+/// Configs bf16 and int8 compute: plain, diagonal peepholes, forget bias, clips,
 /// coupled gates.
 fn arb_case() -> impl Strategy<Value = Case> {
     (
@@ -49,23 +50,46 @@ fn arb_case() -> impl Strategy<Value = Case> {
         )
 }
 
-/// Runs `case` on bf16 kernel `k`; checks the bound and that `k` ran.
 /// `(y, c, m)` of a run.
 type Run = (Vec<f32>, Vec<f32>, Vec<f32>);
 
-fn check_kernel(case: &Case, k: &str) -> Result<Run, String> {
-    let model = case
-        .model()
-        .with_bf16_kernel(k)
-        .map_err(|e| e.to_string())?;
+const REDUCED: [Precision; 2] = [Precision::Bf16, Precision::Int8];
+
+/// The kernels of `p` this CPU has.
+fn kernels(p: Precision) -> Vec<&'static str> {
+    match p {
+        Precision::Bf16 => Lstm::bf16_kernels(),
+        _ => Lstm::int8_kernels(),
+    }
+}
+
+/// `model` in precision `p` on kernel `k`.
+fn on_kernel(model: Lstm, p: Precision, k: &str) -> Result<Lstm, Error> {
+    match p {
+        Precision::Bf16 => model.with_bf16_kernel(k),
+        _ => model.with_int8_kernel(k),
+    }
+}
+
+fn runs(p: Precision, k: &str) -> u64 {
+    match p {
+        Precision::Bf16 => bf16_runs(k),
+        _ => int8_runs(k),
+    }
+}
+
+/// Runs `case` on kernel `k` of precision `p`; checks the bound and that
+/// `k` ran.
+fn check_kernel(case: &Case, p: Precision, k: &str) -> Result<Run, String> {
+    let model = on_kernel(case.model(), p, k).map_err(|e| e.to_string())?;
     assert_eq!(model.kernel_name(), k);
-    assert_eq!(model.precision(), Precision::Bf16);
-    let before = bf16_runs(k);
+    assert_eq!(model.precision(), p);
+    let before = runs(p, k);
     let run = case.run_forward(&model);
-    if bf16_runs(k) == before {
+    if runs(p, k) == before {
         return Err(format!("{k} did not run"));
     }
-    check_run_in(case, &run, Precision::Bf16).map_err(|e| format!("{k}: {e}"))?;
+    check_run_in(case, &run, p).map_err(|e| format!("{k}: {e}"))?;
     Ok(run)
 }
 
@@ -73,69 +97,109 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn bf16_kernels_match_the_reference_within_the_bf16_bound(case in arb_case()) {
-        for k in Lstm::bf16_kernels() {
-            check_kernel(&case, k).map_err(TestCaseError::fail)?;
+    fn reduced_kernels_match_the_reference_within_their_bound(case in arb_case()) {
+        for p in REDUCED {
+            for k in kernels(p) {
+                check_kernel(&case, p, k).map_err(TestCaseError::fail)?;
+            }
         }
     }
 
     #[test]
-    fn bf16_is_bitwise_identical_across_thread_counts(case in arb_case()) {
-        for k in Lstm::bf16_kernels() {
-            let one = check_kernel(&case, k).map_err(TestCaseError::fail)?;
-            let model = case.model().with_bf16_kernel(k).unwrap();
-            for threads in [2, 3] {
-                let run = case.run_forward(&on_threads(&model, threads));
-                same_bits(&format!("{k} y, {threads} threads"), &run.0, &one.0).map_err(TestCaseError::fail)?;
-                same_bits(&format!("{k} c, {threads} threads"), &run.1, &one.1).map_err(TestCaseError::fail)?;
+    fn reduced_precision_is_bitwise_identical_across_thread_counts(case in arb_case()) {
+        for p in REDUCED {
+            for k in kernels(p) {
+                let one = check_kernel(&case, p, k).map_err(TestCaseError::fail)?;
+                let model = on_kernel(case.model(), p, k).unwrap();
+                for threads in [2, 3] {
+                    let run = case.run_forward(&on_threads(&model, threads));
+                    same_bits(&format!("{k} y, {threads} threads"), &run.0, &one.0).map_err(TestCaseError::fail)?;
+                    same_bits(&format!("{k} c, {threads} threads"), &run.1, &one.1).map_err(TestCaseError::fail)?;
+                }
             }
         }
     }
 }
 
-/// Edge shapes around the 16-row and 16-unit blocks and the 32-k chunks.
+/// Edge shapes around the 16-row and 16-unit blocks and the 32-k (bf16)
+/// and 64-k (int8) chunks.
 #[test]
-fn bf16_edge_shapes() {
-    for k in Lstm::bf16_kernels() {
-        for (n, h, b) in [
-            (1, 1, 1),
-            (31, 1, 15),
-            (1, 31, 16),
-            (16, 16, 17),
-            (17, 15, 33),
-            (64, 48, 31),
-            (3, 97, 2),
-        ] {
-            let case = Case::new(LstmConfig::new(n, h), b, 3, (n * 1000 + h) as u64, 4.0);
-            check_kernel(&case, k).unwrap_or_else(|e| panic!("{n}x{h} batch {b}: {e}"));
+fn reduced_precision_edge_shapes() {
+    for p in REDUCED {
+        for k in kernels(p) {
+            for (n, h, b) in [
+                (1, 1, 1),
+                (31, 1, 15),
+                (1, 31, 16),
+                (16, 16, 17),
+                (17, 15, 33),
+                (64, 48, 31),
+                (63, 65, 4),
+                (65, 64, 3),
+                (3, 97, 2),
+                (129, 17, 1),
+            ] {
+                let case = Case::new(LstmConfig::new(n, h), b, 3, (n * 1000 + h) as u64, 4.0);
+                check_kernel(&case, p, k).unwrap_or_else(|e| panic!("{n}x{h} batch {b}: {e}"));
+            }
         }
     }
 }
 
-/// The bf16 bound is not vacuous: it is below what one weight changed by
-/// 0.5 (about three times the weights' scale, 1/√32) does, and bf16 results
-/// really differ from f32 ones (operands are
-/// rounded).
+/// Each bound is not vacuous: it is below what one weight changed by 0.5
+/// (about three times the weights' scale, 1/√32) does, and the reduced
+/// results really differ from f32 ones (operands are rounded).
 #[test]
-fn bf16_bound_catches_a_wrong_weight() {
+fn reduced_bounds_catch_a_wrong_weight() {
     let cfg = LstmConfig::new(24, 32);
     let case = Case::new(cfg, 8, 4, 5, 1.0);
-    for k in Lstm::bf16_kernels() {
-        let run = check_kernel(&case, k).unwrap();
-        let f32_run = case.run_forward(&case.model());
-        assert!(run.0 != f32_run.0, "{k}: bf16 gave the f32 results");
-        let mut bad = case.clone();
-        bad.weights.gates[40] += 0.5;
-        let run = bad.run_forward(&bad.model().with_bf16_kernel(k).unwrap());
-        assert!(
-            check_run_in(&case, &run, Precision::Bf16).is_err(),
-            "{k}: a weight off by 0.5 passed"
-        );
+    for p in REDUCED {
+        for k in kernels(p) {
+            let run = check_kernel(&case, p, k).unwrap();
+            let f32_run = case.run_forward(&case.model());
+            assert!(run.0 != f32_run.0, "{k}: {p} gave the f32 results");
+            let mut bad = case.clone();
+            bad.weights.gates[40] += 0.5;
+            let run = bad.run_forward(&on_kernel(bad.model(), p, k).unwrap());
+            assert!(
+                check_run_in(&case, &run, p).is_err(),
+                "{k}: a weight off by 0.5 passed"
+            );
+        }
     }
 }
 
-/// What bf16 does not compute yet is a config error naming it; int8 is
-/// not implemented; f32 stays f32.
+/// int8 gives a row whose input holds NaN NaN outputs (as f32 does), and
+/// the other rows their usual results.
+#[test]
+fn int8_non_finite_inputs_poison_only_their_row() {
+    let case = Case::new(LstmConfig::new(20, 24), 5, 2, 9, 1.0);
+    for k in kernels(Precision::Int8) {
+        let mut bad = case.clone();
+        bad.xs[2 * 20 + 3] = f32::NAN; // step 0, row 2
+        let model = on_kernel(bad.model(), Precision::Int8, k).unwrap();
+        let (y, _, _) = bad.run_forward(&model);
+        let (want, _, _) = case.run_forward(&on_kernel(case.model(), Precision::Int8, k).unwrap());
+        for t in 0..2 {
+            for r in 0..5 {
+                let row = &y[(t * 5 + r) * 24..(t * 5 + r + 1) * 24];
+                if r == 2 {
+                    assert!(row.iter().all(|v| v.is_nan()), "{k}: t{t} row {r}");
+                } else {
+                    same_bits(
+                        &format!("{k} t{t} r{r}"),
+                        row,
+                        &want[(t * 5 + r) * 24..(t * 5 + r + 1) * 24],
+                    )
+                    .unwrap();
+                }
+            }
+        }
+    }
+}
+
+/// What bf16 and int8 do not compute yet is a config error naming it; f32
+/// stays f32.
 #[test]
 fn unsupported_precisions_and_variants_are_errors() {
     let base = LstmConfig::new(4, 8);
@@ -144,26 +208,37 @@ fn unsupported_precisions_and_variants_are_errors() {
         (base.with_projection(4), "projection"),
         (base.with_head(3), "head"),
     ] {
-        let m = Case::new(cfg, 1, 1, 1, 1.0).model();
-        let e = m.with_precision(Precision::Bf16).unwrap_err();
-        assert!(
-            matches!(e, Error::Config(_)) && e.to_string().contains(what),
-            "{e}"
-        );
+        for p in REDUCED {
+            let m = Case::new(cfg, 1, 1, 1, 1.0).model();
+            let e = m.with_precision(p).unwrap_err();
+            assert!(
+                matches!(e, Error::Config(_))
+                    && e.to_string().contains(what)
+                    && e.to_string().contains(p.name()),
+                "{e}"
+            );
+        }
     }
-    let m = Case::new(base, 1, 1, 1, 1.0).model();
-    assert!(matches!(
-        m.clone().with_precision(Precision::Int8),
-        Err(Error::Unsupported(_))
-    ));
-    let f = m
-        .clone()
-        .with_precision(Precision::Bf16)
-        .unwrap()
-        .with_precision(Precision::F32)
+    let case = Case::new(base, 3, 2, 1, 1.0);
+    let m = case.model();
+    for p in REDUCED {
+        let f = m
+            .clone()
+            .with_precision(p)
+            .unwrap()
+            .with_precision(Precision::F32)
+            .unwrap();
+        assert_eq!(f.precision(), Precision::F32);
+        assert_eq!(f.kernel_name(), m.kernel_name());
+        same_bits(
+            "back to f32",
+            &case.run_forward(&f).0,
+            &case.run_forward(&m).0,
+        )
         .unwrap();
-    assert_eq!(f.precision(), Precision::F32);
-    assert_eq!(f.kernel_name(), m.kernel_name());
+    }
     assert!(Lstm::bf16_kernels().contains(&"bf16_portable"));
-    assert!(m.with_bf16_kernel("nonsense").is_err());
+    assert!(Lstm::int8_kernels().contains(&"int8_portable"));
+    assert!(m.clone().with_bf16_kernel("nonsense").is_err());
+    assert!(m.with_int8_kernel("avx512bf16").is_err());
 }

@@ -18,22 +18,20 @@
 //! not fast). Rows are independent in all three, so results do not depend
 //! on how the batch is cut across threads.
 
-use super::activation::{sigmoid, tanh};
+#[cfg(target_arch = "x86_64")]
+use super::lowp::amx as tiles_cfg;
+use super::lowp::{Chunk, Epi, GATE_ROW, ROWS, UNITS, epilogue};
 #[cfg(target_arch = "x86_64")]
 use super::simd::Avx512;
 use super::simd::{Portable, Simd};
-use crate::config::{LstmConfig, Peephole};
+use crate::config::LstmConfig;
 use crate::error::{Error, Result, try_filled};
 use crate::weights::LstmWeights;
 
-/// Hidden units per block (one AVX-512 vector, one AMX tile's columns).
-const UNITS: usize = 16;
 /// K per chunk: 16 pairs, one AMX A-tile row of 64 bytes.
 const KCHUNK: usize = 32;
 /// `u32`s per packed block: 16 pairs × 16 units.
 const BLOCK: usize = 256;
-/// Rows per AMX tile (and per row block of every kernel).
-const ROWS: usize = 16;
 
 /// The environment variable that forces a bf16 kernel (`amx`,
 /// `avx512bf16`, `portable`), for tests and benches.
@@ -77,7 +75,7 @@ impl Bf16Kernel {
     /// Whether this CPU (and OS, for AMX) can run it.
     pub(crate) fn available(self) -> bool {
         match self {
-            Bf16Kernel::Amx => avx512bf16() && amx_ready(),
+            Bf16Kernel::Amx => avx512bf16() && super::lowp::amx_ready(super::lowp::AMX_BF16),
             Bf16Kernel::Avx512Bf16 => avx512bf16(),
             Bf16Kernel::Portable => true,
         }
@@ -131,46 +129,6 @@ fn avx512bf16() -> bool {
     false
 }
 
-/// Whether the CPU has AMX-TILE and AMX-BF16 and Linux granted this process
-/// the tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM,
-/// XFEATURE_XTILEDATA)`, asked once). A refusal means no AMX, not an
-/// error: the AVX512-BF16 kernel runs instead.
-fn amx_ready() -> bool {
-    static READY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *READY.get_or_init(|| {
-        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-        {
-            // CPUID.(EAX=7, ECX=0):EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
-            let leaf = std::arch::x86_64::__cpuid_count(7, 0);
-            if leaf.edx & (1 << 22) == 0 || leaf.edx & (1 << 24) == 0 {
-                return false;
-            }
-            const SYS_ARCH_PRCTL: i64 = 158;
-            const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
-            const XFEATURE_XTILEDATA: i64 = 18;
-            let ret: i64;
-            // SAFETY: the arch_prctl system call with these arguments only
-            // changes which extended states the kernel lets this process
-            // use; it touches no memory of ours. `syscall` clobbers rcx
-            // and r11.
-            unsafe {
-                std::arch::asm!(
-                    "syscall",
-                    inlateout("rax") SYS_ARCH_PRCTL => ret,
-                    in("rdi") ARCH_REQ_XCOMP_PERM,
-                    in("rsi") XFEATURE_XTILEDATA,
-                    lateout("rcx") _,
-                    lateout("r11") _,
-                    options(nostack),
-                );
-            }
-            ret == 0
-        }
-        #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-        false
-    })
-}
-
 /// `x` rounded to bf16, to nearest even (NaN stays NaN).
 pub(crate) fn to_bf16(x: f32) -> u16 {
     let b = x.to_bits();
@@ -198,32 +156,13 @@ pub(crate) struct Bf16Packed {
     ub: usize,
     /// `[ub][kp / 32][4][16 pairs][16 units]`.
     tiles: Vec<u32>,
-    /// `[ub][4][16]`, the forget bias folded in.
-    bias: Vec<f32>,
-    /// `[ub][3][16]` diagonal peepholes.
-    diag: Option<Vec<f32>>,
-    clip: Option<f32>,
-    cell_clip: Option<f32>,
-    input_forget: bool,
+    epi: Epi,
 }
 
 impl Bf16Packed {
     /// Checks that `cfg` has only what the bf16 path computes, and packs.
     pub(crate) fn build(cfg: &LstmConfig, w: &LstmWeights, kernel: Bf16Kernel) -> Result<Self> {
-        let unsupported = |what: &str| {
-            Err(Error::Config(format!(
-                "precision bf16 does not support {what} yet (it runs in f32)"
-            )))
-        };
-        if cfg.peephole == Peephole::Matrix {
-            return unsupported("the matrix peephole v_o");
-        }
-        if cfg.projection.is_some() {
-            return unsupported("a projection");
-        }
-        if cfg.head.is_some() {
-            return unsupported("an output head");
-        }
+        super::lowp::check_supported(cfg, "bf16")?;
         let (n, h) = (cfg.n_input, cfg.n_hidden);
         let k = n + h;
         let kp = k.div_ceil(KCHUNK) * KCHUNK;
@@ -257,29 +196,6 @@ impl Bf16Packed {
                 }
             }
         }
-        let mut bias = try_filled::<f32>(ub * 4 * UNITS, 0.0, "bf16 bias")?;
-        for u in 0..ub {
-            for g in 0..4 {
-                for j in 0..UNITS.min(h - u * UNITS) {
-                    let fb = if g == 1 { cfg.forget_bias } else { 0.0 };
-                    bias[(u * 4 + g) * UNITS + j] = w.bias[g * h + u * UNITS + j] + fb;
-                }
-            }
-        }
-        let diag = match &w.peep_diag {
-            Some(d) => {
-                let mut v = try_filled::<f32>(ub * 3 * UNITS, 0.0, "bf16 peepholes")?;
-                for u in 0..ub {
-                    for g in 0..3 {
-                        for j in 0..UNITS.min(h - u * UNITS) {
-                            v[(u * 3 + g) * UNITS + j] = d[g * h + u * UNITS + j];
-                        }
-                    }
-                }
-                Some(v)
-            }
-            None => None,
-        };
         Ok(Bf16Packed {
             kernel,
             n_in: n,
@@ -287,11 +203,7 @@ impl Bf16Packed {
             kp,
             ub,
             tiles,
-            bias,
-            diag,
-            clip: cfg.clip,
-            cell_clip: cfg.cell_clip,
-            input_forget: cfg.input_forget,
+            epi: Epi::build(cfg, w)?,
         })
     }
 
@@ -300,28 +212,6 @@ impl Bf16Packed {
         self.tiles.len() * 4
     }
 }
-
-/// One chunk of rows through every step: its slices of the state, and raw
-/// pointers into the inputs and outputs (rows of other chunks interleave
-/// with its rows there).
-pub(crate) struct Chunk<'a> {
-    pub(crate) c: &'a mut [f32],
-    pub(crate) m: &'a mut [f32],
-    /// `xs` (`[steps, batch, n_in]`) at this chunk's first row of step 0.
-    pub(crate) xs: *const f32,
-    /// `out` (`[steps, batch, H]`) at this chunk's first row of step 0.
-    pub(crate) out: *mut f32,
-    /// Rows in the chunk.
-    pub(crate) rows: usize,
-    /// Rows per step in `xs` and `out` (the whole batch).
-    pub(crate) batch: usize,
-    pub(crate) steps: usize,
-}
-
-// SAFETY: a chunk's raw pointers address only its own rows of the caller's
-// `xs` (read) and `out` (written); chunks of one call are disjoint, and the
-// call outlives every chunk (they run inside it).
-unsafe impl Send for Chunk<'_> {}
 
 /// Runs one chunk on `pk.kernel`.
 ///
@@ -334,7 +224,7 @@ pub(crate) unsafe fn run_chunk(pk: &Bf16Packed, ch: Chunk) -> Result<()> {
     let rows_pad = ch.rows.div_ceil(ROWS) * ROWS;
     let mut a = try_filled::<u16>(rows_pad * pk.kp, 0, "bf16 operands")?;
     let mut stage = try_filled::<f32>(pk.kp, 0.0, "bf16 staging row")?;
-    let mut g = try_filled::<f32>(rows_pad.max(ROWS) * 4 * UNITS, 0.0, "bf16 gate block")?;
+    let mut g = try_filled::<f32>(rows_pad.max(ROWS) * GATE_ROW, 0.0, "bf16 gate block")?;
     let bufs = Bufs {
         a: &mut a,
         stage: &mut stage,
@@ -351,13 +241,6 @@ pub(crate) unsafe fn run_chunk(pk: &Bf16Packed, ch: Chunk) -> Result<()> {
     }
     super::diagnostics::record_bf16(pk.kernel as usize);
     Ok(())
-}
-
-/// The chunk's `c` and `m` (`rows × H` each), as pointers.
-#[derive(Clone, Copy)]
-struct State {
-    c: *mut f32,
-    m: *mut f32,
 }
 
 struct Bufs<'a> {
@@ -389,32 +272,27 @@ unsafe fn run_avx512(pk: &Bf16Packed, ch: Chunk, bufs: Bufs) {
 /// As [`run_chunk`]; runs inside an entry with `S`'s features (and
 /// AVX512-BF16 when `pk.kernel` is not portable).
 #[inline(always)]
-unsafe fn body<S: Simd>(pk: &Bf16Packed, ch: Chunk, bufs: Bufs) {
+unsafe fn body<S: Simd>(pk: &Bf16Packed, mut ch: Chunk, bufs: Bufs) {
     let (n, h, kp) = (pk.n_in, pk.h, pk.kp);
     let rows = ch.rows;
-    assert!(
-        ch.c.len() >= rows * h && ch.m.len() >= rows * h,
-        "bf16 chunk state"
-    );
     // Every access to the state below goes through these two pointers.
-    let (c_ptr, m_ptr) = (ch.c.as_mut_ptr(), ch.m.as_mut_ptr());
-    let st = State { c: c_ptr, m: m_ptr };
+    let st = ch.state(h);
     #[cfg(target_arch = "x86_64")]
     let amx = pk.kernel == Bf16Kernel::Amx;
     #[cfg(target_arch = "x86_64")]
     if amx {
         // SAFETY: AMX is available (the caller's contract); the config is
         // 64 bytes, read by `ldtilecfg`.
-        unsafe { amx::configure() };
+        unsafe { tiles_cfg::configure() };
     }
     for t in 0..ch.steps {
         // Operands: [x_t | m], rounded to bf16, zero-padded to kp.
         for r in 0..rows {
             // SAFETY: row r of step t is within xs (the caller's contract).
-            let x = unsafe { std::slice::from_raw_parts(ch.xs.add((t * ch.batch + r) * n), n) };
+            let x = unsafe { ch.x_row(t, r, n) };
             bufs.stage[..n].copy_from_slice(x);
             // SAFETY: row r of m is within the chunk's rows × H.
-            let m = unsafe { std::slice::from_raw_parts(st.m.add(r * h), h) };
+            let m = unsafe { st.m_row(r, h) };
             bufs.stage[n..n + h].copy_from_slice(m);
             // AMX reads 16 × 32 operand tiles: contiguous 1 KiB each.
             #[cfg(target_arch = "x86_64")]
@@ -459,7 +337,7 @@ unsafe fn body<S: Simd>(pk: &Bf16Packed, ch: Chunk, bufs: Bufs) {
                     }
                 }
                 // SAFETY: the chunk's rows; step t within out.
-                unsafe { epilogue::<S>(pk, &ch, st, bufs.g, t, 0, rows, u) };
+                unsafe { epilogue::<S>(&pk.epi, &ch, st, bufs.g, t, 0, rows, u) };
             }
             continue;
         }
@@ -477,14 +355,14 @@ unsafe fn body<S: Simd>(pk: &Bf16Packed, ch: Chunk, bufs: Bufs) {
                 }
                 // SAFETY: rows r0 .. r0 + nr of the chunk; the output row of
                 // step t is within out (the caller's contract).
-                unsafe { epilogue::<S>(pk, &ch, st, bufs.g, t, r0, nr, u) };
+                unsafe { epilogue::<S>(&pk.epi, &ch, st, bufs.g, t, r0, nr, u) };
             }
         }
     }
     #[cfg(target_arch = "x86_64")]
     if amx {
         // SAFETY: releases the tile state configured above.
-        unsafe { amx::release() };
+        unsafe { tiles_cfg::release() };
     }
 }
 
@@ -547,97 +425,6 @@ fn scalar_gemm(a: &[u16], tiles: &[u32], kp: usize, nr: usize, g: &mut [f32]) {
                     }
                 }
                 g[(r * 4 + gate) * UNITS + j] = acc;
-            }
-        }
-    }
-}
-
-/// The fused epilogue for rows `r0..r0+nr` of the chunk and unit block
-/// `u`: bias, peepholes, activations, the cell update, `m` and the output.
-///
-/// # Safety
-/// Inside an entry with `S`'s features; rows and step within the chunk.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn epilogue<S: Simd>(
-    pk: &Bf16Packed,
-    ch: &Chunk,
-    st: State,
-    g: &[f32],
-    t: usize,
-    r0: usize,
-    nr: usize,
-    u: usize,
-) {
-    let h = pk.h;
-    let l = S::LANES;
-    let act_in = |z: S::V| match pk.clip {
-        // SAFETY: inside S's entry.
-        Some(t) => unsafe { S::clamp(z, -t, t) },
-        None => z,
-    };
-    // SAFETY: every pointer below stays within the chunk's rows of c, m
-    // and out, within the packed bias/peepholes, and within g; partial
-    // loads and stores cover only the n valid units.
-    unsafe {
-        for v0 in (0..UNITS).step_by(l) {
-            let j0 = u * UNITS + v0;
-            if j0 >= h {
-                break;
-            }
-            let n = l.min(h - j0);
-            let bias = pk.bias.as_ptr().add(u * 4 * UNITS + v0);
-            let b = [
-                S::load(bias),
-                S::load(bias.add(UNITS)),
-                S::load(bias.add(2 * UNITS)),
-                S::load(bias.add(3 * UNITS)),
-            ];
-            let diag = pk.diag.as_ref().map(|d| {
-                let p = d.as_ptr().add(u * 3 * UNITS + v0);
-                [S::load(p), S::load(p.add(UNITS)), S::load(p.add(2 * UNITS))]
-            });
-            for r in 0..nr {
-                let row = r0 + r;
-                let gp = g.as_ptr().add(r * 4 * UNITS + v0);
-                let z = |k: usize| S::add(S::load(gp.add(k * UNITS)), b[k]);
-                let cp = st.c.add(row * h + j0);
-                let c_old = if n == l {
-                    S::load(cp)
-                } else {
-                    S::load_partial(cp, n)
-                };
-                let (mut zi, mut zf) = (z(0), z(1));
-                if let Some(dg) = diag {
-                    zi = S::fmadd(dg[0], c_old, zi);
-                    zf = S::fmadd(dg[1], c_old, zf);
-                }
-                let i = sigmoid::<S>(act_in(zi));
-                let f = if pk.input_forget {
-                    S::sub(S::splat(1.0), i)
-                } else {
-                    sigmoid::<S>(act_in(zf))
-                };
-                let mut c_new = S::fmadd(f, c_old, S::mul(i, tanh::<S>(act_in(z(2)))));
-                if let Some(t) = pk.cell_clip {
-                    c_new = S::clamp(c_new, -t, t);
-                }
-                let zo = match diag {
-                    Some(dg) => S::fmadd(dg[2], c_new, z(3)),
-                    None => z(3),
-                };
-                let m = S::mul(sigmoid::<S>(act_in(zo)), tanh::<S>(c_new));
-                let mp = st.m.add(row * h + j0);
-                let op = ch.out.add((t * ch.batch + row) * h + j0);
-                if n == l {
-                    S::store(cp, c_new);
-                    S::store(mp, m);
-                    S::store(op, m);
-                } else {
-                    S::store_partial(cp, c_new, n);
-                    S::store_partial(mp, m, n);
-                    S::store_partial(op, m, n);
-                }
             }
         }
     }
@@ -718,40 +505,6 @@ mod amx {
     use std::arch::asm;
 
     use super::{BLOCK, KCHUNK};
-
-    /// Palette 1, eight tiles of 16 rows × 64 bytes.
-    #[repr(C, align(64))]
-    struct TileConfig([u8; 64]);
-
-    const CONFIG: TileConfig = {
-        let mut c = [0u8; 64];
-        c[0] = 1;
-        let mut t = 0;
-        while t < 8 {
-            c[16 + 2 * t] = 64; // colsb, little-endian u16
-            c[48 + t] = 16; // rows
-            t += 1;
-        }
-        TileConfig(c)
-    };
-
-    /// Loads the tile configuration on this thread.
-    ///
-    /// # Safety
-    /// The CPU has AMX-TILE and the process may use tile data.
-    pub(super) unsafe fn configure() {
-        // SAFETY: reads the 64-byte config; the caller's contract.
-        unsafe { asm!("ldtilecfg [{0}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
-    }
-
-    /// Releases the tile state on this thread.
-    ///
-    /// # Safety
-    /// After [`configure`] on this thread.
-    pub(super) unsafe fn release() {
-        // SAFETY: the caller's contract.
-        unsafe { asm!("tilerelease", options(nostack, nomem)) };
-    }
 
     /// One row block (16 rows of `a`), gate pair `pair`: tiles 0–1.
     ///
@@ -871,9 +624,8 @@ mod amx {
 }
 
 /// Runs `steps` steps of a `batch` in bf16: `xs` is `[steps, batch, n_in]`,
-/// `out` `[steps, batch, H]`; `c` and `m` (`[batch, H]`) are updated. The
-/// batch is cut into chunks of whole 16-row blocks, one per thread; rows
-/// never interact, so the result is the same for every thread count.
+/// `out` `[steps, batch, H]`; `c` and `m` (`[batch, H]`) are updated (see
+/// [`super::lowp::forward`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward(
     pk: &Bf16Packed,
@@ -885,53 +637,12 @@ pub(crate) fn forward(
     batch: usize,
     steps: usize,
 ) -> Result<()> {
-    let (n, h) = (pk.n_in, pk.h);
-    assert!(
-        c.len() == batch * h
-            && m.len() == batch * h
-            && xs.len() == steps * batch * n
-            && out.len() == steps * batch * h,
-        "bf16 forward: buffer sizes"
-    );
-    if steps == 0 || batch == 0 {
-        return Ok(());
-    }
-    let flops = batch as f64 * 8.0 * (n + h) as f64 * h as f64;
-    let pool = par
-        .pool()
-        .filter(|_| flops >= par.min_flops && par.threads > 1);
-    let threads = pool.map_or(1, |_| par.threads);
-    let per = batch.div_ceil(threads).div_ceil(ROWS) * ROWS;
-    let (xs_ptr, out_ptr) = (xs.as_ptr(), out.as_mut_ptr());
-    let chunks: Vec<Chunk> = c
-        .chunks_mut(per * h)
-        .zip(m.chunks_mut(per * h))
-        .enumerate()
-        .map(|(k, (c, m))| Chunk {
-            rows: c.len() / h,
-            c,
-            m,
-            // Row k·per of step 0; later steps are batch rows further on.
-            xs: xs_ptr.wrapping_add(k * per * n),
-            out: out_ptr.wrapping_add(k * per * h),
-            batch,
-            steps,
-        })
-        .collect();
-    let run = |ch: Chunk| {
-        let _fp = super::fp_env::DenormalGuard::new();
+    super::lowp::forward(pk.n_in, pk.h, par, c, m, xs, out, batch, steps, |ch| {
         // SAFETY: the kernel was checked available when the model was
-        // built; each chunk's state slices are its rows, and its xs/out
-        // pointers address its rows of every step (sizes asserted above).
+        // built; lowp::forward hands each chunk its own rows (sizes checked
+        // there).
         unsafe { run_chunk(pk, ch) }
-    };
-    match pool {
-        Some(pool) if chunks.len() > 1 => pool.install(|| {
-            use rayon::prelude::*;
-            chunks.into_par_iter().try_for_each(run)
-        }),
-        _ => chunks.into_iter().try_for_each(run),
-    }
+    })
 }
 
 #[cfg(test)]

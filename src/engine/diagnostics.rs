@@ -36,6 +36,24 @@ mod counters {
         BF16[kernel].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Chunk runs per int8 kernel (amx, avx512vnni, portable).
+    static INT8: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+
+    #[inline]
+    pub(crate) fn record_int8(kernel: usize) {
+        INT8[kernel].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Number of chunk runs of the int8 kernel named `name` (as
+    /// `Lstm::kernel_name` reports it) so far in this process; 0 for an
+    /// unknown name.
+    pub fn int8_runs(name: &str) -> u64 {
+        crate::engine::int8::Int8Kernel::ALL
+            .iter()
+            .position(|k| k.name() == name)
+            .map_or(0, |i| INT8[i].load(Ordering::Relaxed))
+    }
+
     /// Number of chunk runs of the bf16 kernel named `name` (as
     /// `Lstm::kernel_name` reports it) so far in this process; 0 for an
     /// unknown name.
@@ -64,9 +82,9 @@ mod counters {
 }
 
 #[cfg(feature = "diagnostics")]
-pub use counters::{bf16_runs, kernel_runs, small_batch_runs, specialized_runs};
+pub use counters::{bf16_runs, int8_runs, kernel_runs, small_batch_runs, specialized_runs};
 #[cfg(feature = "diagnostics")]
-pub(crate) use counters::{record, record_bf16};
+pub(crate) use counters::{record, record_bf16, record_int8};
 
 /// Records one chunk run (nothing without the `diagnostics` feature).
 #[cfg(not(feature = "diagnostics"))]
@@ -77,3 +95,8 @@ pub(crate) fn record(_isa: Isa, _generated: bool, _batch: bool) {}
 #[cfg(not(feature = "diagnostics"))]
 #[inline(always)]
 pub(crate) fn record_bf16(_kernel: usize) {}
+
+/// Records one int8 chunk run (nothing without the `diagnostics` feature).
+#[cfg(not(feature = "diagnostics"))]
+#[inline(always)]
+pub(crate) fn record_int8(_kernel: usize) {}

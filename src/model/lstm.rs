@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::config::LstmConfig;
 use crate::engine::bf16::{Bf16Kernel, Bf16Packed};
+use crate::engine::int8::{Int8Kernel, Int8Packed};
 use crate::engine::{
     self, AlignedBuf, DEFAULT_MIN_PARALLEL_FLOPS, Isa, KernelChoice, Packed, Parallel, StateBufs,
     Supported,
@@ -38,8 +39,31 @@ pub struct Lstm {
     min_parallel_flops: f64,
     kernel_choice: KernelChoice,
     precision: Precision,
-    /// The bf16 packing, with precision bf16.
-    bf16: Option<Arc<Bf16Packed>>,
+    /// The reduced-precision packing, with precision bf16 or int8.
+    lowp: Option<Arc<LowPacked>>,
+}
+
+/// A reduced-precision packing of the weights.
+#[derive(Debug)]
+enum LowPacked {
+    Bf16(Bf16Packed),
+    Int8(Int8Packed),
+}
+
+impl LowPacked {
+    fn kernel_name(&self) -> &'static str {
+        match self {
+            LowPacked::Bf16(b) => b.kernel.name(),
+            LowPacked::Int8(b) => b.kernel.name(),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            LowPacked::Bf16(b) => b.bytes(),
+            LowPacked::Int8(b) => b.bytes(),
+        }
+    }
 }
 
 /// The arithmetic a model runs in. The cell state `c`, the bias, the
@@ -56,7 +80,12 @@ pub enum Precision {
     /// tiles where the CPU has them, else AVX512-BF16, else a portable
     /// scalar path. The error bound: [`crate::reference::ErrorModel::for_precision`].
     Bf16,
-    /// int8 weights (not implemented yet: an error).
+    /// int8 weights (symmetric per gate column, separately for the input
+    /// and recurrent rows), `x` and `m` quantized per row and step to int8
+    /// (symmetric), exact i32 accumulation, f32 dequantization and
+    /// epilogue: AMX-INT8 tiles where the CPU has them, else AVX512-VNNI,
+    /// else a portable scalar path. The error bound:
+    /// [`crate::reference::ErrorModel::for_precision`].
     Int8,
 }
 
@@ -197,32 +226,30 @@ impl Lstm {
             min_parallel_flops: DEFAULT_MIN_PARALLEL_FLOPS,
             kernel_choice: KernelChoice::Auto,
             precision: Precision::F32,
-            bf16: None,
+            lowp: None,
         })
     }
 
     /// Runs the model in `precision` (see [`Precision`]); the weights are
-    /// converted once, here. bf16 picks the fastest kernel this CPU has
-    /// (or the one `LSTM_KERNELS_BF16=amx|avx512bf16|portable` forces).
-    /// Variants the precision does not compute yet (bf16: the matrix
-    /// peephole, a projection, a head) are an [`Error::Config`] naming
-    /// them; int8 is not implemented yet ([`Error::Unsupported`]).
-    /// `Precision::F32` returns to f32.
+    /// converted once, here, from the f32 weights (which the model keeps:
+    /// `Precision::F32` returns to exactly the f32 model). bf16 and int8
+    /// pick the fastest kernel this CPU has (or the one
+    /// `LSTM_KERNELS_BF16=amx|avx512bf16|portable` /
+    /// `LSTM_KERNELS_INT8=amx|avx512vnni|portable` forces). Variants the
+    /// reduced precisions do not compute yet (the matrix peephole, a
+    /// projection, a head) are an [`Error::Config`] naming them.
     pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
         match precision {
-            Precision::F32 => self.bf16 = None,
+            Precision::F32 => self.lowp = None,
             Precision::Bf16 => {
                 let kernel = Bf16Kernel::choose()?;
-                self.bf16 = Some(Arc::new(Bf16Packed::build(
-                    &self.config,
-                    &self.weights,
-                    kernel,
-                )?));
+                let pk = Bf16Packed::build(&self.config, &self.weights, kernel)?;
+                self.lowp = Some(Arc::new(LowPacked::Bf16(pk)));
             }
             Precision::Int8 => {
-                return Err(Error::Unsupported(
-                    "precision int8 is not implemented yet".into(),
-                ));
+                let kernel = Int8Kernel::choose()?;
+                let pk = Int8Packed::build(&self.config, &self.weights, kernel)?;
+                self.lowp = Some(Arc::new(LowPacked::Int8(pk)));
             }
         }
         self.precision = precision;
@@ -235,13 +262,31 @@ impl Lstm {
     /// benchmarks that compare the kernels.
     pub fn with_bf16_kernel(mut self, kernel: &str) -> Result<Self> {
         let kernel = Bf16Kernel::from_name(kernel)?;
-        self.bf16 = Some(Arc::new(Bf16Packed::build(
-            &self.config,
-            &self.weights,
-            kernel,
-        )?));
+        let pk = Bf16Packed::build(&self.config, &self.weights, kernel)?;
+        self.lowp = Some(Arc::new(LowPacked::Bf16(pk)));
         self.precision = Precision::Bf16;
         Ok(self)
+    }
+
+    /// Runs the model in int8 on the kernel named `kernel` (`amx`,
+    /// `avx512vnni`, `portable`, or a full name as [`Lstm::kernel_name`]
+    /// gives it); an error if this CPU cannot run it. For tests and
+    /// benchmarks that compare the kernels.
+    pub fn with_int8_kernel(mut self, kernel: &str) -> Result<Self> {
+        let kernel = Int8Kernel::from_name(kernel)?;
+        let pk = Int8Packed::build(&self.config, &self.weights, kernel)?;
+        self.lowp = Some(Arc::new(LowPacked::Int8(pk)));
+        self.precision = Precision::Int8;
+        Ok(self)
+    }
+
+    /// The int8 kernels this CPU can run, fastest first.
+    pub fn int8_kernels() -> Vec<&'static str> {
+        Int8Kernel::ALL
+            .into_iter()
+            .filter(|k| k.available())
+            .map(Int8Kernel::name)
+            .collect()
     }
 
     /// The bf16 kernels this CPU can run, fastest first.
@@ -291,7 +336,7 @@ impl Lstm {
 
     /// Bytes of packed weights.
     pub fn packed_bytes(&self) -> usize {
-        match &self.bf16 {
+        match &self.lowp {
             Some(b) => b.bytes(),
             None => self.packed.bytes(),
         }
@@ -341,8 +386,8 @@ impl Lstm {
     /// batch-in-lanes variant for chunks of 5 or more rows
     /// ([`Lstm::kernels_for_batch`] says which runs).
     pub fn kernel_name(&self) -> &'static str {
-        match &self.bf16 {
-            Some(b) => b.kernel.name(),
+        match &self.lowp {
+            Some(b) => b.kernel_name(),
             None => self.packed.kernel.name,
         }
     }
@@ -351,8 +396,8 @@ impl Lstm {
     /// kernel, in chunk order): [`Lstm::kernel_name`], or its
     /// batch-in-lanes variant for the chunks large enough for it.
     pub fn kernels_for_batch(&self, batch: usize) -> Vec<&'static str> {
-        if let Some(b) = &self.bf16 {
-            return vec![b.kernel.name()];
+        if let Some(b) = &self.lowp {
+            return vec![b.kernel_name()];
         }
         let par = self.parallel();
         engine::kernels_for_batch(&self.packed, par, batch)
@@ -465,17 +510,13 @@ impl Lstm {
         out: &mut [f32],
         steps: usize,
     ) -> Result<()> {
-        if let Some(b) = &self.bf16 {
-            return engine::bf16::forward(
-                b,
-                self.parallel(),
-                &mut state.c[..rows * h],
-                &mut state.m[..rows * r],
-                xs,
-                out,
-                rows,
-                steps,
-            );
+        if let Some(b) = &self.lowp {
+            let (c, m) = (&mut state.c[..rows * h], &mut state.m[..rows * r]);
+            let par = self.parallel();
+            return match &**b {
+                LowPacked::Bf16(b) => engine::bf16::forward(b, par, c, m, xs, out, rows, steps),
+                LowPacked::Int8(b) => engine::int8::forward(b, par, c, m, xs, out, rows, steps),
+            };
         }
         let bufs = StateBufs {
             c: &mut state.c[..rows * h],

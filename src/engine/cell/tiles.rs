@@ -177,10 +177,7 @@ pub(super) unsafe fn gate_tile<S: Arch, D: Dims, const MR: usize>(
                     Some(dg) => S::fmadd(dg[2], c_new, g[3]),
                     None => g[3],
                 };
-                let m = S::mul(
-                    sigmoid::<S>(act_in::<S>(zo, d.clip)),
-                    tanh::<S>(c_new),
-                );
+                let m = S::mul(sigmoid::<S>(act_in::<S>(zo, d.clip)), tanh::<S>(c_new));
                 store_n::<S>(m_dst.add(row * h + j0), m, n);
             }
         }
@@ -274,10 +271,7 @@ pub(super) unsafe fn peephole_tile<S: Arch, D: Dims, const MR: usize>(
                 }
                 let n = l.min(h - j0);
                 let c = load_n::<S>(job.c.add(row * h + j0), n);
-                let m = S::mul(
-                    sigmoid::<S>(act_in::<S>(ov, d.clip)),
-                    tanh::<S>(c),
-                );
+                let m = S::mul(sigmoid::<S>(act_in::<S>(ov, d.clip)), tanh::<S>(c));
                 // With a projection m goes to m_full (stride H) first.
                 let m_dst = if d.proj { job.m_full } else { m_next };
                 store_n::<S>(m_dst.add(row * h + j0), m, n);

@@ -1,0 +1,421 @@
+//! What the reduced-precision engines (`bf16`, `int8`) share: the packed
+//! f32 epilogue parameters and the fused epilogue itself (bias, peepholes,
+//! activations, the cell update — always f32), the per-chunk view of a
+//! call, the parallel driver, and AMX's tile set-up.
+//!
+//! Both engines run one concatenated GEMM per step in blocks of
+//! [`ROWS`] rows × [`UNITS`] hidden units × four gates; the GEMM leaves f32
+//! gate pre-activations `g[row][gate][unit]` (64 floats per row) for the
+//! epilogue of that unit block.
+
+use super::activation::{sigmoid, tanh};
+use super::simd::Simd;
+use crate::config::{LstmConfig, Peephole};
+use crate::error::{Error, Result, try_filled};
+use crate::weights::LstmWeights;
+
+/// Hidden units per block (one AVX-512 vector, one AMX tile's columns).
+pub(crate) const UNITS: usize = 16;
+/// Rows per AMX tile (and per row block of every kernel).
+pub(crate) const ROWS: usize = 16;
+/// Floats of gate pre-activations per row of a unit block: 4 gates × 16.
+pub(crate) const GATE_ROW: usize = 4 * UNITS;
+
+/// Refuses the variants the reduced precisions do not compute yet.
+pub(crate) fn check_supported(cfg: &LstmConfig, precision: &str) -> Result<()> {
+    let unsupported = |what: &str| {
+        Err(Error::Config(format!(
+            "precision {precision} does not support {what} yet (it runs in f32)"
+        )))
+    };
+    if cfg.peephole == Peephole::Matrix {
+        return unsupported("the matrix peephole v_o");
+    }
+    if cfg.projection.is_some() {
+        return unsupported("a projection");
+    }
+    if cfg.head.is_some() {
+        return unsupported("an output head");
+    }
+    Ok(())
+}
+
+/// The epilogue's f32 parameters, packed per unit block.
+#[derive(Clone, Debug)]
+pub(crate) struct Epi {
+    pub(crate) h: usize,
+    /// Unit blocks.
+    pub(crate) ub: usize,
+    /// `[ub][4][16]`, the forget bias folded in.
+    bias: Vec<f32>,
+    /// `[ub][3][16]` diagonal peepholes.
+    diag: Option<Vec<f32>>,
+    clip: Option<f32>,
+    cell_clip: Option<f32>,
+    input_forget: bool,
+}
+
+impl Epi {
+    pub(crate) fn build(cfg: &LstmConfig, w: &LstmWeights) -> Result<Self> {
+        let h = cfg.n_hidden;
+        let ub = h.div_ceil(UNITS);
+        let mut bias = try_filled::<f32>(ub * 4 * UNITS, 0.0, "reduced-precision bias")?;
+        for u in 0..ub {
+            for g in 0..4 {
+                for j in 0..UNITS.min(h - u * UNITS) {
+                    let fb = if g == 1 { cfg.forget_bias } else { 0.0 };
+                    bias[(u * 4 + g) * UNITS + j] = w.bias[g * h + u * UNITS + j] + fb;
+                }
+            }
+        }
+        let diag = match &w.peep_diag {
+            Some(d) => {
+                let mut v = try_filled::<f32>(ub * 3 * UNITS, 0.0, "reduced-precision peepholes")?;
+                for u in 0..ub {
+                    for g in 0..3 {
+                        for j in 0..UNITS.min(h - u * UNITS) {
+                            v[(u * 3 + g) * UNITS + j] = d[g * h + u * UNITS + j];
+                        }
+                    }
+                }
+                Some(v)
+            }
+            None => None,
+        };
+        Ok(Epi {
+            h,
+            ub,
+            bias,
+            diag,
+            clip: cfg.clip,
+            cell_clip: cfg.cell_clip,
+            input_forget: cfg.input_forget,
+        })
+    }
+}
+
+/// One chunk of rows through every step: its slices of the state, and raw
+/// pointers into the inputs and outputs (rows of other chunks interleave
+/// with its rows there).
+pub(crate) struct Chunk<'a> {
+    pub(crate) c: &'a mut [f32],
+    pub(crate) m: &'a mut [f32],
+    /// `xs` (`[steps, batch, n_in]`) at this chunk's first row of step 0.
+    pub(crate) xs: *const f32,
+    /// `out` (`[steps, batch, H]`) at this chunk's first row of step 0.
+    pub(crate) out: *mut f32,
+    /// Rows in the chunk.
+    pub(crate) rows: usize,
+    /// Rows per step in `xs` and `out` (the whole batch).
+    pub(crate) batch: usize,
+    pub(crate) steps: usize,
+}
+
+// SAFETY: a chunk's raw pointers address only its own rows of the caller's
+// `xs` (read) and `out` (written); chunks of one call are disjoint, and the
+// call outlives every chunk (they run inside it).
+unsafe impl Send for Chunk<'_> {}
+
+impl Chunk<'_> {
+    /// Checks, in release builds, that the state slices hold the chunk's
+    /// rows (everything the kernels write through `State` rests on it).
+    pub(crate) fn state(&mut self, h: usize) -> State {
+        assert!(
+            self.c.len() >= self.rows * h && self.m.len() >= self.rows * h,
+            "reduced-precision chunk state"
+        );
+        State {
+            c: self.c.as_mut_ptr(),
+            m: self.m.as_mut_ptr(),
+        }
+    }
+
+    /// Row `r` of `xs` at step `t`.
+    ///
+    /// # Safety
+    /// `r < rows`, `t < steps` and `n` is the model's n_in (the driver's
+    /// contract for the pointer).
+    #[inline(always)]
+    pub(crate) unsafe fn x_row(&self, t: usize, r: usize, n: usize) -> &[f32] {
+        // SAFETY: the caller's contract.
+        unsafe { std::slice::from_raw_parts(self.xs.add((t * self.batch + r) * n), n) }
+    }
+}
+
+/// The chunk's `c` and `m` (`rows × H` each), as pointers.
+#[derive(Clone, Copy)]
+pub(crate) struct State {
+    pub(crate) c: *mut f32,
+    pub(crate) m: *mut f32,
+}
+
+impl State {
+    /// Row `r` of `m`.
+    ///
+    /// # Safety
+    /// `r` is a row of the chunk the state came from; no `&mut` to it is
+    /// alive.
+    #[inline(always)]
+    pub(crate) unsafe fn m_row(&self, r: usize, h: usize) -> &[f32] {
+        // SAFETY: the caller's contract.
+        unsafe { std::slice::from_raw_parts(self.m.add(r * h), h) }
+    }
+}
+
+/// The fused epilogue for rows `r0..r0+nr` of the chunk and unit block
+/// `u`: bias, peepholes, activations, the cell update, `m` and the output.
+/// `g` holds the rows' gate pre-activations, [`GATE_ROW`] floats per row.
+///
+/// # Safety
+/// Inside an entry with `S`'s features; rows and step within the chunk.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn epilogue<S: Simd>(
+    pk: &Epi,
+    ch: &Chunk,
+    st: State,
+    g: &[f32],
+    t: usize,
+    r0: usize,
+    nr: usize,
+    u: usize,
+) {
+    let h = pk.h;
+    let l = S::LANES;
+    assert!(g.len() >= nr * GATE_ROW && u < pk.ub, "epilogue bounds");
+    let act_in = |z: S::V| match pk.clip {
+        // SAFETY: inside S's entry.
+        Some(t) => unsafe { S::clamp(z, -t, t) },
+        None => z,
+    };
+    // SAFETY: every pointer below stays within the chunk's rows of c, m
+    // and out, within the packed bias/peepholes, and within g; partial
+    // loads and stores cover only the n valid units.
+    unsafe {
+        for v0 in (0..UNITS).step_by(l) {
+            let j0 = u * UNITS + v0;
+            if j0 >= h {
+                break;
+            }
+            let n = l.min(h - j0);
+            let bias = pk.bias.as_ptr().add(u * 4 * UNITS + v0);
+            let b = [
+                S::load(bias),
+                S::load(bias.add(UNITS)),
+                S::load(bias.add(2 * UNITS)),
+                S::load(bias.add(3 * UNITS)),
+            ];
+            let diag = pk.diag.as_ref().map(|d| {
+                let p = d.as_ptr().add(u * 3 * UNITS + v0);
+                [S::load(p), S::load(p.add(UNITS)), S::load(p.add(2 * UNITS))]
+            });
+            for r in 0..nr {
+                let row = r0 + r;
+                let gp = g.as_ptr().add(r * GATE_ROW + v0);
+                let z = |k: usize| S::add(S::load(gp.add(k * UNITS)), b[k]);
+                let cp = st.c.add(row * h + j0);
+                let c_old = if n == l {
+                    S::load(cp)
+                } else {
+                    S::load_partial(cp, n)
+                };
+                let (mut zi, mut zf) = (z(0), z(1));
+                if let Some(dg) = diag {
+                    zi = S::fmadd(dg[0], c_old, zi);
+                    zf = S::fmadd(dg[1], c_old, zf);
+                }
+                let i = sigmoid::<S>(act_in(zi));
+                let f = if pk.input_forget {
+                    S::sub(S::splat(1.0), i)
+                } else {
+                    sigmoid::<S>(act_in(zf))
+                };
+                let mut c_new = S::fmadd(f, c_old, S::mul(i, tanh::<S>(act_in(z(2)))));
+                if let Some(t) = pk.cell_clip {
+                    c_new = S::clamp(c_new, -t, t);
+                }
+                let zo = match diag {
+                    Some(dg) => S::fmadd(dg[2], c_new, z(3)),
+                    None => z(3),
+                };
+                let m = S::mul(sigmoid::<S>(act_in(zo)), tanh::<S>(c_new));
+                let mp = st.m.add(row * h + j0);
+                let op = ch.out.add((t * ch.batch + row) * h + j0);
+                if n == l {
+                    S::store(cp, c_new);
+                    S::store(mp, m);
+                    S::store(op, m);
+                } else {
+                    S::store_partial(cp, c_new, n);
+                    S::store_partial(mp, m, n);
+                    S::store_partial(op, m, n);
+                }
+            }
+        }
+    }
+}
+
+/// Runs `steps` steps of a `batch`: `xs` is `[steps, batch, n_in]`, `out`
+/// `[steps, batch, H]`; `c` and `m` (`[batch, H]`) are updated by
+/// `run_chunk`. The batch is cut into chunks of whole [`ROWS`]-row blocks,
+/// one per thread; rows never interact, so the result is the same for
+/// every thread count.
+///
+/// # Safety
+/// `run_chunk` may rely on the chunk contract: a chunk's `c` and `m` hold
+/// its `rows × H`, and its `xs`/`out` pointers are valid for its rows of
+/// every step (`n_in` and `H` floats) — which this function establishes
+/// from the sizes it checks.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward<F>(
+    n: usize,
+    h: usize,
+    par: super::Parallel,
+    c: &mut [f32],
+    m: &mut [f32],
+    xs: &[f32],
+    out: &mut [f32],
+    batch: usize,
+    steps: usize,
+    run_chunk: F,
+) -> Result<()>
+where
+    F: Fn(Chunk) -> Result<()> + Sync,
+{
+    assert!(
+        c.len() == batch * h
+            && m.len() == batch * h
+            && xs.len() == steps * batch * n
+            && out.len() == steps * batch * h,
+        "reduced-precision forward: buffer sizes"
+    );
+    if steps == 0 || batch == 0 {
+        return Ok(());
+    }
+    let flops = batch as f64 * 8.0 * (n + h) as f64 * h as f64;
+    let pool = par
+        .pool()
+        .filter(|_| flops >= par.min_flops && par.threads > 1);
+    let threads = pool.map_or(1, |_| par.threads);
+    let per = batch.div_ceil(threads).div_ceil(ROWS) * ROWS;
+    let (xs_ptr, out_ptr) = (xs.as_ptr(), out.as_mut_ptr());
+    let chunks: Vec<Chunk> = c
+        .chunks_mut(per * h)
+        .zip(m.chunks_mut(per * h))
+        .enumerate()
+        .map(|(k, (c, m))| Chunk {
+            rows: c.len() / h,
+            c,
+            m,
+            // Row k·per of step 0; later steps are batch rows further on.
+            xs: xs_ptr.wrapping_add(k * per * n),
+            out: out_ptr.wrapping_add(k * per * h),
+            batch,
+            steps,
+        })
+        .collect();
+    let run = |ch: Chunk| {
+        let _fp = super::fp_env::DenormalGuard::new();
+        run_chunk(ch)
+    };
+    match pool {
+        Some(pool) if chunks.len() > 1 => pool.install(|| {
+            use rayon::prelude::*;
+            chunks.into_par_iter().try_for_each(run)
+        }),
+        _ => chunks.into_iter().try_for_each(run),
+    }
+}
+
+/// CPUID.(EAX=7, ECX=0):EDX bits: AMX-BF16 22, AMX-TILE 24, AMX-INT8 25.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn amx_feature(bit: u32) -> bool {
+    let leaf = std::arch::x86_64::__cpuid_count(7, 0);
+    leaf.edx & (1 << 24) != 0 && leaf.edx & (1 << bit) != 0
+}
+
+/// AMX-BF16's CPUID bit, for [`amx_ready`].
+pub(crate) const AMX_BF16: u32 = 22;
+/// AMX-INT8's CPUID bit, for [`amx_ready`].
+pub(crate) const AMX_INT8: u32 = 25;
+
+/// Whether the CPU has AMX-TILE and the AMX feature `bit`, and Linux
+/// granted this process the tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM,
+/// XFEATURE_XTILEDATA)`, asked once). A refusal means no AMX, not an
+/// error: the vector kernels run instead.
+pub(crate) fn amx_ready(bit: u32) -> bool {
+    static PERMITTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        if !amx_feature(bit) {
+            return false;
+        }
+        *PERMITTED.get_or_init(|| {
+            const SYS_ARCH_PRCTL: i64 = 158;
+            const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+            const XFEATURE_XTILEDATA: i64 = 18;
+            let ret: i64;
+            // SAFETY: the arch_prctl system call with these arguments only
+            // changes which extended states the kernel lets this process
+            // use; it touches no memory of ours. `syscall` clobbers rcx
+            // and r11.
+            unsafe {
+                std::arch::asm!(
+                    "syscall",
+                    inlateout("rax") SYS_ARCH_PRCTL => ret,
+                    in("rdi") ARCH_REQ_XCOMP_PERM,
+                    in("rsi") XFEATURE_XTILEDATA,
+                    lateout("rcx") _,
+                    lateout("r11") _,
+                    options(nostack),
+                );
+            }
+            ret == 0
+        })
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        let _ = (bit, &PERMITTED);
+        false
+    }
+}
+
+/// AMX tile set-up shared by the bf16 and int8 kernels: palette 1, eight
+/// tiles of 16 rows × 64 bytes.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod amx {
+    use std::arch::asm;
+
+    #[repr(C, align(64))]
+    struct TileConfig([u8; 64]);
+
+    const CONFIG: TileConfig = {
+        let mut c = [0u8; 64];
+        c[0] = 1;
+        let mut t = 0;
+        while t < 8 {
+            c[16 + 2 * t] = 64; // colsb, little-endian u16
+            c[48 + t] = 16; // rows
+            t += 1;
+        }
+        TileConfig(c)
+    };
+
+    /// Loads the tile configuration on this thread.
+    ///
+    /// # Safety
+    /// The CPU has AMX-TILE and the process may use tile data.
+    pub(crate) unsafe fn configure() {
+        // SAFETY: reads the 64-byte config; the caller's contract.
+        unsafe { asm!("ldtilecfg [{0}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
+    }
+
+    /// Releases the tile state on this thread.
+    ///
+    /// # Safety
+    /// After [`configure`] on this thread.
+    pub(crate) unsafe fn release() {
+        // SAFETY: the caller's contract.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+}
