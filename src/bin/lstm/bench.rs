@@ -48,7 +48,8 @@ pub struct BenchArgs {
     #[arg(long, default_value = "auto")]
     kernel: KernelChoice,
     /// Arithmetic of the gate GEMM: f32, bf16 (AMX, AVX512-BF16 or portable;
-    /// LSTM_KERNELS_BF16 forces one) or int8.
+    /// `LSTM_KERNELS_BF16` forces one) or int8 (AMX, AVX512-VNNI or
+    /// portable; `LSTM_KERNELS_INT8` forces one).
     #[arg(long, default_value = "f32")]
     precision: Precision,
     /// Fill inputs and state with subnormal numbers (denormal slow-path check).
@@ -187,6 +188,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             "kernel": kernel,
             "precision": model.precision().name(),
             "bf16_runs": diagnostics::bf16_runs(model.kernel_name()),
+            "int8_runs": diagnostics::int8_runs(model.kernel_name()),
             "batch": a.batch,
             "input": a.input,
             "hidden": a.hidden,

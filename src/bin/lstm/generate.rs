@@ -29,7 +29,7 @@ pub struct GenerateArgs {
     /// Sample only among the k most likely characters.
     #[arg(long)]
     top_k: Option<usize>,
-    /// Arithmetic of the LSTM layers: f32 (default) or bf16.
+    /// Arithmetic of the LSTM layers: f32 (default), bf16 or int8.
     #[arg(long, default_value = "f32")]
     precision: lstm_kernels::Precision,
     /// Generate for this many copies of the prompt at once (one batch;

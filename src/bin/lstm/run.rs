@@ -71,7 +71,7 @@ pub struct RunArgs {
     /// error naming the tensor and index).
     #[arg(long)]
     allow_non_finite_weights: bool,
-    /// Arithmetic of the gate GEMM: f32 (default) or bf16 (see README).
+    /// Arithmetic of the gate GEMM: f32 (default), bf16 or int8 (see README).
     #[arg(long, default_value = "f32")]
     precision: lstm_kernels::Precision,
 }
