@@ -121,6 +121,68 @@ fn forward_does_not_allocate_per_step() {
     }
 }
 
+/// bf16 and int8 too, on every kernel this CPU has: the operand and sum
+/// buffers live in the state and grow once.
+#[test]
+fn reduced_precision_does_not_allocate_per_step() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cfg = LstmConfig::new(24, 40).with_peephole(Peephole::Diagonal);
+    let kernels = Lstm::bf16_kernels()
+        .into_iter()
+        .map(|k| (k, true))
+        .chain(Lstm::int8_kernels().into_iter().map(|k| (k, false)));
+    for (k, bf16) in kernels {
+        for threads in [1, 2] {
+            let model = Lstm::new(cfg, LstmWeights::random(&cfg, 1).unwrap())
+                .unwrap()
+                .with_threads(threads)
+                .unwrap()
+                .with_parallel_threshold(0.0);
+            let model = if bf16 {
+                model.with_bf16_kernel(k)
+            } else {
+                model.with_int8_kernel(k)
+            }
+            .unwrap();
+            let batch = 37;
+            let mut st = model.new_state(batch).unwrap();
+            let long = 100;
+            let xs = vec![0.25f32; long * batch * 24];
+            let mut ys = vec![0.0f32; long * batch * 40];
+            model.forward(&mut st, &xs, &mut ys).unwrap();
+            let counter = if threads == 1 { count_mine } else { count };
+            let one = counter(&mut || {
+                model
+                    .forward(&mut st, &xs[..batch * 24], &mut ys[..batch * 40])
+                    .unwrap()
+            });
+            let many = counter(&mut || model.forward(&mut st, &xs, &mut ys).unwrap());
+            let steps = counter(&mut || {
+                for t in 0..50 {
+                    let x = &xs[t * batch * 24..(t + 1) * batch * 24];
+                    model.step(&mut st, x, &mut ys[..batch * 40]).unwrap();
+                }
+            });
+            println!(
+                "{k}, {threads} thread(s): 1 step {one}, {long} steps {many}, 50 × step() {steps}"
+            );
+            assert!(
+                many <= one + 8,
+                "{k}/{threads}: {many} for {long} steps vs {one} for 1"
+            );
+            if threads == 1 {
+                assert_eq!(many, 0, "{k}: single-threaded forward allocated");
+                assert_eq!(steps, 0, "{k}: step() allocated");
+            } else {
+                assert!(
+                    steps < 50,
+                    "{k}/{threads}: step() allocates every step ({steps} in 50)"
+                );
+            }
+        }
+    }
+}
+
 /// Sequence models too: once its buffers have grown, a stacked,
 /// bidirectional model over ragged (reordered) lengths does not allocate.
 #[test]

@@ -132,3 +132,31 @@ fn bf16_portable_two_threads() {
     let run = case.run_forward(&model);
     common::check_run_in(&case, &run, lstm_kernels::Precision::Bf16).unwrap();
 }
+
+/// The int8 engine's portable kernel likewise (quantized operand tiles,
+/// the scratch arena carved per chunk, the sums): 17 rows, 65 inputs (two
+/// 64-k chunks), checked against the reference within the int8 bound.
+#[test]
+fn int8_portable_kernel() {
+    let cfg = LstmConfig::new(65, 5).with_peephole(Peephole::Diagonal);
+    let case = Case::new(cfg, 17, 2, 5, 2.0);
+    let model = case.model().with_int8_kernel("portable").unwrap();
+    let run = case.run_forward(&model);
+    common::check_run_in(&case, &run, lstm_kernels::Precision::Int8).unwrap();
+}
+
+/// The same on two threads (chunks of 32 rows and 1, each with its own
+/// slice of the scratch arena): under Tree Borrows.
+#[test]
+fn int8_portable_two_threads() {
+    let case = Case::new(LstmConfig::new(3, 5), 33, 2, 6, 2.0);
+    let model = case
+        .model()
+        .with_int8_kernel("portable")
+        .unwrap()
+        .with_threads(2)
+        .unwrap()
+        .with_parallel_threshold(0.0);
+    let run = case.run_forward(&model);
+    common::check_run_in(&case, &run, lstm_kernels::Precision::Int8).unwrap();
+}

@@ -20,7 +20,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::lowp::amx as tiles_cfg;
-use super::lowp::{Chunk, Epi, GATE_ROW, ROWS, UNITS, epilogue};
+use super::lowp::{Chunk, Epi, GATE_ROW, ROWS, UNITS, carve, epilogue, words_for};
 #[cfg(target_arch = "x86_64")]
 use super::simd::Avx512;
 use super::simd::{Portable, Simd};
@@ -220,16 +220,15 @@ impl Bf16Packed {
 /// built); `ch.c` and `ch.m` hold `rows × H`; `ch.xs` is valid for reads of
 /// `n_in` floats at row `(t·batch + r)`, and `ch.out` for writes of `H` floats
 /// there, for every step `t < steps` and row `r < rows`.
-pub(crate) unsafe fn run_chunk(pk: &Bf16Packed, ch: Chunk) -> Result<()> {
-    let rows_pad = ch.rows.div_ceil(ROWS) * ROWS;
-    let mut a = try_filled::<u16>(rows_pad * pk.kp, 0, "bf16 operands")?;
-    let mut stage = try_filled::<f32>(pk.kp, 0.0, "bf16 staging row")?;
-    let mut g = try_filled::<f32>(rows_pad.max(ROWS) * GATE_ROW, 0.0, "bf16 gate block")?;
-    let bufs = Bufs {
-        a: &mut a,
-        stage: &mut stage,
-        g: &mut g,
-    };
+pub(crate) unsafe fn run_chunk(pk: &Bf16Packed, ch: Chunk, scratch: &mut [u64]) -> Result<()> {
+    let rows_pad = ch.rows.div_ceil(ROWS).max(1) * ROWS;
+    let (a, rest) = carve::<u16>(scratch, rows_pad * pk.kp);
+    let (stage, rest) = carve::<f32>(rest, pk.kp);
+    let (g, _) = carve::<f32>(rest, rows_pad * GATE_ROW);
+    // The pad beyond n_in + H must be zero (the arena holds whatever an
+    // earlier call left).
+    stage.fill(0.0);
+    let bufs = Bufs { a, stage, g };
     // SAFETY: the kernel is available (the caller's contract); the rest is
     // forwarded.
     unsafe {
@@ -630,6 +629,7 @@ mod amx {
 pub(crate) fn forward(
     pk: &Bf16Packed,
     par: super::Parallel,
+    scratch: &mut Vec<u64>,
     c: &mut [f32],
     m: &mut [f32],
     xs: &[f32],
@@ -637,12 +637,31 @@ pub(crate) fn forward(
     batch: usize,
     steps: usize,
 ) -> Result<()> {
-    super::lowp::forward(pk.n_in, pk.h, par, c, m, xs, out, batch, steps, |ch| {
+    super::lowp::forward(
+        pk.n_in,
+        pk.h,
+        par,
+        scratch,
+        c,
+        m,
+        xs,
+        out,
+        batch,
+        steps,
+        |rows| scratch_words(pk, rows),
         // SAFETY: the kernel was checked available when the model was
         // built; lowp::forward hands each chunk its own rows (sizes checked
-        // there).
-        unsafe { run_chunk(pk, ch) }
-    })
+        // there) and its scratch_words(rows) words.
+        |ch, s| unsafe { run_chunk(pk, ch, s) },
+    )
+}
+
+/// Scratch words a chunk of `rows` rows needs.
+fn scratch_words(pk: &Bf16Packed, rows: usize) -> usize {
+    let rows_pad = rows.div_ceil(ROWS).max(1) * ROWS;
+    words_for::<u16>(rows_pad * pk.kp)
+        + words_for::<f32>(pk.kp)
+        + words_for::<f32>(rows_pad * GATE_ROW)
 }
 
 #[cfg(test)]

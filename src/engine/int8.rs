@@ -32,7 +32,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::lowp::amx as tiles_cfg;
-use super::lowp::{Chunk, Epi, GATE_ROW, ROWS, UNITS, epilogue};
+use super::lowp::{Chunk, Epi, GATE_ROW, ROWS, UNITS, carve, epilogue, words_for};
 #[cfg(target_arch = "x86_64")]
 use super::simd::Avx512;
 use super::simd::{Portable, Simd};
@@ -264,18 +264,15 @@ struct Bufs<'a> {
 /// # Safety
 /// `pk.kernel` is available on this CPU (checked when the model was
 /// built); the chunk contract of [`super::lowp::forward`].
-pub(crate) unsafe fn run_chunk(pk: &Int8Packed, ch: Chunk) -> Result<()> {
+pub(crate) unsafe fn run_chunk(pk: &Int8Packed, ch: Chunk, scratch: &mut [u64]) -> Result<()> {
     let rows_pad = ch.rows.div_ceil(ROWS).max(1) * ROWS;
-    let mut a = try_filled::<u8>(rows_pad * pk.chunks() * KCHUNK, 128, "int8 operands")?;
-    let mut scales = try_filled::<f32>(rows_pad * 2, 0.0, "int8 operand scales")?;
-    let mut acc = try_filled::<i32>(rows_pad * ACC_ROW, 0, "int8 sums")?;
-    let mut g = try_filled::<f32>(rows_pad * GATE_ROW, 0.0, "int8 gate block")?;
-    let bufs = Bufs {
-        a: &mut a,
-        scales: &mut scales,
-        acc: &mut acc,
-        g: &mut g,
-    };
+    let (a, rest) = carve::<u8>(scratch, rows_pad * pk.chunks() * KCHUNK);
+    let (scales, rest) = carve::<f32>(rest, rows_pad * 2);
+    let (acc, rest) = carve::<i32>(rest, rows_pad * ACC_ROW);
+    let (g, _) = carve::<f32>(rest, rows_pad * GATE_ROW);
+    // Every byte the quantization does not write (rows beyond the chunk's
+    // in its last block) only feeds sums that are never read.
+    let bufs = Bufs { a, scales, acc, g };
     // SAFETY: the kernel is available (the caller's contract); the rest is
     // forwarded.
     unsafe {
@@ -404,12 +401,7 @@ fn quantize(simd: bool, vals: &[f32], out: &mut [u8], chunks: usize) -> f32 {
             && (chunks == 0 || out.len() >= (chunks - 1) * ATILE + KCHUNK),
         "int8 quantize bounds"
     );
-    let mut amax = 0.0f32;
-    let mut finite = true;
-    for &v in vals {
-        amax = amax.max(v.abs());
-        finite &= v.is_finite();
-    }
+    let (amax, finite) = abs_max(simd, vals);
     if !finite {
         return f32::NAN;
     }
@@ -455,6 +447,35 @@ fn quantize(simd: bool, vals: &[f32], out: &mut [u8], chunks: usize) -> f32 {
         }
     }
     scale_of(amax)
+}
+
+/// The largest `|v|` of `vals`, and whether all are finite.
+#[inline(always)]
+fn abs_max(simd: bool, vals: &[f32]) -> (f32, bool) {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: only reached inside the AVX-512 entry; every load is
+        // masked to the values present.
+        unsafe {
+            use std::arch::x86_64::*;
+            let mut vmax = _mm512_setzero_ps();
+            let mut bad: __mmask16 = 0;
+            for k in (0..vals.len()).step_by(16) {
+                let left = (vals.len() - k).min(16);
+                let mask: __mmask16 = ((1u32 << left) - 1) as u16;
+                let v = _mm512_maskz_loadu_ps(mask, vals.as_ptr().add(k));
+                vmax = _mm512_max_ps(vmax, _mm512_abs_ps(v));
+                // v − v is NaN exactly when v is NaN or ±∞.
+                let d = _mm512_sub_ps(v, v);
+                bad |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(d, d);
+            }
+            return (_mm512_reduce_max_ps(vmax), bad == 0);
+        }
+    }
+    let _ = simd;
+    vals.iter().fold((0.0f32, true), |(m, f), &v| {
+        (m.max(v.abs()), f && v.is_finite())
+    })
 }
 
 /// `g[r][gate][j] = (acc_x − comp_x)·s_x·s_wx + (acc_m − comp_m)·s_m·s_wm`
@@ -706,6 +727,7 @@ mod amx {
 pub(crate) fn forward(
     pk: &Int8Packed,
     par: super::Parallel,
+    scratch: &mut Vec<u64>,
     c: &mut [f32],
     m: &mut [f32],
     xs: &[f32],
@@ -713,12 +735,32 @@ pub(crate) fn forward(
     batch: usize,
     steps: usize,
 ) -> Result<()> {
-    super::lowp::forward(pk.n_in, pk.h, par, c, m, xs, out, batch, steps, |ch| {
+    super::lowp::forward(
+        pk.n_in,
+        pk.h,
+        par,
+        scratch,
+        c,
+        m,
+        xs,
+        out,
+        batch,
+        steps,
+        |rows| scratch_words(pk, rows),
         // SAFETY: the kernel was checked available when the model was
         // built; lowp::forward hands each chunk its own rows (sizes checked
-        // there).
-        unsafe { run_chunk(pk, ch) }
-    })
+        // there) and its scratch_words(rows) words.
+        |ch, s| unsafe { run_chunk(pk, ch, s) },
+    )
+}
+
+/// Scratch words a chunk of `rows` rows needs.
+fn scratch_words(pk: &Int8Packed, rows: usize) -> usize {
+    let rows_pad = rows.div_ceil(ROWS).max(1) * ROWS;
+    words_for::<u8>(rows_pad * pk.chunks() * KCHUNK)
+        + words_for::<f32>(rows_pad * 2)
+        + words_for::<i32>(rows_pad * ACC_ROW)
+        + words_for::<f32>(rows_pad * GATE_ROW)
 }
 
 #[cfg(test)]

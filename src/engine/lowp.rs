@@ -255,11 +255,41 @@ pub(crate) unsafe fn epilogue<S: Simd>(
     }
 }
 
+/// Plain data a scratch arena can be carved into: every bit pattern is a
+/// valid value, size divides 8, alignment at most 8.
+pub(crate) trait Pod: Copy {}
+impl Pod for u8 {}
+impl Pod for u16 {}
+impl Pod for i32 {}
+impl Pod for f32 {}
+
+/// `u64` words that hold `n` values of `T`.
+pub(crate) fn words_for<T: Pod>(n: usize) -> usize {
+    (n * std::mem::size_of::<T>()).div_ceil(8)
+}
+
+/// Splits `n` values of `T` off the front of `arena`; returns them and the
+/// rest. Panics (release builds too) if the arena is too short
+/// (`split_at_mut`'s bound check).
+pub(crate) fn carve<T: Pod>(arena: &mut [u64], n: usize) -> (&mut [T], &mut [u64]) {
+    const { assert!(std::mem::align_of::<T>() <= 8 && 8 % std::mem::size_of::<T>() == 0) };
+    let (head, rest) = arena.split_at_mut(words_for::<T>(n));
+    // SAFETY: `head` is `words_for::<T>(n)` words, at least `n` values of
+    // `T` (size dividing 8), at an 8-byte-aligned address (align of T ≤ 8,
+    // checked at compile time above); `T: Pod` is a plain integer or float
+    // type, so any bytes there are a valid value; the borrow of `head` is
+    // unique and lives as long as the result.
+    let mid = unsafe { std::slice::from_raw_parts_mut(head.as_mut_ptr().cast::<T>(), n) };
+    (mid, rest)
+}
+
 /// Runs `steps` steps of a `batch`: `xs` is `[steps, batch, n_in]`, `out`
 /// `[steps, batch, H]`; `c` and `m` (`[batch, H]`) are updated by
 /// `run_chunk`. The batch is cut into chunks of whole [`ROWS`]-row blocks,
 /// one per thread; rows never interact, so the result is the same for
-/// every thread count.
+/// every thread count. Each chunk gets `words(rows_per_chunk)` words of
+/// `scratch`, which grows (fallibly) only when a call needs more than any
+/// call before it: in steady state a call does not allocate.
 ///
 /// # Safety
 /// `run_chunk` may rely on the chunk contract: a chunk's `c` and `m` hold
@@ -267,20 +297,23 @@ pub(crate) unsafe fn epilogue<S: Simd>(
 /// every step (`n_in` and `H` floats) — which this function establishes
 /// from the sizes it checks.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn forward<F>(
+pub(crate) fn forward<W, F>(
     n: usize,
     h: usize,
     par: super::Parallel,
+    scratch: &mut Vec<u64>,
     c: &mut [f32],
     m: &mut [f32],
     xs: &[f32],
     out: &mut [f32],
     batch: usize,
     steps: usize,
+    words: W,
     run_chunk: F,
 ) -> Result<()>
 where
-    F: Fn(Chunk) -> Result<()> + Sync,
+    W: Fn(usize) -> usize,
+    F: Fn(Chunk, &mut [u64]) -> Result<()> + Sync,
 {
     assert!(
         c.len() == batch * h
@@ -298,32 +331,75 @@ where
         .filter(|_| flops >= par.min_flops && par.threads > 1);
     let threads = pool.map_or(1, |_| par.threads);
     let per = batch.div_ceil(threads).div_ceil(ROWS) * ROWS;
-    let (xs_ptr, out_ptr) = (xs.as_ptr(), out.as_mut_ptr());
-    let chunks: Vec<Chunk> = c
-        .chunks_mut(per * h)
-        .zip(m.chunks_mut(per * h))
-        .enumerate()
-        .map(|(k, (c, m))| Chunk {
+    let nchunks = batch.div_ceil(per);
+    let per_words = words(per);
+    let need = crate::error::checked_elements(&[nchunks, per_words], "reduced-precision scratch")?;
+    if scratch.len() < need {
+        scratch
+            .try_reserve_exact(need - scratch.len())
+            .map_err(|_| crate::error::Error::Alloc {
+                what: "reduced-precision scratch".into(),
+                bytes: need.saturating_mul(8),
+            })?;
+        scratch.resize(need, 0);
+    }
+    let io = Io {
+        xs: xs.as_ptr(),
+        out: out.as_mut_ptr(),
+    };
+    let run = |(k, ((c, m), s)): (usize, ((&mut [f32], &mut [f32]), &mut [u64]))| {
+        let _fp = super::fp_env::DenormalGuard::new();
+        let ch = Chunk {
             rows: c.len() / h,
+            // Row k·per of step 0; later steps are batch rows further on.
+            xs: io.xs().wrapping_add(k * per * n),
+            out: io.out().wrapping_add(k * per * h),
             c,
             m,
-            // Row k·per of step 0; later steps are batch rows further on.
-            xs: xs_ptr.wrapping_add(k * per * n),
-            out: out_ptr.wrapping_add(k * per * h),
             batch,
             steps,
-        })
-        .collect();
-    let run = |ch: Chunk| {
-        let _fp = super::fp_env::DenormalGuard::new();
-        run_chunk(ch)
+        };
+        run_chunk(ch, s)
     };
+    let scratch = &mut scratch[..need];
     match pool {
-        Some(pool) if chunks.len() > 1 => pool.install(|| {
+        Some(pool) if nchunks > 1 => pool.install(|| {
             use rayon::prelude::*;
-            chunks.into_par_iter().try_for_each(run)
+            c.par_chunks_mut(per * h)
+                .zip(m.par_chunks_mut(per * h))
+                .zip(scratch.par_chunks_mut(per_words))
+                .enumerate()
+                .try_for_each(run)
         }),
-        _ => chunks.into_iter().try_for_each(run),
+        _ => c
+            .chunks_mut(per * h)
+            .zip(m.chunks_mut(per * h))
+            .zip(scratch.chunks_mut(per_words))
+            .enumerate()
+            .try_for_each(run),
+    }
+}
+
+/// The call's input and output, shared by the chunks.
+#[derive(Clone, Copy)]
+struct Io {
+    xs: *const f32,
+    out: *mut f32,
+}
+
+// SAFETY: chunk k only ever offsets these pointers to its own rows (see
+// `forward`): reads of `xs` are shared, writes to `out` disjoint, and the
+// call that owns both outlives every chunk.
+unsafe impl Sync for Io {}
+
+impl Io {
+    // Methods, so that closures capture the whole (Sync) `Io`, not its
+    // pointer fields.
+    fn xs(&self) -> *const f32 {
+        self.xs
+    }
+    fn out(&self) -> *mut f32 {
+        self.out
     }
 }
 

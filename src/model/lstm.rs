@@ -132,6 +132,9 @@ pub struct LstmState {
     /// Kernel scratch (hoisted input GEMM, peephole pre-activations, the
     /// second `m` buffer); grows on first use, then is reused.
     scratch: AlignedBuf,
+    /// The reduced-precision engines' scratch (operands, sums), per chunk;
+    /// grows on first use, then is reused.
+    lowp_scratch: Vec<u64>,
 }
 
 impl LstmState {
@@ -419,6 +422,7 @@ impl Lstm {
             c: try_zeros(batch * h, "state c")?,
             m: try_zeros(batch * r, "state m")?,
             scratch: AlignedBuf::zeros(0),
+            lowp_scratch: Vec::new(),
         })
     }
 
@@ -512,10 +516,10 @@ impl Lstm {
     ) -> Result<()> {
         if let Some(b) = &self.lowp {
             let (c, m) = (&mut state.c[..rows * h], &mut state.m[..rows * r]);
-            let par = self.parallel();
+            let (par, s) = (self.parallel(), &mut state.lowp_scratch);
             return match &**b {
-                LowPacked::Bf16(b) => engine::bf16::forward(b, par, c, m, xs, out, rows, steps),
-                LowPacked::Int8(b) => engine::int8::forward(b, par, c, m, xs, out, rows, steps),
+                LowPacked::Bf16(b) => engine::bf16::forward(b, par, s, c, m, xs, out, rows, steps),
+                LowPacked::Int8(b) => engine::int8::forward(b, par, s, c, m, xs, out, rows, steps),
             };
         }
         let bufs = StateBufs {
