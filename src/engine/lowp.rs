@@ -347,7 +347,7 @@ where
         xs: xs.as_ptr(),
         out: out.as_mut_ptr(),
     };
-    let run = |(k, ((c, m), s)): (usize, ((&mut [f32], &mut [f32]), &mut [u64]))| {
+    let run = |(k, ((c, m), s)): ChunkParts| {
         let _fp = super::fp_env::DenormalGuard::new();
         let ch = Chunk {
             rows: c.len() / h,
@@ -379,6 +379,9 @@ where
             .try_for_each(run),
     }
 }
+
+/// Chunk k's `(k, ((c, m), scratch))`, as the zipped iterators give it.
+type ChunkParts<'a> = (usize, ((&'a mut [f32], &'a mut [f32]), &'a mut [u64]));
 
 /// The call's input and output, shared by the chunks.
 #[derive(Clone, Copy)]
