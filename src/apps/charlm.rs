@@ -252,6 +252,13 @@ impl CharLm {
         Ok(self)
     }
 
+    /// The same model with its LSTM layers in int8 on the kernel named
+    /// `kernel` (see [`crate::Lstm::with_int8_kernel`]).
+    pub fn with_int8_kernel(mut self, kernel: &str) -> Result<Self> {
+        self.stack = self.stack.with_int8_kernel(kernel)?;
+        Ok(self)
+    }
+
     /// How well the model predicts `text`: the text is cut into `chunks`
     /// equal pieces run as one batch, and every character after a piece's
     /// first is predicted from the ones before it. Returns the mean

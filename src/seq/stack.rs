@@ -163,6 +163,12 @@ impl LstmStack {
         self.map_cells(|cell| cell.with_bf16_kernel(kernel))
     }
 
+    /// Every layer in int8 on the kernel named `kernel`; see
+    /// [`Lstm::with_int8_kernel`](crate::Lstm::with_int8_kernel).
+    pub fn with_int8_kernel(self, kernel: &str) -> Result<Self> {
+        self.map_cells(|cell| cell.with_int8_kernel(kernel))
+    }
+
     /// The stack with `f` applied to every cell (both directions).
     fn map_cells(mut self, f: impl Fn(Lstm) -> Result<Lstm>) -> Result<Self> {
         for layer in &mut self.layers {
