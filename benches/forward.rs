@@ -6,7 +6,10 @@
 //!   scalar gate math,
 //! * the scalar `f64` reference (small shapes only: it is very slow);
 //! * generated shape-specialized kernels vs the generic kernel, for every
-//!   shape build.rs specialized (`specialized_<shape>` groups).
+//!   shape build.rs specialized (`specialized_<shape>` groups);
+//! * the reduced precisions (`lstm-kernels/<kernel>` rows: every bf16 and
+//!   int8 kernel this CPU has but the portable ones) on the shapes they
+//!   compute, 1 thread and 2 for B=64.
 //!
 //! Criterion's throughput is set to FLOPs, so its "elem/s" are FLOP/s. At
 //! the end a summary prints GFLOP/s and the fraction of the measured FMA
@@ -160,6 +163,31 @@ fn bench(c: &mut Criterion) {
                     BenchmarkId::new(format!("lstm-kernels/{isa}"), format!("{threads}t")),
                     |b| b.iter(|| m.forward(&mut st, black_box(&xs), &mut ys).unwrap()),
                 );
+            }
+        }
+        if sh.cfg.head.is_none() && sh.cfg.peephole != Peephole::Matrix {
+            let reduced = Lstm::bf16_kernels()
+                .into_iter()
+                .chain(Lstm::int8_kernels())
+                .filter(|k| !k.ends_with("_portable"));
+            for k in reduced {
+                for threads in [1, 2] {
+                    if threads == 2 && sh.batch < 64 {
+                        continue;
+                    }
+                    let m = model(&sh, Isa::detect(), threads);
+                    let m = if k.starts_with("bf16") {
+                        m.with_bf16_kernel(k)
+                    } else {
+                        m.with_int8_kernel(k)
+                    }
+                    .unwrap();
+                    let mut st = m.new_state(sh.batch).unwrap();
+                    g.bench_function(
+                        BenchmarkId::new(format!("lstm-kernels/{k}"), format!("{threads}t")),
+                        |b| b.iter(|| m.forward(&mut st, black_box(&xs), &mut ys).unwrap()),
+                    );
+                }
             }
         }
         if sh.cfg.head.is_none() && sh.cfg.peephole == Peephole::None {
