@@ -287,25 +287,25 @@ unsafe fn body<S: Simd>(pk: &Bf16Packed, mut ch: Chunk, bufs: Bufs) {
     for t in 0..ch.steps {
         // Operands: [x_t | m], rounded to bf16, zero-padded to kp.
         for r in 0..rows {
-            // SAFETY: row r of step t is within xs (the caller's contract).
-            let x = unsafe { ch.x_row(t, r, n) };
-            bufs.stage[..n].copy_from_slice(x);
-            // SAFETY: row r of m is within the chunk's rows × H.
-            let m = unsafe { st.m_row(r, h) };
-            bufs.stage[n..n + h].copy_from_slice(m);
+            // SAFETY: row r of step t is within xs (the caller's contract);
+            // row r of m is within the chunk's rows × H.
+            let (x, m) = unsafe { (ch.x_row(t, r, n), st.m_row(r, h)) };
             // AMX reads 16 × 32 operand tiles: contiguous 1 KiB each.
+            let (base, stride) = if cfg!(target_arch = "x86_64") && pk.kernel == Bf16Kernel::Amx {
+                ((r / ROWS) * ROWS * kp + (r % ROWS) * KCHUNK, ROWS * KCHUNK)
+            } else {
+                (r * kp, KCHUNK)
+            };
             #[cfg(target_arch = "x86_64")]
-            if amx {
-                let base = (r / ROWS) * ROWS * kp + (r % ROWS) * KCHUNK;
-                round_row(pk.kernel, bufs.stage, &mut bufs.a[base..], ROWS * KCHUNK);
+            if pk.kernel != Bf16Kernel::Portable {
+                // SAFETY: inside the AVX512-BF16 entry (non-portable kernels
+                // run in `run_avx512`).
+                unsafe { avx512_round_parts(x, m, &mut bufs.a[base..], kp / KCHUNK, stride) };
                 continue;
             }
-            round_row(
-                pk.kernel,
-                bufs.stage,
-                &mut bufs.a[r * kp..(r + 1) * kp],
-                KCHUNK,
-            );
+            bufs.stage[..n].copy_from_slice(x);
+            bufs.stage[n..n + h].copy_from_slice(m);
+            round_row(bufs.stage, &mut bufs.a[base..], stride);
         }
         let nblocks = rows.div_ceil(ROWS);
         #[cfg(target_arch = "x86_64")]
@@ -367,32 +367,56 @@ unsafe fn body<S: Simd>(pk: &Bf16Packed, mut ch: Chunk, bufs: Bufs) {
 
 /// Rounds one staged row to bf16 (the pad beyond n_in + H stays zero).
 #[inline(always)]
-fn round_row(kernel: Bf16Kernel, stage: &[f32], out: &mut [u16], stride: usize) {
+fn round_row(stage: &[f32], out: &mut [u16], stride: usize) {
     assert!(out.len() >= (stage.len() / KCHUNK - 1) * stride + KCHUNK);
-    #[cfg(target_arch = "x86_64")]
-    if kernel != Bf16Kernel::Portable {
-        // SAFETY: only reached inside the AVX512-BF16 entry (non-portable
-        // kernels run in `run_avx512`); 32 floats in, 32 bf16 out per
-        // chunk, both slices kp long.
-        unsafe {
-            use std::arch::x86_64::*;
-            for (i, s) in stage.chunks_exact(KCHUNK).enumerate() {
-                let o = &mut out[i * stride..i * stride + KCHUNK];
-                let lo = _mm512_loadu_ps(s.as_ptr());
-                let hi = _mm512_loadu_ps(s.as_ptr().add(16));
-                let v = _mm512_cvtne2ps_pbh(hi, lo);
-                _mm512_storeu_si512(
-                    o.as_mut_ptr().cast(),
-                    std::mem::transmute::<__m512bh, __m512i>(v),
-                );
-            }
-        }
-        return;
-    }
-    let _ = kernel;
     for (i, s) in stage.chunks_exact(KCHUNK).enumerate() {
         for (o, &v) in out[i * stride..i * stride + KCHUNK].iter_mut().zip(s) {
             *o = to_bf16(v);
+        }
+    }
+}
+
+/// Rounds the row `[x | m]`, zero-padded to `chunks` chunks of 32, to bf16
+/// straight from `x` and `m` (no staging copy): chunk `i` goes to
+/// `out[i·stride..][..32]`.
+///
+/// # Safety
+/// Inside an AVX-512F + AVX512-BF16 entry.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn avx512_round_parts(x: &[f32], m: &[f32], out: &mut [u16], chunks: usize, stride: usize) {
+    use std::arch::x86_64::*;
+    let (n, h) = (x.len(), m.len());
+    assert!(
+        chunks * KCHUNK >= n + h && chunks >= 1 && out.len() >= (chunks - 1) * stride + KCHUNK,
+        "bf16 operand bounds"
+    );
+    // Lanes i of the 16 at k that fall in [lo, hi).
+    let lanes = |k: usize, lo: usize, hi: usize| -> __mmask16 {
+        let a = lo.saturating_sub(k).min(16);
+        let b = hi.saturating_sub(k).min(16);
+        (((1u32 << b) - 1) & !((1u32 << a) - 1)) as u16
+    };
+    // SAFETY: every load is masked to lanes whose index lies in x (first
+    // mask) or m (second); masked-off lanes are not accessed, so the
+    // (wrapping) base pointers may lie outside the slices. Stores write 32
+    // bf16 of chunk i within out (asserted above).
+    unsafe {
+        let half = |k: usize| {
+            let v = _mm512_maskz_loadu_ps(lanes(k, 0, n), x.as_ptr().wrapping_add(k));
+            _mm512_mask_loadu_ps(
+                v,
+                lanes(k, n, n + h),
+                m.as_ptr().wrapping_add(k).wrapping_sub(n),
+            )
+        };
+        for i in 0..chunks {
+            let k = i * KCHUNK;
+            let v = _mm512_cvtne2ps_pbh(half(k + 16), half(k));
+            _mm512_storeu_si512(
+                out.as_mut_ptr().add(i * stride).cast(),
+                std::mem::transmute::<__m512bh, __m512i>(v),
+            );
         }
     }
 }
