@@ -45,7 +45,7 @@ pub use error::{Error, Result};
 #[cfg(feature = "formats")]
 pub use formats::{import, io};
 pub use model::config::{LstmConfig, MAX_TENSOR_ELEMENTS, Peephole};
-pub use model::weights::{GATE_ORDER, LstmWeights, SEED_NAMES, SeedWeights};
+pub use model::weights::{GATE_ORDER, Int8Gates, LstmWeights, SEED_NAMES, SeedWeights};
 pub use model::{Lstm, LstmState, Precision, config, max_threads, weights};
 pub use seq::stack::{self, LstmStack, Merge, SeqOptions, StackLayer, StackState};
 

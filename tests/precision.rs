@@ -242,3 +242,48 @@ fn unsupported_precisions_and_variants_are_errors() {
     assert!(m.clone().with_bf16_kernel("nonsense").is_err());
     assert!(m.with_int8_kernel("avx512bf16").is_err());
 }
+
+/// Int8 gates given as they are (a framework's own quantization) run
+/// exactly as the model's own int8: `with_int8_gates(quantize(w))` is
+/// bitwise `with_precision(Int8)`; a model built from other int8 gates
+/// (scales not from the weights' maxima, a −128) is within the int8 bound
+/// of its dequantized f32 weights; bad gates are errors naming the tensor.
+#[test]
+fn int8_gates_given_as_they_are() {
+    use lstm_kernels::Int8Gates;
+    let cfg = LstmConfig::new(19, 21).with_peephole(Peephole::Diagonal);
+    let case = Case::new(cfg, 6, 3, 11, 1.0);
+    let gates = Int8Gates::quantize(&cfg, &case.weights).unwrap();
+    let own = case.run_forward(&case.model().with_precision(Precision::Int8).unwrap());
+    let given = case.run_forward(&case.model().with_int8_gates(&gates).unwrap());
+    same_bits("given gates y", &given.0, &own.0).unwrap();
+    same_bits("given gates c", &given.1, &own.1).unwrap();
+
+    // Other gates: halve every scale's range use, put a −128 in.
+    let mut other = gates.clone();
+    for (i, q) in other.q.iter_mut().enumerate() {
+        *q = if i == 7 { -128 } else { *q / 2 };
+    }
+    for s in other.scale_x.iter_mut().chain(other.scale_h.iter_mut()) {
+        *s *= 1.75;
+    }
+    let mut deq = case.clone();
+    deq.weights.gates = other.dequantize(&cfg).unwrap();
+    let run = deq.run_forward(&deq.model().with_int8_gates(&other).unwrap());
+    check_run_in(&deq, &run, Precision::Int8).unwrap();
+    // And they are not the f32 results of the dequantized weights.
+    assert!(run.0 != deq.run_forward(&deq.model()).0);
+
+    let m = case.model();
+    let mut short = gates.clone();
+    short.q.pop();
+    let e = m.clone().with_int8_gates(&short).unwrap_err();
+    assert!(e.to_string().contains("int8 gates q"), "{e}");
+    let mut neg = gates.clone();
+    neg.scale_h[3] = -1.0;
+    let e = m.clone().with_int8_gates(&neg).unwrap_err();
+    assert!(e.to_string().contains("scale_h[3]"), "{e}");
+    let mut nan = gates;
+    nan.scale_x[0] = f32::NAN;
+    assert!(m.with_int8_gates(&nan).is_err());
+}

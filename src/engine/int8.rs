@@ -38,7 +38,7 @@ use super::simd::Avx512;
 use super::simd::{Portable, Simd};
 use crate::config::LstmConfig;
 use crate::error::{Error, Result, try_filled};
-use crate::weights::LstmWeights;
+use crate::weights::{Int8Gates, LstmWeights};
 
 /// K per chunk: 16 quads, one AMX A-tile row of 64 bytes.
 const KCHUNK: usize = 64;
@@ -50,7 +50,8 @@ const ATILE: usize = ROWS * KCHUNK;
 const ACC_ROW: usize = 2 * GATE_ROW;
 
 /// The longest operand part (`n_in`, or H) int8 runs: the i32 sums of
-/// `(q_a + 128)·q_w ≤ 255·127` over 65,536 terms stay below 2³¹.
+/// `(q_a + 128)·q_w ≤ 255·128` over 65,536 terms stay below 2³¹ (a given
+/// weight may be −128).
 pub const MAX_K_PART: usize = 65_536;
 
 /// The environment variable that forces an int8 kernel (`amx`,
@@ -151,7 +152,7 @@ fn avx512vnni() -> bool {
 }
 
 /// The int8 scale of values whose largest magnitude is `max_abs`:
-/// `fl(max_abs / 127)` (weights and operands alike).
+/// `fl(max_abs / 127)` (operands; the weights' in [`Int8Gates::quantize`]).
 pub(crate) fn scale_of(max_abs: f32) -> f32 {
     max_abs / 127.0
 }
@@ -175,9 +176,22 @@ pub(crate) struct Int8Packed {
 }
 
 impl Int8Packed {
-    /// Checks that `cfg` has only what the int8 path computes, and packs.
+    /// Checks that `cfg` has only what the int8 path computes, quantizes
+    /// the gates ([`Int8Gates::quantize`]) and packs.
     pub(crate) fn build(cfg: &LstmConfig, w: &LstmWeights, kernel: Int8Kernel) -> Result<Self> {
         super::lowp::check_supported(cfg, "int8")?;
+        Int8Packed::from_gates(cfg, w, &Int8Gates::quantize(cfg, w)?, kernel)
+    }
+
+    /// Packs int8 gates as given (bias and peepholes from `w`).
+    pub(crate) fn from_gates(
+        cfg: &LstmConfig,
+        w: &LstmWeights,
+        gates: &Int8Gates,
+        kernel: Int8Kernel,
+    ) -> Result<Self> {
+        super::lowp::check_supported(cfg, "int8")?;
+        gates.check(cfg)?;
         let (n, h) = (cfg.n_input, cfg.n_hidden);
         for (what, k) in [("inputs", n), ("hidden units", h)] {
             if k > MAX_K_PART {
@@ -193,32 +207,23 @@ impl Int8Packed {
         let mut tiles = try_filled::<u32>(ub * nch * 4 * BLOCK, 0, "int8 packed weights")?;
         let mut wscale = try_filled::<f32>(ub * 2 * GATE_ROW, 0.0, "int8 weight scales")?;
         let mut comp = try_filled::<i32>(ub * 2 * GATE_ROW, 0, "int8 compensation")?;
-        // (first row, rows, first chunk) of each part.
-        let parts = [(0, n, 0), (n, h, cx)];
+        // (first row, rows, first chunk, scales) of each part.
+        let parts = [(0, n, 0, &gates.scale_x), (n, h, cx, &gates.scale_h)];
         for u in 0..ub {
-            for (part, &(k0, len, c0)) in parts.iter().enumerate() {
+            for (part, &(k0, len, c0, scales)) in parts.iter().enumerate() {
                 for g in 0..4 {
                     for j in 0..UNITS.min(h - u * UNITS) {
                         let col = g * h + u * UNITS + j;
-                        let wk = |k: usize| w.gates[(k0 + k) * cols + col];
-                        let amax = (0..len).fold(0.0f32, |a, k| a.max(wk(k).abs()));
-                        let s = scale_of(amax);
                         let mut sum = 0i32;
                         for k in 0..len {
-                            let q = if s > 0.0 {
-                                (wk(k) as f64 / s as f64)
-                                    .round_ties_even()
-                                    .clamp(-127.0, 127.0) as i32
-                            } else {
-                                0
-                            };
-                            sum += q;
+                            let q = gates.q[(k0 + k) * cols + col];
+                            sum += q as i32;
                             let (c, kk) = (c0 + k / KCHUNK, k % KCHUNK);
                             let at = ((u * nch + c) * 4 + g) * BLOCK + (kk / 4) * UNITS + j;
-                            tiles[at] |= ((q as i8 as u8) as u32) << (8 * (kk % 4));
+                            tiles[at] |= (q as u8 as u32) << (8 * (kk % 4));
                         }
                         let at = (u * 2 + part) * GATE_ROW + g * UNITS + j;
-                        wscale[at] = s;
+                        wscale[at] = scales[col];
                         comp[at] = 128 * sum;
                     }
                 }

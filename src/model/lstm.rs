@@ -13,6 +13,7 @@ use crate::engine::{
     Supported,
 };
 use crate::error::{Error, Result, check_len, try_zeros};
+use crate::weights::Int8Gates;
 use crate::weights::LstmWeights;
 
 /// An LSTM cell ready to run: validated config and weights, and how many
@@ -278,6 +279,21 @@ impl Lstm {
     pub fn with_int8_kernel(mut self, kernel: &str) -> Result<Self> {
         let kernel = Int8Kernel::from_name(kernel)?;
         let pk = Int8Packed::build(&self.config, &self.weights, kernel)?;
+        self.lowp = Some(Arc::new(LowPacked::Int8(pk)));
+        self.precision = Precision::Int8;
+        Ok(self)
+    }
+
+    /// Runs the model in int8 with these gate weights as they are (for
+    /// weights a framework already quantized; see [`Int8Gates`]), on the
+    /// kernel [`Lstm::with_precision`] would choose. The bias and
+    /// peepholes are the model's; its f32 gates stay what `Precision::F32`
+    /// runs, so build the model from [`Int8Gates::dequantize`] for the two
+    /// to agree. An error if the shapes do not fit the config or a scale
+    /// is negative or not finite.
+    pub fn with_int8_gates(mut self, gates: &Int8Gates) -> Result<Self> {
+        let kernel = Int8Kernel::choose()?;
+        let pk = Int8Packed::from_gates(&self.config, &self.weights, gates, kernel)?;
         self.lowp = Some(Arc::new(LowPacked::Int8(pk)));
         self.precision = Precision::Int8;
         Ok(self)

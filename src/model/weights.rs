@@ -13,7 +13,7 @@
 //! All matrices are row-major `f32`.
 
 use crate::config::{LstmConfig, Peephole};
-use crate::error::{Error, Result, check_len, try_zeros};
+use crate::error::{Error, Result, check_len, try_filled, try_zeros};
 use crate::rng::SplitMix64;
 
 /// The order of the gate blocks in the concatenated matrix and bias:
@@ -427,5 +427,105 @@ mod tests {
             LstmWeights::from_seed(&cfg, &s),
             Err(Error::UnexpectedTensor { .. })
         ));
+    }
+}
+
+/// Gate weights quantized to int8 the way [`crate::Precision::Int8`]
+/// runs them: symmetric, one scale per gate column for its input rows and
+/// one for its recurrent rows. [`Int8Gates::quantize`] makes them from f32
+/// weights (what `with_precision(Int8)` does); a quantizing framework's
+/// own int8 weights (ONNX Runtime's `DynamicQuantizeLSTM`, say) can be
+/// given as they are with [`crate::Lstm::with_int8_gates`], so they run
+/// without being quantized a second time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Int8Gates {
+    /// `[n_in + H, 4H]` in the layout of [`LstmWeights::gates`] (rows: the
+    /// inputs, then `m`; column blocks i, f, c̃, o).
+    pub q: Vec<i8>,
+    /// `[4H]`: each column's scale for its input rows.
+    pub scale_x: Vec<f32>,
+    /// `[4H]`: each column's scale for its recurrent rows.
+    pub scale_h: Vec<f32>,
+}
+
+impl Int8Gates {
+    /// Quantizes `w.gates`: per column and part, `s = fl(max|w| / 127)` and
+    /// `q = round(w / s)` (to nearest even, in f64, clamped to ±127); an
+    /// all-zero part gets scale 0. Only configs without a projection have
+    /// int8 gates (the recurrent rows are H).
+    pub fn quantize(cfg: &LstmConfig, w: &LstmWeights) -> Result<Self> {
+        let (n, h) = (cfg.n_input, cfg.n_hidden);
+        let cols = 4 * h;
+        if cfg.projection.is_some() || w.gates.len() != (n + h) * cols {
+            return Err(Error::Config(
+                "int8 gates need a config without a projection and gates of [n_in + H, 4H]".into(),
+            ));
+        }
+        let mut q = try_filled::<i8>((n + h) * cols, 0, "int8 gates")?;
+        let mut scale_x = try_filled::<f32>(cols, 0.0, "int8 scales")?;
+        let mut scale_h = try_filled::<f32>(cols, 0.0, "int8 scales")?;
+        for (k0, len, scales) in [(0, n, &mut scale_x), (n, h, &mut scale_h)] {
+            for (col, scale) in scales.iter_mut().enumerate() {
+                let wk = |k: usize| w.gates[(k0 + k) * cols + col];
+                let amax = (0..len).fold(0.0f32, |a, k| a.max(wk(k).abs()));
+                let s = amax / 127.0;
+                *scale = s;
+                if s > 0.0 {
+                    for k in 0..len {
+                        q[(k0 + k) * cols + col] = (wk(k) as f64 / s as f64)
+                            .round_ties_even()
+                            .clamp(-127.0, 127.0)
+                            as i8;
+                    }
+                }
+            }
+        }
+        Ok(Int8Gates {
+            q,
+            scale_x,
+            scale_h,
+        })
+    }
+
+    /// The f32 gate weights these stand for, `q · s` per element (rounded
+    /// to f32), in the layout of [`LstmWeights::gates`].
+    pub fn dequantize(&self, cfg: &LstmConfig) -> Result<Vec<f32>> {
+        self.check(cfg)?;
+        let (n, cols) = (cfg.n_input, 4 * cfg.n_hidden);
+        let mut w = try_filled::<f32>(self.q.len(), 0.0, "dequantized gates")?;
+        for (i, (w, &q)) in w.iter_mut().zip(&self.q).enumerate() {
+            let (k, col) = (i / cols, i % cols);
+            let s = if k < n {
+                self.scale_x[col]
+            } else {
+                self.scale_h[col]
+            };
+            *w = q as f32 * s;
+        }
+        Ok(w)
+    }
+
+    /// Checks the shapes against `cfg` and that every scale is finite and
+    /// not negative.
+    pub fn check(&self, cfg: &LstmConfig) -> Result<()> {
+        let (n, h) = (cfg.n_input, cfg.n_hidden);
+        if cfg.projection.is_some() {
+            return Err(Error::Config(
+                "int8 gates do not support a projection".into(),
+            ));
+        }
+        let cols = 4 * h;
+        check_len("int8 gates q", self.q.len(), &[n + h, cols])?;
+        check_len("int8 gates scale_x", self.scale_x.len(), &[cols])?;
+        check_len("int8 gates scale_h", self.scale_h.len(), &[cols])?;
+        for (what, v) in [("scale_x", &self.scale_x), ("scale_h", &self.scale_h)] {
+            if let Some(i) = v.iter().position(|s| !(s.is_finite() && *s >= 0.0)) {
+                return Err(Error::Invalid(format!(
+                    "int8 gates {what}[{i}] = {}: scales must be finite and ≥ 0",
+                    v[i]
+                )));
+            }
+        }
+        Ok(())
     }
 }
