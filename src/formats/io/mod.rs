@@ -342,10 +342,11 @@ fn from_zip(path: &Path, reader: Box<dyn ReadSeek>) -> Result<TensorFile> {
 }
 
 fn npy_not_a_dict(path: &Path) -> Error {
-    Error::Invalid(format!(
-        "{}: a single .npy array, not a file of named tensors (use .npz, .safetensors or a torch.save file)",
-        path.display()
-    ))
+    format_err(
+        path,
+        "tensor",
+        "a single .npy array, not a file of named tensors (use .npz, .safetensors or a torch.save file)",
+    )
 }
 
 /// Reads a file of named tensors, choosing the format by its content: a
@@ -360,10 +361,10 @@ pub fn read_tensors(path: impl AsRef<Path>) -> Result<TensorFile> {
     if path.extension().and_then(|e| e.to_str()) == Some("safetensors") {
         return read_safetensors(path);
     }
-    let mut head = Vec::with_capacity(torch::LEGACY_MAGIC.len());
+    let mut head = Vec::with_capacity(torch::SNIFF_BYTES);
     let mut f = File::open(path).map_err(io_err(path))?;
     (&mut f)
-        .take(torch::LEGACY_MAGIC.len() as u64)
+        .take(torch::SNIFF_BYTES as u64)
         .read_to_end(&mut head)
         .map_err(io_err(path))?;
     match sniff(&head) {
@@ -376,7 +377,21 @@ pub fn read_tensors(path: impl AsRef<Path>) -> Result<TensorFile> {
             torch::from_legacy(path, bytes)
         }
         Kind::Npy => Err(npy_not_a_dict(path)),
-        Kind::Other => read_safetensors(path),
+        Kind::Other => {
+            let torch_ext = matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("pt" | "pth" | "bin" | "ckpt")
+            );
+            read_safetensors(path).map_err(|e| match e {
+                Error::Format { .. } if torch_ext => format_err(
+                    path,
+                    "PyTorch",
+                    "neither a zip torch.save file (with a data.pkl) nor a legacy one \
+                     (a pickle of its magic number), nor safetensors",
+                ),
+                e => e,
+            })
+        }
     }
 }
 

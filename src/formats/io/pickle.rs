@@ -299,14 +299,31 @@ fn resolve_global(module: &str, name: &str) -> R<Global> {
         return Ok(g);
     }
     let full = format!("{module}.{name}");
+    // Standard-library modules: their classes are not a user's model.
+    const STDLIB: [&str; 16] = [
+        "builtins",
+        "os",
+        "posix",
+        "nt",
+        "sys",
+        "subprocess",
+        "shutil",
+        "socket",
+        "importlib",
+        "runpy",
+        "pickle",
+        "io",
+        "codecs",
+        "functools",
+        "operator",
+        "types",
+    ];
     let class_like = name.chars().next().is_some_and(char::is_uppercase);
-    if module == "__main__"
-        || module.starts_with("torch.nn.")
-        || (class_like && module != "builtins")
-    {
+    let stdlib = STDLIB.contains(&module.split('.').next().unwrap_or(module));
+    if module == "__main__" || module.starts_with("torch.nn.") || (class_like && !stdlib) {
         Err(Fail::Refused(format!(
             "it holds a pickled Python object of class `{full}` (a whole model, as torch.save(model) writes), \
-             not a state dict; save torch.save(model.state_dict(), path) and load that"
+             not a state dict; refused, nothing was run: save torch.save(model.state_dict(), path) and load that"
         )))
     } else {
         Err(Fail::Refused(format!(
@@ -937,6 +954,12 @@ impl Pickle {
             Obj::Int(v) => Some(v),
             _ => None,
         }
+    }
+
+    /// Whether the root is an integer beyond 64 bits (the legacy
+    /// format's magic number; its bytes were checked by the caller).
+    pub(super) fn root_is_big_int(&self) -> bool {
+        matches!(self.objs[self.root], Obj::BigInt)
     }
 
     /// Whether the root is a dict whose `key` is `False` (the legacy

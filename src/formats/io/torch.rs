@@ -29,10 +29,12 @@ use crate::error::{Error, Result, checked_elements, shape_str, try_filled, try_z
 /// about 100 bytes per tensor).
 pub const MAX_PICKLE_BYTES: u64 = 64 << 20;
 
-/// The first pickle of a legacy save: protocol 2, the magic number
-/// `0x1950a86a20f9469cfc6c` as a LONG1, STOP.
-pub(super) const LEGACY_MAGIC: &[u8] =
-    b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19\x2e";
+/// The magic number `0x1950a86a20f9469cfc6c` that a legacy save pickles
+/// first, as the LONG1 opcode writes it.
+const LEGACY_MAGIC: &[u8] = b"\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19";
+
+/// How many first bytes [`is_legacy`] looks at.
+pub(super) const SNIFF_BYTES: usize = 32;
 
 /// The format name in messages.
 const FORMAT: &str = "PyTorch";
@@ -181,9 +183,13 @@ pub(super) fn from_zip(path: &Path, mut zip: Archive, top: &str) -> Result<Tenso
     Ok(TensorFile::new(path, entries, Some(Mutex::new(zip))).with_blob(None))
 }
 
-/// Whether `bytes` start like a legacy `torch.save` file.
+/// Whether `bytes` start like a legacy `torch.save` file: a pickle
+/// (protocol 2 to 5) whose first [`SNIFF_BYTES`] hold the magic number.
 pub(super) fn is_legacy(bytes: &[u8]) -> bool {
-    bytes.starts_with(LEGACY_MAGIC)
+    let head = &bytes[..bytes.len().min(SNIFF_BYTES)];
+    head.first() == Some(&0x80)
+        && head.get(1).is_some_and(|v| (2..=5).contains(v))
+        && head.windows(LEGACY_MAGIC.len()).any(|w| w == LEGACY_MAGIC)
 }
 
 /// Opens a legacy (non-zip) `torch.save` file held in memory.
@@ -191,7 +197,10 @@ pub(super) fn from_legacy(path: &Path, bytes: Vec<u8>) -> Result<TensorFile> {
     if !is_legacy(&bytes) {
         return Err(err(path, "no legacy torch.save magic number"));
     }
-    let at = LEGACY_MAGIC.len();
+    let (magic, at) = pickle::parse(&bytes, 0).map_err(|f| fail(path, "magic number", f))?;
+    if !magic.root_is_big_int() {
+        return Err(err(path, "the first pickle is not the magic number"));
+    }
     let (version, at) = pickle::parse(&bytes, at).map_err(|f| fail(path, "protocol version", f))?;
     match version.root_int() {
         Some(1001) => {}
