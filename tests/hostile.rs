@@ -1219,7 +1219,8 @@ fn unexpected_opcodes_and_globals_are_refused_by_name() {
         let m = e.to_string();
         assert!(m.contains(want) && m.contains("evil.pt"), "{want}: {m}");
         assert!(!m.contains('\n'));
-        if want.starts_with('`') || want.contains("state_dict") {
+        // Malformed calls are corrupt files; the rest is refused content.
+        if !["REDUCE", "persistent id"].contains(&want) {
             assert!(m.contains("nothing was run"), "{m}");
         }
     }

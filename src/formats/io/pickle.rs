@@ -322,13 +322,12 @@ fn resolve_global(module: &str, name: &str) -> R<Global> {
     let stdlib = STDLIB.contains(&module.split('.').next().unwrap_or(module));
     if module == "__main__" || module.starts_with("torch.nn.") || (class_like && !stdlib) {
         Err(Fail::Refused(format!(
-            "it holds a pickled Python object of class `{full}` (a whole model, as torch.save(model) writes), \
-             not a state dict; refused, nothing was run: save torch.save(model.state_dict(), path) and load that"
+            "it holds a pickled `{full}` (a whole model: torch.save(model)), not a state dict: \
+             save torch.save(model.state_dict(), path) instead"
         )))
     } else {
         Err(Fail::Refused(format!(
-            "its pickle refers to the Python global `{full}`, which is not part of a state dict \
-             (only tensors, OrderedDict and torch storages are); refused, nothing was run"
+            "its pickle refers to the Python global `{full}`, which a state dict does not hold"
         )))
     }
 }

@@ -88,7 +88,7 @@ fn fail(path: &Path, what: &str, f: Fail) -> Error {
     match f {
         Fail::Format(m) => err(path, format!("{what}: {m}")),
         Fail::Refused(m) => Error::Unsupported(format!(
-            "{}: a torch.save file the reader refuses: {m}",
+            "{}: refused (nothing was run): {m}",
             path.display()
         )),
     }
@@ -180,7 +180,7 @@ pub(super) fn from_zip(path: &Path, mut zip: Archive, top: &str) -> Result<Tenso
     let entries = entries(path, tensors, |r| {
         Loc::Member(format!("{top}data/{}", r.storage.key))
     })?;
-    Ok(TensorFile::new(path, entries, Some(Mutex::new(zip))).with_blob(None))
+    Ok(TensorFile::new(path, entries, Some(Mutex::new(zip))))
 }
 
 /// Whether `bytes` start like a legacy `torch.save` file: a pickle
