@@ -179,7 +179,7 @@ impl fmt::Display for Error {
                 dtype,
             } => write!(
                 f,
-                "tensor `{}` in {} has dtype {}; expected float32 or float64",
+                "tensor `{}` in {} has dtype {}; expected float32, float64, float16 or bfloat16",
                 part(tensor),
                 Part(&path(p), true),
                 part(dtype)

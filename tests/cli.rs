@@ -573,15 +573,11 @@ fn lstm_run_runs_stacks() {
             tmp.path().join(format!("{case}_s.npz")),
         );
         let onnx = meta["format"] == "onnx";
-        let (format, prefix, weights) = if onnx {
-            ("onnx", "", "weights.onnx")
-        } else {
-            ("pytorch", "lstm.", "weights.safetensors")
-        };
+        let format = if onnx { "onnx" } else { "pytorch" };
         let mut cmd = lstm_run(
             format,
-            Some(prefix),
-            &dir.join(weights),
+            Some(meta["prefix"].as_str().unwrap()),
+            &golden::weights_file(&dir),
             &dir.join("x.npy"),
             &y_path,
         );
@@ -633,6 +629,43 @@ fn lstm_run_runs_stacks() {
     );
     assert!(
         err.contains("seq_lens[0] = 9") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    assert!(!y_path.exists());
+}
+
+/// `torch.save` files that are not a usable state dict: a whole pickled
+/// model, or an LSTM under a prefix the user did not give, are one-line
+/// errors that say what to do, and leave no output.
+#[test]
+fn lstm_run_explains_torch_files_it_cannot_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let x = golden::framework("torch_pt_lstm").join("x.npy");
+    let y_path = tmp.path().join("never.npy");
+    for model in ["full_model.pt", "lstm_module.pt"] {
+        let err = run_err(&mut lstm_run(
+            "pytorch",
+            None,
+            &golden::file("bad_torch", model),
+            &x,
+            &y_path,
+        ));
+        assert!(
+            err.contains("state_dict()") && err.trim().lines().count() == 1,
+            "{err}"
+        );
+    }
+    // The LSTM is under `lstm.`: the message names the key and the flag.
+    let dir = golden::framework("torch_pt_legacy");
+    let err = run_err(&mut lstm_run(
+        "pytorch",
+        None,
+        &golden::weights_file(&dir),
+        &dir.join("x.npy"),
+        &y_path,
+    ));
+    assert!(
+        err.contains("lstm.weight_ih_l0") && err.contains("--prefix lstm."),
         "{err}"
     );
     assert!(!y_path.exists());

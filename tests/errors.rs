@@ -544,3 +544,108 @@ fn non_finite_weights_in_a_loaded_stack_are_named() {
     let opts = LoadOptions::default().with_non_finite_weights(true);
     import::pytorch_stack_from_with(&file, "lstm.", opts).unwrap();
 }
+
+/// Issue 16, item 4, in every tensor file type: a state dict with an
+/// int64 counter beside the LSTM (BatchNorm's `num_batches_tracked`)
+/// loads, the counter unread; `lstm` and `lstm.` both work as prefixes;
+/// without the prefix, the error lists the matching key and the prefix.
+#[test]
+fn pytorch_state_dicts_ignore_other_tensors_and_suggest_the_prefix() {
+    use lstm_kernels::import;
+    let tmp = tempfile::tempdir().unwrap();
+    let w_ih: Vec<f32> = (0..24).map(|i| (i as f32 * 0.1).sin()).collect();
+    let w_hh: Vec<f32> = (0..16).map(|i| (i as f32 * 0.2).cos()).collect();
+    let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let count = 7i64.to_le_bytes().to_vec();
+    // safetensors, with an I64 tensor.
+    let (a, b) = (f32_bytes(&w_ih), f32_bytes(&w_hh));
+    let views = vec![
+        (
+            "lstm.weight_ih_l0",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![8, 3], &a).unwrap(),
+        ),
+        (
+            "lstm.weight_hh_l0",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![8, 2], &b).unwrap(),
+        ),
+        (
+            "bn.num_batches_tracked",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![], &count).unwrap(),
+        ),
+    ];
+    let st = tmp.path().join("m.safetensors");
+    std::fs::write(&st, safetensors::serialize(views, None).unwrap()).unwrap();
+    // npz, with an <i8 member.
+    let npz = tmp.path().join("m.npz");
+    {
+        use std::io::Write;
+        let mut z = zip::ZipWriter::new(std::fs::File::create(&npz).unwrap());
+        let opts = zip::write::SimpleFileOptions::default();
+        for (name, bytes) in [
+            (
+                "lstm.weight_ih_l0.npy",
+                io::npy_file_bytes(&[8, 3], &w_ih).unwrap(),
+            ),
+            (
+                "lstm.weight_hh_l0.npy",
+                io::npy_file_bytes(&[8, 2], &w_hh).unwrap(),
+            ),
+            (
+                "bn.num_batches_tracked.npy",
+                golden::npy_bytes("<i8", 1, &count),
+            ),
+        ] {
+            z.start_file(name, opts).unwrap();
+            z.write_all(&bytes).unwrap();
+        }
+        z.finish().unwrap();
+    }
+    for path in [&st, &npz] {
+        let (cfg, _) = import::pytorch(path, "lstm").unwrap();
+        assert_eq!((cfg.n_input, cfg.n_hidden), (3, 2));
+        assert!(import::pytorch(path, "lstm.").is_ok());
+        assert!(import::pytorch_stack(path, "lstm").is_ok());
+        let file = io::read_tensors(path).unwrap();
+        assert!(matches!(
+            file.get("bn.num_batches_tracked"),
+            Err(Error::Dtype { .. })
+        ));
+        for bad in ["", "lstm.lstm."] {
+            let e = import::pytorch_stack(path, bad).unwrap_err().to_string();
+            assert!(
+                e.contains("`lstm.weight_ih_l0`") && e.contains("--prefix lstm."),
+                "{e}"
+            );
+        }
+    }
+    // No LSTM at all: the message says what was looked for.
+    io::write_safetensors(&st, &[("fc.weight", &[2, 3], &w_ih[..6])]).unwrap();
+    let e = import::pytorch(&st, "").unwrap_err().to_string();
+    assert!(
+        e.contains("no key ends in weight_ih_l0") && e.contains("`fc.weight`"),
+        "{e}"
+    );
+}
+
+/// float16 `.npy` (`<f2`, either byte order) is read as f32, exactly.
+#[test]
+fn float16_npy_is_converted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("h.npy");
+    // 1.0, -2.0, 65504, the smallest subnormal.
+    let le: Vec<u8> = [0x3c00u16, 0xc000, 0x7bff, 0x0001]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    std::fs::write(&p, golden::npy_bytes("<f2", 4, &le)).unwrap();
+    assert_eq!(
+        io::read_npy(&p).unwrap().data,
+        [1.0, -2.0, 65504.0, 5.960_464_5e-8]
+    );
+    let be: Vec<u8> = [0x3c00u16, 0xc000]
+        .iter()
+        .flat_map(|v| v.to_be_bytes())
+        .collect();
+    std::fs::write(&p, golden::npy_bytes(">f2", 2, &be)).unwrap();
+    assert_eq!(io::read_npy(&p).unwrap().data, [1.0, -2.0]);
+}

@@ -3,7 +3,9 @@
 //! LSTMCell plain and with diagonal peepholes, projection, forget_bias,
 //! cell_clip and proj_clip; ONNX LSTM run by onnxruntime, plain and with
 //! peepholes, clip and input_forget), written by
-//! tools/make_framework_goldens.py.
+//! tools/make_framework_goldens.py; PyTorch `torch.save` files (zip and
+//! legacy formats, fp16, bf16, strided views, a BatchNorm beside the LSTM)
+//! written by tools/make_torch_goldens.py.
 //!
 //! Tolerance, derived: `reference::forward_with_bound` bounds how far any
 //! correct f32 implementation with activation error ≤ 1e-6 can be from the
@@ -129,4 +131,172 @@ fn wrong_semantics_are_caught() {
     assert!(!deviates(0.5, false), "the right settings must match");
     assert!(deviates(1.0, false), "a wrong forget_bias went unnoticed");
     assert!(deviates(0.5, true), "dropped peepholes went unnoticed");
+}
+
+/// The `torch.save` cases (tools/make_torch_goldens.py).
+const TORCH_CASES: [&str; 8] = [
+    "torch_pt_lstm",
+    "torch_pt_proj",
+    "torch_pt_cell",
+    "torch_pt_bn_prefix",
+    "torch_pt_fp16",
+    "torch_pt_bf16",
+    "torch_pt_legacy",
+    "torch_pt_views",
+];
+
+/// Runs a loaded model on a case's input and state: (y, c, m).
+fn run_case(dir: &Path, cfg: LstmConfig, w: LstmWeights) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let x = io::read_npy(dir.join("x.npy")).unwrap();
+    let (c0, m0) = golden::read_state(dir.join("state_in.npz"));
+    let batch = x.shape[x.shape.len() - 2];
+    let model = Lstm::new(cfg, w).unwrap();
+    let mut st = model.state_from(batch, &c0.data, &m0.data).unwrap();
+    let mut y = vec![f32::NAN; x.data.len() / cfg.n_input * cfg.n_output()];
+    model.forward(&mut st, &x.data, &mut y).unwrap();
+    (y, st.c().to_vec(), st.m().to_vec())
+}
+
+fn within_5e5(case: &str, what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{case} {what}");
+    for (k, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 5e-5,
+            "{case} {what}[{k}]: {g} vs PyTorch {w}"
+        );
+    }
+}
+
+/// Issue 16: every `torch.save` case loads from its path and from its
+/// bytes (`pytorch_from_bytes`) to the same weights, and runs to within
+/// 5e-5 of PyTorch's own outputs (the derived, tighter check is
+/// `every_framework_case_matches_on_every_isa`).
+#[test]
+fn torch_save_files_load_from_paths_and_bytes() {
+    for case in TORCH_CASES {
+        let dir = golden::framework(case);
+        let prefix = golden::meta(&dir)["prefix"].as_str().unwrap().to_string();
+        let path = golden::weights_file(&dir);
+        let (cfg, w) = import::pytorch(&path, &prefix).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let (cfg2, w2) = import::pytorch_from_bytes(&bytes, "in-memory.pt", &prefix).unwrap();
+        assert_eq!((cfg, &w), (cfg2, &w2), "{case}: path and bytes differ");
+        let (y, c, m) = run_case(&dir, cfg, w);
+        within_5e5(
+            case,
+            "y",
+            &y,
+            &io::read_npy(dir.join("expected_y.npy")).unwrap().data,
+        );
+        let (want_c, want_m) = golden::read_state(dir.join("expected_state.npz"));
+        within_5e5(case, "c", &c, &want_c.data);
+        within_5e5(case, "m", &m, &want_m.data);
+    }
+    // The 2-layer bidirectional stack, from bytes too.
+    let dir = golden::sequence("torch_pt_2layer_bidir");
+    let bytes = std::fs::read(dir.join("weights.pt")).unwrap();
+    let stack = import::pytorch_stack_from_bytes(&bytes, "m.pt", "lstm").unwrap();
+    assert_eq!(stack.layers().len(), 2);
+    assert!(stack.layers().iter().all(|l| l.backward.is_some()));
+}
+
+/// fp16 and bf16 weights are converted to f32 exactly, whichever file
+/// holds them: `torch.save`, numpy `<f2` in an npz, safetensors F16/BF16
+/// all give the same bits; the dtype is reported as the file spells it.
+#[test]
+fn half_precision_weights_are_the_same_in_every_format() {
+    let bits = |f: &io::TensorFile, k: &str| -> Vec<u32> {
+        f.get(k).unwrap().data.iter().map(|v| v.to_bits()).collect()
+    };
+    for (case, others) in [
+        (
+            "torch_pt_fp16",
+            &["weights_f16.npz", "weights_f16.safetensors"][..],
+        ),
+        ("torch_pt_bf16", &["weights_bf16.safetensors"][..]),
+    ] {
+        let dir = golden::framework(case);
+        let pt = io::read_tensors(dir.join("weights.pt")).unwrap();
+        assert_eq!(pt.len(), 4, "{case}");
+        let want = if case.ends_with("fp16") {
+            "float16"
+        } else {
+            "bfloat16"
+        };
+        assert_eq!(pt.dtype("weight_ih_l0").unwrap(), want);
+        for other in others {
+            let f = io::read_tensors(dir.join(other)).unwrap();
+            assert_eq!(
+                f.names().collect::<Vec<_>>(),
+                pt.names().collect::<Vec<_>>()
+            );
+            for k in pt.names() {
+                assert_eq!(
+                    f.get(k).unwrap().shape,
+                    pt.get(k).unwrap().shape,
+                    "{case} {other} {k}"
+                );
+                assert_eq!(bits(&f, k), bits(&pt, k), "{case} {other} {k}");
+            }
+        }
+    }
+}
+
+/// Issue 16, item 4: a state dict with a BatchNorm beside the LSTM loads
+/// under `lstm` or `lstm.`; its int64 `num_batches_tracked` is listed with
+/// its dtype, never read unless asked for (then a dtype error); and
+/// without the prefix the error names the key and the prefix to use.
+#[test]
+fn other_modules_and_int_tensors_are_ignored() {
+    let dir = golden::framework("torch_pt_bn_prefix");
+    let path = golden::weights_file(&dir);
+    let file = io::read_tensors(&path).unwrap();
+    assert_eq!(file.dtype("bn.num_batches_tracked").unwrap(), "int64");
+    assert_eq!(
+        file.shape("bn.num_batches_tracked").unwrap(),
+        &[] as &[usize]
+    );
+    let e = file.get("bn.num_batches_tracked").unwrap_err().to_string();
+    assert!(
+        e.contains("int64") && e.contains("num_batches_tracked"),
+        "{e}"
+    );
+    let a = import::pytorch_from(&file, "lstm").unwrap();
+    let b = import::pytorch(&path, "lstm.").unwrap();
+    assert_eq!(a, b);
+    assert_eq!(import::pytorch_prefix(&file, "lstm").unwrap(), "lstm.");
+    import::pytorch_stack_from(&file, "lstm").unwrap();
+    for bad in ["", "lstm_", "model."] {
+        let e = import::pytorch(&path, bad).unwrap_err();
+        assert!(
+            matches!(e, lstm_kernels::Error::MissingTensor { .. }),
+            "{e:?}"
+        );
+        let e = e.to_string();
+        assert!(
+            e.contains("lstm.weight_ih_l0") && e.contains("--prefix lstm."),
+            "{e}"
+        );
+    }
+}
+
+/// `torch.save(model)` pickles the model's classes: refused (nothing is
+/// run) with an error that says to save the state dict.
+#[test]
+fn whole_model_pickles_say_to_save_the_state_dict() {
+    for (file, class) in [
+        ("full_model.pt", "__main__.FullNet"),
+        ("lstm_module.pt", "torch.nn.modules.rnn.LSTM"),
+    ] {
+        let path = golden::file("bad_torch", file);
+        let e = io::read_tensors(&path).unwrap_err();
+        assert!(matches!(e, lstm_kernels::Error::Unsupported(_)), "{e:?}");
+        let e = e.to_string();
+        assert!(
+            e.contains(class) && e.contains("model.state_dict()") && e.contains(file),
+            "{e}"
+        );
+        let e = import::pytorch(&path, "").unwrap_err().to_string();
+        assert!(e.contains("state_dict"), "{e}");
+    }
 }

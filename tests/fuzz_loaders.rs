@@ -383,6 +383,85 @@ fn fuzz_framework_importers() {
     );
 }
 
+/// Reads a tensor file and every tensor in it (each read on demand).
+fn read_all(p: &Path) -> Result<(), Error> {
+    let f = io::read_tensors(p)?;
+    for k in f.names() {
+        f.get(k)?;
+    }
+    Ok(())
+}
+
+/// The members of a golden zip `torch.save` file.
+fn zip_members(rel: &str) -> Vec<(String, Vec<u8>)> {
+    let mut z = zip::ZipArchive::new(std::fs::File::open(golden(rel)).unwrap()).unwrap();
+    (0..z.len())
+        .map(|i| {
+            let mut f = z.by_index(i).unwrap();
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut f, &mut v).unwrap();
+            (f.name().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
+/// Issue 16: `torch.save` files, zip and legacy, as whole files (zip
+/// mutations mostly hit the container; legacy ones the pickles and the
+/// storage list), through the tensor reader and the PyTorch importers.
+#[test]
+fn fuzz_torch_save_files() {
+    let seeds = vec![
+        read("frameworks/torch_pt_lstm/weights.pt"),
+        read("frameworks/torch_pt_views/weights.pt"),
+        read("frameworks/torch_pt_bn_prefix/weights.pt"),
+        read("frameworks/torch_pt_bf16/weights.pt"),
+        read("frameworks/torch_pt_legacy/weights.pt"),
+        read("bad_torch/full_model.pt"),
+    ];
+    fuzz("torch.save", "m.pt", seeds.clone(), read_all);
+    fuzz("torch.save pytorch", "m.pt", seeds.clone(), |p| {
+        import::pytorch(p, "lstm").map(drop)
+    });
+    fuzz("torch.save stack", "m.pt", seeds, |p| {
+        import::pytorch_stack(p, "").map(drop)
+    });
+}
+
+/// Issue 16: the unpickler itself: a zip save's `data.pkl` mutated, then
+/// zipped again with the storages of `torch_pt_lstm` (so the zip's CRC
+/// never hides the mutation), read from bytes, every tensor read.
+#[test]
+fn fuzz_torch_pickles() {
+    let pkl = |rel: &str| {
+        zip_members(rel)
+            .into_iter()
+            .find(|(n, _)| n.ends_with("data.pkl"))
+            .unwrap()
+            .1
+    };
+    let seeds = vec![
+        pkl("frameworks/torch_pt_lstm/weights.pt"),
+        pkl("frameworks/torch_pt_views/weights.pt"),
+        pkl("frameworks/torch_pt_bn_prefix/weights.pt"),
+    ];
+    fuzz("torch pickle", "data.pkl", seeds, |p| {
+        let pkl = std::fs::read(p).unwrap();
+        let members = zip_members("frameworks/torch_pt_lstm/weights.pt");
+        let members: Vec<(&str, &[u8])> = members
+            .iter()
+            .map(|(n, b)| {
+                let b: &[u8] = if n.ends_with("data.pkl") { &pkl } else { b };
+                (n.as_str(), b)
+            })
+            .collect();
+        let f = io::read_tensors_from_bytes(&npz(&members, false), "m.pt")?;
+        for k in f.names() {
+            f.get(k)?;
+        }
+        Ok(())
+    });
+}
+
 #[test]
 fn fuzz_onnx() {
     let seeds = vec![

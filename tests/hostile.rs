@@ -985,3 +985,437 @@ fn tensor_files_are_send_and_sync() {
     });
     assert!(got.windows(2).all(|w| w[0] == w[1]));
 }
+
+// ---------------------------------------------------------------------------
+// torch.save files (issue 16): a restricted unpickler over hostile pickles,
+// storages that do not hold their tensors, truncations.
+
+/// A protocol-2 pickle, written op by op.
+struct Pk(Vec<u8>);
+
+impl Pk {
+    fn new() -> Pk {
+        Pk(vec![0x80, 2])
+    }
+    fn op(mut self, b: &[u8]) -> Pk {
+        self.0.extend_from_slice(b);
+        self
+    }
+    fn s(self, v: &str) -> Pk {
+        let mut p = self.op(b"X").op(&(v.len() as u32).to_le_bytes());
+        p.0.extend_from_slice(v.as_bytes());
+        p
+    }
+    fn int(self, v: u64) -> Pk {
+        self.op(b"\x8a\x08").op(&v.to_le_bytes())
+    }
+    fn global(self, module: &str, name: &str) -> Pk {
+        self.op(format!("c{module}\n{name}\n").as_bytes())
+    }
+    fn ints(self, v: &[u64]) -> Pk {
+        let mut p = self.op(b"(");
+        for &d in v {
+            p = p.int(d);
+        }
+        p.op(b"t")
+    }
+    /// `_rebuild_tensor_v2(('storage', FloatStorage, key, 'cpu', numel),
+    /// offset, shape, stride, False, OrderedDict())`.
+    fn tensor(self, key: &str, numel: u64, offset: u64, shape: &[u64], stride: &[u64]) -> Pk {
+        self.global("torch._utils", "_rebuild_tensor_v2")
+            .op(b"((")
+            .s("storage")
+            .global("torch", "FloatStorage")
+            .s(key)
+            .s("cpu")
+            .int(numel)
+            .op(b"tQ")
+            .int(offset)
+            .ints(shape)
+            .ints(stride)
+            .op(b"\x89")
+            .global("collections", "OrderedDict")
+            .op(b")Rt")
+            .op(b"R")
+    }
+    fn done(self) -> Vec<u8> {
+        self.op(b".").0
+    }
+}
+
+/// A zip `torch.save` file: `archive/data.pkl`, `archive/byteorder` and
+/// `archive/data/<key>` for each storage.
+fn torch_zip(pkl: Vec<u8>, storages: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut m = vec![
+        Member::stored("archive/data.pkl", pkl),
+        Member::stored("archive/byteorder", b"little".to_vec()),
+    ];
+    for (k, b) in storages {
+        m.push(Member::stored(&format!("archive/data/{k}"), b.clone()));
+    }
+    zip_bytes(&m)
+}
+
+fn floats(n: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| (i as f32 + 0.5).to_le_bytes())
+        .collect()
+}
+
+/// `{name: tensor}` from `Pk::tensor`'s arguments.
+fn one_tensor(key: &str, numel: u64, offset: u64, shape: &[u64], stride: &[u64]) -> Vec<u8> {
+    Pk::new()
+        .op(b"}(")
+        .s("w")
+        .tensor(key, numel, offset, shape, stride)
+        .op(b"u")
+        .done()
+}
+
+/// The members of a golden zip save: (name, bytes).
+fn zip_members(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut z = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    (0..z.len())
+        .map(|i| {
+            let mut f = z.by_index(i).unwrap();
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut f, &mut v).unwrap();
+            (f.name().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
+fn golden_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(rel)
+}
+
+/// Every prefix of a legacy save, of a zip save, and of a zip save's
+/// `data.pkl` (re-zipped with its storages): an error or, for a prefix
+/// that is a whole valid file, the tensors; never a panic.
+#[test]
+fn torch_files_truncated_at_every_byte_are_errors() {
+    for rel in [
+        "frameworks/torch_pt_legacy/weights.pt",
+        "frameworks/torch_pt_lstm/weights.pt",
+    ] {
+        let bytes = std::fs::read(golden_file(rel)).unwrap();
+        for cut in 0..bytes.len() {
+            let r = io::read_tensors_from_bytes(&bytes[..cut], "cut.pt");
+            assert!(r.is_err(), "{rel} cut at {cut} loaded");
+            message(r);
+        }
+        assert!(io::read_tensors_from_bytes(&bytes, "whole.pt").is_ok());
+    }
+    let members = zip_members(&golden_file("frameworks/torch_pt_lstm/weights.pt"));
+    let (pkl_name, pkl) = members
+        .iter()
+        .find(|(n, _)| n.ends_with("data.pkl"))
+        .unwrap();
+    for cut in 0..pkl.len() {
+        let m: Vec<Member> = members
+            .iter()
+            .map(|(n, b)| {
+                let b = if n == pkl_name {
+                    b[..cut].to_vec()
+                } else {
+                    b.clone()
+                };
+                Member::stored(n, b)
+            })
+            .collect();
+        let r = io::read_tensors_from_bytes(&zip_bytes(&m), "m.pt");
+        let e = message(r);
+        assert!(e.contains("data.pkl") && e.contains("m.pt"), "{e}");
+    }
+}
+
+/// Globals other than a state dict's, and opcodes a state dict's pickle
+/// never has, are refused by name before anything else happens.
+#[test]
+fn unexpected_opcodes_and_globals_are_refused_by_name() {
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            Pk::new()
+                .global("os", "system")
+                .s("echo hi")
+                .op(b"\x85R")
+                .done(),
+            "`os.system`",
+        ),
+        (Pk::new().global("posix", "system").done(), "`posix.system`"),
+        (
+            Pk::new().global("builtins", "eval").done(),
+            "`builtins.eval`",
+        ),
+        (
+            Pk::new().global("builtins", "getattr").done(),
+            "`builtins.getattr`",
+        ),
+        (
+            Pk::new().global("subprocess", "Popen").done(),
+            "`subprocess.Popen`",
+        ),
+        (Pk::new().global("torch", "load").done(), "`torch.load`"),
+        (
+            Pk::new().global("torch._utils", "_rebuild_qtensor").done(),
+            "`torch._utils._rebuild_qtensor`",
+        ),
+        // STACK_GLOBAL (protocol 4), from strings.
+        (
+            b"\x80\x04\x8c\x08builtins\x8c\x04exec\x93.".to_vec(),
+            "`builtins.exec`",
+        ),
+        // Whole models: the advice to save the state dict.
+        (
+            Pk::new()
+                .global("torch.nn.modules.rnn", "LSTM")
+                .op(b")\x81")
+                .done(),
+            "model.state_dict()",
+        ),
+        (
+            Pk::new().global("__main__", "Net").done(),
+            "model.state_dict()",
+        ),
+        // Opcodes that build arbitrary objects.
+        (Pk::new().op(b"(ios\nsystem\n").done(), "INST"),
+        (
+            Pk::new()
+                .global("collections", "OrderedDict")
+                .op(b")\x81")
+                .done(),
+            "NEWOBJ",
+        ),
+        (
+            Pk::new()
+                .op(b"(")
+                .global("collections", "OrderedDict")
+                .op(b"o")
+                .done(),
+            "OBJ",
+        ),
+        (Pk::new().op(b"\x82\x01").done(), "EXT1"),
+        (Pk::new().op(b"\x83\x01\x00").done(), "EXT2"),
+        (Pk::new().op(b"Pstorage\n").done(), "PERSID"),
+        (Pk::new().op(b"I1\n").done(), "INT"),
+        (Pk::new().op(b"\x8f").done(), "EMPTY_SET"),
+        (Pk::new().op(b"\x97").done(), "NEXT_BUFFER"),
+        (Pk::new().op(b"\xff").done(), "unknown opcode"),
+        // Calls of what is not a known callable.
+        (Pk::new().s("os").op(b")R").done(), "REDUCE"),
+        (
+            Pk::new().global("torch", "FloatStorage").op(b")R").done(),
+            "storage",
+        ),
+        // BUILD on anything but an OrderedDict.
+        (Pk::new().op(b"]}b").done(), "BUILD"),
+        // A persistent id that is not a storage.
+        (Pk::new().s("x").op(b"\x85Q").done(), "persistent id"),
+    ];
+    for (pkl, want) in cases {
+        let e = io::read_tensors_from_bytes(&torch_zip(pkl.clone(), &[]), "evil.pt").unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains(want) && m.contains("evil.pt"), "{want}: {m}");
+        assert!(!m.contains('\n'));
+        // Malformed calls are corrupt files; the rest is refused content.
+        if !["REDUCE", "persistent id"].contains(&want) {
+            assert!(m.contains("nothing was run"), "{m}");
+        }
+    }
+    // A legacy save refuses the same way.
+    let mut legacy = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19\x2e".to_vec();
+    legacy.extend(Pk::new().op(b"M\xe9\x03").done());
+    legacy.extend(Pk::new().op(b"}").done());
+    legacy.extend(Pk::new().global("os", "system").done());
+    let m = message(io::read_tensors_from_bytes(&legacy, "old.pt"));
+    assert!(m.contains("`os.system`") && m.contains("old.pt"), "{m}");
+}
+
+/// Storages that do not hold what the tensor record says: errors naming
+/// the tensor when it is read, before any allocation of the declared size;
+/// the other tensors of the file still load.
+#[test]
+fn storages_that_do_not_hold_their_tensors_are_errors() {
+    let check = |pkl: Vec<u8>, storages: &[(&str, Vec<u8>)], want: &str| {
+        let f = io::read_tensors_from_bytes(&torch_zip(pkl, storages), "s.pt").unwrap();
+        let (r, peak) = peak_of(|| f.get("w").map(drop));
+        let m = message(r);
+        assert!(m.contains(want) && m.contains("`w`"), "{want}: {m}");
+        assert!(peak < 1 << 20, "{want}: {peak} bytes");
+    };
+    // The storage member is missing.
+    check(one_tensor("0", 4, 0, &[4], &[1]), &[], "archive/data/0");
+    // Shape, offset or stride reach past the storage.
+    check(
+        one_tensor("0", 4, 0, &[5], &[1]),
+        &[("0", floats(4))],
+        "reach past",
+    );
+    check(
+        one_tensor("0", 4, 3, &[2], &[1]),
+        &[("0", floats(4))],
+        "reach past",
+    );
+    check(
+        one_tensor("0", 4, 0, &[2], &[1000]),
+        &[("0", floats(4))],
+        "reach past",
+    );
+    check(
+        one_tensor("0", 4, 1 << 62, &[2], &[1]),
+        &[("0", floats(4))],
+        "reach past",
+    );
+    // The member is smaller or larger than the record's numel.
+    check(
+        one_tensor("0", 4, 0, &[4], &[1]),
+        &[("0", floats(2))],
+        "has 8 bytes",
+    );
+    check(
+        one_tensor("0", 4, 0, &[4], &[1]),
+        &[("0", floats(5))],
+        "has 20 bytes",
+    );
+    // A huge declared numel: the member's size disagrees, nothing allocated.
+    check(
+        one_tensor("0", 1 << 62, 0, &[1 << 31, 1 << 31], &[1 << 31, 1]),
+        &[("0", floats(4))],
+        "exceeds the limit",
+    );
+    check(
+        one_tensor("0", 1 << 62, 0, &[4], &[1]),
+        &[("0", floats(4))],
+        "has 16 bytes",
+    );
+    check(
+        one_tensor("0", u64::MAX / 2, 0, &[4], &[1]),
+        &[("0", floats(4))],
+        "elements need",
+    );
+    // Dimensions past the limit are an error when the file is opened.
+    let dims = vec![1u64; 65];
+    let m = message(io::read_tensors_from_bytes(
+        &torch_zip(one_tensor("0", 1, 0, &dims, &dims), &[("0", floats(1))]),
+        "d.pt",
+    ));
+    assert!(m.contains("65 dimensions"), "{m}");
+    // A missing storage fails only the tensor that needs it.
+    let pkl = Pk::new()
+        .op(b"}(")
+        .s("a")
+        .tensor("0", 2, 0, &[2], &[1])
+        .s("b")
+        .tensor("1", 2, 0, &[2], &[1])
+        .op(b"u")
+        .done();
+    let f = io::read_tensors_from_bytes(&torch_zip(pkl, &[("0", floats(2))]), "p.pt").unwrap();
+    assert_eq!(f.get("a").unwrap().data, [0.5, 1.5]);
+    assert!(message(f.get("b")).contains("archive/data/1"));
+    // Stride 0 (an expanded tensor) and a storage offset are read right.
+    let f = io::read_tensors_from_bytes(
+        &torch_zip(one_tensor("0", 4, 1, &[2, 3], &[2, 0]), &[("0", floats(4))]),
+        "v.pt",
+    )
+    .unwrap();
+    assert_eq!(f.get("w").unwrap().data, [1.5, 1.5, 1.5, 3.5, 3.5, 3.5]);
+}
+
+/// Pickles built to exhaust memory or the stack: nesting, marks, memo
+/// keys, memo fan-out, lengths beyond the file. Errors (or, for a deep but
+/// finite nest, a clean refusal of the root), fast and within a bounded
+/// peak of memory.
+#[test]
+fn pickles_cannot_exhaust_memory_or_the_stack() {
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        // A list nested 300,000 deep: built and dropped without recursion.
+        (
+            Pk::new()
+                .op(&vec![b']'; 300_000])
+                .op(&vec![b'a'; 299_999])
+                .done(),
+            "a list, not a state dict",
+        ),
+        // A dict nested 300,000 deep as the root: named down to 16 levels.
+        (
+            Pk::new()
+                .op(b"}")
+                .op(&b"X\x01\x00\x00\x00k}".repeat(300_000))
+                .op(&vec![b's'; 300_000])
+                .done(),
+            "",
+        ),
+        // More open marks than the stack allows.
+        (
+            Pk::new().op(&vec![b'('; (1 << 20) + 1]).done(),
+            "open marks",
+        ),
+        // One memo entry pushed past the stack limit.
+        (
+            Pk::new()
+                .op(b"]q\x00")
+                .op(&b"h\x00".repeat((1 << 20) + 1))
+                .done(),
+            "stack grows past",
+        ),
+        // The same list appended to another, over and over: container
+        // cells are bounded.
+        (
+            Pk::new()
+                .op(b"]q\x00]")
+                .op(&[b"(".as_slice(), &b"h\x00".repeat(1 << 19), b"e"]
+                    .concat()
+                    .repeat(9))
+                .done(),
+            "container items",
+        ),
+        // More memo entries than objects allow (keys up to 2^32 - 1 are
+        // map keys, never vector indices).
+        (
+            {
+                let mut p = Pk::new().op(b"]");
+                for k in 0u32..(1 << 20) + 1 {
+                    p = p.op(b"r").op(&k.wrapping_mul(4099).to_le_bytes());
+                }
+                p.done()
+            },
+            "memo entries",
+        ),
+        (
+            Pk::new().op(b"]r\xff\xff\xff\xffj\xff\xff\xff\xff").done(),
+            "a list",
+        ),
+        (
+            Pk::new().op(b"j\xfe\xff\xff\xff").done(),
+            "memo key 4294967294",
+        ),
+        // Lengths beyond the file.
+        (
+            Pk::new().op(b"\x8d").op(&(1u64 << 62).to_le_bytes()).done(),
+            "truncated",
+        ),
+        (Pk::new().op(b"X\xff\xff\xff\xff").done(), "truncated"),
+        (Pk::new().op(b"\x8b\xff\xff\xff\x7f").done(), "truncated"),
+        (
+            Pk::new().op(b"\x8e").op(&u64::MAX.to_le_bytes()).done(),
+            "BINBYTES8",
+        ),
+        (Pk::new().op(b"cos").done(), "no newline"),
+        // Objects past the limit.
+        (Pk::new().op(&vec![b'N'; (1 << 20) + 1]).done(), "objects"),
+    ];
+    for (pkl, want) in cases {
+        let z = torch_zip(pkl, &[]);
+        let (r, peak) = peak_of(|| io::read_tensors_from_bytes(&z, "big.pt").map(|f| f.len()));
+        match r {
+            Ok(n) => assert!(want.is_empty() && n == 0, "{want}: loaded {n} tensors"),
+            Err(e) => {
+                let m = e.to_string();
+                assert!(!want.is_empty() && m.contains(want), "{want}: {m}");
+            }
+        }
+        assert!(peak < 200 << 20, "{want}: peak {peak} bytes");
+    }
+}

@@ -115,7 +115,11 @@ fn pytorch_stacks_match_on_every_isa() {
         let (want_c, want_m) = (&want_c.data, &want_m.data);
         let base = match meta["format"].as_str().unwrap() {
             "onnx" => import::onnx_stack(dir.join("weights.onnx")).unwrap(),
-            _ => import::pytorch_stack(dir.join("weights.safetensors"), "lstm.").unwrap(),
+            _ => import::pytorch_stack(
+                golden::weights_file(&dir),
+                meta["prefix"].as_str().unwrap_or(""),
+            )
+            .unwrap(),
         };
         let dirs = if base.layers()[0].backward.is_some() {
             2

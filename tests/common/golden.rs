@@ -64,11 +64,18 @@ pub fn meta(case_dir: &Path) -> serde_json::Value {
 
 /// A framework case's weight file, whichever format it is in.
 pub fn weights_file(case_dir: &Path) -> PathBuf {
-    ["weights.safetensors", "weights.onnx", "weights.npz"]
-        .iter()
-        .map(|f| case_dir.join(f))
-        .find(|p| p.exists())
-        .unwrap()
+    [
+        "weights.safetensors",
+        "weights.onnx",
+        "weights.npz",
+        "weights.pt",
+        "weights.pth",
+        "weights.bin",
+    ]
+    .iter()
+    .map(|f| case_dir.join(f))
+    .find(|p| p.exists())
+    .unwrap()
 }
 
 /// The cases of `tools/make_golden.py`: the seed's equations in float64

@@ -13,7 +13,7 @@ use lstm_kernels::{Lstm, LstmWeights};
 pub enum Format {
     /// The seed exercise's names: w_i u_i b_i w_f u_f b_f w_c u_c b_c w_o u_o v_o b_o w_h b_h.
     Seed,
-    /// A PyTorch nn.LSTM (layer 0) / nn.LSTMCell state dict (.safetensors).
+    /// A PyTorch nn.LSTM / nn.LSTMCell state dict: torch.save (.pt/.pth/.bin), .safetensors or .npz.
     Pytorch,
     /// A Keras LSTM layer's kernel, recurrent_kernel, bias (.npz).
     Keras,
@@ -25,7 +25,7 @@ pub enum Format {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Weights file (.npz or .safetensors).
+    /// Weights file (.npz, .safetensors, .onnx, or a torch.save .pt/.pth/.bin state dict).
     #[arg(long)]
     weights: PathBuf,
     /// Layout and names of the weights.
@@ -46,7 +46,7 @@ pub struct RunArgs {
     /// Threads to spread the batch over (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Key prefix of the tensors (pytorch, keras, tf), e.g. `lstm.`.
+    /// Key prefix of the tensors (pytorch, keras, tf), e.g. `lstm.` (pytorch: `lstm` too).
     #[arg(long, default_value = "")]
     prefix: String,
     /// tf: LSTMCell's forget_bias (TF's default 1.0).
@@ -89,12 +89,16 @@ pub fn run(args: &RunArgs) -> Result<()> {
             "--forget-bias, --cell-clip and --proj-clip are settings of --format tf".into(),
         ));
     }
+    // A PyTorch state dict is read once (any tensor file: torch.save,
+    // safetensors, npz), its prefix resolved (`lstm` or `lstm.`).
+    let mut torch_file = None;
     if matches!(args.format, Format::Pytorch) {
         let file = io::read_tensors(&args.weights)?;
-        if file.contains(&format!("{}weight_ih_l0", args.prefix)) {
+        let prefix = import::pytorch_prefix(&file, &args.prefix)?;
+        if file.contains(&format!("{prefix}weight_ih_l0")) {
             // An nn.LSTM: more than one layer or direction, or sequence
             // options, make it a sequence model.
-            let stack = import::pytorch_stack_from_with(&file, &args.prefix, load_options(args))?;
+            let stack = import::pytorch_stack_from_with(&file, &prefix, load_options(args))?;
             let multi = stack.layers().len() > 1 || stack.layers()[0].backward.is_some();
             if multi || args.seq_lens.is_some() || args.batch_first {
                 return run_stack(args, &stack);
@@ -105,6 +109,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
                     .into(),
             ));
         }
+        torch_file = Some((file, prefix));
     } else if matches!(args.format, Format::Onnx) {
         let stack = import::onnx_stack_with(&args.weights, load_options(args))?;
         if stack.layers()[0].backward.is_some() || args.seq_lens.is_some() || args.batch_first {
@@ -120,7 +125,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
             let (cfg, seed) = io::load_seed_weights(&args.weights)?;
             (cfg, LstmWeights::from_seed(&cfg, &seed)?)
         }
-        Format::Pytorch => import::pytorch(&args.weights, &args.prefix)?,
+        Format::Pytorch => match &torch_file {
+            Some((file, prefix)) => import::pytorch_from(file, prefix)?,
+            None => import::pytorch(&args.weights, &args.prefix)?,
+        },
         Format::Keras => import::keras(&args.weights, &args.prefix)?,
         Format::Tf => {
             let opts = TfOptions {

@@ -1,10 +1,13 @@
 //! Weights from the frameworks users train in, mapped to this crate's
 //! canonical layout with exactly their semantics:
 //!
-//! * [`pytorch`]: an `nn.LSTM` (layer 0) or `nn.LSTMCell` state dict saved
-//!   with safetensors: `weight_ih_l0 [4H, in]`, `weight_hh_l0 [4H, R]`,
+//! * [`pytorch`]: an `nn.LSTM` (layer 0) or `nn.LSTMCell` state dict
+//!   saved with `torch.save` (`.pt`/`.pth`/`.bin`, zip or legacy format),
+//!   safetensors or npz: `weight_ih_l0 [4H, in]`, `weight_hh_l0 [4H, R]`,
 //!   `bias_ih_l0`, `bias_hh_l0 [4H]` (summed), `weight_hr_l0 [R, H]` with
-//!   `proj_size`; gate order i, f, g, o (= ours). An optional key prefix.
+//!   `proj_size`; gate order i, f, g, o (= ours). An optional key prefix;
+//!   [`pytorch_stack`] for every layer and direction; `*_from_bytes` to
+//!   load from memory.
 //! * [`keras`]: a Keras `LSTM` layer's weights in `.npz`: `kernel [in, 4U]`,
 //!   `recurrent_kernel [U, 4U]`, `bias [4U]`; gate order i, f, c, o.
 //! * [`tf`]: `tf.compat.v1` `LSTMCell` variables in `.npz`: `kernel
@@ -31,7 +34,10 @@ mod tf;
 
 pub use keras::keras;
 pub use onnx::{onnx, onnx_stack, onnx_stack_with};
-pub use pytorch::{pytorch, pytorch_stack, pytorch_stack_from, pytorch_stack_from_with};
+pub use pytorch::{
+    pytorch, pytorch_from, pytorch_from_bytes, pytorch_prefix, pytorch_stack, pytorch_stack_from,
+    pytorch_stack_from_bytes, pytorch_stack_from_with,
+};
 pub use tf::{TfOptions, tf};
 
 /// Settings of the loaders that build models themselves (the `*_stack`

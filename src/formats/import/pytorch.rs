@@ -1,6 +1,10 @@
 //! PyTorch `nn.LSTM` / `nn.LSTMCell` state dicts: `weight_ih`, `weight_hh`
 //! (transposed into our layout), `bias_ih + bias_hh`, `weight_hr` for
-//! `proj_size`; every layer and direction, or layer 0 alone.
+//! `proj_size`; every layer and direction, or layer 0 alone. From any
+//! tensor file [`read_tensors`] reads: `torch.save` files (`.pt`, `.pth`,
+//! `.bin`, zip or legacy), `.safetensors`, `.npz`; float32, float64,
+//! float16 or bfloat16 weights. Only the LSTM's own tensors are read;
+//! the rest of the state dict (other modules, int64 counters) is ignored.
 
 use std::path::Path;
 
@@ -11,24 +15,102 @@ use crate::io::{TensorFile, read_tensors};
 use crate::weights::LstmWeights;
 
 /// Loads a PyTorch `nn.LSTM` (layer 0, unidirectional) or `nn.LSTMCell`
-/// state dict from `.safetensors` (or `.npz`), keys optionally behind
-/// `prefix` (e.g. `lstm.`). For more layers or both directions use
+/// state dict from a `torch.save` file (`.pt`, `.pth`, `.bin`),
+/// `.safetensors` or `.npz`, keys optionally behind `prefix` (`lstm.`;
+/// `lstm` works too). For more layers or both directions use
 /// [`pytorch_stack`].
 pub fn pytorch(path: impl AsRef<Path>, prefix: &str) -> Result<(LstmConfig, LstmWeights)> {
-    let file = read_tensors(path)?;
+    pytorch_from(&read_tensors(path)?, prefix)
+}
+
+/// [`pytorch`] from the bytes of a state dict file (any format
+/// [`read_tensors_from_bytes`](crate::io::read_tensors_from_bytes)
+/// reads); `name` names them in messages.
+pub fn pytorch_from_bytes(
+    bytes: &[u8],
+    name: impl AsRef<Path>,
+    prefix: &str,
+) -> Result<(LstmConfig, LstmWeights)> {
+    pytorch_from(&crate::io::read_tensors_from_bytes(bytes, name)?, prefix)
+}
+
+/// [`pytorch_stack`] from the bytes of a state dict file; `name` names
+/// them in messages.
+pub fn pytorch_stack_from_bytes(
+    bytes: &[u8],
+    name: impl AsRef<Path>,
+    prefix: &str,
+) -> Result<crate::LstmStack> {
+    pytorch_stack_from(&crate::io::read_tensors_from_bytes(bytes, name)?, prefix)
+}
+
+/// The key prefix under which `file` holds an `nn.LSTM` (`weight_ih_l0`)
+/// or `nn.LSTMCell` (`weight_ih`): `prefix` itself, or `prefix` with a `.`
+/// added (so `lstm` and `lstm.` both work). If neither has one, an
+/// [`Error::MissingTensor`] whose message lists the keys that would match
+/// and the prefix they suggest (`lstm.weight_ih_l0` → `--prefix lstm.`).
+pub fn pytorch_prefix(file: &TensorFile, prefix: &str) -> Result<String> {
+    let has = |p: &str| {
+        file.contains(&format!("{p}weight_ih_l0")) || file.contains(&format!("{p}weight_ih"))
+    };
+    if has(prefix) {
+        return Ok(prefix.to_string());
+    }
+    let dotted = format!("{prefix}.");
+    if !prefix.is_empty() && !prefix.ends_with('.') && has(&dotted) {
+        return Ok(dotted);
+    }
+    let found: Vec<(&str, &str)> = file
+        .names()
+        .filter_map(|k| {
+            let p = k
+                .strip_suffix("weight_ih_l0")
+                .or_else(|| k.strip_suffix("weight_ih"))?;
+            (p.is_empty() || p.ends_with('.')).then_some((k, p))
+        })
+        .take(4)
+        .collect();
+    let hint = match found.as_slice() {
+        [] => format!(
+            " (no key ends in weight_ih_l0 (nn.LSTM) or weight_ih (nn.LSTMCell); it has {} tensors{})",
+            file.len(),
+            file.names()
+                .next()
+                .map_or(String::new(), |k| format!(", e.g. `{k}`"))
+        ),
+        keys => {
+            let list: Vec<String> = keys.iter().map(|(k, _)| format!("`{k}`")).collect();
+            let p = keys[0].1;
+            let flag = if p.is_empty() {
+                "an empty prefix (--prefix '')".to_string()
+            } else {
+                format!("the prefix `{p}` (--prefix {p})")
+            };
+            format!(" (it has {}: did you mean {flag}?)", list.join(", "))
+        }
+    };
+    Err(Error::MissingTensor {
+        tensor: format!("{prefix}weight_ih_l0"),
+        source_name: format!("{}{hint}", file.path().display()),
+    })
+}
+
+/// [`pytorch`] from tensors already read.
+pub fn pytorch_from(file: &TensorFile, prefix: &str) -> Result<(LstmConfig, LstmWeights)> {
+    let prefix = pytorch_prefix(file, prefix)?;
+    let prefix = prefix.as_str();
     // nn.LSTM names its tensors `..._l0`; nn.LSTMCell has no suffix.
     let suffix = if file.contains(&format!("{prefix}weight_ih_l0")) {
         "_l0"
     } else {
         ""
     };
-    let (cfg, w, used) = pytorch_cell(&file, prefix, suffix)?;
+    let (cfg, w, used) = pytorch_cell(file, prefix, suffix)?;
     // Other layers or directions: refuse instead of silently running layer 0.
-    if let Some(k) = file.names().find(|k| {
-        !used.iter().any(|u| u == k)
-            && k.starts_with(prefix)
-            && (k.contains("_l1") || k.contains("_reverse"))
-    }) {
+    if let Some(k) = file
+        .names()
+        .find(|k| !used.iter().any(|u| u == k) && k.strip_prefix(prefix).is_some_and(is_lstm_param))
+    {
         return Err(Error::Unsupported(format!(
             "{}: `{k}`: this loads layer 0, forward direction, only; use pytorch_stack (lstm run handles it)",
             file.path().display()
@@ -45,8 +127,8 @@ pub fn pytorch_stack(path: impl AsRef<Path>, prefix: &str) -> Result<crate::Lstm
     pytorch_stack_from(&read_tensors(path)?, prefix)
 }
 
-/// [`pytorch_stack`] from tensors already read (other keys, outside
-/// `prefix`, are left to the caller).
+/// [`pytorch_stack`] from tensors already read (other keys are left to
+/// the caller).
 pub fn pytorch_stack_from(file: &TensorFile, prefix: &str) -> Result<crate::LstmStack> {
     pytorch_stack_from_with(file, prefix, LoadOptions::default())
 }
@@ -57,6 +139,8 @@ pub fn pytorch_stack_from_with(
     prefix: &str,
     opts: LoadOptions,
 ) -> Result<crate::LstmStack> {
+    let prefix = pytorch_prefix(file, prefix)?;
+    let prefix = prefix.as_str();
     let mut layers = Vec::new();
     let mut used = Vec::new();
     for k in 0.. {
@@ -65,7 +149,10 @@ pub fn pytorch_stack_from_with(
             if k == 0 {
                 return Err(Error::MissingTensor {
                     tensor: format!("{prefix}weight_ih_l0"),
-                    source_name: file.path().display().to_string(),
+                    source_name: format!(
+                        "{} (it has `{prefix}weight_ih`: an nn.LSTMCell, which pytorch() loads)",
+                        file.path().display()
+                    ),
                 });
             }
             break;
@@ -89,9 +176,12 @@ pub fn pytorch_stack_from_with(
         };
         layers.push(crate::StackLayer { forward, backward });
     }
+    // An LSTM parameter the layers found did not use (a gap in the layer
+    // numbers, a stray direction) would silently change the model; other
+    // keys (other modules, counters) are not the LSTM's and are ignored.
     if let Some(k) = file
         .names()
-        .find(|k| !used.iter().any(|u| u == k) && k.starts_with(prefix))
+        .find(|k| !used.iter().any(|u| u == k) && k.strip_prefix(prefix).is_some_and(is_lstm_param))
     {
         return Err(Error::UnexpectedTensor {
             tensor: k.to_string(),
@@ -108,6 +198,14 @@ pub fn pytorch_stack_from_with(
         )));
     }
     crate::LstmStack::new(layers, crate::Merge::Concat)
+}
+
+/// Whether a key (after the prefix) names an `nn.LSTM` parameter.
+fn is_lstm_param(k: &str) -> bool {
+    !k.contains('.')
+        && ["weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"]
+            .iter()
+            .any(|p| k.starts_with(p))
 }
 
 /// One cell (`suffix` = `_l{k}`, `_l{k}_reverse` or empty) of a PyTorch

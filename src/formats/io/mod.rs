@@ -1,7 +1,14 @@
-//! Files: tensors from `.npy`, `.npz` (numpy, stored or deflated) and
-//! `.safetensors`, `f32` (`f64` accepted and converted); the seed's weight
-//! names; atomic writes (a temporary file renamed into place, so a failed
-//! write never leaves a partial output).
+//! Files: tensors from `.npy`, `.npz` (numpy, stored or deflated),
+//! `.safetensors` and PyTorch `torch.save` state dicts (`.pt`, `.pth`,
+//! `.bin`; the zip format and the legacy one), as `f32` (float64, float16
+//! and bfloat16 accepted and converted exactly or by rounding to nearest);
+//! the seed's weight names; atomic writes (a temporary file renamed into
+//! place, so a failed write never leaves a partial output).
+//!
+//! [`read_tensors`] and [`read_tensors_from_bytes`] tell the formats apart
+//! by content, not by extension. `torch.save` pickles are read by a
+//! restricted unpickler that runs nothing and knows only what a state dict
+//! holds ([`MAX_PICKLE_BYTES`], [`MAX_PICKLE_OBJECTS`]).
 //!
 //! `.npy` headers are parsed here, by a grammar bounded in time, memory and
 //! depth ([`MAX_NPY_HEADER_BYTES`], [`MAX_NPY_DIMS`]); `.npz` members are
@@ -17,11 +24,17 @@ use std::sync::{Mutex, OnceLock};
 
 use crate::error::{Error, Result, shape_str};
 
+mod half;
 mod npy;
 mod npz;
+mod pickle;
 mod safetensors;
 mod seed;
 mod staged;
+mod torch;
+
+pub use pickle::MAX_PICKLE_OBJECTS;
+pub use torch::MAX_PICKLE_BYTES;
 
 pub use self::safetensors::{
     MAX_PIPE_DATA_BYTES, read_safetensors, safetensors_file_bytes, safetensors_from_bytes,
@@ -69,7 +82,18 @@ enum Source {
     Unsupported,
     /// An `.npz` member, inflated when first asked for.
     Member(npz::Member),
+    /// A tensor of a `torch.save` file, its storage read when first asked
+    /// for.
+    Torch(torch::Stored),
 }
+
+/// What a lazily read archive reads from: a file or bytes in memory.
+pub(super) trait ReadSeek: Read + std::io::Seek + Send + std::fmt::Debug {}
+
+impl<T: Read + std::io::Seek + Send + std::fmt::Debug> ReadSeek for T {}
+
+/// The zip archive behind a lazily read `.npz` or `torch.save` file.
+pub(super) type Archive = zip::ZipArchive<Box<dyn ReadSeek>>;
 
 /// One named tensor: its shape and dtype at once, its data when asked.
 #[derive(Debug)]
@@ -109,20 +133,29 @@ impl Entry {
 pub struct TensorFile {
     path: PathBuf,
     entries: BTreeMap<String, Entry>,
-    archive: Option<Mutex<npz::Archive>>,
+    archive: Option<Mutex<Archive>>,
+    /// The whole file, for formats whose tensors are decoded from it
+    /// lazily (legacy `torch.save`).
+    blob: Option<Vec<u8>>,
 }
 
 impl TensorFile {
     fn new(
         path: &Path,
         entries: BTreeMap<String, Entry>,
-        archive: Option<Mutex<npz::Archive>>,
+        archive: Option<Mutex<Archive>>,
     ) -> TensorFile {
         TensorFile {
             path: path.to_path_buf(),
             entries,
             archive,
+            blob: None,
         }
+    }
+
+    fn with_blob(mut self, blob: Option<Vec<u8>>) -> TensorFile {
+        self.blob = blob;
+        self
     }
 
     /// Tensors already in memory, as if read from `path` (for messages).
@@ -137,6 +170,7 @@ impl TensorFile {
                 .map(|(n, t)| (n, Entry::loaded(t, "float32".into())))
                 .collect(),
             archive: None,
+            blob: None,
         }
     }
 
@@ -184,13 +218,15 @@ impl TensorFile {
         Ok(&self.entry(name)?.dtype)
     }
 
-    /// [`Error::Dtype`] unless `name` is float32 or float64 (from its
-    /// header; nothing is read), [`Error::MissingTensor`] if absent.
+    /// [`Error::Dtype`] unless `name` is a float tensor (float32, float64,
+    /// float16 or bfloat16, from its header; nothing is read),
+    /// [`Error::MissingTensor`] if absent.
     pub(crate) fn check_float(&self, name: &str) -> Result<()> {
         let e = self.entry(name)?;
         match &e.source {
             Source::Memory => Ok(()),
             Source::Member(m) => m.check_float(&self.path, name),
+            Source::Torch(s) => s.check_float(&self.path, name),
             Source::Unsupported => Err(self.dtype_err(name, e)),
         }
     }
@@ -203,9 +239,10 @@ impl TensorFile {
         }
     }
 
-    /// The tensor `name`, read on first access: [`Error::MissingTensor`]
-    /// naming the file if absent, [`Error::Dtype`] if not float32/float64,
-    /// or the error that reading it met.
+    /// The tensor `name`, read on first access (as f32): [`Error::MissingTensor`]
+    /// naming the file if absent, [`Error::Dtype`] if not a float tensor
+    /// (float32, float64, float16, bfloat16), or the error that reading it
+    /// met.
     pub fn get(&self, name: &str) -> Result<&Tensor> {
         let e = self.entry(name)?;
         if let Some(t) = e.tensor.get() {
@@ -241,6 +278,13 @@ impl TensorFile {
                 let mut zip = archive.lock().unwrap_or_else(|p| p.into_inner());
                 npz::load_member(&self.path, name, m, &mut zip)
             }
+            Source::Torch(s) => torch::load(
+                &self.path,
+                name,
+                s,
+                self.archive.as_ref(),
+                self.blob.as_deref(),
+            ),
             Source::Unsupported | Source::Memory => Err(self.dtype_err(name, e)),
         }
     }
@@ -261,24 +305,164 @@ fn format_err(path: &Path, format: &'static str, reason: impl ToString) -> Error
     }
 }
 
-/// Reads a tensor file, choosing the format by extension (`.npz`,
-/// `.safetensors`) or, failing that, by its first bytes.
+/// What a file's first bytes say it is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A zip: `.npz`, or a `torch.save` file if it has a `data.pkl`.
+    Zip,
+    /// A legacy (non-zip) `torch.save` file.
+    TorchLegacy,
+    /// A single `.npy` array (not a file of named tensors).
+    Npy,
+    /// Anything else is read as `.safetensors`.
+    Other,
+}
+
+fn sniff(head: &[u8]) -> Kind {
+    if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+        Kind::Zip
+    } else if torch::is_legacy(head) {
+        Kind::TorchLegacy
+    } else if head.starts_with(b"\x93NUMPY") {
+        Kind::Npy
+    } else {
+        Kind::Other
+    }
+}
+
+/// Opens a zip of tensors: a `torch.save` file if it has a `data.pkl`
+/// (at its root or in one top folder), else an `.npz`.
+fn from_zip(path: &Path, reader: Box<dyn ReadSeek>) -> Result<TensorFile> {
+    let zip =
+        zip::ZipArchive::new(reader).map_err(|e| format_err(path, "zip (npz or PyTorch)", e))?;
+    match torch::zip_top(&zip) {
+        Some(top) => torch::from_zip(path, zip, &top),
+        None => npz::from_archive(path, zip),
+    }
+}
+
+fn npy_not_a_dict(path: &Path) -> Error {
+    format_err(
+        path,
+        "tensor",
+        "a single .npy array, not a file of named tensors (use .npz, .safetensors or a torch.save file)",
+    )
+}
+
+/// Reads a file of named tensors, choosing the format by its content: a
+/// zip is an `.npz`, or a `torch.save` state dict when it holds a
+/// `data.pkl`; a file starting with the legacy `torch.save` magic number
+/// is one; anything else is read as `.safetensors` (as is a path ending in
+/// `.safetensors`, also from a pipe). `torch.save` files (`.pt`, `.pth`,
+/// `.bin`) must hold a state dict (`model.state_dict()`): a whole pickled
+/// model is an error saying so.
 pub fn read_tensors(path: impl AsRef<Path>) -> Result<TensorFile> {
     let path = path.as_ref();
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("npz") => read_npz(path),
-        Some("safetensors") => read_safetensors(path),
-        _ => {
-            let mut magic = [0u8; 4];
-            let mut f = File::open(path).map_err(io_err(path))?;
-            let n = f.read(&mut magic).map_err(io_err(path))?;
-            if n == 4 && &magic == b"PK\x03\x04" {
-                read_npz(path)
-            } else {
-                read_safetensors(path)
-            }
+    if path.extension().and_then(|e| e.to_str()) == Some("safetensors") {
+        return read_safetensors(path);
+    }
+    let mut head = Vec::with_capacity(torch::SNIFF_BYTES);
+    let mut f = File::open(path).map_err(io_err(path))?;
+    (&mut f)
+        .take(torch::SNIFF_BYTES as u64)
+        .read_to_end(&mut head)
+        .map_err(io_err(path))?;
+    match sniff(&head) {
+        Kind::Zip => {
+            let f = File::open(path).map_err(io_err(path))?;
+            from_zip(path, Box::new(std::io::BufReader::new(f)))
+        }
+        Kind::TorchLegacy => {
+            let bytes = read_whole(path)?;
+            torch::from_legacy(path, bytes)
+        }
+        Kind::Npy => Err(npy_not_a_dict(path)),
+        Kind::Other => {
+            let torch_ext = matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("pt" | "pth" | "bin" | "ckpt")
+            );
+            read_safetensors(path).map_err(|e| match e {
+                Error::Format { .. } if torch_ext => format_err(
+                    path,
+                    "PyTorch",
+                    "neither a zip torch.save file (with a data.pkl) nor a legacy one \
+                     (a pickle of its magic number), nor safetensors",
+                ),
+                e => e,
+            })
         }
     }
+}
+
+/// A regular file's bytes, the buffer reserved fallibly from its length.
+fn read_whole(path: &Path) -> Result<Vec<u8>> {
+    let mut f = File::open(path).map_err(io_err(path))?;
+    let len = f.metadata().map_err(io_err(path))?.len();
+    let mut bytes = Vec::new();
+    let n = usize::try_from(len).unwrap_or(usize::MAX);
+    bytes.try_reserve_exact(n).map_err(|_| Error::Alloc {
+        what: format!("the file {}", path.display()),
+        bytes: n,
+    })?;
+    f.read_to_end(&mut bytes).map_err(io_err(path))?;
+    Ok(bytes)
+}
+
+/// [`read_tensors`] of a file's bytes already in memory (from an object
+/// store, say): the same formats, told apart by content; `name` names the
+/// bytes in messages. The bytes are copied once (a zip or legacy
+/// `torch.save` file keeps them to read tensors lazily).
+pub fn read_tensors_from_bytes(bytes: &[u8], name: impl AsRef<Path>) -> Result<TensorFile> {
+    let path = name.as_ref();
+    match sniff(bytes) {
+        Kind::Zip | Kind::TorchLegacy => {
+            let mut v = Vec::new();
+            v.try_reserve_exact(bytes.len()).map_err(|_| Error::Alloc {
+                what: format!("a copy of {}", path.display()),
+                bytes: bytes.len(),
+            })?;
+            v.extend_from_slice(bytes);
+            from_owned(v, path)
+        }
+        _ => from_slice(bytes, path),
+    }
+}
+
+/// Bytes of a zip or legacy `torch.save` file, kept; others parsed from a
+/// slice by [`from_slice`].
+fn from_owned(bytes: Vec<u8>, path: &Path) -> Result<TensorFile> {
+    match sniff(&bytes) {
+        Kind::Zip => from_zip(path, Box::new(std::io::Cursor::new(bytes))),
+        Kind::TorchLegacy => torch::from_legacy(path, bytes),
+        _ => from_slice(&bytes, path),
+    }
+}
+
+fn from_slice(bytes: &[u8], path: &Path) -> Result<TensorFile> {
+    match sniff(bytes) {
+        Kind::Npy => Err(npy_not_a_dict(path)),
+        _ => safetensors_from_bytes(bytes, path),
+    }
+}
+
+/// [`read_tensors_from_bytes`] of everything `reader` yields, read to its
+/// end (at most [`MAX_PIPE_DATA_BYTES`], the buffer growing only as data
+/// arrives); `name` names it in messages.
+pub fn read_tensors_from_reader(reader: impl Read, name: impl AsRef<Path>) -> Result<TensorFile> {
+    let path = name.as_ref();
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_PIPE_DATA_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err(path))?;
+    if bytes.len() as u64 > MAX_PIPE_DATA_BYTES {
+        return Err(Error::Invalid(format!(
+            "{}: more than {MAX_PIPE_DATA_BYTES} bytes",
+            path.display()
+        )));
+    }
+    from_owned(bytes, path)
 }
 
 /// The tensor-file format a path's extension names: `npz` or

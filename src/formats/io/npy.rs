@@ -4,8 +4,8 @@
 //! one pass, the shape's element and byte counts are checked
 //! (`checked_mul`) and compared with the bytes actually there before the
 //! data is allocated (fallibly: [`Error::Alloc`] instead of an abort), and
-//! bytes after the data are an error. float32 or float64 read (either byte
-//! order; Fortran order turned into C order), float32 written; integer
+//! bytes after the data are an error. float32, float64 or float16 read
+//! (either byte order; Fortran order turned into C order), float32 written; integer
 //! arrays only as sequence lengths. Every error names the file and array.
 
 use std::fs::File;
@@ -59,6 +59,7 @@ impl Ctx<'_> {
 /// The element types read: floats as tensors, all six as lengths.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
+    F16,
     F32,
     F64,
     I32,
@@ -87,6 +88,7 @@ impl Dtype {
             _ => return None,
         };
         let kind = match code {
+            b"f2" => Kind::F16,
             b"f4" => Kind::F32,
             b"f8" => Kind::F64,
             b"i4" => Kind::I32,
@@ -100,13 +102,14 @@ impl Dtype {
 
     fn size(self) -> usize {
         match self.kind {
+            Kind::F16 => 2,
             Kind::F32 | Kind::I32 | Kind::U32 => 4,
             Kind::F64 | Kind::I64 | Kind::U64 => 8,
         }
     }
 
     fn is_float(self) -> bool {
-        matches!(self.kind, Kind::F32 | Kind::F64)
+        matches!(self.kind, Kind::F16 | Kind::F32 | Kind::F64)
     }
 }
 
@@ -520,6 +523,10 @@ fn decode_f32(dt: Dtype, bytes: &[u8], out: &mut Vec<f32>) {
                 .chunks_exact(8)
                 .map(|c| f64::from_le_bytes(bytes8(c, big)) as f32),
         ),
+        Kind::F16 => out.extend(bytes.chunks_exact(2).map(|c| {
+            let b = if big { [c[1], c[0]] } else { [c[0], c[1]] };
+            super::half::f16_to_f32(u16::from_le_bytes(b))
+        })),
         _ => out.extend(
             bytes
                 .chunks_exact(4)
@@ -532,6 +539,10 @@ fn decode_f32(dt: Dtype, bytes: &[u8], out: &mut Vec<f32>) {
 fn decode_f64(dt: Dtype, bytes: &[u8], out: &mut Vec<f64>) {
     let big = dt.big_endian;
     out.extend(bytes.chunks_exact(dt.size()).map(|c| match dt.kind {
+        Kind::F16 => {
+            let b = if big { [c[1], c[0]] } else { [c[0], c[1]] };
+            f64::from(super::half::f16_to_f32(u16::from_le_bytes(b)))
+        }
         Kind::F32 => f32::from_le_bytes(bytes4(c, big)) as f64,
         Kind::I32 => i32::from_le_bytes(bytes4(c, big)) as f64,
         Kind::U32 => u32::from_le_bytes(bytes4(c, big)) as f64,
@@ -604,7 +615,7 @@ fn open(path: &Path, ctx: &Ctx) -> Result<(BufReader<File>, Header, Option<u64>)
     Ok((r, h, have))
 }
 
-/// Reads a `.npy` file (float32 or float64, either byte order, C or
+/// Reads a `.npy` file (float32, float64 or float16, either byte order, C or
 /// Fortran order). Everything is checked before the data is allocated:
 /// the header (at most [`MAX_NPY_HEADER_BYTES`], [`MAX_NPY_DIMS`]), the
 /// shape's byte count against the file's length, no bytes after the data.

@@ -16,11 +16,8 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use super::npy::{Ctx, Header, npy_bytes, read_header, read_tensor_data};
-use super::{Entry, Source, Tensor, TensorFile, format_err, io_err, write_atomic};
+use super::{Archive, Entry, Source, Tensor, TensorFile, format_err, io_err, write_atomic};
 use crate::error::{Error, Result};
-
-/// The zip archive behind a lazily read `.npz`.
-pub(super) type Archive = zip::ZipArchive<BufReader<File>>;
 
 /// The most bytes one compressed byte of a deflate stream can inflate to
 /// (258 bytes per 2-bit code); a member declaring more than this allows is
@@ -73,8 +70,13 @@ pub fn npz_file_bytes(arrays: &[(&str, &[usize], &[f32])]) -> Result<Vec<u8>> {
 pub fn read_npz(path: impl AsRef<Path>) -> Result<TensorFile> {
     let path = path.as_ref();
     let file = File::open(path).map_err(io_err(path))?;
-    let mut zip =
-        zip::ZipArchive::new(BufReader::new(file)).map_err(|e| format_err(path, "npz", e))?;
+    let zip = zip::ZipArchive::new(Box::new(BufReader::new(file)) as Box<dyn super::ReadSeek>)
+        .map_err(|e| format_err(path, "npz", e))?;
+    from_archive(path, zip)
+}
+
+/// [`read_npz`] of an archive already open (a file's or bytes in memory).
+pub(super) fn from_archive(path: &Path, mut zip: Archive) -> Result<TensorFile> {
     if zip.has_duplicate_names() {
         let dir = zip.central_directory_start();
         let name = first_duplicate(zip.into_inner(), dir);
@@ -172,7 +174,7 @@ pub(super) fn load_member(
 /// The first name that occurs twice in the zip's central directory (the
 /// archive's index keeps one of each), walked by hand: `None` if the walk
 /// fails.
-fn first_duplicate(mut r: BufReader<File>, dir_start: u64) -> Option<String> {
+fn first_duplicate(mut r: Box<dyn super::ReadSeek>, dir_start: u64) -> Option<String> {
     r.seek(SeekFrom::Start(dir_start)).ok()?;
     let mut seen = HashSet::new();
     loop {
@@ -185,7 +187,7 @@ fn first_duplicate(mut r: BufReader<File>, dir_start: u64) -> Option<String> {
         let (name_len, extra) = (le(28), le(30) + le(32));
         let mut name = vec![0u8; name_len];
         r.read_exact(&mut name).ok()?;
-        r.seek_relative(extra as i64).ok()?;
+        r.seek(SeekFrom::Current(extra as i64)).ok()?;
         let name = String::from_utf8_lossy(&name).into_owned();
         let short = name.strip_suffix(".npy").unwrap_or(&name).to_string();
         if !seen.insert(name) {

@@ -1,5 +1,5 @@
-//! `.safetensors` files: F32 and F64 tensors read (F64 converted to f32),
-//! F32 written; a tensor of another dtype is an [`Error::Dtype`] naming it
+//! `.safetensors` files: F32, F64, F16 and BF16 tensors read (converted
+//! to f32), F32 written; a tensor of another dtype is an [`Error::Dtype`] naming it
 //! when a format asks for it (and nothing if none does).
 
 use std::collections::BTreeMap;
@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 /// safetensors' own cap on the JSON header.
 const MAX_HEADER_BYTES: u64 = 100_000_000;
 
-/// Reads every tensor of a `.safetensors` file (F32 or F64). A regular
+/// Reads every tensor of a `.safetensors` file (F32, F64, F16 or BF16). A regular
 /// file is read whole (its length is known; the buffer is reserved
 /// fallibly); anything else (a pipe, a device) only after its 8-byte
 /// header length and JSON header look like a safetensors header, so
@@ -103,8 +103,8 @@ fn data_end(header: &[u8]) -> u64 {
     end
 }
 
-/// Parses `.safetensors` bytes; `path` names them in errors. F32 and F64
-/// tensors are decoded at once; others only make [`TensorFile::get`] fail.
+/// Parses `.safetensors` bytes; `path` names them in errors. F32, F64,
+/// F16 and BF16 tensors are decoded at once (as f32); others only make [`TensorFile::get`] fail.
 pub fn safetensors_from_bytes(bytes: &[u8], path: &Path) -> Result<TensorFile> {
     use safetensors::Dtype;
     let st = safetensors::SafeTensors::deserialize(bytes)
@@ -119,6 +119,12 @@ pub fn safetensors_from_bytes(bytes: &[u8], path: &Path) -> Result<TensorFile> {
                 let mut a = [0u8; 8];
                 a.copy_from_slice(b);
                 f64::from_le_bytes(a) as f32
+            }),
+            Dtype::F16 => (2, |b| {
+                super::half::f16_to_f32(u16::from_le_bytes([b[0], b[1]]))
+            }),
+            Dtype::BF16 => (2, |b| {
+                super::half::bf16_to_f32(u16::from_le_bytes([b[0], b[1]]))
             }),
             _ => {
                 entries.insert(
