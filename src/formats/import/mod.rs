@@ -30,7 +30,10 @@ mod pytorch;
 mod tf;
 
 pub use keras::keras;
-pub use onnx::{onnx, onnx_stack, onnx_stack_with};
+pub use onnx::{
+    OnnxModel, onnx, onnx_from_bytes, onnx_model, onnx_model_from_bytes, onnx_model_with,
+    onnx_stack, onnx_stack_from_bytes, onnx_stack_with,
+};
 pub use pytorch::{pytorch, pytorch_stack, pytorch_stack_from, pytorch_stack_from_with};
 pub use tf::{TfOptions, tf};
 
