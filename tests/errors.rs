@@ -487,6 +487,51 @@ fn bad_onnx_models_are_errors() {
         ),
         ("unknown_attribute", "`activation_alpha` is not supported"),
         ("hidden_size_huge", "exceeds the limit"),
+        // Issue 16: external data, constant folding, chains of LSTMs.
+        (
+            "ext_dotdot",
+            "not a relative path inside the model's directory",
+        ),
+        (
+            "ext_absolute",
+            "not a relative path inside the model's directory",
+        ),
+        ("ext_beyond", "offset 48 + length 64 is beyond the end"),
+        (
+            "ext_huge_length",
+            "is beyond the end of `ext_data.bin` (64 bytes)",
+        ),
+        ("ext_offset_huge", "is beyond the end"),
+        (
+            "ext_missing",
+            "external data `no_such_file.bin`: cannot open",
+        ),
+        ("fold_huge_dims", "exceeds the limit"),
+        ("fold_over_budget", "node `big` (ConstantOfShape)"),
+        (
+            "fold_reshape_bad",
+            "node `reshape_bad` (Reshape): cannot reshape [1, 8, 3]",
+        ),
+        ("fold_unknown_op", "node `mm` (MatMul) cannot be folded"),
+        ("fold_cycle", "cycle"),
+        (
+            "fold_gather_out_of_range",
+            "node `gather` (Gather): index 7 is out of range",
+        ),
+        (
+            "chain_size_mismatch",
+            "LSTM node `lstm2` takes 3 inputs, but the previous LSTM node `lstm1` outputs 2",
+        ),
+        ("chain_unknown_op", "node `relu` (Relu) cannot be mapped"),
+        ("chain_unsqueezed", "has layout [dim0, 1, dim1, 2]"),
+        ("chain_swapped_axes", "has layout [dim1, dim0, 2]"),
+        ("chain_from_state", "another LSTM's final state"),
+        (
+            "output_head",
+            "node `head_matmul` (MatMul) cannot be mapped",
+        ),
+        ("mixed_layout", "one layout for both"),
+        ("bidir_relu", "\"Relu\""),
     ];
     for (name, want) in cases {
         let path = dir.join(format!("{name}.onnx"));

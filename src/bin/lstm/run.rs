@@ -19,7 +19,9 @@ pub enum Format {
     Keras,
     /// tf.compat.v1 LSTMCell variables (.npz): kernel, bias, w_*_diag, projection/kernel.
     Tf,
-    /// An .onnx model with one LSTM node (forward or bidirectional).
+    /// An .onnx model: one LSTM node or a chain of them (torch.onnx.export,
+    /// tf2onnx), external data next to it; its layout (time-major or
+    /// batch-first) is read from the graph.
     Onnx,
 }
 
@@ -64,7 +66,7 @@ pub struct RunArgs {
     #[arg(long)]
     seq_lens: Option<PathBuf>,
     /// Input and output are [B, T, ·] (batch-first). Runs the model as a
-    /// sequence model.
+    /// sequence model. Not needed for ONNX models (their graph says).
     #[arg(long)]
     batch_first: bool,
     /// Accept NaN or infinite weights (by default the first one is an
@@ -97,7 +99,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             let stack = import::pytorch_stack_from_with(&file, &args.prefix, load_options(args))?;
             let multi = stack.layers().len() > 1 || stack.layers()[0].backward.is_some();
             if multi || args.seq_lens.is_some() || args.batch_first {
-                return run_stack(args, &stack);
+                return run_stack(args, &stack, args.batch_first);
             }
         } else if args.seq_lens.is_some() || args.batch_first {
             return Err(Error::Invalid(
@@ -106,9 +108,28 @@ pub fn run(args: &RunArgs) -> Result<()> {
             ));
         }
     } else if matches!(args.format, Format::Onnx) {
-        let stack = import::onnx_stack_with(&args.weights, load_options(args))?;
-        if stack.layers()[0].backward.is_some() || args.seq_lens.is_some() || args.batch_first {
-            return run_stack(args, &stack);
+        // The layout is the graph's: a contradicting --batch-first is an
+        // error, an agreeing one is not needed.
+        let model = import::onnx_model_with(&args.weights, load_options(args))?;
+        if args.batch_first && !model.batch_first {
+            return Err(Error::Invalid(format!(
+                "--batch-first contradicts {}: its graph takes time-major input [T, B, n] (ONNX models are run in the layout their graph declares; drop --batch-first)",
+                args.weights.display()
+            )));
+        }
+        if args.batch_first {
+            eprintln!(
+                "note: --batch-first is not needed for ONNX models: the graph of {} is batch-first, and its layout is used",
+                args.weights.display()
+            );
+        }
+        let stack = &model.stack;
+        if stack.layers().len() > 1
+            || stack.layers()[0].backward.is_some()
+            || args.seq_lens.is_some()
+            || model.batch_first
+        {
+            return run_stack(args, stack, model.batch_first);
         }
     } else if args.seq_lens.is_some() || args.batch_first {
         return Err(Error::Invalid(
@@ -265,10 +286,11 @@ fn write_all(w: &mut dyn std::io::Write, bytes: &[u8], path: &std::path::Path) -
     })
 }
 
-/// A sequence model (PyTorch nn.LSTM, ONNX LSTM node): X is [T, B, n]
-/// ([B, T, n] with --batch-first),
-/// Y [T, B, D·P]; state files hold c [L·D, B, H] and m (= h) [L·D, B, R].
-fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack) -> Result<()> {
+/// A sequence model (PyTorch nn.LSTM, ONNX LSTM nodes): X is [T, B, n]
+/// ([B, T, n] when `batch_first`: --batch-first, or the ONNX graph's
+/// layout), Y [T, B, D·P] ([B, T, D·P]); state files hold c [L·D, B, H]
+/// and m (= h) [L·D, B, R].
+fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack, batch_first: bool) -> Result<()> {
     use lstm_kernels::SeqOptions;
     // One pool for every layer (a deep stack built a pool per cell).
     let stack = stack
@@ -277,7 +299,7 @@ fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack) -> Result<()> {
         .with_precision(args.precision)?;
     let x = io::read_npy(&args.input)?;
     let n = stack.input_size();
-    let (t, b) = match (x.shape.as_slice(), args.batch_first) {
+    let (t, b) = match (x.shape.as_slice(), batch_first) {
         ([t, b, k], false) if *k == n => (*t, *b),
         ([b, t, k], true) if *k == n => (*t, *b),
         (other, bf) => {
@@ -314,6 +336,23 @@ fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack) -> Result<()> {
         let c = stack.layers()[0].forward.config();
         (c.n_hidden, c.n_recurrent())
     };
+    // State files hold one [L·D, B, H] array: layers of one size.
+    let sizes: Vec<(usize, usize)> = stack
+        .layers()
+        .iter()
+        .map(|l| {
+            (
+                l.forward.config().n_hidden,
+                l.forward.config().n_recurrent(),
+            )
+        })
+        .collect();
+    if sizes.iter().any(|&s| s != (h, r)) && (args.state_in.is_some() || args.state_out.is_some()) {
+        return Err(Error::Unsupported(format!(
+            "--state-in/--state-out hold [L·D, B, H] arrays, for stacks whose layers share one size; the layers of {} have (hidden, recurrent) sizes {sizes:?}",
+            args.weights.display()
+        )));
+    }
     if let Some(path) = &args.state_in {
         let f = io::read_tensors(path)?;
         // Shapes from the headers first: nothing of a wrong size is read.
@@ -346,15 +385,11 @@ fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack) -> Result<()> {
         &x.data,
         &mut y,
         SeqOptions {
-            batch_first: args.batch_first,
+            batch_first,
             seq_lens: lens.as_deref(),
         },
     )?;
-    let y_shape = if args.batch_first {
-        [b, t, w]
-    } else {
-        [t, b, w]
-    };
+    let y_shape = if batch_first { [b, t, w] } else { [t, b, w] };
     let y_bytes = io::npy_file_bytes(&y_shape, &y)?;
     let staged_y = Staged::write(&args.output, |wr| write_all(wr, &y_bytes, &args.output))?;
     let staged_state = match &args.state_out {

@@ -454,25 +454,30 @@ fn external_bytes(src: &Source, t: &TensorProto, bytes: usize) -> Result<Vec<u8>
             "tensor `{name}`: external data location `{location}` is not a relative path inside the model's directory (absolute paths and `..` are refused)"
         )));
     }
-    let io_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { path, source }
+    let io_err = |what: &'static str| {
+        move |e: std::io::Error| {
+            src.err(format!(
+                "tensor `{name}`: external data `{location}`: {what}: {e}"
+            ))
+        }
     };
     let base = if base.as_os_str().is_empty() {
         Path::new(".")
     } else {
         base
     };
-    let base_real = base.canonicalize().map_err(io_err(base))?;
+    let base_real = base
+        .canonicalize()
+        .map_err(io_err("the model's directory"))?;
     let full = base.join(rel);
-    let real = full.canonicalize().map_err(io_err(&full))?;
+    let real = full.canonicalize().map_err(io_err("cannot open"))?;
     if !real.starts_with(&base_real) {
         return Err(src.unsupported(format!(
             "tensor `{name}`: external data `{location}` leads outside the model's directory (through a symbolic link)"
         )));
     }
-    let mut file = std::fs::File::open(&real).map_err(io_err(&full))?;
-    let meta = file.metadata().map_err(io_err(&full))?;
+    let mut file = std::fs::File::open(&real).map_err(io_err("cannot open"))?;
+    let meta = file.metadata().map_err(io_err("cannot read"))?;
     if !meta.is_file() {
         return Err(src.err(format!(
             "tensor `{name}`: external data `{location}` is not a regular file"
@@ -497,7 +502,7 @@ fn external_bytes(src: &Source, t: &TensorProto, bytes: usize) -> Result<Vec<u8>
     let mut buf = try_filled(bytes, 0u8, &format!("external data of tensor `{name}`"))?;
     file.seek(SeekFrom::Start(offset))
         .and_then(|_| file.read_exact(&mut buf))
-        .map_err(io_err(&full))?;
+        .map_err(io_err("cannot read"))?;
     Ok(buf)
 }
 
