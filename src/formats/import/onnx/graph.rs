@@ -224,7 +224,7 @@ pub(super) fn walk(
         src,
         inits,
         vals: HashMap::new(),
-        budget: (1usize << 26).saturating_add(model_bytes.saturating_mul(4)),
+        budget: (1usize << 24).saturating_add(model_bytes.saturating_mul(4)),
         layers: Vec::new(),
         seq: None,
         declared_features: Vec::new(),
@@ -348,7 +348,10 @@ impl<'a> Walk<'a> {
         }
         match self.inits.get(name) {
             Some(t) => {
-                let v = Val::Const(Rc::new(tensor::read_tensor(self.src, t)?));
+                let c = tensor::read_tensor(self.src, t)?;
+                // Folding may compute a few times the constant data read.
+                self.budget = self.budget.saturating_add(c.data.len().saturating_mul(4));
+                let v = Val::Const(Rc::new(c));
                 self.vals.insert(name, v.clone());
                 Ok(Some(v))
             }
@@ -368,9 +371,16 @@ impl<'a> Walk<'a> {
         Ok(())
     }
 
-    fn konst(&mut self, c: Const, i: usize, node: &NodeProto) -> Result<Val> {
-        self.charge(c.data.len(), i, node)?;
+    /// A folded constant (its elements were charged before it was built).
+    fn konst(&mut self, c: Const, _i: usize, _node: &NodeProto) -> Result<Val> {
         Ok(Val::Const(Rc::new(c)))
+    }
+
+    /// Charges the elements of `lists` (a selection) before it is built.
+    fn charge_lists(&mut self, lists: &[Vec<usize>], i: usize, node: &NodeProto) -> Result<()> {
+        let dims: Vec<usize> = lists.iter().map(Vec::len).collect();
+        let n = checked_elements(&dims, "a folded selection").map_err(|e| self.bad(i, node, e))?;
+        self.charge(n, i, node)
     }
 
     fn bad(&self, i: usize, node: &NodeProto, why: impl std::fmt::Display) -> Error {
@@ -437,6 +447,7 @@ impl<'a> Walk<'a> {
         match node.op_type.as_str() {
             "Constant" => {
                 let c = self.constant(i, node)?;
+                self.budget = self.budget.saturating_add(c.data.len().saturating_mul(4));
                 one(self.konst(c, i, node)?)
             }
             "Identity" => Ok(x.map(|v| vec![v])),
@@ -456,6 +467,7 @@ impl<'a> Walk<'a> {
                             one(Val::Const(c))
                         }
                         (Data::I64(v), true, _) => {
+                            self.charge(v.len(), i, node)?;
                             let c = Const {
                                 shape: c.shape.clone(),
                                 data: Data::F32(v.iter().map(|&e| e as f32).collect()),
@@ -520,12 +532,14 @@ impl<'a> Walk<'a> {
                 match x {
                     Some(Val::Const(c)) => {
                         let p = perm(c.shape.len())?;
+                        self.charge(c.data.len(), i, node)?;
                         let (shape, map) = transpose_map(&c.shape, &p, "a folded Transpose")?;
                         let data = c.data.take(&map, "a folded Transpose")?;
                         one(self.konst(Const { shape, data }, i, node)?)
                     }
                     Some(Val::Seq(s)) => {
                         let p = perm(s.axes.len())?;
+                        self.charge(s.feats.len(), i, node)?;
                         let axes: Vec<Ax> = p.iter().map(|&a| s.axes[a]).collect();
                         // The static axes' own permutation.
                         let st_index: Vec<Option<usize>> = s
@@ -581,6 +595,7 @@ impl<'a> Walk<'a> {
                             i,
                             node,
                         )?;
+                        self.charge(c.data.len(), i, node)?;
                         match shape {
                             Some(s) => one(Val::Const(Rc::new(Const {
                                 shape: s.into_iter().map(|d| d.unwrap_or(1)).collect(),
@@ -659,6 +674,7 @@ impl<'a> Walk<'a> {
                 match x {
                     Some(Val::Const(c)) => {
                         let shape = self.reshape_const(&c.shape, &target, i, node)?;
+                        self.charge(c.data.len(), i, node)?;
                         one(Val::Const(Rc::new(Const {
                             shape,
                             data: c.data.clone(),
@@ -742,6 +758,7 @@ impl<'a> Walk<'a> {
                         let mut lists: Vec<Vec<usize>> =
                             c.shape.iter().map(|&d| (0..d).collect()).collect();
                         lists[a] = sel(c.shape[a])?;
+                        self.charge_lists(&lists, i, node)?;
                         let (_, map) = select_map(&c.shape, &lists, "a folded Gather")?;
                         let mut shape = c.shape[..a].to_vec();
                         shape.extend(&idx.shape);
@@ -765,7 +782,7 @@ impl<'a> Walk<'a> {
                         };
                         let picked = sel(dim)?;
                         let n = picked.len();
-                        let Some(out) = self.select_sym(&s, &[(a, picked)])? else {
+                        let Some(out) = self.select_sym(&s, &[(a, picked)], i, node)? else {
                             return Ok(None);
                         };
                         let mut out = out;
@@ -1054,7 +1071,13 @@ impl<'a> Walk<'a> {
     }
 
     /// The sequence with `lists` selected along static axes.
-    fn select_sym(&self, s: &Sym, lists: &[(usize, Vec<usize>)]) -> Result<Option<Sym>> {
+    fn select_sym(
+        &mut self,
+        s: &Sym,
+        lists: &[(usize, Vec<usize>)],
+        i: usize,
+        node: &NodeProto,
+    ) -> Result<Option<Sym>> {
         let st = s.static_shape();
         let mut per: Vec<Vec<usize>> = st.iter().map(|&d| (0..d).collect()).collect();
         let mut axes = s.axes.clone();
@@ -1069,6 +1092,7 @@ impl<'a> Walk<'a> {
             per[k] = l.clone();
             axes[*a] = Ax::S(l.len());
         }
+        self.charge_lists(&per, i, node)?;
         let (_, map) = select_map(&st, &per, "a sequence selection")?;
         Ok(Some(Sym {
             axes,
@@ -1094,6 +1118,7 @@ impl<'a> Walk<'a> {
                         .ok_or_else(|| self.bad(i, node, format!("axis {a} is out of range")))?;
                     lists[k] = slice_indices(c.shape[k], s, e, st).ok_or_else(bad_step)?;
                 }
+                self.charge_lists(&lists, i, node)?;
                 let (shape, map) = select_map(&c.shape, &lists, "a folded Slice")?;
                 let data = c.data.take(&map, "a folded Slice")?;
                 one(self.konst(Const { shape, data }, i, node)?)
@@ -1124,7 +1149,9 @@ impl<'a> Walk<'a> {
                         Ax::Dyn(_) => return Ok(None),
                     }
                 }
-                Ok(self.select_sym(&s, &lists)?.map(|s| vec![Val::Seq(s)]))
+                Ok(self
+                    .select_sym(&s, &lists, i, node)?
+                    .map(|s| vec![Val::Seq(s)]))
             }
             Some(Val::Zeros(d)) => {
                 let d = d.and_then(|mut d| {
@@ -1186,6 +1213,10 @@ impl<'a> Walk<'a> {
                 }
             }
             let what = "a folded Concat";
+            let n = cs
+                .iter()
+                .fold(0usize, |a, c| a.saturating_add(c.data.len()));
+            self.charge(n, i, node)?;
             let c = match &cs[0].data {
                 Data::F32(_) => {
                     let parts: Option<Vec<(&[usize], &[f32])>> = cs
@@ -1269,6 +1300,10 @@ impl<'a> Walk<'a> {
                 .zip(&ss)
                 .map(|(sh, s)| (sh.as_slice(), s.feats.as_slice()))
                 .collect();
+            let n = ss
+                .iter()
+                .fold(0usize, |a, s| a.saturating_add(s.feats.len()));
+            self.charge(n, i, node)?;
             let (_, feats) = tensor::concat(&parts, k, "a sequence Concat")?;
             let mut axes = ss[0].axes.clone();
             axes[a] = Ax::S(total);
@@ -1350,7 +1385,9 @@ impl<'a> Walk<'a> {
                 let a = axis(ax, c.shape.len())
                     .ok_or_else(|| self.bad(i, node, format!("axis {ax} is out of range")))?;
                 let mut outs = Vec::new();
-                for r in ranges(c.shape[a])? {
+                let rs = ranges(c.shape[a])?;
+                self.charge(c.data.len(), i, node)?;
+                for r in rs {
                     let mut lists: Vec<Vec<usize>> =
                         c.shape.iter().map(|&d| (0..d).collect()).collect();
                     lists[a] = r;
@@ -1366,8 +1403,9 @@ impl<'a> Walk<'a> {
                 };
                 let Ax::S(d) = s.axes[a] else { return Ok(None) };
                 let mut outs = Vec::new();
-                for r in ranges(d)? {
-                    match self.select_sym(&s, &[(a, r)])? {
+                let rs = ranges(d)?;
+                for r in rs {
+                    match self.select_sym(&s, &[(a, r)], i, node)? {
                         Some(o) => outs.push(Val::Seq(o)),
                         None => return Ok(None),
                     }
@@ -1685,6 +1723,7 @@ impl<'a> Walk<'a> {
         // Y: [T, D, B, H] (layout 1: [B, T, D, H]).
         let layer = self.layers.len() as u32;
         let n = checked_elements(&[d, h], "an LSTM output")?;
+        self.charge(n, i, node)?;
         let mut feats = try_filled(n, INPUT_FEAT, "an LSTM output")?;
         for (j, f) in feats.iter_mut().enumerate() {
             *f = Feat {
