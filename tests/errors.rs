@@ -590,3 +590,25 @@ fn non_finite_weights_in_a_loaded_stack_are_named() {
     let opts = LoadOptions::default().with_non_finite_weights(true);
     import::pytorch_stack_from_with(&file, "lstm.", opts).unwrap();
 }
+
+/// Issue 16: a batch-first graph (here an LSTM node with `layout = 1`)
+/// loads with its layout reported; the loaders that hand back a model for
+/// time-major input refuse it rather than run it in the wrong layout.
+#[test]
+fn batch_first_onnx_graphs_report_their_layout() {
+    use lstm_kernels::import;
+    let p = golden::dir("bad_onnx").join("layout_batch_first.onnx");
+    let m = import::onnx_model(&p).unwrap();
+    assert!(m.batch_first && m.seq_options().batch_first);
+    assert_eq!((m.input.as_str(), m.output.as_str()), ("X", "Y"));
+    for e in [import::onnx(&p).map(drop), import::onnx_stack(&p).map(drop)] {
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains("batch-first") && e.contains("onnx_model"), "{e}");
+    }
+    // A time-major export loads through all three.
+    let t = golden::dir("sequences/onnx_export_torch_2layer_op14").join("weights.onnx");
+    assert!(!import::onnx_model(&t).unwrap().batch_first);
+    assert_eq!(import::onnx_stack(&t).unwrap().layers().len(), 2);
+    let e = import::onnx(&t).unwrap_err().to_string();
+    assert!(e.contains("2 LSTM layers"), "{e}");
+}
