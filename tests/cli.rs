@@ -567,30 +567,52 @@ fn lstm_run_reads_every_format() {
 fn lstm_run_takes_the_onnx_layout_from_the_graph() {
     let tmp = tempfile::tempdir().unwrap();
     let y = tmp.path().join("y.npy");
-    let bf = golden::sequence("onnx_export_torch_dynamo_bf");
-    let want = io::read_npy(bf.join("expected_y.npy")).unwrap();
-    for flag in [false, true] {
-        let mut cmd = lstm_run(
-            "onnx",
-            None,
-            &bf.join("weights.onnx"),
-            &bf.join("x.npy"),
-            &y,
-        );
-        if flag {
-            cmd.arg("--batch-first");
+    for case in [
+        "onnx_export_torch_dynamo_bf",
+        "onnx_export_torch_legacy_1layer_bf_square",
+    ] {
+        let bf = golden::sequence(case);
+        let want = io::read_npy(bf.join("expected_y.npy")).unwrap();
+        for flag in [false, true] {
+            let mut cmd = lstm_run(
+                "onnx",
+                None,
+                &bf.join("weights.onnx"),
+                &bf.join("x.npy"),
+                &y,
+            );
+            if flag {
+                cmd.arg("--batch-first");
+            }
+            let out = run_ok(&mut cmd);
+            let got = io::read_npy(&y).unwrap();
+            assert_eq!(got.shape, want.shape);
+            assert!(max_abs_diff(&got.data, &want.data) < 1e-5, "{case}");
+            assert_eq!(
+                stderr(&out).contains("--batch-first is not needed"),
+                flag,
+                "{}",
+                stderr(&out)
+            );
         }
-        let out = run_ok(&mut cmd);
-        let got = io::read_npy(&y).unwrap();
-        assert_eq!(got.shape, want.shape);
-        assert!(max_abs_diff(&got.data, &want.data) < 1e-5);
-        assert_eq!(
-            stderr(&out).contains("--batch-first is not needed"),
-            flag,
-            "{}",
-            stderr(&out)
-        );
     }
+    // B = T: run time-major, the shapes fit and the answer is wrong — what
+    // reading the layout from the graph prevents.
+    let sq = golden::sequence("onnx_export_torch_legacy_1layer_bf_square");
+    let m = lstm_kernels::import::onnx_model(sq.join("weights.onnx")).unwrap();
+    let x = io::read_npy(sq.join("x.npy")).unwrap();
+    let want = io::read_npy(sq.join("expected_y.npy")).unwrap();
+    let mut st = m.stack.new_state(x.shape[0]).unwrap();
+    let mut wrong = vec![0.0; want.data.len()];
+    m.stack
+        .forward(
+            &mut st,
+            &x.data,
+            &mut wrong,
+            lstm_kernels::SeqOptions::default(),
+        )
+        .unwrap();
+    assert!(max_abs_diff(&wrong, &want.data) > 1e-2);
     let tm = golden::sequence("onnx_export_torch_2layer_op14");
     std::fs::remove_file(&y).unwrap();
     let err = run_err(

@@ -32,8 +32,15 @@ states, meta.json with the layout the graph encodes):
   initial states by Expand over Shape.
 * onnx_export_torch_dynamo_bidir: 1-layer bidirectional through the
   default exporter as is (optimize=True, external data).
-* onnx_export_tf2onnx_stack / onnx_export_tf2onnx_bidir: Keras LSTM stack
-  and Bidirectional(LSTM) through tf2onnx.convert.from_keras, opset 17.
+* onnx_export_torch_dynamo_1layer: a 1-layer nn.LSTM through the default
+  exporter exactly as a new user calls it (the issue's row).
+* onnx_export_torch_legacy_1layer_bf_square: a 1-layer batch_first
+  nn.LSTM, legacy exporter, with B = T, so that running it in the wrong
+  layout would fit the shapes (the issue's silently wrong row).
+* onnx_export_tf2onnx_stack / onnx_export_tf2onnx_bidir /
+  onnx_export_tf2onnx_bidir_then_lstm: Keras LSTM stack,
+  Bidirectional(LSTM), and Bidirectional(LSTM) followed by an LSTM,
+  through tf2onnx.convert.from_keras, opset 17.
 """
 import json
 import os
@@ -161,6 +168,30 @@ def torch_cases():
     if os.path.exists(os.path.join(tmp, "weights.onnx.data")):
         os.remove(os.path.join(tmp, "weights.onnx.data"))
 
+    # Today's default exporter as a new user calls it, 1 layer.
+    net = Net(input_size=4, hidden_size=7).eval()
+    t, b = 6, 2
+    x = torch.rand(t, b, 4) * 4 - 2
+    torch.onnx.export(net, (x,), path, dynamo=True, external_data=True, input_names=["x"],
+                      output_names=["y", "hn", "cn"],
+                      dynamic_shapes=({0: torch.export.Dim("T"), 1: torch.export.Dim("B")},))
+    if os.path.exists(path + ".data"):
+        os.rename(path + ".data", os.path.join(tmp, "weights.onnx.data"))
+    if os.path.exists(os.path.join(tmp, "weights.onnx.data")):
+        fix_location(path, "weights.onnx.data")
+    save_case("onnx_export_torch_dynamo_1layer", path, x.numpy(), False, "torch.onnx.export(dynamo=True, external_data=True)")
+    if os.path.exists(os.path.join(tmp, "weights.onnx.data")):
+        os.remove(os.path.join(tmp, "weights.onnx.data"))
+
+    # Legacy exporter, 1 layer, batch_first, B = T (a wrong layout fits).
+    net = Net(input_size=3, hidden_size=5, batch_first=True).eval()
+    b = t = 4
+    x = torch.rand(b, t, 3) * 4 - 2
+    torch.onnx.export(net, (x,), path, dynamo=False, opset_version=17, input_names=["x"],
+                      output_names=["y", "hn", "cn"],
+                      dynamic_axes={"x": {0: "B", 1: "T"}, "y": {0: "B", 1: "T"}, "hn": {1: "B"}, "cn": {1: "B"}})
+    save_case("onnx_export_torch_legacy_1layer_bf_square", path, x.numpy(), True, "torch.onnx.export(dynamo=False, opset_version=17)")
+
     # Today's default exporter as is, bidirectional.
     net = Net(input_size=3, hidden_size=6, bidirectional=True).eval()
     t, b = 5, 2
@@ -207,6 +238,8 @@ def tf_cases():
     for name, build in [
         ("onnx_export_tf2onnx_stack", lambda i: tf.keras.layers.LSTM(5, return_sequences=True)(tf.keras.layers.LSTM(4, return_sequences=True)(i))),
         ("onnx_export_tf2onnx_bidir", lambda i: tf.keras.layers.Bidirectional(tf.keras.layers.LSTM(4, return_sequences=True))(i)),
+        ("onnx_export_tf2onnx_bidir_then_lstm", lambda i: tf.keras.layers.LSTM(3, return_sequences=True)(
+            tf.keras.layers.Bidirectional(tf.keras.layers.LSTM(4, return_sequences=True))(i))),
     ]:
         inp = tf.keras.Input((None, 3))
         model = tf.keras.Model(inp, build(inp))

@@ -39,7 +39,8 @@ pub struct RunArgs {
     /// Output .npy: float32 [T, B, n_out] (or [B, n_out] for a 2-D input).
     #[arg(long)]
     output: PathBuf,
-    /// Initial state .npz holding `c` and `m`, each [B, H] (default: zeros).
+    /// Initial state .npz holding `c` and `m`: [B, H] for one cell, [L·D, B, H]
+    /// for a sequence model (a one-cell model accepts [1, B, H] too) (default: zeros).
     #[arg(long)]
     state_in: Option<PathBuf>,
     /// Where to write the final state (.npz with `c` and `m`).
@@ -176,13 +177,18 @@ pub fn run(args: &RunArgs) -> Result<()> {
             args.input.display()
         )));
     }
+    // A one-layer, one-direction model's state is [B, H]; the stack layout
+    // [L·D, B, H] = [1, B, H] is accepted too, and --state-out then keeps it.
+    let mut stack_layout = false;
     let mut state = match &args.state_in {
         Some(path) => {
             let f = io::read_tensors(path)?;
             // Shapes from the headers first: nothing of a wrong size is read.
             for (name, w) in [("c", h), ("m", cfg.n_recurrent())] {
                 let got = f.shape(name)?;
-                if got != [batch, w] {
+                if got == [1, batch, w] {
+                    stack_layout = true;
+                } else if got != [batch, w] {
                     return Err(Error::Shape {
                         tensor: format!("{name} in {}", path.display()),
                         expected: shape_str(&[batch, w]),
@@ -210,7 +216,15 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let staged_y = Staged::write(&args.output, |w| write_all(w, &y_bytes, &args.output))?;
     let staged_state = match &args.state_out {
         Some(path) => {
-            let (hs, rs) = ([batch, h], [batch, cfg.n_recurrent()]);
+            let (hs, rs) = (vec![batch, h], vec![batch, cfg.n_recurrent()]);
+            let lead = |s: Vec<usize>| {
+                if stack_layout {
+                    [&[1][..], &s].concat()
+                } else {
+                    s
+                }
+            };
+            let (hs, rs) = (lead(hs), lead(rs));
             let bytes =
                 io::tensor_file_bytes(path, &[("c", &hs, state.c()), ("m", &rs, state.m())])?;
             Some(Staged::write(path, |w| write_all(w, &bytes, path))?)
@@ -336,20 +350,25 @@ fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack, batch_first: bool)
         let c = stack.layers()[0].forward.config();
         (c.n_hidden, c.n_recurrent())
     };
-    // State files hold one [L·D, B, H] array: layers of one size.
-    let sizes: Vec<(usize, usize)> = stack
+    // State files hold one [L·D, B, H] array: layers of one size and
+    // direction count.
+    let sizes: Vec<(usize, usize, usize)> = stack
         .layers()
         .iter()
         .map(|l| {
+            let c = l.forward.config();
             (
-                l.forward.config().n_hidden,
-                l.forward.config().n_recurrent(),
+                c.n_hidden,
+                c.n_recurrent(),
+                1 + l.backward.is_some() as usize,
             )
         })
         .collect();
-    if sizes.iter().any(|&s| s != (h, r)) && (args.state_in.is_some() || args.state_out.is_some()) {
+    if sizes.iter().any(|&s| s != (h, r, dirs))
+        && (args.state_in.is_some() || args.state_out.is_some())
+    {
         return Err(Error::Unsupported(format!(
-            "--state-in/--state-out hold [L·D, B, H] arrays, for stacks whose layers share one size; the layers of {} have (hidden, recurrent) sizes {sizes:?}",
+            "--state-in/--state-out hold [L·D, B, H] arrays, for stacks whose layers share one size; the layers of {} have (hidden, recurrent, directions) {sizes:?}",
             args.weights.display()
         )));
     }

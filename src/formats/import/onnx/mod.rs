@@ -183,14 +183,9 @@ fn time_major(m: OnnxModel, name: &Path) -> Result<crate::LstmStack> {
 }
 
 fn build(p: Parsed, opts: LoadOptions, name: &Path) -> Result<OnnxModel> {
+    // Layers may differ in size and direction (Keras: Bidirectional, then
+    // LSTM); LstmStack checks that each takes the previous one's width.
     let n_layers = p.layers.len();
-    let dirs: Vec<usize> = p.layers.iter().map(Vec::len).collect();
-    if dirs.iter().any(|&d| d != dirs[0]) {
-        return Err(Error::Unsupported(format!(
-            "{}: some LSTM layers are bidirectional and some are not; a stack of one kind is supported",
-            name.display()
-        )));
-    }
     let mut layers = Vec::with_capacity(n_layers);
     for (k, cells) in p.layers.into_iter().enumerate() {
         let mut it = cells.into_iter();
