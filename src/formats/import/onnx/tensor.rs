@@ -102,8 +102,9 @@ fn strides(shape: &[usize]) -> Vec<usize> {
     s
 }
 
-/// Calls `f(i, flat)` for every output position `i` of an odometer over
-/// `dims`, where `flat` is `sum(idx[a][pos_a] * stride[a])`.
+/// The index map of an odometer over the lists' lengths (the output
+/// shape): output element at position `pos` reads input index
+/// `sum(lists[a][pos[a]] * stride[a])`; the map is allocated fallibly.
 fn odometer(
     lists: &[Vec<usize>],
     stride: &[usize],
