@@ -559,6 +559,94 @@ fn lstm_run_reads_every_format() {
     }
 }
 
+/// Issue 16: an ONNX model runs in the layout its graph declares. A
+/// batch-first 1-layer export run without `--batch-first` is right (it
+/// was silently wrong, error 0.45); `--batch-first` on it is not needed
+/// (a note), and on a time-major graph it is an error, not a wrong answer.
+#[test]
+fn lstm_run_takes_the_onnx_layout_from_the_graph() {
+    let tmp = tempfile::tempdir().unwrap();
+    let y = tmp.path().join("y.npy");
+    for case in [
+        "onnx_export_torch_dynamo_bf",
+        "onnx_export_torch_legacy_1layer_bf_square",
+    ] {
+        let bf = golden::sequence(case);
+        let want = io::read_npy(bf.join("expected_y.npy")).unwrap();
+        for flag in [false, true] {
+            let mut cmd = lstm_run(
+                "onnx",
+                None,
+                &bf.join("weights.onnx"),
+                &bf.join("x.npy"),
+                &y,
+            );
+            if flag {
+                cmd.arg("--batch-first");
+            }
+            let out = run_ok(&mut cmd);
+            let got = io::read_npy(&y).unwrap();
+            assert_eq!(got.shape, want.shape);
+            assert!(max_abs_diff(&got.data, &want.data) < 1e-5, "{case}");
+            assert_eq!(
+                stderr(&out).contains("--batch-first is not needed"),
+                flag,
+                "{}",
+                stderr(&out)
+            );
+        }
+    }
+    // B = T: run time-major, the shapes fit and the answer is wrong — what
+    // reading the layout from the graph prevents.
+    let sq = golden::sequence("onnx_export_torch_legacy_1layer_bf_square");
+    let m = lstm_kernels::import::onnx_model(sq.join("weights.onnx")).unwrap();
+    let x = io::read_npy(sq.join("x.npy")).unwrap();
+    let want = io::read_npy(sq.join("expected_y.npy")).unwrap();
+    let mut st = m.stack.new_state(x.shape[0]).unwrap();
+    let mut wrong = vec![0.0; want.data.len()];
+    m.stack
+        .forward(
+            &mut st,
+            &x.data,
+            &mut wrong,
+            lstm_kernels::SeqOptions::default(),
+        )
+        .unwrap();
+    assert!(max_abs_diff(&wrong, &want.data) > 1e-2);
+    let tm = golden::sequence("onnx_export_torch_2layer_op14");
+    std::fs::remove_file(&y).unwrap();
+    let err = run_err(
+        lstm_run(
+            "onnx",
+            None,
+            &tm.join("weights.onnx"),
+            &tm.join("x.npy"),
+            &y,
+        )
+        .arg("--batch-first"),
+    );
+    assert!(
+        err.contains("--batch-first contradicts") && err.contains("time-major"),
+        "{err}"
+    );
+    assert!(!y.exists());
+    // Layers of different sizes (the tf2onnx stack: 4 then 5 units) have no
+    // single [L·D, B, H] state file: an error, not a panic.
+    let st = golden::sequence("onnx_export_tf2onnx_stack");
+    let err = run_err(
+        lstm_run(
+            "onnx",
+            None,
+            &st.join("weights.onnx"),
+            &st.join("x.npy"),
+            &y,
+        )
+        .arg("--state-out")
+        .arg(tmp.path().join("s.npz")),
+    );
+    assert!(err.contains("share one size"), "{err}");
+}
+
 /// `lstm run --format pytorch` runs stacks, with `--seq-lens`,
 /// `--batch-first` and PyTorch-layout state files (tests/sequences.rs
 /// checks the library on these cases).
@@ -581,11 +669,16 @@ fn lstm_run_runs_stacks() {
             &dir.join("x.npy"),
             &y_path,
         );
-        cmd.arg("--state-in")
-            .arg(dir.join("state_in.npz"))
-            .arg("--state-out")
-            .arg(&s_path);
-        if meta["batch_first"].as_bool().unwrap() {
+        // ONNX graphs without state outputs have no state files.
+        let stateful = dir.join("expected_state.npz").exists();
+        if stateful {
+            cmd.arg("--state-in")
+                .arg(dir.join("state_in.npz"))
+                .arg("--state-out")
+                .arg(&s_path);
+        }
+        // An ONNX model's layout is read from its graph.
+        if meta["batch_first"].as_bool().unwrap() && !onnx {
             cmd.arg("--batch-first");
         }
         if dir.join("seq_lens.npy").exists() {
@@ -602,10 +695,12 @@ fn lstm_run_runs_stacks() {
             &io::read_npy(dir.join("expected_y.npy")).unwrap(),
             "y",
         );
-        let (c, m) = golden::read_state(&s_path);
-        let (want_c, want_m) = golden::read_state(dir.join("expected_state.npz"));
-        close(&c, &want_c, "c_n");
-        close(&m, &want_m, "h_n");
+        if stateful {
+            let (c, m) = golden::read_state(&s_path);
+            let (want_c, want_m) = golden::read_state(dir.join("expected_state.npz"));
+            close(&c, &want_c, "c_n");
+            close(&m, &want_m, "h_n");
+        }
     }
     // Lengths longer than the sequence: a one-line error, no output.
     let bad = tmp.path().join("bad_lens.npy");

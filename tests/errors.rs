@@ -469,10 +469,11 @@ fn bad_onnx_models_are_errors() {
         ("w_not_initializer", "must be a constant"),
         ("direction_reverse", "direction `reverse`"),
         ("custom_activations", "Relu"),
-        ("layout_batch_first", "layout=1"),
         ("hidden_size_zero", "hidden_size 0"),
         ("wrong_w_shape", "W in"),
-        ("two_lstm_nodes", "2 LSTM nodes"),
+        // Issue 16: several LSTM nodes load as a stack when they are one
+        // chain; two reading the same input are not.
+        ("two_lstm_nodes", "not one chain"),
         ("no_lstm_node", "no LSTM node"),
         ("int_weights", "data type"),
         // Issue 17: two bytes of a partial float were dropped silently.
@@ -486,6 +487,51 @@ fn bad_onnx_models_are_errors() {
         ),
         ("unknown_attribute", "`activation_alpha` is not supported"),
         ("hidden_size_huge", "exceeds the limit"),
+        // Issue 16: external data, constant folding, chains of LSTMs.
+        (
+            "ext_dotdot",
+            "not a relative path inside the model's directory",
+        ),
+        (
+            "ext_absolute",
+            "not a relative path inside the model's directory",
+        ),
+        ("ext_beyond", "offset 48 + length 64 is beyond the end"),
+        (
+            "ext_huge_length",
+            "is beyond the end of `ext_data.bin` (64 bytes)",
+        ),
+        ("ext_offset_huge", "is beyond the end"),
+        (
+            "ext_missing",
+            "external data `no_such_file.bin`: cannot open",
+        ),
+        ("fold_huge_dims", "exceeds the limit"),
+        ("fold_over_budget", "node `big` (ConstantOfShape)"),
+        (
+            "fold_reshape_bad",
+            "node `reshape_bad` (Reshape): cannot reshape [1, 8, 3]",
+        ),
+        ("fold_unknown_op", "node `mm` (MatMul) cannot be folded"),
+        ("fold_cycle", "cycle"),
+        (
+            "fold_gather_out_of_range",
+            "node `gather` (Gather): index 7 is out of range",
+        ),
+        (
+            "chain_size_mismatch",
+            "LSTM node `lstm2` takes 3 inputs, but the previous LSTM node `lstm1` outputs 2",
+        ),
+        ("chain_unknown_op", "node `relu` (Relu) cannot be mapped"),
+        ("chain_unsqueezed", "has layout [dim0, 1, dim1, 2]"),
+        ("chain_swapped_axes", "has layout [dim1, dim0, 2]"),
+        ("chain_from_state", "another LSTM's final state"),
+        (
+            "output_head",
+            "node `head_matmul` (MatMul) cannot be mapped",
+        ),
+        ("mixed_layout", "one layout for both"),
+        ("bidir_relu", "\"Relu\""),
     ];
     for (name, want) in cases {
         let path = dir.join(format!("{name}.onnx"));
@@ -648,4 +694,26 @@ fn float16_npy_is_converted() {
         .collect();
     std::fs::write(&p, golden::npy_bytes(">f2", 2, &be)).unwrap();
     assert_eq!(io::read_npy(&p).unwrap().data, [1.0, -2.0]);
+}
+
+/// Issue 16: a batch-first graph (here an LSTM node with `layout = 1`)
+/// loads with its layout reported; the loaders that hand back a model for
+/// time-major input refuse it rather than run it in the wrong layout.
+#[test]
+fn batch_first_onnx_graphs_report_their_layout() {
+    use lstm_kernels::import;
+    let p = golden::dir("bad_onnx").join("layout_batch_first.onnx");
+    let m = import::onnx_model(&p).unwrap();
+    assert!(m.batch_first && m.seq_options().batch_first);
+    assert_eq!((m.input.as_str(), m.output.as_str()), ("X", "Y"));
+    for e in [import::onnx(&p).map(drop), import::onnx_stack(&p).map(drop)] {
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains("batch-first") && e.contains("onnx_model"), "{e}");
+    }
+    // A time-major export loads through all three.
+    let t = golden::dir("sequences/onnx_export_torch_2layer_op14").join("weights.onnx");
+    assert!(!import::onnx_model(&t).unwrap().batch_first);
+    assert_eq!(import::onnx_stack(&t).unwrap().layers().len(), 2);
+    let e = import::onnx(&t).unwrap_err().to_string();
+    assert!(e.contains("2 LSTM layers"), "{e}");
 }

@@ -469,12 +469,42 @@ fn fuzz_onnx() {
         read("frameworks/onnx_peep_clip_coupled/weights.onnx"),
         read("sequences/onnx_bidir_lens/weights.onnx"),
         read("bad_onnx/two_lstm_nodes.onnx"),
+        // Issue 16: exporters' graphs (stacks, glue, folded constants) and
+        // hostile ones.
+        read("sequences/onnx_export_torch_2layer_op14/weights.onnx"),
+        read("sequences/onnx_export_torch_bidir2_op17/weights.onnx"),
+        read("sequences/onnx_export_tf2onnx_stack/weights.onnx"),
+        read("sequences/onnx_export_tf2onnx_bidir/weights.onnx"),
+        read("bad_onnx/fold_reshape_bad.onnx"),
+        read("bad_onnx/fold_over_budget.onnx"),
+        read("bad_onnx/chain_size_mismatch.onnx"),
+        read("bad_onnx/mixed_layout.onnx"),
     ];
     fuzz("onnx", "m.onnx", seeds.clone(), |p| {
         import::onnx(p).map(drop)
     });
-    fuzz("onnx stack", "m.onnx", seeds, |p| {
+    fuzz("onnx stack", "m.onnx", seeds.clone(), |p| {
         import::onnx_stack(p).map(drop)
+    });
+    fuzz("onnx model", "m.onnx", seeds, |p| {
+        import::onnx_model(p).map(drop)
+    });
+}
+
+/// Models with external data, mutated (locations, offsets, lengths
+/// included), loaded from bytes against the directory holding the real
+/// data file: errors or loads, never a read outside that directory.
+#[test]
+fn fuzz_onnx_external_data() {
+    let seeds = vec![
+        read("sequences/onnx_export_torch_dynamo_bf/weights.onnx"),
+        read("sequences/onnx_export_torch_2layer_bf_op17_ext/weights.onnx"),
+        read("bad_onnx/ext_beyond.onnx"),
+    ];
+    fuzz("onnx external data", "m.onnx", seeds, |p| {
+        let bytes = std::fs::read(p).unwrap();
+        let base = golden("sequences/onnx_export_torch_dynamo_bf");
+        import::onnx_model_from_bytes(&bytes, Some(&base), import::LoadOptions::default()).map(drop)
     });
 }
 

@@ -1419,3 +1419,158 @@ fn pickles_cannot_exhaust_memory_or_the_stack() {
         assert!(peak < 200 << 20, "{want}: peak {peak} bytes");
     }
 }
+
+// ---------------------------------------------------------------------------
+// ONNX graphs (issue 16): external data, constant folding, graph walks.
+
+fn bad_onnx(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/bad_onnx")
+        .join(name)
+}
+
+fn export_case(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/sequences")
+        .join(name)
+}
+
+/// External data reached through a symbolic link that leads out of the
+/// model's directory is refused; a link that stays inside is followed.
+#[test]
+fn onnx_external_data_may_not_leave_the_model_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("model");
+    std::fs::create_dir(&dir).unwrap();
+    let model = dir.join("m.onnx");
+    std::fs::copy(bad_onnx("ext_symlink.onnx"), &model).unwrap();
+    // R is [1, 8, 2] floats: 64 bytes.
+    std::fs::write(tmp.path().join("outside.bin"), [0u8; 64]).unwrap();
+    std::os::unix::fs::symlink("../outside.bin", dir.join("ext_symlink.bin")).unwrap();
+    let e = message(import::onnx(&model));
+    assert!(
+        e.contains("leads outside the model's directory") && e.contains("`R`"),
+        "{e}"
+    );
+    std::fs::remove_file(dir.join("ext_symlink.bin")).unwrap();
+    std::fs::write(dir.join("inside.bin"), [0u8; 64]).unwrap();
+    std::os::unix::fs::symlink("inside.bin", dir.join("ext_symlink.bin")).unwrap();
+    let (_, w) = import::onnx(&model).unwrap();
+    // Gate rows: the 3 inputs, then the 2 recurrent ones (R), 8 columns.
+    assert!(
+        w.gates[3 * 8..].iter().all(|&v| v == 0.0),
+        "R read as zeros"
+    );
+    assert!(w.gates[..3 * 8].iter().any(|&v| v != 0.0));
+}
+
+/// Lengths, offsets and folded shapes that would need huge buffers are
+/// errors before anything of that size is allocated.
+#[test]
+fn onnx_huge_declarations_are_errors_before_allocation() {
+    for (name, want) in [
+        ("ext_huge_length.onnx", "beyond the end"),
+        ("ext_offset_huge.onnx", "beyond the end"),
+        ("fold_huge_dims.onnx", "exceeds the limit"),
+        (
+            "fold_over_budget.onnx",
+            "more elements than the model's size allows",
+        ),
+    ] {
+        let (r, peak) = peak_of(|| import::onnx(bad_onnx(name)));
+        let e = message(r);
+        assert!(e.contains(want), "{name}: {e}");
+        assert!(peak < 4 << 20, "{name}: {peak} bytes held");
+    }
+}
+
+/// Loading from bytes: external data needs the directory it lies in.
+#[test]
+fn onnx_from_bytes_needs_a_directory_for_external_data() {
+    let dir = export_case("onnx_export_torch_dynamo_bf");
+    let bytes = std::fs::read(dir.join("weights.onnx")).unwrap();
+    let opts = import::LoadOptions::default();
+    let e = message(import::onnx_model_from_bytes(&bytes, None, opts));
+    assert!(
+        e.contains("uses external data") && e.contains("base_dir"),
+        "{e}"
+    );
+    let m = import::onnx_model_from_bytes(&bytes, Some(&dir), opts).unwrap();
+    let f = import::onnx_model(dir.join("weights.onnx")).unwrap();
+    assert!(m.batch_first && f.batch_first);
+    assert_eq!(
+        m.stack.layers()[0].forward.weights(),
+        f.stack.layers()[0].forward.weights()
+    );
+    // A model without external data loads from bytes alone, the same.
+    let plain = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/frameworks/onnx_plain/weights.onnx");
+    let from_bytes = import::onnx_from_bytes(&std::fs::read(&plain).unwrap(), None).unwrap();
+    assert_eq!(from_bytes, import::onnx(&plain).unwrap());
+    let bi = export_case("onnx_export_torch_bidir2_op17").join("weights.onnx");
+    let s = import::onnx_stack_from_bytes(&std::fs::read(&bi).unwrap(), None, opts).unwrap();
+    assert_eq!(s.layers().len(), 2);
+}
+
+/// Appends `field` (length-delimited) to a protobuf message.
+fn pb_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+    let mut varint = |mut v: u64| loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    };
+    varint(((field as u64) << 3) | 2);
+    varint(bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// `model` with `nodes` (input, output) Identity nodes appended to its
+/// graph (a repeated embedded message merges into the first).
+fn with_identity_nodes(model: &[u8], nodes: impl Iterator<Item = (String, String)>) -> Vec<u8> {
+    let mut graph = Vec::new();
+    for (i, o) in nodes {
+        let mut n = Vec::new();
+        pb_field(&mut n, 1, i.as_bytes());
+        pb_field(&mut n, 2, o.as_bytes());
+        pb_field(&mut n, 4, b"Identity");
+        pb_field(&mut graph, 1, &n);
+    }
+    let mut out = model.to_vec();
+    pb_field(&mut out, 7, &graph);
+    out
+}
+
+/// A chain of 200,000 nodes is walked without recursion (no stack
+/// overflow) and in linear time; a cycle of as many is an error.
+#[test]
+fn onnx_long_chains_and_cycles_are_walked_iteratively() {
+    const N: usize = 200_000;
+    let plain = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/frameworks/onnx_plain/weights.onnx");
+    let bytes = std::fs::read(&plain).unwrap();
+    let want = import::onnx(&plain).unwrap();
+    let chain = with_identity_nodes(
+        &bytes,
+        (0..N).map(|k| {
+            let i = if k == 0 {
+                "W".to_string()
+            } else {
+                format!("c{k}")
+            };
+            (i, format!("c{}", k + 1))
+        }),
+    );
+    let t = std::time::Instant::now();
+    assert_eq!(import::onnx_from_bytes(&chain, None).unwrap(), want);
+    assert!(t.elapsed().as_secs() < 20, "{:?}", t.elapsed());
+    let cycle = with_identity_nodes(
+        &bytes,
+        (0..N).map(|k| (format!("c{k}"), format!("c{}", (k + 1) % N))),
+    );
+    let e = message(import::onnx_from_bytes(&cycle, None));
+    assert!(e.contains("cycle"), "{e}");
+}

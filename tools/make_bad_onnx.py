@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Writes small, deliberately unsupported or malformed ONNX LSTM models to
-tests/golden/bad_onnx/ for tests/errors.rs (`bad_onnx_models_are_errors`).
-Each file differs from a valid forward LSTM (input 3, hidden 2) in one way;
-the test expects an error naming that way. Needs the `onnx` package (not
+tests/golden/bad_onnx/ for tests/errors.rs (`bad_onnx_models_are_errors`)
+and tests/hostile.rs. Each file differs from a valid forward LSTM (input 3,
+hidden 2) in one way; the test expects an error naming that way. Issue 16
+adds graphs: external data escaping the model's directory or beyond its
+file, huge folded constants, cycles, bad Reshapes, unknown ops in the
+weights or between the LSTMs, LSTMs not chained or of mismatched sizes. Needs the `onnx` package (not
 needed by CI: the files are committed).
 
 Usage: python3 tools/make_bad_onnx.py
@@ -81,6 +84,88 @@ def main():
     model("duplicate_attribute", edit=dup_attr)
     model("unknown_attribute", attrs={"activation_alpha": [1.0]})
     model("hidden_size_huge", attrs={"hidden_size": 2**62})
+    issue16()
+
+
+def ext(location, offset=None, length=None):
+    """An edit pointing R at external data."""
+
+    def edit(m):
+        r = next(t for t in m.graph.initializer if t.name == "R")
+        r.ClearField("raw_data")
+        r.ClearField("float_data")
+        r.data_location = TensorProto.EXTERNAL
+        for k, v in [("location", location), ("offset", offset), ("length", length)]:
+            if v is not None:
+                e = r.external_data.add()
+                e.key, e.value = k, str(v)
+
+    return edit
+
+
+def issue16():
+    rng = np.random.default_rng(2)
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)
+    c64 = lambda name, v: helper.make_node("Constant", [], [name], name=name, value=numpy_helper.from_array(np.array(v, np.int64)))
+
+    # External data: refused paths, and offsets/lengths beyond the file.
+    model("ext_dotdot", edit=ext("../frameworks/onnx_plain/x.npy"))
+    model("ext_absolute", edit=ext("/etc/passwd"))
+    model("ext_symlink", edit=ext("ext_symlink.bin"))  # the link is made by tests/hostile.rs
+    with open(os.path.join(OUT, "ext_data.bin"), "wb") as fh:
+        fh.write(bytes(64))
+    model("ext_beyond", edit=ext("ext_data.bin", offset=48, length=4 * H * H * 4))
+    model("ext_huge_length", edit=ext("ext_data.bin", offset=0, length=2**62))
+    model("ext_offset_huge", edit=ext("ext_data.bin", offset=2**63 - 1, length=64))
+    model("ext_missing", edit=ext("no_such_file.bin"))
+
+    # W computed by a constant subgraph that is hostile.
+    def w_from(nodes, extra_inits=None):
+        lstm = helper.make_node("LSTM", ["X", "Wc", "R", "B"], ["Y"], name="lstm", hidden_size=H)
+        return dict(nodes=nodes + [lstm], inits=dict({"W": None, "W0": f(1, 4 * H, N)}, **(extra_inits or {})))
+
+    model("fold_huge_dims", **w_from([c64("shape", [2**40, 2**40]),
+                                      helper.make_node("ConstantOfShape", ["shape"], ["Wc"], name="huge")]))
+    model("fold_over_budget", **w_from([c64("shape", [2**15, 2**15]),
+                                        helper.make_node("ConstantOfShape", ["shape"], ["Wc"], name="big")]))
+    model("fold_reshape_bad", **w_from([c64("shape", [5, 7]),
+                                        helper.make_node("Reshape", ["W0", "shape"], ["Wc"], name="reshape_bad")]))
+    model("fold_unknown_op", **w_from([helper.make_node("MatMul", ["W0", "W0"], ["Wc"], name="mm")]))
+    model("fold_cycle", **w_from([helper.make_node("Add", ["W0", "b"], ["a"], name="loop_a"),
+                                  helper.make_node("Sum", ["a"], ["b"], name="loop_b"),
+                                  helper.make_node("Identity", ["a"], ["Wc"], name="to_w")]))
+    model("fold_gather_out_of_range", **w_from([c64("idx", [0, 7]),
+                                                helper.make_node("Gather", ["W0", "idx"], ["Wc"], name="gather")]))
+
+    # Two LSTMs: chained through Squeeze, or not.
+    def two(glue, w2_in=H, y1="Y1", extra=()):
+        l1 = helper.make_node("LSTM", ["X", "W", "R", "B"], [y1], name="lstm1", hidden_size=H)
+        l2 = helper.make_node("LSTM", ["S", "W2", "R", "B"], ["Y"], name="lstm2", hidden_size=H)
+        return dict(nodes=[l1, c64("ax1", [1])] + glue + [l2] + list(extra),
+                    inits={"W2": f(1, 4 * H, w2_in)})
+
+    squeeze = [helper.make_node("Squeeze", ["Y1", "ax1"], ["S"], name="squeeze")]
+    model("chain_size_mismatch", **two(squeeze, w2_in=N))
+    model("chain_unknown_op", **two([helper.make_node("Squeeze", ["Y1", "ax1"], ["S0"], name="squeeze"),
+                                     helper.make_node("Relu", ["S0"], ["S"], name="relu")]))
+    model("chain_unsqueezed", **two([helper.make_node("Identity", ["Y1"], ["S"], name="ident")]))
+    model("chain_swapped_axes", **two([helper.make_node("Squeeze", ["Y1", "ax1"], ["S0"], name="squeeze"),
+                                       helper.make_node("Transpose", ["S0"], ["S"], name="swap", perm=[1, 0, 2])]))
+    # The second LSTM's initial state is the first one's final state.
+    model("chain_from_state", nodes=[
+        helper.make_node("LSTM", ["X", "W", "R", "B"], ["", "Yh"], name="lstm1", hidden_size=H),
+        helper.make_node("LSTM", ["X", "W", "R", "B", "", "Yh"], ["Y"], name="lstm2", hidden_size=H)])
+    # A head after the LSTM: the graph output is not the LSTM's.
+    model("output_head", nodes=[helper.make_node("LSTM", ["X", "W", "R", "B"], ["Y0"], name="lstm", hidden_size=H),
+                                helper.make_node("MatMul", ["Y0", "head"], ["Y"], name="head_matmul")],
+          inits={"head": f(H, 1)})
+    # Batch-first input, time-major output.
+    model("mixed_layout", nodes=[helper.make_node("Transpose", ["X"], ["Xt"], name="tin", perm=[1, 0, 2]),
+                                 helper.make_node("LSTM", ["Xt", "W", "R", "B"], ["Y"], name="lstm", hidden_size=H)])
+    # Per-direction activations with a non-default one.
+    rb = lambda: dict(W=f(2, 4 * H, N), R=f(2, 4 * H, H), B=np.zeros((2, 8 * H), np.float32))
+    model("bidir_relu", attrs={"direction": "bidirectional",
+                               "activations": ["Sigmoid", "Tanh", "Tanh", "Sigmoid", "Relu", "Tanh"]}, inits=rb())
 
 
 if __name__ == "__main__":

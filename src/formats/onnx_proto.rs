@@ -1,6 +1,8 @@
 //! The subset of the ONNX protobuf schema (onnx/onnx.proto, field numbers
 //! as there) that the LSTM importer reads, decoded by `prost`. Unknown
-//! fields are skipped by prost, so any valid model decodes.
+//! fields are skipped by prost, so any valid model decodes; subgraphs
+//! (`If`/`Loop` bodies) are among the skipped fields, so decoding never
+//! recurses into them.
 
 #![allow(missing_docs)]
 
@@ -22,6 +24,47 @@ pub struct GraphProto {
     pub name: String,
     #[prost(message, repeated, tag = "5")]
     pub initializer: Vec<TensorProto>,
+    #[prost(message, repeated, tag = "11")]
+    pub input: Vec<ValueInfoProto>,
+    #[prost(message, repeated, tag = "12")]
+    pub output: Vec<ValueInfoProto>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ValueInfoProto {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(message, optional, tag = "2")]
+    pub r#type: Option<TypeProto>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TypeProto {
+    /// `tensor_type` of the `value` oneof (other kinds are skipped).
+    #[prost(message, optional, tag = "1")]
+    pub tensor_type: Option<TypeTensor>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TypeTensor {
+    #[prost(int32, tag = "1")]
+    pub elem_type: i32,
+    #[prost(message, optional, tag = "2")]
+    pub shape: Option<TensorShapeProto>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TensorShapeProto {
+    #[prost(message, repeated, tag = "1")]
+    pub dim: Vec<Dimension>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Dimension {
+    #[prost(int64, optional, tag = "1")]
+    pub dim_value: Option<i64>,
+    #[prost(string, optional, tag = "2")]
+    pub dim_param: Option<String>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -50,6 +93,8 @@ pub struct AttributeProto {
     pub i: i64,
     #[prost(bytes = "vec", tag = "4")]
     pub s: Vec<u8>,
+    #[prost(message, optional, tag = "5")]
+    pub t: Option<TensorProto>,
     #[prost(float, repeated, tag = "7")]
     pub floats: Vec<f32>,
     #[prost(int64, repeated, tag = "8")]
@@ -61,6 +106,14 @@ pub struct AttributeProto {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
+pub struct StringStringEntryProto {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
 pub struct TensorProto {
     #[prost(int64, repeated, tag = "1")]
     pub dims: Vec<i64>,
@@ -68,16 +121,35 @@ pub struct TensorProto {
     pub data_type: i32,
     #[prost(float, repeated, tag = "4")]
     pub float_data: Vec<f32>,
+    #[prost(int32, repeated, tag = "5")]
+    pub int32_data: Vec<i32>,
+    #[prost(int64, repeated, tag = "7")]
+    pub int64_data: Vec<i64>,
     #[prost(string, tag = "8")]
     pub name: String,
     #[prost(bytes = "vec", tag = "9")]
     pub raw_data: Vec<u8>,
     #[prost(double, repeated, tag = "10")]
     pub double_data: Vec<f64>,
+    #[prost(message, repeated, tag = "13")]
+    pub external_data: Vec<StringStringEntryProto>,
     #[prost(int32, tag = "14")]
     pub data_location: i32,
 }
 
-/// `TensorProto.DataType` values the importer accepts.
+/// `TensorProto.DataType` values the importer reads.
 pub const FLOAT: i32 = 1;
+pub const UINT8: i32 = 2;
+pub const INT8: i32 = 3;
+pub const UINT16: i32 = 4;
+pub const INT16: i32 = 5;
+pub const INT32: i32 = 6;
+pub const INT64: i32 = 7;
+pub const BOOL: i32 = 9;
+pub const FLOAT16: i32 = 10;
 pub const DOUBLE: i32 = 11;
+pub const UINT32: i32 = 12;
+pub const BFLOAT16: i32 = 16;
+
+/// `TensorProto.DataLocation.EXTERNAL`.
+pub const EXTERNAL: i32 = 1;

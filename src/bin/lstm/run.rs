@@ -19,7 +19,9 @@ pub enum Format {
     Keras,
     /// tf.compat.v1 LSTMCell variables (.npz): kernel, bias, w_*_diag, projection/kernel.
     Tf,
-    /// An .onnx model with one LSTM node (forward or bidirectional).
+    /// An .onnx model: one LSTM node or a chain of them (torch.onnx.export,
+    /// tf2onnx), external data next to it; its layout (time-major or
+    /// batch-first) is read from the graph.
     Onnx,
 }
 
@@ -37,7 +39,8 @@ pub struct RunArgs {
     /// Output .npy: float32 [T, B, n_out] (or [B, n_out] for a 2-D input).
     #[arg(long)]
     output: PathBuf,
-    /// Initial state .npz holding `c` and `m`, each [B, H] (default: zeros).
+    /// Initial state .npz holding `c` and `m`: [B, H] for one cell, [L·D, B, H]
+    /// for a sequence model (a one-cell model accepts [1, B, H] too) (default: zeros).
     #[arg(long)]
     state_in: Option<PathBuf>,
     /// Where to write the final state (.npz with `c` and `m`).
@@ -64,7 +67,7 @@ pub struct RunArgs {
     #[arg(long)]
     seq_lens: Option<PathBuf>,
     /// Input and output are [B, T, ·] (batch-first). Runs the model as a
-    /// sequence model.
+    /// sequence model. Not needed for ONNX models (their graph says).
     #[arg(long)]
     batch_first: bool,
     /// Accept NaN or infinite weights (by default the first one is an
@@ -101,7 +104,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             let stack = import::pytorch_stack_from_with(&file, &prefix, load_options(args))?;
             let multi = stack.layers().len() > 1 || stack.layers()[0].backward.is_some();
             if multi || args.seq_lens.is_some() || args.batch_first {
-                return run_stack(args, &stack);
+                return run_stack(args, &stack, args.batch_first);
             }
         } else if args.seq_lens.is_some() || args.batch_first {
             return Err(Error::Invalid(
@@ -111,9 +114,28 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
         torch_file = Some((file, prefix));
     } else if matches!(args.format, Format::Onnx) {
-        let stack = import::onnx_stack_with(&args.weights, load_options(args))?;
-        if stack.layers()[0].backward.is_some() || args.seq_lens.is_some() || args.batch_first {
-            return run_stack(args, &stack);
+        // The layout is the graph's: a contradicting --batch-first is an
+        // error, an agreeing one is not needed.
+        let model = import::onnx_model_with(&args.weights, load_options(args))?;
+        if args.batch_first && !model.batch_first {
+            return Err(Error::Invalid(format!(
+                "--batch-first contradicts {}: its graph takes time-major input [T, B, n] (ONNX models are run in the layout their graph declares; drop --batch-first)",
+                args.weights.display()
+            )));
+        }
+        if args.batch_first {
+            eprintln!(
+                "note: --batch-first is not needed for ONNX models: the graph of {} is batch-first, and its layout is used",
+                args.weights.display()
+            );
+        }
+        let stack = &model.stack;
+        if stack.layers().len() > 1
+            || stack.layers()[0].backward.is_some()
+            || args.seq_lens.is_some()
+            || model.batch_first
+        {
+            return run_stack(args, stack, model.batch_first);
         }
     } else if args.seq_lens.is_some() || args.batch_first {
         return Err(Error::Invalid(
@@ -163,13 +185,18 @@ pub fn run(args: &RunArgs) -> Result<()> {
             args.input.display()
         )));
     }
+    // A one-layer, one-direction model's state is [B, H]; the stack layout
+    // [L·D, B, H] = [1, B, H] is accepted too, and --state-out then keeps it.
+    let mut stack_layout = false;
     let mut state = match &args.state_in {
         Some(path) => {
             let f = io::read_tensors(path)?;
             // Shapes from the headers first: nothing of a wrong size is read.
             for (name, w) in [("c", h), ("m", cfg.n_recurrent())] {
                 let got = f.shape(name)?;
-                if got != [batch, w] {
+                if got == [1, batch, w] {
+                    stack_layout = true;
+                } else if got != [batch, w] {
                     return Err(Error::Shape {
                         tensor: format!("{name} in {}", path.display()),
                         expected: shape_str(&[batch, w]),
@@ -197,7 +224,15 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let staged_y = Staged::write(&args.output, |w| write_all(w, &y_bytes, &args.output))?;
     let staged_state = match &args.state_out {
         Some(path) => {
-            let (hs, rs) = ([batch, h], [batch, cfg.n_recurrent()]);
+            let (hs, rs) = (vec![batch, h], vec![batch, cfg.n_recurrent()]);
+            let lead = |s: Vec<usize>| {
+                if stack_layout {
+                    [&[1][..], &s].concat()
+                } else {
+                    s
+                }
+            };
+            let (hs, rs) = (lead(hs), lead(rs));
             let bytes =
                 io::tensor_file_bytes(path, &[("c", &hs, state.c()), ("m", &rs, state.m())])?;
             Some(Staged::write(path, |w| write_all(w, &bytes, path))?)
@@ -273,10 +308,11 @@ fn write_all(w: &mut dyn std::io::Write, bytes: &[u8], path: &std::path::Path) -
     })
 }
 
-/// A sequence model (PyTorch nn.LSTM, ONNX LSTM node): X is [T, B, n]
-/// ([B, T, n] with --batch-first),
-/// Y [T, B, D·P]; state files hold c [L·D, B, H] and m (= h) [L·D, B, R].
-fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack) -> Result<()> {
+/// A sequence model (PyTorch nn.LSTM, ONNX LSTM nodes): X is [T, B, n]
+/// ([B, T, n] when `batch_first`: --batch-first, or the ONNX graph's
+/// layout), Y [T, B, D·P] ([B, T, D·P]); state files hold c [L·D, B, H]
+/// and m (= h) [L·D, B, R].
+fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack, batch_first: bool) -> Result<()> {
     use lstm_kernels::SeqOptions;
     // One pool for every layer (a deep stack built a pool per cell).
     let stack = stack
@@ -285,7 +321,7 @@ fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack) -> Result<()> {
         .with_precision(args.precision)?;
     let x = io::read_npy(&args.input)?;
     let n = stack.input_size();
-    let (t, b) = match (x.shape.as_slice(), args.batch_first) {
+    let (t, b) = match (x.shape.as_slice(), batch_first) {
         ([t, b, k], false) if *k == n => (*t, *b),
         ([b, t, k], true) if *k == n => (*t, *b),
         (other, bf) => {
@@ -322,6 +358,28 @@ fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack) -> Result<()> {
         let c = stack.layers()[0].forward.config();
         (c.n_hidden, c.n_recurrent())
     };
+    // State files hold one [L·D, B, H] array: layers of one size and
+    // direction count.
+    let sizes: Vec<(usize, usize, usize)> = stack
+        .layers()
+        .iter()
+        .map(|l| {
+            let c = l.forward.config();
+            (
+                c.n_hidden,
+                c.n_recurrent(),
+                1 + l.backward.is_some() as usize,
+            )
+        })
+        .collect();
+    if sizes.iter().any(|&s| s != (h, r, dirs))
+        && (args.state_in.is_some() || args.state_out.is_some())
+    {
+        return Err(Error::Unsupported(format!(
+            "--state-in/--state-out hold [L·D, B, H] arrays, for stacks whose layers share one size; the layers of {} have (hidden, recurrent, directions) {sizes:?}",
+            args.weights.display()
+        )));
+    }
     if let Some(path) = &args.state_in {
         let f = io::read_tensors(path)?;
         // Shapes from the headers first: nothing of a wrong size is read.
@@ -354,15 +412,11 @@ fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack) -> Result<()> {
         &x.data,
         &mut y,
         SeqOptions {
-            batch_first: args.batch_first,
+            batch_first,
             seq_lens: lens.as_deref(),
         },
     )?;
-    let y_shape = if args.batch_first {
-        [b, t, w]
-    } else {
-        [t, b, w]
-    };
+    let y_shape = if batch_first { [b, t, w] } else { [t, b, w] };
     let y_bytes = io::npy_file_bytes(&y_shape, &y)?;
     let staged_y = Staged::write(&args.output, |wr| write_all(wr, &y_bytes, &args.output))?;
     let staged_state = match &args.state_out {

@@ -16,10 +16,14 @@
 //!   `projection/kernel [U, P]`; `forget_bias`, `cell_clip` and `proj_clip`
 //!   are settings of the cell, passed in [`TfOptions`].
 //!
-//! * [`onnx`]: an `.onnx` model with one `LSTM` node (initializers `W`,
-//!   `R`, optional `B`, `P`; gate order i, o, f, c; peephole order i, o, f;
-//!   attributes `hidden_size`, `clip`, `input_forget`; forward direction,
-//!   default activations), decoded with `prost`.
+//! * [`onnx_model`]: an `.onnx` model with one `LSTM` node or a chain of
+//!   them as exporters write them (`W`, `R`, optional `B`, `P` as
+//!   initializers or folded constant subgraphs, external data; gate order
+//!   i, o, f, c; peephole order i, o, f; attributes `hidden_size`, `clip`,
+//!   `input_forget`, `layout`; forward or bidirectional, default
+//!   activations), with the layout the graph declares; [`onnx()`] for a
+//!   single forward cell, [`onnx_stack`] for a time-major stack. Decoded
+//!   with `prost`.
 //!
 //! Every error names the file and the missing or misshapen tensor.
 
@@ -33,7 +37,10 @@ mod pytorch;
 mod tf;
 
 pub use keras::keras;
-pub use onnx::{onnx, onnx_stack, onnx_stack_with};
+pub use onnx::{
+    OnnxModel, onnx, onnx_from_bytes, onnx_model, onnx_model_from_bytes, onnx_model_with,
+    onnx_stack, onnx_stack_from_bytes, onnx_stack_with,
+};
 pub use pytorch::{
     pytorch, pytorch_from, pytorch_from_bytes, pytorch_prefix, pytorch_stack, pytorch_stack_from,
     pytorch_stack_from_bytes, pytorch_stack_from_with,
