@@ -25,7 +25,7 @@ use super::lowp::{Chunk, Epi, GATE_ROW, ROWS, UNITS, carve, epilogue, words_for}
 use super::simd::Avx512;
 use super::simd::{Portable, Simd};
 use crate::config::LstmConfig;
-use crate::error::{Error, Result, try_filled};
+use crate::error::{Result, try_filled};
 use crate::weights::LstmWeights;
 
 /// K per chunk: 16 pairs, one AMX A-tile row of 64 bytes.
@@ -48,15 +48,18 @@ pub(crate) enum Bf16Kernel {
     Portable,
 }
 
-impl Bf16Kernel {
-    pub(crate) const ALL: [Bf16Kernel; 3] = [
+impl super::lowp::KernelSet for Bf16Kernel {
+    const ALL: [Bf16Kernel; 3] = [
         Bf16Kernel::Amx,
         Bf16Kernel::Avx512Bf16,
         Bf16Kernel::Portable,
     ];
 
+    const ENV: &'static str = BF16_KERNEL_ENV;
+    const PRECISION: &'static str = "bf16";
+
     /// The kernel's name (what `Lstm::kernel_name` reports).
-    pub(crate) fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Bf16Kernel::Amx => "bf16_amx_16x16",
             Bf16Kernel::Avx512Bf16 => "bf16_avx512bf16_4x64",
@@ -73,7 +76,7 @@ impl Bf16Kernel {
     }
 
     /// Whether this CPU (and OS, for AMX) can run it.
-    pub(crate) fn available(self) -> bool {
+    fn available(self) -> bool {
         match self {
             Bf16Kernel::Amx => avx512bf16() && super::lowp::amx_ready(super::lowp::AMX_BF16),
             Bf16Kernel::Avx512Bf16 => avx512bf16(),
@@ -81,39 +84,11 @@ impl Bf16Kernel {
         }
     }
 
-    /// The fastest available, or the one [`BF16_KERNEL_ENV`] forces (an
-    /// error if it is unknown or unavailable).
-    pub(crate) fn choose() -> Result<Bf16Kernel> {
-        match std::env::var(BF16_KERNEL_ENV) {
-            Ok(v) if !v.is_empty() => Bf16Kernel::from_name(&v),
-            _ => Ok(Bf16Kernel::ALL
-                .into_iter()
-                .find(|k| k.available())
-                .unwrap_or(Bf16Kernel::Portable)),
+    fn needs(self) -> &'static str {
+        match self {
+            Bf16Kernel::Amx => "AMX-BF16 (and the kernel's permission for tile data)",
+            _ => "AVX512-BF16",
         }
-    }
-
-    /// The kernel `amx`, `avx512bf16` or `portable` (or its full name),
-    /// if this CPU can run it.
-    pub(crate) fn from_name(name: &str) -> Result<Bf16Kernel> {
-        let k = Bf16Kernel::ALL
-            .into_iter()
-            .find(|k| k.short() == name || k.name() == name)
-            .ok_or_else(|| {
-                Error::Unsupported(format!(
-                    "unknown bf16 kernel `{name}` (expected amx, avx512bf16 or portable)"
-                ))
-            })?;
-        if !k.available() {
-            return Err(Error::Unsupported(format!(
-                "bf16 kernel `{name}` needs {} , which this CPU or OS does not give",
-                match k {
-                    Bf16Kernel::Amx => "AMX-BF16 (and the kernel's permission for tile data)",
-                    _ => "AVX512-BF16",
-                }
-            )));
-        }
-        Ok(k)
     }
 }
 
@@ -213,6 +188,24 @@ impl Bf16Packed {
     }
 }
 
+impl super::lowp::Engine for Bf16Packed {
+    fn dims(&self) -> (usize, usize) {
+        (self.n_in, self.h)
+    }
+
+    fn scratch_words(&self, rows: usize) -> usize {
+        let rows_pad = rows.div_ceil(ROWS).max(1) * ROWS;
+        words_for::<u16>(rows_pad * self.kp)
+            + words_for::<f32>(self.kp)
+            + words_for::<f32>(rows_pad * GATE_ROW)
+    }
+
+    unsafe fn run_chunk(&self, ch: Chunk, scratch: &mut [u64]) -> Result<()> {
+        // SAFETY: forwarded (the trait's contract).
+        unsafe { run_chunk(self, ch, scratch) }
+    }
+}
+
 /// Runs one chunk on `pk.kernel`.
 ///
 /// # Safety
@@ -220,7 +213,7 @@ impl Bf16Packed {
 /// built); `ch.c` and `ch.m` hold `rows × H`; `ch.xs` is valid for reads of
 /// `n_in` floats at row `(t·batch + r)`, and `ch.out` for writes of `H` floats
 /// there, for every step `t < steps` and row `r < rows`.
-pub(crate) unsafe fn run_chunk(pk: &Bf16Packed, ch: Chunk, scratch: &mut [u64]) -> Result<()> {
+unsafe fn run_chunk(pk: &Bf16Packed, ch: Chunk, scratch: &mut [u64]) -> Result<()> {
     let rows_pad = ch.rows.div_ceil(ROWS).max(1) * ROWS;
     let (a, rest) = carve::<u16>(scratch, rows_pad * pk.kp);
     let (stage, rest) = carve::<f32>(rest, pk.kp);
@@ -644,48 +637,6 @@ mod amx {
             }
         }
     }
-}
-
-/// Runs `steps` steps of a `batch` in bf16: `xs` is `[steps, batch, n_in]`,
-/// `out` `[steps, batch, H]`; `c` and `m` (`[batch, H]`) are updated (see
-/// [`super::lowp::forward`]).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn forward(
-    pk: &Bf16Packed,
-    par: super::Parallel,
-    scratch: &mut Vec<u64>,
-    c: &mut [f32],
-    m: &mut [f32],
-    xs: &[f32],
-    out: &mut [f32],
-    batch: usize,
-    steps: usize,
-) -> Result<()> {
-    super::lowp::forward(
-        pk.n_in,
-        pk.h,
-        par,
-        scratch,
-        c,
-        m,
-        xs,
-        out,
-        batch,
-        steps,
-        |rows| scratch_words(pk, rows),
-        // SAFETY: the kernel was checked available when the model was
-        // built; lowp::forward hands each chunk its own rows (sizes checked
-        // there) and its scratch_words(rows) words.
-        |ch, s| unsafe { run_chunk(pk, ch, s) },
-    )
-}
-
-/// Scratch words a chunk of `rows` rows needs.
-fn scratch_words(pk: &Bf16Packed, rows: usize) -> usize {
-    let rows_pad = rows.div_ceil(ROWS).max(1) * ROWS;
-    words_for::<u16>(rows_pad * pk.kp)
-        + words_for::<f32>(pk.kp)
-        + words_for::<f32>(rows_pad * GATE_ROW)
 }
 
 #[cfg(test)]

@@ -48,6 +48,7 @@ mod counters {
     /// `Lstm::kernel_name` reports it) so far in this process; 0 for an
     /// unknown name.
     pub fn int8_runs(name: &str) -> u64 {
+        use crate::engine::KernelSet;
         crate::engine::int8::Int8Kernel::ALL
             .iter()
             .position(|k| k.name() == name)
@@ -58,6 +59,7 @@ mod counters {
     /// `Lstm::kernel_name` reports it) so far in this process; 0 for an
     /// unknown name.
     pub fn bf16_runs(name: &str) -> u64 {
+        use crate::engine::KernelSet;
         crate::engine::bf16::Bf16Kernel::ALL
             .iter()
             .position(|k| k.name() == name)

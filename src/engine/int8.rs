@@ -69,15 +69,18 @@ pub(crate) enum Int8Kernel {
     Portable,
 }
 
-impl Int8Kernel {
-    pub(crate) const ALL: [Int8Kernel; 3] = [
+impl super::lowp::KernelSet for Int8Kernel {
+    const ALL: [Int8Kernel; 3] = [
         Int8Kernel::Amx,
         Int8Kernel::Avx512Vnni,
         Int8Kernel::Portable,
     ];
 
+    const ENV: &'static str = INT8_KERNEL_ENV;
+    const PRECISION: &'static str = "int8";
+
     /// The kernel's name (what `Lstm::kernel_name` reports).
-    pub(crate) fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Int8Kernel::Amx => "int8_amx_16x16",
             Int8Kernel::Avx512Vnni => "int8_avx512vnni_4x64",
@@ -94,7 +97,7 @@ impl Int8Kernel {
     }
 
     /// Whether this CPU (and OS, for AMX) can run it.
-    pub(crate) fn available(self) -> bool {
+    fn available(self) -> bool {
         match self {
             Int8Kernel::Amx => avx512vnni() && super::lowp::amx_ready(super::lowp::AMX_INT8),
             Int8Kernel::Avx512Vnni => avx512vnni(),
@@ -102,39 +105,11 @@ impl Int8Kernel {
         }
     }
 
-    /// The fastest available, or the one [`INT8_KERNEL_ENV`] forces (an
-    /// error if it is unknown or unavailable).
-    pub(crate) fn choose() -> Result<Int8Kernel> {
-        match std::env::var(INT8_KERNEL_ENV) {
-            Ok(v) if !v.is_empty() => Int8Kernel::from_name(&v),
-            _ => Ok(Int8Kernel::ALL
-                .into_iter()
-                .find(|k| k.available())
-                .unwrap_or(Int8Kernel::Portable)),
+    fn needs(self) -> &'static str {
+        match self {
+            Int8Kernel::Amx => "AMX-INT8 (and the kernel's permission for tile data)",
+            _ => "AVX512-VNNI",
         }
-    }
-
-    /// The kernel `amx`, `avx512vnni` or `portable` (or its full name), if
-    /// this CPU can run it.
-    pub(crate) fn from_name(name: &str) -> Result<Int8Kernel> {
-        let k = Int8Kernel::ALL
-            .into_iter()
-            .find(|k| k.short() == name || k.name() == name)
-            .ok_or_else(|| {
-                Error::Unsupported(format!(
-                    "unknown int8 kernel `{name}` (expected amx, avx512vnni or portable)"
-                ))
-            })?;
-        if !k.available() {
-            return Err(Error::Unsupported(format!(
-                "int8 kernel `{name}` needs {}, which this CPU or OS does not give",
-                match k {
-                    Int8Kernel::Amx => "AMX-INT8 (and the kernel's permission for tile data)",
-                    _ => "AVX512-VNNI",
-                }
-            )));
-        }
-        Ok(k)
     }
 }
 
@@ -264,12 +239,31 @@ struct Bufs<'a> {
     g: &'a mut [f32],
 }
 
+impl super::lowp::Engine for Int8Packed {
+    fn dims(&self) -> (usize, usize) {
+        (self.n_in, self.h)
+    }
+
+    fn scratch_words(&self, rows: usize) -> usize {
+        let rows_pad = rows.div_ceil(ROWS).max(1) * ROWS;
+        words_for::<u8>(rows_pad * self.chunks() * KCHUNK)
+            + words_for::<f32>(rows_pad * 2)
+            + words_for::<i32>(rows_pad * ACC_ROW)
+            + words_for::<f32>(rows_pad * GATE_ROW)
+    }
+
+    unsafe fn run_chunk(&self, ch: Chunk, scratch: &mut [u64]) -> Result<()> {
+        // SAFETY: forwarded (the trait's contract).
+        unsafe { run_chunk(self, ch, scratch) }
+    }
+}
+
 /// Runs one chunk on `pk.kernel`.
 ///
 /// # Safety
 /// `pk.kernel` is available on this CPU (checked when the model was
 /// built); the chunk contract of [`super::lowp::forward`].
-pub(crate) unsafe fn run_chunk(pk: &Int8Packed, ch: Chunk, scratch: &mut [u64]) -> Result<()> {
+unsafe fn run_chunk(pk: &Int8Packed, ch: Chunk, scratch: &mut [u64]) -> Result<()> {
     let rows_pad = ch.rows.div_ceil(ROWS).max(1) * ROWS;
     let (a, rest) = carve::<u8>(scratch, rows_pad * pk.chunks() * KCHUNK);
     let (scales, rest) = carve::<f32>(rest, rows_pad * 2);
@@ -723,49 +717,6 @@ mod amx {
             }
         }
     }
-}
-
-/// Runs `steps` steps of a `batch` in int8: `xs` is `[steps, batch, n_in]`,
-/// `out` `[steps, batch, H]`; `c` and `m` (`[batch, H]`) are updated (see
-/// [`super::lowp::forward`]).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn forward(
-    pk: &Int8Packed,
-    par: super::Parallel,
-    scratch: &mut Vec<u64>,
-    c: &mut [f32],
-    m: &mut [f32],
-    xs: &[f32],
-    out: &mut [f32],
-    batch: usize,
-    steps: usize,
-) -> Result<()> {
-    super::lowp::forward(
-        pk.n_in,
-        pk.h,
-        par,
-        scratch,
-        c,
-        m,
-        xs,
-        out,
-        batch,
-        steps,
-        |rows| scratch_words(pk, rows),
-        // SAFETY: the kernel was checked available when the model was
-        // built; lowp::forward hands each chunk its own rows (sizes checked
-        // there) and its scratch_words(rows) words.
-        |ch, s| unsafe { run_chunk(pk, ch, s) },
-    )
-}
-
-/// Scratch words a chunk of `rows` rows needs.
-fn scratch_words(pk: &Int8Packed, rows: usize) -> usize {
-    let rows_pad = rows.div_ceil(ROWS).max(1) * ROWS;
-    words_for::<u8>(rows_pad * pk.chunks() * KCHUNK)
-        + words_for::<f32>(rows_pad * 2)
-        + words_for::<i32>(rows_pad * ACC_ROW)
-        + words_for::<f32>(rows_pad * GATE_ROW)
 }
 
 #[cfg(test)]

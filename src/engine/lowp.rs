@@ -21,6 +21,75 @@ pub(crate) const ROWS: usize = 16;
 /// Floats of gate pre-activations per row of a unit block: 4 gates × 16.
 pub(crate) const GATE_ROW: usize = 4 * UNITS;
 
+/// A reduced precision's set of kernels: three, fastest first (AMX, a
+/// vector extension, portable), chosen once per model.
+pub(crate) trait KernelSet: Copy + PartialEq + Sized + 'static {
+    /// Every kernel, fastest first; the last is the portable one.
+    const ALL: [Self; 3];
+    /// The environment variable that forces one.
+    const ENV: &'static str;
+    /// `bf16` or `int8`.
+    const PRECISION: &'static str;
+    /// The kernel's name (what `Lstm::kernel_name` reports).
+    fn name(self) -> &'static str;
+    /// Its short name (`amx`, …), as the environment variable takes it.
+    fn short(self) -> &'static str;
+    /// Whether this CPU (and OS, for AMX) can run it.
+    fn available(self) -> bool;
+    /// What it needs, for the error when it is unavailable.
+    fn needs(self) -> &'static str;
+
+    /// The fastest available, or the one [`KernelSet::ENV`] forces (an
+    /// error if it is unknown or unavailable).
+    fn choose() -> Result<Self> {
+        match std::env::var(Self::ENV) {
+            Ok(v) if !v.is_empty() => Self::from_name(&v),
+            _ => Ok(Self::ALL
+                .into_iter()
+                .find(|k| k.available())
+                .unwrap_or(Self::ALL[2])),
+        }
+    }
+
+    /// The kernel with this short or full name, if this CPU can run it.
+    fn from_name(name: &str) -> Result<Self> {
+        let k = Self::ALL
+            .into_iter()
+            .find(|k| k.short() == name || k.name() == name)
+            .ok_or_else(|| {
+                let shorts: Vec<&str> = Self::ALL.iter().map(|k| k.short()).collect();
+                Error::Unsupported(format!(
+                    "unknown {} kernel `{name}` (expected {})",
+                    Self::PRECISION,
+                    shorts.join(", ")
+                ))
+            })?;
+        if !k.available() {
+            return Err(Error::Unsupported(format!(
+                "{} kernel `{name}` needs {}, which this CPU or OS does not give",
+                Self::PRECISION,
+                k.needs()
+            )));
+        }
+        Ok(k)
+    }
+}
+
+/// A reduced-precision packing that runs chunks of rows ([`forward`]).
+pub(crate) trait Engine: Sync {
+    /// `(n_in, H)`.
+    fn dims(&self) -> (usize, usize);
+    /// Scratch words a chunk of `rows` rows needs.
+    fn scratch_words(&self, rows: usize) -> usize;
+    /// Runs one chunk through every step.
+    ///
+    /// # Safety
+    /// The packing's kernel is available on this CPU (checked when the
+    /// model was built); the chunk contract of [`forward`]; `scratch` holds
+    /// `scratch_words(ch.rows)` words.
+    unsafe fn run_chunk(&self, ch: Chunk, scratch: &mut [u64]) -> Result<()>;
+}
+
 /// Refuses the variants the reduced precisions do not compute yet.
 pub(crate) fn check_supported(cfg: &LstmConfig, precision: &str) -> Result<()> {
     let unsupported = |what: &str| {
@@ -287,19 +356,17 @@ pub(crate) fn carve<T: Pod>(arena: &mut [u64], n: usize) -> (&mut [T], &mut [u64
 /// `[steps, batch, H]`; `c` and `m` (`[batch, H]`) are updated by
 /// `run_chunk`. The batch is cut into chunks of whole [`ROWS`]-row blocks,
 /// one per thread; rows never interact, so the result is the same for
-/// every thread count. Each chunk gets `words(rows_per_chunk)` words of
-/// `scratch`, which grows (fallibly) only when a call needs more than any
+/// every thread count. Each chunk gets `pk.scratch_words(rows_per_chunk)`
+/// words of `scratch`, which grows (fallibly) only when a call needs more than any
 /// call before it: in steady state a call does not allocate.
 ///
-/// # Safety
-/// `run_chunk` may rely on the chunk contract: a chunk's `c` and `m` hold
-/// its `rows × H`, and its `xs`/`out` pointers are valid for its rows of
-/// every step (`n_in` and `H` floats) — which this function establishes
-/// from the sizes it checks.
+/// The chunk contract [`Engine::run_chunk`] may rely on: a chunk's `c` and
+/// `m` hold its `rows × H`, and its `xs`/`out` pointers are valid for its
+/// rows of every step (`n_in` and `H` floats) — which this function
+/// establishes from the sizes it checks.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn forward<W, F>(
-    n: usize,
-    h: usize,
+pub(crate) fn forward<E: Engine>(
+    pk: &E,
     par: super::Parallel,
     scratch: &mut Vec<u64>,
     c: &mut [f32],
@@ -308,13 +375,8 @@ pub(crate) fn forward<W, F>(
     out: &mut [f32],
     batch: usize,
     steps: usize,
-    words: W,
-    run_chunk: F,
-) -> Result<()>
-where
-    W: Fn(usize) -> usize,
-    F: Fn(Chunk, &mut [u64]) -> Result<()> + Sync,
-{
+) -> Result<()> {
+    let (n, h) = pk.dims();
     assert!(
         c.len() == batch * h
             && m.len() == batch * h
@@ -332,7 +394,7 @@ where
     let threads = pool.map_or(1, |_| par.threads);
     let per = batch.div_ceil(threads).div_ceil(ROWS) * ROWS;
     let nchunks = batch.div_ceil(per);
-    let per_words = words(per);
+    let per_words = pk.scratch_words(per);
     let need = crate::error::checked_elements(&[nchunks, per_words], "reduced-precision scratch")?;
     if scratch.len() < need {
         scratch
@@ -359,7 +421,11 @@ where
             batch,
             steps,
         };
-        run_chunk(ch, s)
+        // SAFETY: the kernel was checked available when the model was
+        // built (the only way to get a packing); the chunk holds its own
+        // rows (sizes asserted above) and per_words ≥ scratch_words(rows)
+        // words (rows ≤ per).
+        unsafe { pk.run_chunk(ch, s) }
     };
     let scratch = &mut scratch[..need];
     match pool {

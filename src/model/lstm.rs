@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use crate::config::LstmConfig;
+use crate::engine::KernelSet;
 use crate::engine::bf16::{Bf16Kernel, Bf16Packed};
 use crate::engine::int8::{Int8Kernel, Int8Packed};
 use crate::engine::{
@@ -534,8 +535,8 @@ impl Lstm {
             let (c, m) = (&mut state.c[..rows * h], &mut state.m[..rows * r]);
             let (par, s) = (self.parallel(), &mut state.lowp_scratch);
             return match &**b {
-                LowPacked::Bf16(b) => engine::bf16::forward(b, par, s, c, m, xs, out, rows, steps),
-                LowPacked::Int8(b) => engine::int8::forward(b, par, s, c, m, xs, out, rows, steps),
+                LowPacked::Bf16(b) => engine::lowp_forward(b, par, s, c, m, xs, out, rows, steps),
+                LowPacked::Int8(b) => engine::lowp_forward(b, par, s, c, m, xs, out, rows, steps),
             };
         }
         let bufs = StateBufs {
