@@ -1073,3 +1073,55 @@ fn cli_reduced_precision() {
         );
     }
 }
+
+/// Issue 14: `lstm run --format onnx` runs a DynamicQuantizeLSTM in int8
+/// on its own int8 weights (bitwise what `import::onnx_model` gives), and
+/// in f32 on the dequantized weights with `--precision f32`.
+#[test]
+fn lstm_run_runs_dynamic_quantize_lstm_in_int8() {
+    use lstm_kernels::import;
+    let dir = golden::dir("quantized").join("onnx_dq_tensor");
+    let (w, x) = (dir.join("weights.onnx"), dir.join("x.npy"));
+    let tmp = tempfile::tempdir().unwrap();
+    let xs = io::read_npy(&x).unwrap();
+    let model = import::onnx_model(&w).unwrap();
+    for (flag, want_int8) in [(None, true), (Some("f32"), false)] {
+        let y = tmp.path().join("y.npy");
+        let mut cmd = lstm();
+        cmd.args(["run", "--format", "onnx", "--weights"])
+            .arg(&w)
+            .arg("--input")
+            .arg(&x)
+            .arg("--output")
+            .arg(&y)
+            .args(["--threads", "1"]);
+        if let Some(p) = flag {
+            cmd.args(["--precision", p]);
+        }
+        run_ok(&mut cmd);
+        let stack = if want_int8 {
+            model.stack.clone()
+        } else {
+            model
+                .stack
+                .clone()
+                .with_precision(lstm_kernels::Precision::F32)
+                .unwrap()
+        };
+        assert_eq!(
+            stack.layers()[0].forward.kernel_name().starts_with("int8_"),
+            want_int8
+        );
+        let b = xs.shape[1];
+        let mut st = stack.new_state(b).unwrap();
+        let mut want = vec![0.0; xs.data.len() / xs.shape[2] * 16];
+        stack
+            .forward(&mut st, &xs.data, &mut want, model.seq_options())
+            .unwrap();
+        let got = io::read_npy(&y).unwrap().data;
+        assert!(
+            common::bits(&got) == common::bits(&want),
+            "lstm run ({flag:?}) differs from the library"
+        );
+    }
+}

@@ -300,3 +300,95 @@ fn whole_model_pickles_say_to_save_the_state_dict() {
         assert!(e.contains("state_dict"), "{e}");
     }
 }
+
+/// Issue 14: ONNX Runtime's `DynamicQuantizeLSTM` (int8 weights as
+/// `quantize_dynamic(weight_type=QInt8)` writes them, one scale per tensor
+/// or per channel; tools/make_dq_goldens.py) loads as an int8 model that
+/// runs the file's own int8 weights: every cell reports an int8 kernel,
+/// its outputs are within the int8 bound of the exact reference over the
+/// dequantized weights (both directions), and with one scale per tensor
+/// they differ from the same weights quantized again per column (so the
+/// file's quantization is what runs). `lstm_kernels::import::onnx` (one
+/// cell, f32) refuses it and says what to use.
+#[test]
+fn dynamic_quantize_lstm_runs_its_own_int8_weights() {
+    use lstm_kernels::Precision;
+    for case in ["onnx_dq_tensor", "onnx_dq_channel"] {
+        let dir = golden::dir("quantized").join(case);
+        let model = import::onnx_model(dir.join("weights.onnx")).unwrap();
+        assert!(!model.batch_first);
+        let x = io::read_npy(dir.join("x.npy")).unwrap();
+        let (t, b, n) = (x.shape[0], x.shape[1], x.shape[2]);
+        let layer = &model.stack.layers()[0];
+        let cells: Vec<&Lstm> = std::iter::once(&layer.forward)
+            .chain(layer.backward.as_ref())
+            .collect();
+        for (d, cell) in cells.iter().enumerate() {
+            assert_eq!(cell.precision(), Precision::Int8, "{case}");
+            assert!(cell.kernel_name().starts_with("int8_"), "{case}");
+            // The direction's input order: reversed in time backwards.
+            let xs: Vec<f32> = (0..t)
+                .flat_map(|s| {
+                    let s = if d == 0 { s } else { t - 1 - s };
+                    x.data[s * b * n..(s + 1) * b * n].to_vec()
+                })
+                .collect();
+            let cfg = *cell.config();
+            let h = cfg.n_hidden;
+            let run = |m: &Lstm| {
+                let mut st = m.new_state(b).unwrap();
+                let mut y = vec![f32::NAN; t * b * h];
+                m.forward(&mut st, &xs, &mut y).unwrap();
+                y
+            };
+            let y = run(cell);
+            let seed = cell.weights().to_seed(&cfg).unwrap();
+            let mut rst = RefState::zeros(&cfg, b);
+            let bound = reference::forward_with_bound(
+                &cfg,
+                &seed,
+                &xs,
+                &mut rst,
+                ErrorModel::for_precision(Precision::Int8),
+            );
+            for (k, &yk) in y.iter().enumerate() {
+                let e = (yk as f64 - bound.y[k]).abs();
+                assert!(
+                    e <= bound.y_err[k],
+                    "{case} dir {d} y[{k}]: {yk} vs exact {}: {e:e} > {:e}",
+                    bound.y[k],
+                    bound.y_err[k]
+                );
+            }
+            let again = run(&(*cell).clone().with_precision(Precision::Int8).unwrap());
+            if case == "onnx_dq_tensor" {
+                assert!(
+                    y != again,
+                    "{case}: the file's int8 weights were quantized again"
+                );
+            }
+        }
+        // Against onnxruntime itself (which quantizes its activations its
+        // own way: per tensor, asymmetric): reported, not asserted.
+        let want = io::read_npy(dir.join("expected_y.npy")).unwrap().data;
+        let mut st = model.stack.new_state(b).unwrap();
+        let mut y = vec![f32::NAN; want.len()];
+        model
+            .stack
+            .forward(&mut st, &x.data, &mut y, model.seq_options())
+            .unwrap();
+        let diff = y
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        println!("{case}: max |ours - onnxruntime| = {diff:e}");
+        let e = import::onnx(dir.join("weights.onnx"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("onnx_model"), "{e}");
+        if cells.len() == 1 {
+            assert!(e.contains("DynamicQuantizeLSTM"), "{e}");
+        }
+    }
+}

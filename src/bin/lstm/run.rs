@@ -74,9 +74,11 @@ pub struct RunArgs {
     /// error naming the tensor and index).
     #[arg(long)]
     allow_non_finite_weights: bool,
-    /// Arithmetic of the gate GEMM: f32 (default), bf16 or int8 (see README).
-    #[arg(long, default_value = "f32")]
-    precision: lstm_kernels::Precision,
+    /// Arithmetic of the gate GEMM: f32, bf16 or int8 (see README). Default:
+    /// f32, or int8 for an ONNX DynamicQuantizeLSTM (its own int8 weights;
+    /// `--precision f32` runs them dequantized).
+    #[arg(long)]
+    precision: Option<lstm_kernels::Precision>,
 }
 
 fn load_options(args: &RunArgs) -> import::LoadOptions {
@@ -130,10 +132,14 @@ pub fn run(args: &RunArgs) -> Result<()> {
             );
         }
         let stack = &model.stack;
+        // A DynamicQuantizeLSTM's cells carry their int8 weights: run them
+        // as loaded.
+        let quantized = stack.layers()[0].forward.precision() != lstm_kernels::Precision::F32;
         if stack.layers().len() > 1
             || stack.layers()[0].backward.is_some()
             || args.seq_lens.is_some()
             || model.batch_first
+            || quantized
         {
             return run_stack(args, stack, model.batch_first);
         }
@@ -165,7 +171,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let cfg = cfg.with_non_finite_weights(args.allow_non_finite_weights);
     let model = Lstm::new(cfg, weights)?
         .with_threads(args.threads)?
-        .with_precision(args.precision)?;
+        .with_precision(args.precision.unwrap_or_default())?;
     let x = io::read_npy(&args.input)?;
     let (n, h, p) = (cfg.n_input, cfg.n_hidden, cfg.n_output());
     let (steps, batch, single) = match x.shape.as_slice() {
@@ -315,10 +321,13 @@ fn write_all(w: &mut dyn std::io::Write, bytes: &[u8], path: &std::path::Path) -
 fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack, batch_first: bool) -> Result<()> {
     use lstm_kernels::SeqOptions;
     // One pool for every layer (a deep stack built a pool per cell).
-    let stack = stack
-        .clone()
-        .with_threads(args.threads)?
-        .with_precision(args.precision)?;
+    let stack = stack.clone().with_threads(args.threads)?;
+    // Without --precision a model runs as loaded (f32, or a
+    // DynamicQuantizeLSTM's int8 weights as they are).
+    let stack = match args.precision {
+        Some(p) => stack.with_precision(p)?,
+        None => stack,
+    };
     let x = io::read_npy(&args.input)?;
     let n = stack.input_size();
     let (t, b) = match (x.shape.as_slice(), batch_first) {

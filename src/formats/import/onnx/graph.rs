@@ -147,6 +147,29 @@ pub(super) struct LstmConsts {
     pub r: Rc<Const>,
     pub b: Option<Rc<Const>>,
     pub p: Option<Rc<Const>>,
+    /// A `DynamicQuantizeLSTM`'s int8 weights (`w` and `r` then hold them
+    /// dequantized).
+    pub quant: Option<Quant>,
+}
+
+/// The int8 weights of a `DynamicQuantizeLSTM` node, in the LSTM node's
+/// layout (`[D, 4H, n]` and `[D, 4H, H]`), with one scale per direction
+/// and gate column (`[D, 4H]`).
+pub(super) struct Quant {
+    pub w: Vec<i8>,
+    pub r: Vec<i8>,
+    pub w_scale: Vec<f32>,
+    pub r_scale: Vec<f32>,
+}
+
+/// Whether `node` is an LSTM this importer maps: ONNX's `LSTM`, or ONNX
+/// Runtime's `DynamicQuantizeLSTM` (int8 weights).
+fn is_lstm(node: &NodeProto) -> bool {
+    (node.op_type == "LSTM" && matches!(node.domain.as_str(), "" | "ai.onnx")) || is_dq_lstm(node)
+}
+
+fn is_dq_lstm(node: &NodeProto) -> bool {
+    node.op_type == "DynamicQuantizeLSTM" && node.domain == "com.microsoft"
 }
 
 /// What the caller found in an LSTM node.
@@ -291,7 +314,7 @@ pub(super) fn walk(
                 indeg[i] += 1;
             } else if !w.inits.contains_key(inp.as_str())
                 && !w.vals.contains_key(inp.as_str())
-                && n.op_type != "LSTM"
+                && !is_lstm(n)
             {
                 return Err(src.err(format!(
                     "node {} ({}) reads `{inp}`, which no node, initializer or graph input provides",
@@ -306,7 +329,7 @@ pub(super) fn walk(
     while let Some(i) = queue.pop_front() {
         done += 1;
         let node = &nodes[i];
-        let outs = if node.op_type == "LSTM" && matches!(node.domain.as_str(), "" | "ai.onnx") {
+        let outs = if is_lstm(node) {
             w.lstm(i, node, on_lstm)?
         } else {
             w.eval(i, node)?
@@ -1540,14 +1563,17 @@ impl<'a> Walk<'a> {
     ) -> Result<Vec<Val>> {
         let lab = label(i, node);
         let src = self.src;
-        if node.input.len() > 8 {
+        let dq = is_dq_lstm(node);
+        let max_in = if dq { 12 } else { 8 };
+        if node.input.len() > max_in {
             return Err(src.err(format!(
-                "LSTM node {lab} has {} inputs (at most 8)",
+                "{} node {lab} has {} inputs (at most {max_in})",
+                node.op_type,
                 node.input.len()
             )));
         }
-        let mut ins = Vec::with_capacity(8);
-        for k in 0..8 {
+        let mut ins = Vec::with_capacity(max_in);
+        for k in 0..max_in {
             ins.push(match node.input.get(k) {
                 Some(n) => self.val(n)?,
                 None => None,
@@ -1589,12 +1615,18 @@ impl<'a> Walk<'a> {
             }
         }
         // Weights: constants.
-        let konst = |k: usize, what: &str| -> Result<Option<Rc<Const>>> {
+        let konst_as = |k: usize, what: &str, int: bool| -> Result<Option<Rc<Const>>> {
             let Some(v) = &ins[k] else { return Ok(None) };
             let name = in_name(k);
             match v {
                 Val::Const(c) => match c.data {
-                    Data::F32(_) => Ok(Some(c.clone())),
+                    Data::F32(_) if !int => Ok(Some(c.clone())),
+                    Data::I64(_) if int => Ok(Some(c.clone())),
+                    Data::F32(_) => Err(Error::Dtype {
+                        tensor: format!("{what} (`{name}`) of LSTM node {lab}"),
+                        path: src.name.to_path_buf(),
+                        dtype: "float (an integer type was expected)".into(),
+                    }),
                     Data::I64(_) => Err(Error::Dtype {
                         tensor: format!("{what} (`{name}`) of LSTM node {lab}"),
                         path: src.name.to_path_buf(),
@@ -1618,14 +1650,26 @@ impl<'a> Walk<'a> {
                 ))),
             }
         };
+        let konst = |k: usize, what: &str| konst_as(k, what, false);
         let need = |v: Option<Rc<Const>>, what: &str| {
             v.ok_or_else(|| Error::MissingTensor {
                 tensor: what.to_string(),
                 source_name: format!("{} (LSTM node {lab} input)", src.name.display()),
             })
         };
-        let w = need(konst(1, "W")?, "W")?;
-        let r = need(konst(2, "R")?, "R")?;
+        let (w, r, quant) = if dq {
+            let wq = need(konst_as(1, "W", true)?, "W")?;
+            let rq = need(konst_as(2, "R", true)?, "R")?;
+            let ws = need(konst(8, "W_scale")?, "W_scale")?;
+            let rs = need(konst(10, "R_scale")?, "R_scale")?;
+            let wz = konst_as(9, "W_zero_point", true)?;
+            let rz = konst_as(11, "R_zero_point", true)?;
+            let (w, r, q) =
+                dequantize_dq(src, &lab, &wq, &rq, &ws, &rs, wz.as_deref(), rz.as_deref())?;
+            (w, r, Some(q))
+        } else {
+            (need(konst(1, "W")?, "W")?, need(konst(2, "R")?, "R")?, None)
+        };
         let b = konst(3, "B")?;
         let p = konst(7, "P")?;
         // X: the sequence.
@@ -1640,7 +1684,7 @@ impl<'a> Walk<'a> {
             }
             None => return Err(src.err(format!("LSTM node {lab} has no input X"))),
         };
-        let shape = on_lstm(i, node, LstmConsts { w, r, b, p })?;
+        let shape = on_lstm(i, node, LstmConsts { w, r, b, p, quant })?;
         let (d, h) = (shape.dirs, shape.hidden);
         let layout_err = || {
             src.unsupported(format!(
@@ -1985,4 +2029,124 @@ fn reshape_sym(s: &Sym, target: &[Dim]) -> Option<Sym> {
         axes: out,
         feats: s.feats.clone(),
     })
+}
+
+/// A `DynamicQuantizeLSTM`'s weights: `W` `[D, n, 4H]` and `R` `[D, H, 4H]`
+/// int8 with scales per direction (`[D]`) or per direction and column
+/// (`[D, 4H]`) and zero points that must be 0 (symmetric, as
+/// `quantize_dynamic(weight_type=QInt8)` writes them). Returns them
+/// dequantized in the LSTM node's layout, and as int8.
+#[allow(clippy::too_many_arguments)]
+fn dequantize_dq(
+    src: &Source,
+    lab: &str,
+    wq: &Const,
+    rq: &Const,
+    ws: &Const,
+    rs: &Const,
+    wz: Option<&Const>,
+    rz: Option<&Const>,
+) -> Result<(Rc<Const>, Rc<Const>, Quant)> {
+    let ints = |c: &Const| match &c.data {
+        Data::I64(v) => v.clone(),
+        Data::F32(_) => Vec::new(),
+    };
+    let floats = |c: &Const| match &c.data {
+        Data::F32(v) => v.clone(),
+        Data::I64(_) => Vec::new(),
+    };
+    let (d, n, g4) = match wq.shape.as_slice() {
+        [d, n, g4] if g4 % 4 == 0 && *g4 > 0 => (*d, *n, *g4),
+        other => {
+            return Err(Error::Shape {
+                tensor: format!(
+                    "W of DynamicQuantizeLSTM node {lab} in {}",
+                    src.name.display()
+                ),
+                expected: "[num_directions, input_size, 4·hidden_size]".into(),
+                got: shape_str(other),
+            });
+        }
+    };
+    let h = g4 / 4;
+    if rq.shape != [d, h, g4] {
+        return Err(Error::Shape {
+            tensor: format!(
+                "R of DynamicQuantizeLSTM node {lab} in {}",
+                src.name.display()
+            ),
+            expected: shape_str(&[d, h, g4]),
+            got: shape_str(&rq.shape),
+        });
+    }
+    for (what, z) in [("W_zero_point", wz), ("R_zero_point", rz)] {
+        if let Some(z) = z
+            && !z.data.all_zero()
+        {
+            return Err(src.unsupported(format!(
+                "DynamicQuantizeLSTM node {lab}: {what} is not 0; only symmetric int8 weights run as they are (quantize with weight_type=QInt8)"
+            )));
+        }
+    }
+    // Scales per [D, 4H].
+    let scales = |c: &Const, what: &str| -> Result<Vec<f32>> {
+        let v = floats(c);
+        let per_dir = c.shape.as_slice() == [d] || (d == 1 && c.shape.is_empty());
+        if !(per_dir || c.shape.as_slice() == [d, g4]) {
+            return Err(Error::Shape {
+                tensor: format!(
+                    "{what} of DynamicQuantizeLSTM node {lab} in {}",
+                    src.name.display()
+                ),
+                expected: format!("{} or {}", shape_str(&[d]), shape_str(&[d, g4])),
+                got: shape_str(&c.shape),
+            });
+        }
+        let mut out = try_filled(d * g4, 0f32, what)?;
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = if per_dir { v[k / g4] } else { v[k] };
+        }
+        Ok(out)
+    };
+    let (w_scale, r_scale) = (scales(ws, "W_scale")?, scales(rs, "R_scale")?);
+    // [D, k, 4H] → [D, 4H, k], as i8 (checked) and dequantized.
+    let relayout = |c: &Const, k: usize, sc: &[f32], what: &str| -> Result<(Vec<i8>, Vec<f32>)> {
+        let v = ints(c);
+        let mut q = try_filled(d * g4 * k, 0i8, what)?;
+        let mut f = try_filled(d * g4 * k, 0f32, what)?;
+        for dd in 0..d {
+            for kk in 0..k {
+                for col in 0..g4 {
+                    let x = v[(dd * k + kk) * g4 + col];
+                    let x = i8::try_from(x).map_err(|_| {
+                        src.err(format!(
+                            "{what} of DynamicQuantizeLSTM node {lab}: value {x} is not int8"
+                        ))
+                    })?;
+                    let at = (dd * g4 + col) * k + kk;
+                    q[at] = x;
+                    f[at] = x as f32 * sc[dd * g4 + col];
+                }
+            }
+        }
+        Ok((q, f))
+    };
+    let (w8, wf) = relayout(wq, n, &w_scale, "W")?;
+    let (r8, rf) = relayout(rq, h, &r_scale, "R")?;
+    Ok((
+        Rc::new(Const {
+            shape: vec![d, g4, n],
+            data: Data::F32(wf),
+        }),
+        Rc::new(Const {
+            shape: vec![d, g4, h],
+            data: Data::F32(rf),
+        }),
+        Quant {
+            w: w8,
+            r: r8,
+            w_scale,
+            r_scale,
+        },
+    ))
 }

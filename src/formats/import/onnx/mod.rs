@@ -53,8 +53,10 @@ impl OnnxModel {
     }
 }
 
-/// Per layer, each direction's cell.
-type Cells = Vec<Vec<(LstmConfig, LstmWeights)>>;
+/// Per layer, each direction's cell (with its int8 gates for a
+/// `DynamicQuantizeLSTM`).
+type Cells = Vec<Vec<Cell>>;
+type Cell = (LstmConfig, LstmWeights, Option<crate::Int8Gates>);
 
 struct Parsed {
     layers: Cells,
@@ -109,7 +111,13 @@ fn single(p: Parsed, name: &Path) -> Result<(LstmConfig, LstmWeights)> {
             name.display()
         )));
     }
-    Ok(cells.remove(0))
+    match cells.remove(0) {
+        (_, _, Some(_)) => Err(Error::Unsupported(format!(
+            "{}: a DynamicQuantizeLSTM node (int8 weights); {hint}, which runs it in int8",
+            name.display()
+        ))),
+        (c, w, None) => Ok((c, w)),
+    }
 }
 
 /// Loads an ONNX model's chain of `LSTM` nodes (see the module docs) as a
@@ -189,7 +197,7 @@ fn build(p: Parsed, opts: LoadOptions, name: &Path) -> Result<OnnxModel> {
     let mut layers = Vec::with_capacity(n_layers);
     for (k, cells) in p.layers.into_iter().enumerate() {
         let mut it = cells.into_iter();
-        let (cf, wf) = it.next().expect("a direction");
+        let (cf, wf, qf) = it.next().expect("a direction");
         let at = |d: &str| {
             if n_layers == 1 {
                 format!("{d} direction")
@@ -197,10 +205,15 @@ fn build(p: Parsed, opts: LoadOptions, name: &Path) -> Result<OnnxModel> {
                 format!("layer {k} {d} direction")
             }
         };
-        let forward = build_cell(cf, wf, opts, name, &at("forward"))?;
+        // A DynamicQuantizeLSTM's cells run its int8 weights as they are.
+        let int8 = |cell: crate::Lstm, q: Option<crate::Int8Gates>| match q {
+            Some(q) => cell.with_int8_gates(&q),
+            None => Ok(cell),
+        };
+        let forward = int8(build_cell(cf, wf, opts, name, &at("forward"))?, qf)?;
         let backward = it
             .next()
-            .map(|(c, w)| build_cell(c, w, opts, name, &at("reverse")))
+            .map(|(c, w, q)| int8(build_cell(c, w, opts, name, &at("reverse"))?, q))
             .transpose()?;
         layers.push(crate::StackLayer { forward, backward });
     }
@@ -234,7 +247,7 @@ fn parse(bytes: &[u8], src: &Source) -> Result<Parsed> {
     let graph = model
         .graph
         .ok_or_else(|| src.err("the model has no graph"))?;
-    let mut cells: Vec<(usize, Vec<(LstmConfig, LstmWeights)>)> = Vec::new();
+    let mut cells: Vec<(usize, Vec<Cell>)> = Vec::new();
     let walked = graph::walk(src, &graph, bytes.len(), &mut |i, node, consts| {
         let (shape, c) = lstm_cells(src, i, node, consts)?;
         cells.push((i, c));
@@ -264,7 +277,7 @@ fn lstm_cells(
     i: usize,
     node: &crate::formats::onnx_proto::NodeProto,
     c: LstmConsts,
-) -> Result<(LstmShape, Vec<(LstmConfig, LstmWeights)>)> {
+) -> Result<(LstmShape, Vec<Cell>)> {
     let lab = graph::label(i, node);
     let attr = |name: &str| node.attribute.iter().find(|a| a.name == name);
     // Attributes: each at most once, and only those this importer reads
@@ -421,7 +434,29 @@ fn lstm_cells(
             dg[h..2 * h].copy_from_slice(&pd[2 * h..3 * h]);
             dg[2 * h..].copy_from_slice(&pd[h..2 * h]);
         }
-        cells.push((cfg, w));
+        let q = c.quant.as_ref().map(|q| -> Result<crate::Int8Gates> {
+            let mut g = crate::Int8Gates::quantize(&cfg, &w)?;
+            let (wq, rq) = (&q.w[d * 4 * h * n..], &q.r[d * 4 * h * h..]);
+            for k in 0..n + h {
+                for (gate, &og) in ONNX_GATE.iter().enumerate() {
+                    for j in 0..h {
+                        g.q[k * cols + gate * h + j] = if k < n {
+                            wq[(og * h + j) * n + k]
+                        } else {
+                            rq[(og * h + j) * h + k - n]
+                        };
+                    }
+                }
+            }
+            for (gate, &og) in ONNX_GATE.iter().enumerate() {
+                for j in 0..h {
+                    g.scale_x[gate * h + j] = q.w_scale[d * cols + og * h + j];
+                    g.scale_h[gate * h + j] = q.r_scale[d * cols + og * h + j];
+                }
+            }
+            Ok(g)
+        });
+        cells.push((cfg, w, q.transpose()?));
     }
     Ok((
         LstmShape {
