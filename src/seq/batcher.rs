@@ -150,6 +150,8 @@ struct Ticket {
     /// The stream's next waiting frame.
     next: u32,
     arrived: Instant,
+    /// When its step ended (or it failed).
+    finished: Instant,
     waker: Option<Waker>,
     /// The [`Pending`] was dropped: free the ticket when done.
     abandoned: bool,
@@ -488,11 +490,13 @@ impl Batcher {
         let q = &mut *q;
         q.waiting += 1;
         q.xs[t * sh.n_in..(t + 1) * sh.n_in].copy_from_slice(frame);
+        let now = Instant::now();
         q.tickets[t] = Ticket {
             status: Status::Queued,
             id,
             next: NONE,
-            arrived: Instant::now(),
+            arrived: now,
+            finished: now,
             waker: None,
             abandoned: false,
         };
@@ -513,6 +517,7 @@ impl Batcher {
             shared: Arc::clone(&self.shared),
             ticket: t as u32,
             taken: false,
+            latency: None,
         })
     }
 
@@ -560,6 +565,7 @@ impl Ticket {
             id: StreamId::placeholder(pool_tag),
             next: NONE,
             arrived: now,
+            finished: now,
             waker: None,
             abandoned: false,
         }
@@ -629,6 +635,7 @@ pub struct Pending {
     shared: Arc<Shared>,
     ticket: u32,
     taken: bool,
+    latency: Option<Duration>,
 }
 
 impl fmt::Debug for Pending {
@@ -687,8 +694,18 @@ impl Pending {
             }
         };
         self.taken = true;
+        let tk = &q.tickets[t];
+        self.latency = Some(tk.finished.saturating_duration_since(tk.arrived));
         free_ticket(q, t);
         Some(result)
+    }
+
+    /// Once the result has been taken (by `try_get` or a poll; `wait`
+    /// consumes the handle): the time from the submit to the output being
+    /// ready, as the worker stamped it — the service's latency, without
+    /// the time the caller took to look.
+    pub fn latency(&self) -> Option<Duration> {
+        self.latency
     }
 
     /// The output, if the frame has run (or its error); `None` if not yet.
@@ -935,7 +952,8 @@ impl Worker {
         }
         let start = Instant::now();
         let result = pool.step(&self.ids[..k], &self.x[..k * n], &mut self.y[..k * p]);
-        let took = start.elapsed();
+        let finished = Instant::now();
+        let took = finished - start;
         let mut guard = lock(&sh.q);
         let q = &mut *guard;
         q.stats.steps += 1;
@@ -968,6 +986,7 @@ impl Worker {
                 }
             };
             let tk = &mut q.tickets[t];
+            tk.finished = finished;
             if tk.abandoned {
                 free_ticket(q, t);
             } else if let Some(w) = tk.waker.take() {
