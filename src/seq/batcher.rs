@@ -239,7 +239,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Continuous batching over a [`StreamPool`] for many threads: see the
-/// [module docs](self) for the rules. `Send + Sync`: share it (an `Arc`,
+/// [module docs](crate::batcher) for the rules. `Send + Sync`: share it (an `Arc`,
 /// or scoped threads) and call it from any thread.
 ///
 /// ```

@@ -78,7 +78,7 @@ impl fmt::Display for StreamId {
 
 /// Up to `capacity` streams over one model (an [`Lstm`] cell or a
 /// unidirectional [`LstmStack`]), each with its own state, stepped
-/// together: see the [module docs](self) for how.
+/// together: see the [module docs](crate::pool) for how.
 ///
 /// ```
 /// use lstm_kernels::{Lstm, LstmConfig, LstmWeights, StreamPool};
