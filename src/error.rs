@@ -94,6 +94,15 @@ pub enum Error {
         /// The bytes asked for.
         bytes: usize,
     },
+
+    /// A bounded resource is full for now: a stream pool with every
+    /// stream open, a batcher's queue under [`Backpressure::Busy`](crate::Backpressure::Busy).
+    /// Retrying later may succeed.
+    Busy(String),
+
+    /// The [`Batcher`](crate::Batcher) was shut down (or its worker
+    /// stopped) before the call could be served.
+    Shutdown(String),
 }
 
 /// One part of a message, printed on one line and capped (see
@@ -202,6 +211,8 @@ impl fmt::Display for Error {
             Error::Alloc { what, bytes } => {
                 write!(f, "cannot allocate {bytes} bytes for {}", part(what))
             }
+            Error::Busy(s) => write!(f, "busy: {}", part(s)),
+            Error::Shutdown(s) => write!(f, "shut down: {}", part(s)),
         }
     }
 }

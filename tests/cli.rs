@@ -1125,3 +1125,72 @@ fn lstm_run_runs_dynamic_quantize_lstm_in_int8() {
         );
     }
 }
+
+/// `bench --streams`: the batcher against the ceiling and one call per
+/// stream, one JSON object with the fields the issue asks for; bad
+/// stream/client counts are one-line errors.
+#[test]
+fn cli_bench_streams_json() {
+    let out = run_ok(lstm().args([
+        "bench",
+        "--streams",
+        "40",
+        "--clients",
+        "4",
+        "--max-wait-us",
+        "100",
+        "--input",
+        "7",
+        "--hidden",
+        "5",
+        "--head",
+        "3",
+        "--peephole",
+        "matrix",
+        "--threads",
+        "2",
+        "--seconds",
+        "0.3",
+        "--json",
+    ]));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.trim().lines().count(), 1, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for key in [
+        "streams",
+        "clients",
+        "max_wait_us",
+        "threads",
+        "frames_per_s",
+        "ceiling_frames_per_s",
+        "per_stream_frames_per_s",
+        "mean_batch",
+        "step_us",
+        "p50_us",
+        "p99_us",
+        "max_us",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key} in {text}");
+    }
+    assert_eq!(
+        (v["streams"].as_u64(), v["clients"].as_u64()),
+        (Some(40), Some(4))
+    );
+    assert!(v["frames_per_s"].as_f64().unwrap() > 0.0, "{text}");
+    let mean = v["mean_batch"].as_f64().unwrap();
+    assert!((1.0..=40.0).contains(&mean), "{text}");
+    for bad in [["--streams", "0"], ["--clients", "50"]] {
+        let out = lstm()
+            .args(["bench", "--streams", "40", "--seconds", "0"])
+            .args(bad)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("--streams") || err.contains("clients"),
+            "{err}"
+        );
+    }
+}

@@ -15,7 +15,8 @@ use crate::error::{Error, Result, checked_elements, shape_str, try_filled, try_z
 use crate::import;
 use crate::io::{TensorFile, read_tensors, safetensors_from_bytes};
 use crate::rng::SplitMix64;
-use crate::stack::{LstmStack, SeqOptions, StackState};
+use crate::seq::pool::StreamPool;
+use crate::stack::{LstmStack, SeqOptions};
 
 /// The shipped model: trained on the Book of Genesis (KJV).
 /// The most characters a model's vocabulary may have (a larger `vocab` is
@@ -137,9 +138,11 @@ impl CharLm {
     }
 
     /// Continues every prompt by `length` characters, all prompts as one
-    /// batch through the kernels. `on_char(i, c)` sees each new character
-    /// of prompt `i` as it is made (for streaming). Returns the
-    /// continuations (without the prompts).
+    /// batch through the kernels: each prompt is a stream of a
+    /// [`StreamPool`](crate::StreamPool) over the stack (so the stack must
+    /// be unidirectional). `on_char(i, c)` sees each new character of
+    /// prompt `i` as it is made (for streaming). Returns the continuations
+    /// (without the prompts).
     pub fn generate(
         &self,
         prompts: &[&str],
@@ -172,34 +175,37 @@ impl CharLm {
         let (e, v, h) = (self.e, self.vocab.len(), self.stack.output_size());
         let t = toks.iter().map(Vec::len).max().unwrap_or(0);
         let lens: Vec<usize> = toks.iter().map(Vec::len).collect();
-        // Every buffer below is at most t·b·max(e, h) or b·length values.
-        let n_xs = checked_elements(&[t, b, e], "the prompt inputs")?;
-        let n_ys = checked_elements(&[t, b, h], "the prompt outputs")?;
+        // Every buffer below is at most b·max(e, h) or b·length values.
+        checked_elements(&[b, e.max(h)], "the step buffers")?;
         checked_elements(&[b, length], "the generated text (prompts × length)")?;
-        let mut st: StackState = self.stack.new_state(b)?;
-        // The prompts, padded, as one sequence with per-prompt lengths.
-        let mut xs = try_zeros(n_xs, "prompt inputs")?;
-        for (i, tk) in toks.iter().enumerate() {
-            for (s, &k) in tk.iter().enumerate() {
-                xs[(s * b + i) * e..(s * b + i + 1) * e]
-                    .copy_from_slice(&self.emb[k * e..(k + 1) * e]);
-            }
-        }
-        let mut ys = try_zeros(n_ys, "prompt outputs")?;
-        self.stack.forward(
-            &mut st,
-            &xs,
-            &mut ys,
-            SeqOptions {
-                batch_first: false,
-                seq_lens: Some(&lens),
-            },
-        )?;
+        // Each prompt is a stream of a pool: the prompts run one
+        // character per step, each step over the streams whose prompt has
+        // not ended yet, and then every stream one step per character.
+        let mut pool = StreamPool::from_stack(&self.stack, b)?;
+        let ids = (0..b).map(|_| pool.open()).collect::<Result<Vec<_>>>()?;
+        let mut xs = try_zeros(b * e, "prompt inputs")?;
+        let mut ys = try_zeros(b * h, "prompt outputs")?;
+        let (mut act, mut sel) = (Vec::with_capacity(b), Vec::with_capacity(b));
         // Each prompt's last output.
-        let mut last = vec![0.0f32; b * h];
-        for i in 0..b {
-            last[i * h..(i + 1) * h]
-                .copy_from_slice(&ys[((lens[i] - 1) * b + i) * h..((lens[i] - 1) * b + i + 1) * h]);
+        let mut last = try_zeros(b * h, "the last outputs")?;
+        // (`s` indexes each active prompt's characters, not one slice.)
+        #[allow(clippy::needless_range_loop)]
+        for s in 0..t {
+            act.clear();
+            act.extend((0..b).filter(|&i| lens[i] > s));
+            sel.clear();
+            sel.extend(act.iter().map(|&i| ids[i]));
+            for (j, &i) in act.iter().enumerate() {
+                let k = toks[i][s];
+                xs[j * e..(j + 1) * e].copy_from_slice(&self.emb[k * e..(k + 1) * e]);
+            }
+            let k = act.len();
+            pool.step(&sel, &xs[..k * e], &mut ys[..k * h])?;
+            for (j, &i) in act.iter().enumerate() {
+                if lens[i] == s + 1 {
+                    last[i * h..(i + 1) * h].copy_from_slice(&ys[j * h..(j + 1) * h]);
+                }
+            }
         }
         let mut rng = SplitMix64::new(sampling.seed);
         let mut logits = vec![0.0f32; v];
@@ -228,8 +234,7 @@ impl CharLm {
                 x1[i * e..(i + 1) * e].copy_from_slice(&self.emb[k * e..(k + 1) * e]);
             }
             if step + 1 < length {
-                self.stack
-                    .forward(&mut st, &x1, &mut last, SeqOptions::default())?;
+                pool.step(&ids, &x1, &mut last)?;
             }
         }
         Ok(outs)

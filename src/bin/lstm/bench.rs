@@ -58,6 +58,17 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Serve this many live streams through the batcher instead (see
+    /// README, "Serving streams"); compares with one batch of them through
+    /// `step` and with one `step` call per stream.
+    #[arg(long)]
+    streams: Option<usize>,
+    /// With --streams: client threads, each driving streams/clients streams.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// With --streams: the batcher's max_wait, in microseconds.
+    #[arg(long, default_value_t = 200)]
+    max_wait_us: u64,
 }
 
 /// Timing of repeated forward calls.
@@ -140,6 +151,16 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         model = model.with_isa(isa)?;
     }
     model = model.with_kernel(a.kernel)?.with_precision(a.precision)?;
+    if let Some(streams) = a.streams {
+        let args = crate::streams::StreamArgs {
+            streams,
+            clients: a.clients,
+            max_wait_us: a.max_wait_us,
+            seconds: a.seconds,
+            json: a.json,
+        };
+        return crate::streams::bench(model, &args);
+    }
     let (model, mut xs) = setup_inputs(model, a.batch, a.steps)?;
     let mut state = model.new_state(a.batch)?;
     if a.subnormal {

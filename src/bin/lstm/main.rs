@@ -2,7 +2,8 @@
 //!
 //! * `lstm` / `lstm demo` — the seed exercise and a speed table;
 //! * `lstm run` — run a cell on weights and inputs from files;
-//! * `lstm bench` — throughput of `forward` at a given shape.
+//! * `lstm bench` — throughput of `forward` at a given shape, or of many
+//!   live streams served by the batcher (`--streams`).
 
 /// `println!` that exits quietly when stdout is closed (`lstm … | head`)
 /// instead of panicking.
@@ -29,6 +30,7 @@ mod bench;
 mod demo;
 mod generate;
 mod run;
+mod streams;
 
 use clap::{Parser, Subcommand};
 

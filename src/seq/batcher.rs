@@ -1,0 +1,1050 @@
+//! Continuous batching: many threads submit one frame of one stream at a
+//! time; one worker thread, which owns the [`StreamPool`], gathers the
+//! waiting frames into a batch and runs it as one step.
+//!
+//! The rules, in the order the worker applies them:
+//!
+//! * A batch holds at most one frame per stream, its oldest; a stream's
+//!   next frame goes into a later step, so every stream sees its frames in
+//!   the order they were submitted.
+//! * Streams are served first come, first served: a batch takes the
+//!   streams whose frames have waited longest, at most `max_batch` of them.
+//! * A batch runs as soon as it is full (`max_batch` streams ready), or
+//!   `max_wait` after the oldest of its frames arrived, whichever is first.
+//! * Stream control (open, close, reset, reading and writing a state) runs
+//!   on the worker between two steps, before the next batch: a close or
+//!   reset takes effect before that stream's frames still waiting (a
+//!   closed stream's waiting frames fail).
+//!
+//! Frames wait in a bounded queue (`BatcherConfig::queue` frames waiting
+//! to run; a frame leaves it when its step takes it, whether or not its
+//! result has been collected); when it is full, a submit waits for room or
+//! fails with [`Error::Busy`] ([`Backpressure`]). Locks are held only to move frames and results in
+//! and out of the queue, never while the kernels run; a warm batcher does
+//! not allocate per step or per frame (`submit_into`).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result, check_len, try_zeros};
+use crate::seq::pool::{StreamId, StreamPool};
+
+/// What a submit does when the queue is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backpressure {
+    /// Wait until a frame's result has been collected (the default).
+    #[default]
+    Block,
+    /// Return [`Error::Busy`] at once.
+    Busy,
+}
+
+/// What [`Batcher::shutdown`] does with frames still waiting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Run every frame already accepted, then stop.
+    Drain,
+    /// Fail every frame not yet running with [`Error::Shutdown`] (the
+    /// step already running completes), then stop.
+    Fail,
+}
+
+/// How a [`Batcher`] forms batches.
+#[derive(Clone, Copy, Debug)]
+pub struct BatcherConfig {
+    /// The most streams one step runs; 0 (the default) means the pool's
+    /// capacity.
+    pub max_batch: usize,
+    /// The longest a frame waits for the batch to fill (default 200 µs).
+    pub max_wait: Duration,
+    /// The most frames waiting to run, across all streams; 0 (the
+    /// default) means twice the pool's capacity.
+    pub queue: usize,
+    /// What a submit does when the queue is full.
+    pub backpressure: Backpressure,
+}
+
+impl Default for BatcherConfig {
+    fn default() -> Self {
+        BatcherConfig {
+            max_batch: 0,
+            max_wait: Duration::from_micros(200),
+            queue: 0,
+            backpressure: Backpressure::Block,
+        }
+    }
+}
+
+impl BatcherConfig {
+    /// The defaults (see the fields).
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets [`BatcherConfig::max_batch`].
+    pub fn with_max_batch(mut self, n: usize) -> Self {
+        self.max_batch = n;
+        self
+    }
+    /// Sets [`BatcherConfig::max_wait`].
+    pub fn with_max_wait(mut self, wait: Duration) -> Self {
+        self.max_wait = wait;
+        self
+    }
+    /// Sets [`BatcherConfig::queue`].
+    pub fn with_queue(mut self, frames: usize) -> Self {
+        self.queue = frames;
+        self
+    }
+    /// Sets [`BatcherConfig::backpressure`].
+    pub fn with_backpressure(mut self, b: Backpressure) -> Self {
+        self.backpressure = b;
+        self
+    }
+}
+
+/// Counters of a [`Batcher`] since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BatcherStats {
+    /// Steps run.
+    pub steps: u64,
+    /// Frames run (the sum of the batch sizes).
+    pub frames: u64,
+    /// Frames failed (closed stream, shutdown, a failed step).
+    pub failed: u64,
+    /// The largest batch.
+    pub largest_batch: usize,
+    /// Time spent in the pool's steps (the kernels and the row moves).
+    pub step_time: Duration,
+}
+
+impl BatcherStats {
+    /// Frames per step.
+    pub fn mean_batch(&self) -> f64 {
+        self.frames as f64 / self.steps.max(1) as f64
+    }
+}
+
+/// "No ticket": the end of a stream's list of waiting frames.
+const NONE: u32 = u32::MAX;
+
+enum Status {
+    Free,
+    Queued,
+    Running,
+    Done,
+    Failed(Error),
+}
+
+/// One accepted frame, from its submit until its result is collected:
+/// where it is, and its result once it has one. The frame and output
+/// values live in the queue's `xs`/`ys`.
+struct Ticket {
+    status: Status,
+    id: StreamId,
+    /// The stream's next waiting frame.
+    next: u32,
+    arrived: Instant,
+    /// When its step ended (or it failed).
+    finished: Instant,
+    waker: Option<Waker>,
+    /// The [`Pending`] was dropped: free the ticket when done.
+    abandoned: bool,
+}
+
+/// A stream control operation, run by the worker between steps.
+enum Op {
+    Open,
+    Close(StreamId),
+    Reset(StreamId),
+    Read(StreamId),
+    Write(StreamId, Vec<f32>, Vec<f32>),
+}
+
+enum Reply {
+    Id(StreamId),
+    Done,
+    State(Vec<f32>, Vec<f32>),
+}
+
+/// Where the worker puts a control operation's result.
+#[derive(Default)]
+struct OneShot {
+    result: Mutex<Option<Result<Reply>>>,
+    cv: Condvar,
+}
+
+impl OneShot {
+    fn put(&self, r: Result<Reply>) {
+        *lock(&self.result) = Some(r);
+        self.cv.notify_one();
+    }
+}
+
+struct Queue {
+    tickets: Vec<Ticket>,
+    /// Frames, `[tickets, n_in]`, and outputs, `[tickets, n_out]`, by
+    /// ticket. Tickets are made as needed and reused: they number the
+    /// most frames ever accepted and not yet collected at once.
+    xs: Vec<f32>,
+    ys: Vec<f32>,
+    free: Vec<u32>,
+    /// Frames waiting to run (at most `Shared::queue`).
+    waiting: usize,
+    /// Per slot: the first and last of the stream's waiting frames.
+    head: Vec<u32>,
+    tail: Vec<u32>,
+    /// Per slot: a frame of the stream is in the step running now.
+    in_flight: Vec<bool>,
+    /// Per slot: the stream is in `ready`.
+    in_ready: Vec<bool>,
+    /// Streams with a frame waiting and none running, oldest first.
+    ready: VecDeque<u32>,
+    /// Per slot: the generation of its open stream (what the pool says,
+    /// published by the worker), to refuse closed ids at submit.
+    open: Vec<Option<u32>>,
+    controls: VecDeque<(Op, Arc<OneShot>)>,
+    stopping: Option<Shutdown>,
+    worker_idle: bool,
+    space_waiters: usize,
+    stats: BatcherStats,
+}
+
+struct Shared {
+    q: Mutex<Queue>,
+    /// The worker waits here for work.
+    work: Condvar,
+    /// Submitters wait here for room in the queue.
+    space: Condvar,
+    pool_tag: u32,
+    capacity: usize,
+    n_in: usize,
+    n_out: usize,
+    state_len: (usize, usize),
+    max_batch: usize,
+    max_wait: Duration,
+    queue: usize,
+    backpressure: Backpressure,
+}
+
+/// A mutex's guard, whether or not a thread panicked holding it (every
+/// update of the queue leaves it consistent before anything can panic).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Continuous batching over a [`StreamPool`] for many threads: see the
+/// [module docs](crate::batcher) for the rules. `Send + Sync`: share it (an `Arc`,
+/// or scoped threads) and call it from any thread.
+///
+/// ```
+/// use lstm_kernels::{Batcher, BatcherConfig, Lstm, LstmConfig, LstmWeights, StreamPool};
+/// let cfg = LstmConfig::new(7, 5).with_head(3);
+/// let model = Lstm::new(cfg, LstmWeights::random(&cfg, 42)?)?;
+/// let batcher = Batcher::new(StreamPool::new(model, 64)?, BatcherConfig::new())?;
+/// let id = batcher.open()?;
+/// let y = batcher.submit(id, &[0.5; 7])?; // blocks until its step ran
+/// let pending = batcher.submit_async(id, &[0.25; 7])?; // or a handle
+/// let y2 = pending.wait()?; // (also a std Future)
+/// assert_eq!((y.len(), y2.len()), (3, 3));
+/// let pool = batcher.shutdown(lstm_kernels::Shutdown::Drain)?; // the pool back
+/// assert_eq!(pool.len(), 1);
+/// # Ok::<(), lstm_kernels::Error>(())
+/// ```
+pub struct Batcher {
+    shared: Arc<Shared>,
+    worker: Mutex<Option<JoinHandle<Option<StreamPool>>>>,
+}
+
+impl fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batcher")
+            .field("capacity", &self.shared.capacity)
+            .field("max_batch", &self.shared.max_batch)
+            .field("max_wait", &self.shared.max_wait)
+            .field("backpressure", &self.shared.backpressure)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Batcher {
+    /// Starts the worker thread, which takes `pool` (streams already open
+    /// in it stay open). Every buffer is allocated here.
+    pub fn new(pool: StreamPool, config: BatcherConfig) -> Result<Self> {
+        let capacity = pool.capacity();
+        let max_batch = match config.max_batch {
+            0 => capacity,
+            n => n.min(capacity),
+        };
+        let queue = match config.queue {
+            0 => capacity.saturating_mul(2),
+            n => n,
+        };
+        // Tickets for the queue and a batch's worth of results.
+        let tickets = queue.saturating_add(max_batch);
+        if tickets >= NONE as usize / 2 {
+            return Err(Error::Invalid(format!(
+                "a batcher's queue must hold fewer than {} frames, got {queue}",
+                NONE / 2 - max_batch as u32
+            )));
+        }
+        let (n_in, n_out) = (pool.n_input(), pool.n_output());
+        let mut open = vec![None; capacity];
+        for id in pool.streams() {
+            open[id.slot()] = Some(id.generation());
+        }
+        let now = Instant::now();
+        let pool_tag = pool.tag();
+        let q = Queue {
+            tickets: (0..tickets).map(|_| Ticket::free(pool_tag, now)).collect(),
+            xs: try_zeros(
+                crate::error::checked_elements(&[tickets, n_in], "the batcher's frames")?,
+                "batcher frames",
+            )?,
+            ys: try_zeros(
+                crate::error::checked_elements(&[tickets, n_out], "the batcher's outputs")?,
+                "batcher outputs",
+            )?,
+            free: (0..tickets as u32).rev().collect(),
+            waiting: 0,
+            head: vec![NONE; capacity],
+            tail: vec![NONE; capacity],
+            in_flight: vec![false; capacity],
+            in_ready: vec![false; capacity],
+            ready: VecDeque::with_capacity(capacity),
+            open,
+            controls: VecDeque::with_capacity(16),
+            stopping: None,
+            worker_idle: false,
+            space_waiters: 0,
+            stats: BatcherStats::default(),
+        };
+        let shared = Arc::new(Shared {
+            q: Mutex::new(q),
+            work: Condvar::new(),
+            space: Condvar::new(),
+            pool_tag,
+            capacity,
+            n_in,
+            n_out,
+            state_len: pool.state_len(),
+            max_batch,
+            max_wait: config.max_wait,
+            queue,
+            backpressure: config.backpressure,
+        });
+        let worker_shared = Arc::clone(&shared);
+        let worker = std::thread::Builder::new()
+            .name("lstm-batcher".into())
+            .spawn(move || Worker::new(worker_shared, pool).run())
+            .map_err(|e| Error::Invalid(format!("cannot start the batcher's worker: {e}")))?;
+        Ok(Batcher {
+            shared,
+            worker: Mutex::new(Some(worker)),
+        })
+    }
+
+    /// Values in one input frame.
+    pub fn n_input(&self) -> usize {
+        self.shared.n_in
+    }
+
+    /// Values in one output frame.
+    pub fn n_output(&self) -> usize {
+        self.shared.n_out
+    }
+
+    /// The pool's capacity (streams open at once).
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> BatcherStats {
+        lock(&self.shared.q).stats
+    }
+
+    /// Opens a stream (zero state); a full pool is an [`Error::Busy`].
+    pub fn open(&self) -> Result<StreamId> {
+        match self.control(Op::Open)? {
+            Reply::Id(id) => Ok(id),
+            _ => Err(Error::Invalid("the worker answered open wrongly".into())),
+        }
+    }
+
+    /// Closes a stream; its frames still waiting fail.
+    pub fn close(&self, id: StreamId) -> Result<()> {
+        self.control(Op::Close(id)).map(|_| ())
+    }
+
+    /// Sets a stream's state to zero (before its frames still waiting).
+    pub fn reset(&self, id: StreamId) -> Result<()> {
+        self.control(Op::Reset(id)).map(|_| ())
+    }
+
+    /// Copies a stream's state out: see [`StreamPool::read_state`].
+    pub fn read_state(&self, id: StreamId, c: &mut [f32], m: &mut [f32]) -> Result<()> {
+        let (lc, lm) = self.shared.state_len;
+        check_len("stream state c", c.len(), &[lc])?;
+        check_len("stream state m", m.len(), &[lm])?;
+        match self.control(Op::Read(id))? {
+            Reply::State(sc, sm) => {
+                c.copy_from_slice(&sc);
+                m.copy_from_slice(&sm);
+                Ok(())
+            }
+            _ => Err(Error::Invalid("the worker answered read wrongly".into())),
+        }
+    }
+
+    /// Sets a stream's state: see [`StreamPool::write_state`].
+    pub fn write_state(&self, id: StreamId, c: &[f32], m: &[f32]) -> Result<()> {
+        let (lc, lm) = self.shared.state_len;
+        check_len("stream state c", c.len(), &[lc])?;
+        check_len("stream state m", m.len(), &[lm])?;
+        self.control(Op::Write(id, c.to_vec(), m.to_vec()))
+            .map(|_| ())
+    }
+
+    /// Runs `op` on the worker and waits for its result.
+    fn control(&self, op: Op) -> Result<Reply> {
+        let shot = Arc::new(OneShot::default());
+        {
+            let mut q = lock(&self.shared.q);
+            if q.stopping.is_some() {
+                return Err(shut_down());
+            }
+            q.controls.push_back((op, Arc::clone(&shot)));
+            if q.worker_idle {
+                self.shared.work.notify_one();
+            }
+        }
+        let mut r = lock(&shot.result);
+        loop {
+            if let Some(r) = r.take() {
+                return r;
+            }
+            r = shot.cv.wait(r).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Submits one frame of stream `id` and waits for its output.
+    pub fn submit(&self, id: StreamId, frame: &[f32]) -> Result<Vec<f32>> {
+        self.submit_async(id, frame)?.wait()
+    }
+
+    /// [`Batcher::submit`] into `out` (`n_output` values): allocates
+    /// nothing.
+    pub fn submit_into(&self, id: StreamId, frame: &[f32], out: &mut [f32]) -> Result<()> {
+        check_len("output", out.len(), &[self.shared.n_out])?;
+        self.submit_async(id, frame)?.wait_into(out)
+    }
+
+    /// Submits one frame of stream `id` and returns at once with a handle
+    /// to its output ([`Pending::wait`], [`Pending::try_get`], or `.await`
+    /// it: it is a [`Future`]). With [`Backpressure::Block`] a full queue
+    /// makes this wait for room; with [`Backpressure::Busy`] it never
+    /// waits. Checked here: the frame's length (an [`Error::Shape`]), the
+    /// id (an [`Error::Invalid`] for another pool's or a closed stream).
+    /// NaN and infinite values are accepted as [`crate::Lstm::forward`]
+    /// accepts them: they reach only this stream's outputs and state.
+    pub fn submit_async(&self, id: StreamId, frame: &[f32]) -> Result<Pending> {
+        let sh = &*self.shared;
+        check_len("frame", frame.len(), &[sh.n_in])?;
+        let slot = id.slot();
+        if id.pool_tag() != sh.pool_tag || slot >= sh.capacity {
+            return Err(Error::Invalid(format!(
+                "{id} does not belong to this batcher's pool"
+            )));
+        }
+        let mut q = lock(&sh.q);
+        let t = loop {
+            if q.stopping.is_some() {
+                return Err(shut_down());
+            }
+            if q.open[slot] != Some(id.generation()) {
+                return Err(Error::Invalid(format!("{id} is closed")));
+            }
+            if q.waiting < sh.queue {
+                break new_ticket(sh, &mut q)?;
+            }
+            match sh.backpressure {
+                Backpressure::Busy => {
+                    return Err(Error::Busy(format!(
+                        "the batcher's queue is full ({} frames waiting)",
+                        sh.queue
+                    )));
+                }
+                Backpressure::Block => {
+                    q.space_waiters += 1;
+                    q = sh.space.wait(q).unwrap_or_else(|e| e.into_inner());
+                    q.space_waiters -= 1;
+                }
+            }
+        };
+        let q = &mut *q;
+        q.waiting += 1;
+        q.xs[t * sh.n_in..(t + 1) * sh.n_in].copy_from_slice(frame);
+        let now = Instant::now();
+        q.tickets[t] = Ticket {
+            status: Status::Queued,
+            id,
+            next: NONE,
+            arrived: now,
+            finished: now,
+            waker: None,
+            abandoned: false,
+        };
+        match q.tail[slot] {
+            NONE => q.head[slot] = t as u32,
+            last => q.tickets[last as usize].next = t as u32,
+        }
+        q.tail[slot] = t as u32;
+        if !q.in_flight[slot] && !q.in_ready[slot] {
+            q.in_ready[slot] = true;
+            q.ready.push_back(slot as u32);
+            // The worker waits for a first frame, or for a full batch.
+            if q.worker_idle && (q.ready.len() == 1 || q.ready.len() >= sh.max_batch) {
+                sh.work.notify_one();
+            }
+        }
+        Ok(Pending {
+            shared: Arc::clone(&self.shared),
+            ticket: t as u32,
+            taken: false,
+            latency: None,
+        })
+    }
+
+    /// Stops the worker and returns the pool (with every stream's state,
+    /// for migration): `Drain` runs the frames already accepted first,
+    /// `Fail` fails them. Submits and control calls from now on fail with
+    /// [`Error::Shutdown`]; every [`Pending`] gets a result. A second
+    /// shutdown is an [`Error::Shutdown`]. Dropping a batcher shuts it down
+    /// with `Fail`.
+    pub fn shutdown(&self, mode: Shutdown) -> Result<StreamPool> {
+        {
+            let mut q = lock(&self.shared.q);
+            if q.stopping.is_none() {
+                q.stopping = Some(mode);
+            }
+            self.shared.work.notify_one();
+            self.shared.space.notify_all();
+        }
+        let handle = lock(&self.worker).take();
+        match handle {
+            None => Err(Error::Shutdown("the batcher was already shut down".into())),
+            Some(h) => {
+                h.join().ok().flatten().ok_or_else(|| {
+                    Error::Shutdown("the batcher's worker stopped with a panic".into())
+                })
+            }
+        }
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        let _ = self.shutdown(Shutdown::Fail);
+    }
+}
+
+fn shut_down() -> Error {
+    Error::Shutdown("the batcher is shutting down or stopped".into())
+}
+
+impl Ticket {
+    fn free(pool_tag: u32, now: Instant) -> Ticket {
+        Ticket {
+            status: Status::Free,
+            id: StreamId::placeholder(pool_tag),
+            next: NONE,
+            arrived: now,
+            finished: now,
+            waker: None,
+            abandoned: false,
+        }
+    }
+}
+
+/// A free ticket: a reused one, or a new one (more results are
+/// uncollected than ever before).
+fn new_ticket(sh: &Shared, q: &mut Queue) -> Result<usize> {
+    if let Some(t) = q.free.pop() {
+        return Ok(t as usize);
+    }
+    let t = q.tickets.len();
+    if t >= NONE as usize - 1 {
+        return Err(Error::Busy(format!(
+            "{t} results are waiting to be collected"
+        )));
+    }
+    let alloc = |what: &str, bytes: usize| Error::Alloc {
+        what: what.into(),
+        bytes,
+    };
+    q.tickets
+        .try_reserve(1)
+        .map_err(|_| alloc("a batcher ticket", std::mem::size_of::<Ticket>()))?;
+    q.xs.try_reserve(sh.n_in)
+        .map_err(|_| alloc("a batcher frame", 4 * sh.n_in))?;
+    q.ys.try_reserve(sh.n_out)
+        .map_err(|_| alloc("a batcher output", 4 * sh.n_out))?;
+    q.tickets.push(Ticket::free(sh.pool_tag, Instant::now()));
+    q.xs.resize(q.xs.len() + sh.n_in, 0.0);
+    q.ys.resize(q.ys.len() + sh.n_out, 0.0);
+    Ok(t)
+}
+
+/// Frees ticket `t` (its result collected, or its handle dropped).
+fn free_ticket(q: &mut Queue, t: usize) {
+    let tk = &mut q.tickets[t];
+    tk.status = Status::Free;
+    tk.waker = None;
+    tk.abandoned = false;
+    q.free.push(t as u32);
+}
+
+/// Unparks a thread: the waker of the blocking waits.
+struct ThreadWaker(std::thread::Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+thread_local! {
+    /// This thread's waker for blocking waits (made once per thread).
+    static PARKER: Waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+}
+
+/// The output of one submitted frame, to come: [`Pending::wait`] blocks
+/// for it, [`Pending::try_get`] does not, and as a [`Future`] it can be
+/// awaited by any executor (it needs no runtime: the worker wakes the
+/// task's waker). Dropping it gives the result up.
+pub struct Pending {
+    shared: Arc<Shared>,
+    ticket: u32,
+    taken: bool,
+    latency: Option<Duration>,
+}
+
+impl fmt::Debug for Pending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pending")
+            .field("ticket", &self.ticket)
+            .field("taken", &self.taken)
+            .finish()
+    }
+}
+
+impl Pending {
+    /// Whether the result is there (a step ran the frame, or it failed).
+    pub fn is_ready(&self) -> bool {
+        let q = lock(&self.shared.q);
+        !self.taken
+            && matches!(
+                q.tickets[self.ticket as usize].status,
+                Status::Done | Status::Failed(_)
+            )
+    }
+
+    /// Takes the result into `out` if it is there; `waker` (if any) is
+    /// woken when it comes otherwise.
+    fn take(&mut self, out: &mut OutBuf<'_>, waker: Option<&Waker>) -> Option<Result<()>> {
+        if self.taken {
+            return Some(Err(Error::Invalid(
+                "this frame's result was already taken".into(),
+            )));
+        }
+        let sh = &*self.shared;
+        let mut q = lock(&sh.q);
+        let q = &mut *q;
+        let t = self.ticket as usize;
+        let result = match &mut q.tickets[t].status {
+            Status::Done => {
+                let y = &q.ys[t * sh.n_out..(t + 1) * sh.n_out];
+                match out {
+                    OutBuf::Slice(s) => s.copy_from_slice(y),
+                    OutBuf::Vec(v) => {
+                        v.clear();
+                        v.extend_from_slice(y);
+                    }
+                }
+                Ok(())
+            }
+            Status::Failed(e) => Err(std::mem::replace(e, Error::Invalid(String::new()))),
+            _ => {
+                if let Some(w) = waker {
+                    let tk = &mut q.tickets[t];
+                    if !tk.waker.as_ref().is_some_and(|old| old.will_wake(w)) {
+                        tk.waker = Some(w.clone());
+                    }
+                }
+                return None;
+            }
+        };
+        self.taken = true;
+        let tk = &q.tickets[t];
+        self.latency = Some(tk.finished.saturating_duration_since(tk.arrived));
+        free_ticket(q, t);
+        Some(result)
+    }
+
+    /// Once the result has been taken (by `try_get` or a poll; `wait`
+    /// consumes the handle): the time from the submit to the output being
+    /// ready, as the worker stamped it — the service's latency, without
+    /// the time the caller took to look.
+    pub fn latency(&self) -> Option<Duration> {
+        self.latency
+    }
+
+    /// The output, if the frame has run (or its error); `None` if not yet.
+    pub fn try_get(&mut self) -> Option<Result<Vec<f32>>> {
+        let mut v = Vec::new();
+        self.take(&mut OutBuf::Vec(&mut v), None)
+            .map(|r| r.map(|()| v))
+    }
+
+    /// Blocks until the frame has run; returns its output.
+    pub fn wait(self) -> Result<Vec<f32>> {
+        let mut v = Vec::with_capacity(self.shared.n_out);
+        self.wait_buf(OutBuf::Vec(&mut v)).map(|()| v)
+    }
+
+    /// [`Pending::wait`] into `out` (`n_output` values): allocates
+    /// nothing.
+    pub fn wait_into(self, out: &mut [f32]) -> Result<()> {
+        check_len("output", out.len(), &[self.shared.n_out])?;
+        self.wait_buf(OutBuf::Slice(out))
+    }
+
+    fn wait_buf(mut self, mut out: OutBuf<'_>) -> Result<()> {
+        PARKER.with(|waker| {
+            loop {
+                if let Some(r) = self.take(&mut out, Some(waker)) {
+                    return r;
+                }
+                // Woken by the worker (or spuriously: take again).
+                std::thread::park();
+            }
+        })
+    }
+}
+
+enum OutBuf<'a> {
+    Slice(&'a mut [f32]),
+    Vec(&'a mut Vec<f32>),
+}
+
+impl Future for Pending {
+    type Output = Result<Vec<f32>>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut v = Vec::new();
+        match this.take(&mut OutBuf::Vec(&mut v), Some(cx.waker())) {
+            Some(r) => Poll::Ready(r.map(|()| v)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.taken {
+            return;
+        }
+        let sh = &*self.shared;
+        let mut q = lock(&sh.q);
+        let t = self.ticket as usize;
+        match q.tickets[t].status {
+            Status::Done | Status::Failed(_) => free_ticket(&mut q, t),
+            _ => {
+                q.tickets[t].abandoned = true;
+                q.tickets[t].waker = None;
+            }
+        }
+    }
+}
+
+/// The worker thread: owns the pool; forms batches, runs them, and
+/// resolves every ticket and control call it accepted, also when it
+/// stops (see its `Drop`).
+struct Worker {
+    shared: Arc<Shared>,
+    pool: Option<StreamPool>,
+    tickets: Vec<u32>,
+    ids: Vec<StreamId>,
+    x: Vec<f32>,
+    y: Vec<f32>,
+    /// Per batch row: whether its stream was open when the step ran.
+    ok: Vec<bool>,
+    controls: VecDeque<(Op, Arc<OneShot>)>,
+    wake: Vec<Waker>,
+}
+
+impl Worker {
+    fn new(shared: Arc<Shared>, pool: StreamPool) -> Self {
+        let (b, n, p) = (shared.max_batch, shared.n_in, shared.n_out);
+        let queue = lock(&shared.q).tickets.len();
+        Worker {
+            tickets: Vec::with_capacity(b),
+            ids: Vec::with_capacity(b),
+            x: vec![0.0; b * n],
+            y: vec![0.0; b * p],
+            ok: Vec::with_capacity(b),
+            controls: VecDeque::with_capacity(16),
+            wake: Vec::with_capacity(queue),
+            pool: Some(pool),
+            shared,
+        }
+    }
+
+    fn run(mut self) -> Option<StreamPool> {
+        while self.next_batch() {
+            self.run_controls();
+            if !self.tickets.is_empty() {
+                self.step();
+            }
+        }
+        // Whatever is left fails (in `drop`), and the pool goes back.
+        self.pool.take()
+    }
+
+    /// Waits for work and takes it out of the queue: the control calls
+    /// and a batch. False when it is time to stop.
+    fn next_batch(&mut self) -> bool {
+        let sh = Arc::clone(&self.shared);
+        let mut q = lock(&sh.q);
+        loop {
+            if q.stopping == Some(Shutdown::Fail) {
+                return false;
+            }
+            if !q.controls.is_empty() {
+                break;
+            }
+            if let Some(&s) = q.ready.front() {
+                if q.ready.len() >= sh.max_batch || q.stopping.is_some() {
+                    break;
+                }
+                let oldest = q.tickets[q.head[s as usize] as usize].arrived;
+                let now = Instant::now();
+                let deadline = oldest + sh.max_wait;
+                if now >= deadline {
+                    break;
+                }
+                q.worker_idle = true;
+                q = sh
+                    .work
+                    .wait_timeout(q, deadline - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                q.worker_idle = false;
+                continue;
+            }
+            if q.stopping == Some(Shutdown::Drain) {
+                return false;
+            }
+            q.worker_idle = true;
+            q = sh.work.wait(q).unwrap_or_else(|e| e.into_inner());
+            q.worker_idle = false;
+        }
+        let q = &mut *q;
+        std::mem::swap(&mut self.controls, &mut q.controls);
+        let n = sh.n_in;
+        while self.tickets.len() < sh.max_batch {
+            let Some(s) = q.ready.pop_front() else { break };
+            let s = s as usize;
+            q.in_ready[s] = false;
+            let t = q.head[s] as usize;
+            q.head[s] = q.tickets[t].next;
+            if q.head[s] == NONE {
+                q.tail[s] = NONE;
+            }
+            q.in_flight[s] = true;
+            q.waiting -= 1;
+            q.tickets[t].status = Status::Running;
+            let i = self.tickets.len();
+            self.tickets.push(t as u32);
+            self.ids.push(q.tickets[t].id);
+            self.x[i * n..(i + 1) * n].copy_from_slice(&q.xs[t * n..(t + 1) * n]);
+        }
+        if q.space_waiters > 0 && !self.tickets.is_empty() {
+            sh.space.notify_all();
+        }
+        true
+    }
+
+    /// Runs the control calls taken (no lock held), publishes which
+    /// streams are open, then answers them.
+    fn run_controls(&mut self) {
+        if self.controls.is_empty() {
+            return;
+        }
+        let Some(pool) = self.pool.as_mut() else {
+            return;
+        };
+        let mut answers = Vec::with_capacity(self.controls.len());
+        let mut changed: Vec<(usize, Option<u32>)> = Vec::new();
+        for (op, shot) in self.controls.drain(..) {
+            let r = match op {
+                Op::Open => pool.open().map(|id| {
+                    changed.push((id.slot(), Some(id.generation())));
+                    Reply::Id(id)
+                }),
+                Op::Close(id) => pool.close(id).map(|()| {
+                    changed.push((id.slot(), None));
+                    Reply::Done
+                }),
+                Op::Reset(id) => pool.reset(id).map(|()| Reply::Done),
+                Op::Read(id) => {
+                    let (lc, lm) = pool.state_len();
+                    let (mut c, mut m) = (vec![0.0; lc], vec![0.0; lm]);
+                    pool.read_state(id, &mut c, &mut m)
+                        .map(|()| Reply::State(c, m))
+                }
+                Op::Write(id, c, m) => pool.write_state(id, &c, &m).map(|()| Reply::Done),
+            };
+            answers.push((shot, r));
+        }
+        if !changed.is_empty() {
+            let mut q = lock(&self.shared.q);
+            for (slot, g) in changed {
+                q.open[slot] = g;
+            }
+        }
+        for (shot, r) in answers {
+            shot.put(r);
+        }
+    }
+
+    /// Runs the batch taken (no lock held) and hands the results back.
+    fn step(&mut self) {
+        let Some(pool) = self.pool.as_mut() else {
+            return;
+        };
+        let sh = &*self.shared;
+        let (n, p) = (sh.n_in, sh.n_out);
+        let b = self.tickets.len();
+        // A stream closed since its frame was accepted fails that frame:
+        // the others run, compacted to the front.
+        self.ok.clear();
+        let mut k = 0;
+        for i in 0..b {
+            let ok = pool.is_open(self.ids[i]);
+            self.ok.push(ok);
+            if ok {
+                if k != i {
+                    self.ids[k] = self.ids[i];
+                    self.x.copy_within(i * n..(i + 1) * n, k * n);
+                }
+                k += 1;
+            }
+        }
+        let start = Instant::now();
+        let result = pool.step(&self.ids[..k], &self.x[..k * n], &mut self.y[..k * p]);
+        let finished = Instant::now();
+        let took = finished - start;
+        let mut guard = lock(&sh.q);
+        let q = &mut *guard;
+        q.stats.steps += 1;
+        q.stats.step_time += took;
+        q.stats.largest_batch = q.stats.largest_batch.max(k);
+        let mut j = 0;
+        for i in 0..b {
+            let t = self.tickets[i] as usize;
+            let tk = &mut q.tickets[t];
+            let s = tk.id.slot();
+            tk.status = if !self.ok[i] {
+                q.stats.failed += 1;
+                Status::Failed(Error::Invalid(format!(
+                    "{} was closed before its frame ran",
+                    tk.id
+                )))
+            } else {
+                j += 1;
+                match &result {
+                    Ok(()) => {
+                        q.stats.frames += 1;
+                        let row = j - 1;
+                        q.ys[t * p..(t + 1) * p].copy_from_slice(&self.y[row * p..(row + 1) * p]);
+                        Status::Done
+                    }
+                    Err(e) => {
+                        q.stats.failed += 1;
+                        Status::Failed(Error::Invalid(format!("the step failed: {e}")))
+                    }
+                }
+            };
+            let tk = &mut q.tickets[t];
+            tk.finished = finished;
+            if tk.abandoned {
+                free_ticket(q, t);
+            } else if let Some(w) = tk.waker.take() {
+                self.wake.push(w);
+            }
+            q.in_flight[s] = false;
+            if q.head[s] != NONE && !q.in_ready[s] {
+                q.in_ready[s] = true;
+                q.ready.push_back(s as u32);
+            }
+        }
+        drop(guard);
+        self.tickets.clear();
+        self.ids.clear();
+        for w in self.wake.drain(..) {
+            w.wake();
+        }
+    }
+}
+
+impl Drop for Worker {
+    /// Resolves everything still accepted with [`Error::Shutdown`] — also
+    /// if the worker panicked, so that no caller waits forever.
+    fn drop(&mut self) {
+        let sh = Arc::clone(&self.shared);
+        let mut guard = lock(&sh.q);
+        let q = &mut *guard;
+        if q.stopping.is_none() {
+            q.stopping = Some(Shutdown::Fail);
+        }
+        let mut wake = std::mem::take(&mut self.wake);
+        for t in 0..q.tickets.len() {
+            if matches!(q.tickets[t].status, Status::Queued | Status::Running) {
+                q.stats.failed += 1;
+                q.tickets[t].status = Status::Failed(shut_down());
+                if q.tickets[t].abandoned {
+                    free_ticket(q, t);
+                } else if let Some(w) = q.tickets[t].waker.take() {
+                    wake.push(w);
+                }
+            }
+        }
+        q.ready.clear();
+        q.waiting = 0;
+        q.head.fill(NONE);
+        q.tail.fill(NONE);
+        let controls: Vec<_> = q
+            .controls
+            .drain(..)
+            .chain(self.controls.drain(..))
+            .collect();
+        sh.space.notify_all();
+        drop(guard);
+        for (_, shot) in controls {
+            shot.put(Err(shut_down()));
+        }
+        for w in wake {
+            w.wake();
+        }
+    }
+}

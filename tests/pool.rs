@@ -1,0 +1,768 @@
+//! Stream pools and the batcher: every stream's outputs and final state
+//! must be bitwise those of running that stream alone (batch 1) through
+//! `Lstm::forward`, whatever the schedule of opens, closes, resets, state
+//! moves and steps over subsets, the batch composition, the client
+//! threads and the model's thread count; and bad ids, closed streams,
+//! full pools and queues, wrong lengths and shutdowns are clean errors
+//! that leave the other streams alone.
+
+mod common;
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{bits, config, same_bits};
+use lstm_kernels::rng::SplitMix64;
+use lstm_kernels::{
+    Backpressure, Batcher, BatcherConfig, Error, Isa, Lstm, LstmConfig, LstmStack, LstmWeights,
+    Merge, Peephole, Shutdown, StackLayer, StreamId, StreamPool,
+};
+use proptest::prelude::*;
+
+/// What one stream went through since its record began (its open, reset
+/// or state write): the starting state, its frames and its outputs.
+#[derive(Clone, Debug)]
+struct Record {
+    id: StreamId,
+    c0: Vec<f32>,
+    m0: Vec<f32>,
+    xs: Vec<f32>,
+    ys: Vec<f32>,
+}
+
+impl Record {
+    fn new(id: StreamId, (lc, lm): (usize, usize)) -> Record {
+        Record {
+            id,
+            c0: vec![0.0; lc],
+            m0: vec![0.0; lm],
+            xs: Vec::new(),
+            ys: Vec::new(),
+        }
+    }
+}
+
+/// The stream alone: `forward` over its frames at batch 1 from its
+/// starting state; returns (outputs, final c, final m).
+fn alone(model: &Lstm, r: &Record) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut st = model.state_from(1, &r.c0, &r.m0).unwrap();
+    let mut y = vec![f32::NAN; r.ys.len()];
+    if !r.xs.is_empty() {
+        model.forward(&mut st, &r.xs, &mut y).unwrap();
+    }
+    (y, st.c().to_vec(), st.m().to_vec())
+}
+
+/// Checks a record against the stream alone, and the pool's state of
+/// the stream (`c`, `m`) against its final state.
+fn check(model: &Lstm, r: &Record, c: &[f32], m: &[f32]) -> Result<(), String> {
+    let (y, ac, am) = alone(model, r);
+    let what = format!(
+        "{} after {} frames",
+        r.id,
+        r.xs.len() / model.config().n_input
+    );
+    same_bits(&format!("{what}: y"), &r.ys, &y)?;
+    same_bits(&format!("{what}: c"), c, &ac)?;
+    same_bits(&format!("{what}: m"), m, &am)
+}
+
+fn arb_model() -> impl Strategy<Value = (LstmConfig, u64)> {
+    let any_cfg = (
+        1usize..=12,
+        1usize..=24,
+        any::<bool>(),
+        any::<bool>(),
+        1usize..=24,
+    )
+        .prop_map(|(n, h, head, peep, p)| config(n, h, head.then_some(p.min(h)), peep));
+    let seed = config(7, 5, Some(3), true);
+    (prop_oneof![any_cfg, Just(seed)], any::<u64>())
+}
+
+/// Runs a random schedule on a pool over `model`; checks every stream
+/// whenever its record ends (close, reset, state write) and at the end.
+fn run_schedule(model: &Lstm, capacity: usize, ops: &[(u8, u64)]) -> Result<(), String> {
+    let mut pool = StreamPool::new(model.clone(), capacity).map_err(|e| e.to_string())?;
+    let (n, p) = (model.config().n_input, model.config().n_output());
+    let lens = pool.state_len();
+    let mut recs: Vec<Record> = Vec::new();
+    let (mut c, mut m) = (vec![0.0; lens.0], vec![0.0; lens.1]);
+    let finish = |pool: &StreamPool, r: &Record, c: &mut [f32], m: &mut [f32]| {
+        pool.read_state(r.id, c, m).map_err(|e| e.to_string())?;
+        check(model, r, c, m)
+    };
+    for &(op, seed) in ops {
+        let mut rng = SplitMix64::new(seed);
+        let pick = |k: usize| (seed >> 8) as usize % k.max(1);
+        match op % 12 {
+            0 | 1 => match pool.open() {
+                Ok(id) => recs.push(Record::new(id, lens)),
+                Err(Error::Busy(_)) if recs.len() == capacity => {}
+                Err(e) => return Err(format!("open: {e}")),
+            },
+            2 if !recs.is_empty() => {
+                let r = recs.swap_remove(pick(recs.len()));
+                finish(&pool, &r, &mut c, &mut m)?;
+                pool.close(r.id).map_err(|e| e.to_string())?;
+                if pool.is_open(r.id)
+                    || pool.step(&[r.id], &vec![0.0; n], &mut vec![0.0; p]).is_ok()
+                {
+                    return Err(format!("{} still steps after close", r.id));
+                }
+            }
+            3 if !recs.is_empty() => {
+                let i = pick(recs.len());
+                finish(&pool, &recs[i], &mut c, &mut m)?;
+                pool.reset(recs[i].id).map_err(|e| e.to_string())?;
+                recs[i] = Record::new(recs[i].id, lens);
+            }
+            // Migration: stream a's state into stream b, whose record
+            // starts again from it.
+            4 if recs.len() >= 2 => {
+                let (a, b) = (pick(recs.len()), (pick(recs.len()) + 1) % recs.len());
+                if a != b {
+                    finish(&pool, &recs[b], &mut c, &mut m)?;
+                    pool.read_state(recs[a].id, &mut c, &mut m)
+                        .map_err(|e| e.to_string())?;
+                    pool.write_state(recs[b].id, &c, &m)
+                        .map_err(|e| e.to_string())?;
+                    recs[b] = Record {
+                        c0: c.clone(),
+                        m0: m.clone(),
+                        ..Record::new(recs[b].id, lens)
+                    };
+                }
+            }
+            _ if !recs.is_empty() => {
+                // A random subset in a random order.
+                let mut order: Vec<usize> = (0..recs.len()).collect();
+                for i in (1..order.len()).rev() {
+                    order.swap(i, rng.next_u64() as usize % (i + 1));
+                }
+                let k = 1 + rng.next_u64() as usize % recs.len();
+                let ids: Vec<StreamId> = order[..k].iter().map(|&i| recs[i].id).collect();
+                let x = rng.vec_uniform(k * n, -2.0, 2.0);
+                let mut y = vec![f32::NAN; k * p];
+                pool.step(&ids, &x, &mut y)
+                    .map_err(|e| format!("step: {e}"))?;
+                for (j, &i) in order[..k].iter().enumerate() {
+                    recs[i].xs.extend_from_slice(&x[j * n..(j + 1) * n]);
+                    recs[i].ys.extend_from_slice(&y[j * p..(j + 1) * p]);
+                }
+            }
+            _ => {}
+        }
+    }
+    for r in &recs {
+        finish(&pool, r, &mut c, &mut m)?;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The pool alone, on every ISA and on 1 and 2 threads.
+    #[test]
+    fn pool_streams_match_forward_alone(
+        (cfg, wseed) in arb_model(),
+        capacity in 1usize..=12,
+        ops in prop::collection::vec((any::<u8>(), any::<u64>()), 1..60),
+    ) {
+        let base = Lstm::new(cfg, LstmWeights::random(&cfg, wseed).unwrap()).unwrap();
+        for isa in Isa::all_available() {
+            for threads in [1, 2] {
+                let model = common::on_threads(&base.clone().with_isa(isa).unwrap(), threads);
+                run_schedule(&model, capacity, &ops)
+                    .map_err(|e| TestCaseError::fail(format!("{isa}, {threads} threads: {e}")))?;
+            }
+        }
+    }
+}
+
+/// The shapes with generated kernels (the seed cell's two bodies switch
+/// at 5 rows; `blocked_64x64`), at capacities where steps cover from 1 to
+/// 40 rows, and a hidden-unit split (1 row on 2 threads).
+#[test]
+fn pool_on_generated_kernels_and_wide_batches() {
+    let mut rng = SplitMix64::new(5);
+    for cfg in [
+        config(7, 5, Some(3), true),
+        config(64, 64, None, false),
+        config(33, 129, Some(50), true),
+    ] {
+        let base = Lstm::new(cfg, LstmWeights::random(&cfg, 3).unwrap()).unwrap();
+        let ops: Vec<(u8, u64)> = (0..120)
+            .map(|i| {
+                let op = if i < 40 { 0 } else { rng.next_u64() as u8 };
+                (op, rng.next_u64())
+            })
+            .collect();
+        for threads in [1, 2] {
+            let model = common::on_threads(&base, threads);
+            run_schedule(&model, 40, &ops).unwrap_or_else(|e| panic!("{threads} threads: {e}"));
+        }
+    }
+}
+
+/// A unidirectional stack steps through every layer: bitwise the stack's
+/// own `forward` of each stream alone; a bidirectional one is refused.
+#[test]
+fn stack_pool_matches_stack_forward_alone() {
+    let cell = |n: usize, h: usize, seed: u64, proj: Option<usize>| {
+        let mut cfg = LstmConfig::new(n, h).with_peephole(Peephole::Diagonal);
+        if let Some(r) = proj {
+            cfg = cfg.with_projection(r);
+        }
+        Lstm::new(cfg, LstmWeights::random(&cfg, seed).unwrap()).unwrap()
+    };
+    let layers = vec![
+        StackLayer {
+            forward: cell(6, 11, 1, Some(4)),
+            backward: None,
+        },
+        StackLayer {
+            forward: cell(4, 9, 2, None),
+            backward: None,
+        },
+        StackLayer {
+            forward: cell(9, 5, 3, None),
+            backward: None,
+        },
+    ];
+    let stack = LstmStack::new(layers, Merge::Concat)
+        .unwrap()
+        .with_threads(2)
+        .unwrap();
+    let mut pool = StreamPool::from_stack(&stack, 8).unwrap();
+    assert_eq!(pool.state_len(), (11 + 9 + 5, 4 + 9 + 5));
+    let ids: Vec<StreamId> = (0..6).map(|_| pool.open().unwrap()).collect();
+    let (n, p, steps) = (6, 5, 9);
+    let mut rng = SplitMix64::new(9);
+    let mut xs = vec![Vec::new(); ids.len()];
+    let mut ys = vec![Vec::new(); ids.len()];
+    for _ in 0..steps * 2 {
+        // Streams still short of `steps` frames, a random half of them.
+        let active: Vec<usize> = (0..ids.len())
+            .filter(|&i| xs[i].len() < steps * n && rng.next_u64().is_multiple_of(2))
+            .collect();
+        let x = rng.vec_uniform(active.len() * n, -1.0, 1.0);
+        let mut y = vec![0.0; active.len() * p];
+        let sel: Vec<StreamId> = active.iter().map(|&i| ids[i]).collect();
+        pool.step(&sel, &x, &mut y).unwrap();
+        for (j, &i) in active.iter().enumerate() {
+            xs[i].extend_from_slice(&x[j * n..(j + 1) * n]);
+            ys[i].extend_from_slice(&y[j * p..(j + 1) * p]);
+        }
+    }
+    for i in 0..ids.len() {
+        let t = xs[i].len() / n;
+        let mut st = stack.new_state(1).unwrap();
+        let mut want = vec![0.0; t * p];
+        stack
+            .forward(&mut st, &xs[i], &mut want, Default::default())
+            .unwrap();
+        assert_eq!(bits(&ys[i]), bits(&want), "stream {i}, {t} steps");
+        let (mut c, mut m) = (vec![0.0; 25], vec![0.0; 18]);
+        pool.read_state(ids[i], &mut c, &mut m).unwrap();
+        let (first, last) = (st.layer(0).unwrap().0, st.layer(2).unwrap().0);
+        assert_eq!(
+            bits(&c[..11]),
+            bits(first.c()),
+            "stream {i}: first layer's c"
+        );
+        assert_eq!(
+            bits(&m[..4]),
+            bits(first.m()),
+            "stream {i}: first layer's m"
+        );
+        assert_eq!(bits(&c[20..]), bits(last.c()), "stream {i}: last layer's c");
+        assert_eq!(bits(&m[13..]), bits(last.m()), "stream {i}: last layer's m");
+    }
+    let bidir = LstmStack::new(
+        vec![StackLayer {
+            forward: cell(6, 4, 1, None),
+            backward: Some(cell(6, 4, 2, None)),
+        }],
+        Merge::Concat,
+    )
+    .unwrap();
+    let err = StreamPool::from_stack(&bidir, 4).unwrap_err();
+    assert!(
+        matches!(err, Error::Config(_)) && err.to_string().contains("bidirectional"),
+        "{err}"
+    );
+}
+
+fn seed_model(threads: usize) -> Lstm {
+    let cfg = config(7, 5, Some(3), true);
+    common::on_threads(
+        &Lstm::new(cfg, LstmWeights::random(&cfg, 42).unwrap()).unwrap(),
+        threads,
+    )
+}
+
+/// Bad ids, duplicates, wrong lengths, a full pool: errors naming what
+/// was wrong, and no stream moves.
+#[test]
+fn pool_errors_are_clean_and_harmless() {
+    let model = seed_model(1);
+    let mut pool = StreamPool::new(model.clone(), 3).unwrap();
+    let mut other = StreamPool::new(model.clone(), 3).unwrap();
+    let (a, b) = (pool.open().unwrap(), pool.open().unwrap());
+    let foreign = other.open().unwrap();
+    assert_eq!(a.slot(), foreign.slot(), "same slot, other pool");
+    let x = [0.5f32; 7];
+    let mut y = [0.0f32; 3];
+    let snapshot = |pool: &StreamPool| {
+        let (mut c, mut m) = (vec![0.0; 10], vec![0.0; 10]);
+        for id in [a, b] {
+            pool.read_state(id, &mut c[..5], &mut m[..5]).unwrap();
+        }
+        pool.read_state(a, &mut c[5..], &mut m[5..]).unwrap();
+        (bits(&c), bits(&m))
+    };
+    pool.step(&[a, b], &[0.3; 14], &mut [0.0; 6]).unwrap();
+    let before = snapshot(&pool);
+    let msg = |e: Error| e.to_string();
+    let e = msg(pool
+        .step(&[a, foreign], &[0.5; 14], &mut [0.0; 6])
+        .unwrap_err());
+    assert!(
+        e.contains("ids[1]") && e.contains("does not belong to this pool"),
+        "{e}"
+    );
+    let e = msg(pool
+        .step(&[a, b, a], &[0.5; 21], &mut [0.0; 9])
+        .unwrap_err());
+    assert!(e.contains("ids[2]") && e.contains("twice"), "{e}");
+    let e = msg(pool.step(&[a], &[0.5; 6], &mut y).unwrap_err());
+    assert!(e.contains("`x`") && e.contains("6 elements"), "{e}");
+    let e = msg(pool.step(&[a], &x, &mut [0.0; 4]).unwrap_err());
+    assert!(e.contains("`output`"), "{e}");
+    let e = msg(pool
+        .read_state(a, &mut [0.0; 4], &mut [0.0; 5])
+        .unwrap_err());
+    assert!(e.contains("stream state c"), "{e}");
+    assert_eq!(snapshot(&pool), before, "a failed call moved a stream");
+    // Closed and stale ids: the slot is reused with a new generation.
+    pool.close(b).unwrap();
+    let e = msg(pool.close(b).unwrap_err());
+    assert!(e.contains("is closed"), "{e}");
+    let c = pool.open().unwrap();
+    assert_eq!(c.slot(), b.slot());
+    assert_ne!(c, b);
+    for r in [
+        pool.step(&[b], &x, &mut y),
+        pool.reset(b),
+        pool.read_state(b, &mut [0.0; 5], &mut [0.0; 5]),
+        pool.write_state(b, &[0.0; 5], &[0.0; 5]),
+    ] {
+        let e = msg(r.unwrap_err());
+        assert!(e.contains(&b.to_string()) && e.contains("closed"), "{e}");
+    }
+    // c starts at zero, not at b's state.
+    let (mut cc, mut cm) = ([1.0f32; 5], [1.0f32; 5]);
+    pool.read_state(c, &mut cc, &mut cm).unwrap();
+    assert_eq!(bits(&cc), bits(&[0.0; 5]));
+    let _d = pool.open().unwrap();
+    let e = pool.open().unwrap_err();
+    assert!(
+        matches!(e, Error::Busy(_)) && e.to_string().contains("all 3 streams"),
+        "{e}"
+    );
+    assert!(matches!(StreamPool::new(model, 0), Err(Error::Invalid(_))));
+}
+
+/// A NaN frame reaches only its own stream, as in `forward`.
+#[test]
+fn a_nan_frame_poisons_only_its_stream() {
+    let model = seed_model(1);
+    let mut pool = StreamPool::new(model.clone(), 4).unwrap();
+    let (a, b) = (pool.open().unwrap(), pool.open().unwrap());
+    let mut ra = Record::new(a, (5, 5));
+    let mut rb = Record::new(b, (5, 5));
+    let mut rng = SplitMix64::new(1);
+    for t in 0..5 {
+        let mut x = rng.vec_uniform(14, -1.0, 1.0);
+        if t == 2 {
+            x[3] = f32::NAN;
+        }
+        let mut y = vec![0.0; 6];
+        pool.step(&[a, b], &x, &mut y).unwrap();
+        ra.xs.extend_from_slice(&x[..7]);
+        ra.ys.extend_from_slice(&y[..3]);
+        rb.xs.extend_from_slice(&x[7..]);
+        rb.ys.extend_from_slice(&y[3..]);
+    }
+    assert!(ra.ys[6..].iter().all(|v| v.is_nan()), "{:?}", ra.ys);
+    let (mut c, mut m) = (vec![0.0; 5], vec![0.0; 5]);
+    pool.read_state(b, &mut c, &mut m).unwrap();
+    check(&model, &rb, &c, &m).unwrap();
+    assert!(rb.ys.iter().all(|v| v.is_finite()));
+}
+
+/// One client's work on a batcher: open streams, submit frames (blocking,
+/// or several outstanding per stream), close and reopen; returns its
+/// records (closed ones checked by the caller too).
+fn client(
+    batcher: &Batcher,
+    model: &Lstm,
+    seed: u64,
+    streams: usize,
+    frames: usize,
+) -> Result<(), String> {
+    let (n, p) = (batcher.n_input(), batcher.n_output());
+    let lens = (model.config().n_hidden, model.config().n_recurrent());
+    let mut rng = SplitMix64::new(seed);
+    let mut recs: Vec<Record> = (0..streams)
+        .map(|_| batcher.open().map(|id| Record::new(id, lens)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("open: {e}"))?;
+    let verify = |r: &Record| -> Result<(), String> {
+        let (mut c, mut m) = (vec![0.0; lens.0], vec![0.0; lens.1]);
+        batcher
+            .read_state(r.id, &mut c, &mut m)
+            .map_err(|e| e.to_string())?;
+        check(model, r, &c, &m)
+    };
+    for _ in 0..frames {
+        let i = rng.next_u64() as usize % recs.len();
+        match rng.next_u64() % 8 {
+            // A burst of up to 3 frames of one stream, outstanding at once:
+            // they must run in successive steps, in order.
+            0..=3 => {
+                let k = 1 + rng.next_u64() as usize % 3;
+                let xs = rng.vec_uniform(k * n, -2.0, 2.0);
+                let pend: Vec<_> = (0..k)
+                    .map(|j| batcher.submit_async(recs[i].id, &xs[j * n..(j + 1) * n]))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("submit_async: {e}"))?;
+                for (j, pd) in pend.into_iter().enumerate() {
+                    let y = pd.wait().map_err(|e| format!("wait: {e}"))?;
+                    recs[i].xs.extend_from_slice(&xs[j * n..(j + 1) * n]);
+                    recs[i].ys.extend_from_slice(&y);
+                }
+            }
+            4..=6 => {
+                let x = rng.vec_uniform(n, -2.0, 2.0);
+                let mut y = vec![f32::NAN; p];
+                batcher
+                    .submit_into(recs[i].id, &x, &mut y)
+                    .map_err(|e| format!("submit: {e}"))?;
+                recs[i].xs.extend_from_slice(&x);
+                recs[i].ys.extend_from_slice(&y);
+            }
+            _ => {
+                verify(&recs[i])?;
+                let old = recs[i].id;
+                batcher.close(old).map_err(|e| format!("close: {e}"))?;
+                let e = batcher.submit(old, &vec![0.0; n]).unwrap_err();
+                if !e.to_string().contains("closed") {
+                    return Err(format!("a closed stream's submit: {e}"));
+                }
+                let id = batcher.open().map_err(|e| format!("reopen: {e}"))?;
+                recs[i] = Record::new(id, lens);
+            }
+        }
+    }
+    for r in &recs {
+        verify(r)?;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// The batcher with several client threads, every batch composition
+    /// its timing makes, small queues (backpressure) and both thread
+    /// counts: bitwise each stream alone.
+    #[test]
+    fn batcher_streams_match_forward_alone(
+        (cfg, wseed) in arb_model(),
+        threads in 1usize..=2,
+        clients in 2usize..=4,
+        streams in 1usize..=4,
+        max_batch in 1usize..=16,
+        max_wait_us in 0u64..300,
+        queue in 1usize..=8,
+        seed in any::<u64>(),
+    ) {
+        let model = common::on_threads(
+            &Lstm::new(cfg, LstmWeights::random(&cfg, wseed).unwrap()).unwrap(),
+            threads,
+        );
+        let pool = StreamPool::new(model.clone(), clients * streams).unwrap();
+        let conf = BatcherConfig::new()
+            .with_max_batch(max_batch)
+            .with_max_wait(Duration::from_micros(max_wait_us))
+            .with_queue(queue.max(3));
+        let batcher = Batcher::new(pool, conf).unwrap();
+        let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..clients)
+                .map(|c| {
+                    let (b, m) = (&batcher, &model);
+                    s.spawn(move || client(b, m, seed ^ c as u64, streams, 30))
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for r in results {
+            r.map_err(TestCaseError::fail)?;
+        }
+        let stats = batcher.stats();
+        prop_assert!(stats.largest_batch <= max_batch);
+        prop_assert!(stats.frames > 0);
+        let pool = batcher.shutdown(Shutdown::Drain).unwrap();
+        prop_assert_eq!(pool.len(), clients * streams);
+    }
+}
+
+/// A std `Future` with no runtime: a minimal executor that parks the
+/// thread until the batcher's worker wakes it.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn pending_frames_are_futures() {
+    let model = seed_model(1);
+    let batcher = Batcher::new(
+        StreamPool::new(model.clone(), 4).unwrap(),
+        BatcherConfig::new(),
+    )
+    .unwrap();
+    let id = batcher.open().unwrap();
+    let xs: Vec<f32> = SplitMix64::new(3).vec_uniform(4 * 7, -1.0, 1.0);
+    let ys = block_on(async {
+        let mut ys = Vec::new();
+        for t in 0..4 {
+            ys.extend(batcher.submit_async(id, &xs[t * 7..(t + 1) * 7])?.await?);
+        }
+        Ok::<_, Error>(ys)
+    })
+    .unwrap();
+    let r = Record {
+        ys,
+        xs,
+        ..Record::new(id, (5, 5))
+    };
+    let (mut c, mut m) = (vec![0.0; 5], vec![0.0; 5]);
+    batcher.read_state(id, &mut c, &mut m).unwrap();
+    check(&model, &r, &c, &m).unwrap();
+    // try_get: None until the step ran, then the result, once.
+    let mut p = batcher.submit_async(id, &[0.1; 7]).unwrap();
+    let got = loop {
+        if let Some(r) = p.try_get() {
+            break r;
+        }
+        std::thread::yield_now();
+    };
+    assert_eq!(got.unwrap().len(), 3);
+    assert!(p.try_get().unwrap().is_err(), "a result taken twice");
+}
+
+/// Bad ids, closed streams, full queues, wrong lengths: clear errors,
+/// and the other streams' frames still run.
+#[test]
+fn batcher_errors_are_clean_and_harmless() {
+    let model = seed_model(1);
+    let batcher = Batcher::new(
+        StreamPool::new(model.clone(), 3).unwrap(),
+        BatcherConfig::new(),
+    )
+    .unwrap();
+    let other = Batcher::new(
+        StreamPool::new(model.clone(), 3).unwrap(),
+        BatcherConfig::new(),
+    )
+    .unwrap();
+    let (a, b) = (batcher.open().unwrap(), batcher.open().unwrap());
+    let foreign = other.open().unwrap();
+    let msg = |r: Result<Vec<f32>, Error>| r.unwrap_err().to_string();
+    let e = msg(batcher.submit(foreign, &[0.0; 7]));
+    assert!(e.contains("does not belong"), "{e}");
+    let e = msg(batcher.submit(a, &[0.0; 8]));
+    assert!(e.contains("`frame`") && e.contains("8 elements"), "{e}");
+    let e = batcher
+        .submit_into(a, &[0.0; 7], &mut [0.0; 2])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`output`"), "{e}");
+    // The queue holds 2 frames waiting to run. Two frames of one stream
+    // cannot fill a batch of 2, and the wait is long: a third is refused.
+    let slow = BatcherConfig::new()
+        .with_queue(2)
+        .with_max_batch(2)
+        .with_max_wait(Duration::from_secs(30))
+        .with_backpressure(Backpressure::Busy);
+    let busy = Batcher::new(StreamPool::new(model.clone(), 3).unwrap(), slow).unwrap();
+    let (s1, s2) = (busy.open().unwrap(), busy.open().unwrap());
+    let q1 = busy.submit_async(s1, &[0.1; 7]).unwrap();
+    let q2 = busy.submit_async(s1, &[0.2; 7]).unwrap();
+    let e = busy.submit_async(s2, &[0.3; 7]).unwrap_err();
+    assert!(
+        matches!(e, Error::Busy(_)) && e.to_string().contains("queue is full"),
+        "{e}"
+    );
+    // Draining runs both, at once (not after the 30 s).
+    let t0 = std::time::Instant::now();
+    busy.shutdown(Shutdown::Drain).unwrap();
+    let (z1, z2) = (q1.wait().unwrap(), q2.wait().unwrap());
+    let r = Record {
+        xs: [[0.1f32; 7], [0.2; 7]].concat(),
+        ys: [z1, z2].concat(),
+        ..Record::new(s1, (5, 5))
+    };
+    assert_eq!(bits(&r.ys), bits(&alone(&model, &r).0));
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "drain waited for max_wait"
+    );
+    let p1 = batcher.submit_async(a, &[0.1; 7]).unwrap();
+    let p2 = batcher.submit_async(b, &[0.2; 7]).unwrap();
+    let (y1, y2) = (p1.wait().unwrap(), p2.wait().unwrap());
+    // A dropped handle's frame still runs, in order; its room comes back.
+    drop(batcher.submit_async(a, &[0.3; 7]).unwrap());
+    drop(batcher.submit_async(b, &[0.4; 7]).unwrap());
+    let _ = batcher.submit(a, &[0.3; 7]).unwrap();
+    // Close: later submits and control calls are refused; b is untouched.
+    batcher.close(a).unwrap();
+    let e = msg(batcher.submit(a, &[0.0; 7]));
+    assert!(e.contains(&a.to_string()) && e.contains("closed"), "{e}");
+    assert!(batcher.reset(a).unwrap_err().to_string().contains("closed"));
+    assert!(batcher.close(a).is_err());
+    // b ran 0.2 (y2), 0.4 (its handle dropped: run, output given up)
+    // and now 0.5: bitwise b alone over the three.
+    let y5 = batcher.submit(b, &[0.5; 7]).unwrap();
+    let r = Record {
+        xs: [[0.2f32; 7], [0.4; 7], [0.5; 7]].concat(),
+        ys: [y2.clone(), vec![0.0; 3], y5.clone()].concat(),
+        ..Record::new(b, (5, 5))
+    };
+    let (want, ac, am) = alone(&model, &r);
+    let (mut c, mut m) = (vec![0.0; 5], vec![0.0; 5]);
+    batcher.read_state(b, &mut c, &mut m).unwrap();
+    assert_eq!(bits(&c), bits(&ac));
+    assert_eq!(bits(&m), bits(&am));
+    assert_eq!(bits(&y2), bits(&want[..3]));
+    assert_eq!(bits(&y5), bits(&want[6..]));
+    assert_eq!(y1.len(), 3);
+    // A full pool.
+    let _c = batcher.open().unwrap();
+    let _d = batcher.open().unwrap();
+    assert!(matches!(batcher.open(), Err(Error::Busy(_))));
+    // Shut down: everything refused, a second shutdown too.
+    let pool = batcher.shutdown(Shutdown::Fail).unwrap();
+    assert_eq!(pool.len(), 3);
+    assert!(matches!(
+        batcher.submit(b, &[0.0; 7]),
+        Err(Error::Shutdown(_))
+    ));
+    assert!(matches!(batcher.open(), Err(Error::Shutdown(_))));
+    assert!(matches!(
+        batcher.shutdown(Shutdown::Drain),
+        Err(Error::Shutdown(_))
+    ));
+}
+
+/// Shutdowns racing submits (blocked on a full queue, outstanding, or
+/// just arriving) and control calls: every call returns — a result or
+/// `Error::Shutdown` — and with `Drain` every accepted frame runs.
+#[test]
+fn shutdown_racing_submits_does_not_deadlock() {
+    let (done_tx, done_rx) = mpsc::channel();
+    let watchdog = std::thread::spawn(move || {
+        for round in 0..24u64 {
+            let mode = if round % 2 == 0 {
+                Shutdown::Drain
+            } else {
+                Shutdown::Fail
+            };
+            let model = seed_model(1 + (round % 3 == 0) as usize);
+            let conf = BatcherConfig::new()
+                .with_queue(4)
+                .with_max_batch(3)
+                .with_max_wait(Duration::from_micros(50 * (round % 4)));
+            let batcher = Batcher::new(StreamPool::new(model, 16).unwrap(), conf).unwrap();
+            let ids: Vec<StreamId> = (0..8).map(|_| batcher.open().unwrap()).collect();
+            let (ok, shut) = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..6)
+                    .map(|c| {
+                        let (batcher, ids) = (&batcher, &ids);
+                        s.spawn(move || {
+                            let (mut ok, mut shut) = (0, 0);
+                            let mut count = |r: Result<Vec<f32>, Error>| match r {
+                                Ok(_) => ok += 1,
+                                Err(Error::Shutdown(_)) => shut += 1,
+                                Err(e) => panic!("unexpected error: {e}"),
+                            };
+                            for i in 0..200 {
+                                let id = ids[(c + i) % ids.len()];
+                                match i % 4 {
+                                    0 => count(batcher.submit(id, &[0.1; 7])),
+                                    1 => {
+                                        let p: Vec<_> = (0..3)
+                                            .filter_map(|_| {
+                                                batcher.submit_async(id, &[0.2; 7]).ok()
+                                            })
+                                            .collect();
+                                        for p in p {
+                                            count(p.wait());
+                                        }
+                                    }
+                                    2 => drop(batcher.submit_async(id, &[0.3; 7])),
+                                    _ => match batcher.reset(id) {
+                                        Ok(()) | Err(Error::Shutdown(_)) => {}
+                                        Err(e) => panic!("unexpected error: {e}"),
+                                    },
+                                }
+                            }
+                            (ok, shut)
+                        })
+                    })
+                    .collect();
+                std::thread::sleep(Duration::from_micros(200 * round));
+                let pool = batcher.shutdown(mode).unwrap();
+                assert_eq!(pool.len(), 8);
+                hs.into_iter().fold((0, 0), |(a, b), h| {
+                    let (o, s) = h.join().unwrap();
+                    (a + o, b + s)
+                })
+            });
+            let stats = batcher.stats();
+            if mode == Shutdown::Drain {
+                // Only submits refused at the door failed.
+                assert_eq!(stats.failed, 0, "round {round}: drained frames failed");
+            }
+            assert!(ok + shut > 0);
+        }
+        done_tx.send(()).unwrap();
+    });
+    match done_rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(()) => watchdog.join().unwrap(),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            // The rounds' thread panicked: show why.
+            watchdog.join().unwrap();
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("deadlock: a shutdown round hung"),
+    }
+}

@@ -1,0 +1,158 @@
+//! No allocation per step: a warm stream pool stepping changing subsets,
+//! and a warm batcher serving blocking submits from several threads,
+//! allocate nothing at all (single-threaded model), counted by a global
+//! allocator over every thread of the process.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use lstm_kernels::rng::SplitMix64;
+use lstm_kernels::{Batcher, BatcherConfig, Lstm, LstmConfig, LstmWeights, Peephole, StreamPool};
+
+struct Counting;
+
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged, only counting calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// The tests of this file run one at a time: [`count`] sees every thread.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn count(f: impl FnOnce()) -> usize {
+    let before = ALLOCS.load(Ordering::SeqCst);
+    f();
+    ALLOCS.load(Ordering::SeqCst) - before
+}
+
+fn model(threads: usize) -> Lstm {
+    let cfg = LstmConfig::new(24, 40)
+        .with_head(8)
+        .with_peephole(Peephole::Matrix);
+    Lstm::new(cfg, LstmWeights::random(&cfg, 1).unwrap())
+        .unwrap()
+        .with_threads(threads)
+        .unwrap()
+        .with_parallel_threshold(0.0)
+}
+
+#[test]
+fn pool_steps_do_not_allocate() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for threads in [1, 2] {
+        let mut pool = StreamPool::new(model(threads), 32).unwrap();
+        let ids: Vec<_> = (0..32).map(|_| pool.open().unwrap()).collect();
+        let xs = SplitMix64::new(2).vec_uniform(32 * 24, -1.0, 1.0);
+        let mut ys = vec![0.0f32; 32 * 8];
+        // Subsets that change every step: rows swap.
+        let subsets: Vec<Vec<_>> = (0..50)
+            .map(|s| {
+                ids.iter()
+                    .enumerate()
+                    .filter(|(i, _)| (i * 7 + s * 3) % 5 < 3)
+                    .map(|(_, &id)| id)
+                    .collect()
+            })
+            .collect();
+        let mut run = |pool: &mut StreamPool| {
+            for ids in &subsets {
+                let k = ids.len();
+                pool.step(ids, &xs[..k * 24], &mut ys[..k * 8]).unwrap();
+            }
+        };
+        run(&mut pool); // warm up
+        let swaps = pool.rows_swapped();
+        let n = count(|| run(&mut pool));
+        println!("{threads} thread(s): 50 steps {n} allocations");
+        assert!(pool.rows_swapped() > swaps, "the subsets did not move rows");
+        if threads == 1 {
+            assert_eq!(n, 0, "a warm pool step allocated");
+        } else {
+            // rayon's per-call bookkeeping only, not per row.
+            assert!(n < 50 * 8, "{n} allocations in 50 steps");
+        }
+    }
+}
+
+#[test]
+fn batcher_does_not_allocate_once_warm() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let conf = BatcherConfig::new().with_max_wait(Duration::from_micros(100));
+    let batcher = Batcher::new(StreamPool::new(model(1), 16).unwrap(), conf).unwrap();
+    let ids: Vec<_> = (0..16).map(|_| batcher.open().unwrap()).collect();
+    let clients = 4;
+    let serve = |rounds: usize| {
+        std::thread::scope(|s| {
+            for c in 0..clients {
+                let (batcher, ids) = (&batcher, &ids);
+                s.spawn(move || {
+                    let x = [0.25f32; 24];
+                    let mut y = [0.0f32; 8];
+                    for r in 0..rounds {
+                        let id = ids[(c * 4 + r) % 16];
+                        batcher.submit_into(id, &x, &mut y).unwrap();
+                    }
+                });
+            }
+        })
+    };
+    serve(200); // warm up (threads' wakers, tickets)
+    // The client threads of `serve` are new threads (spawning allocates):
+    // count what happens inside them, after their start.
+    let before = batcher.stats();
+    let barrier = std::sync::Barrier::new(clients + 1);
+    let n = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..clients)
+            .map(|c| {
+                let (batcher, ids, barrier) = (&batcher, &ids, &barrier);
+                s.spawn(move || {
+                    let x = [0.25f32; 24];
+                    let mut y = [0.0f32; 8];
+                    // Warm this thread's waker, then wait for the count.
+                    batcher.submit_into(ids[c], &x, &mut y).unwrap();
+                    barrier.wait();
+                    for r in 0..300 {
+                        let id = ids[(c * 4 + r) % 16];
+                        batcher.submit_into(id, &x, &mut y).unwrap();
+                    }
+                    barrier.wait();
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = ALLOCS.load(Ordering::SeqCst);
+        barrier.wait();
+        let n = ALLOCS.load(Ordering::SeqCst) - start;
+        for h in hs {
+            h.join().unwrap();
+        }
+        n
+    });
+    let after = batcher.stats();
+    println!(
+        "batcher: {} steps, {} frames, {n} allocations",
+        after.steps - before.steps,
+        after.frames - before.frames
+    );
+    assert!(after.steps - before.steps >= 300 * clients as u64 / 16);
+    assert_eq!(n, 0, "a warm batcher allocated");
+}
