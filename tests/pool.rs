@@ -206,6 +206,37 @@ fn pool_on_generated_kernels_and_wide_batches() {
     }
 }
 
+/// Reduced precision too: a pool over a bf16 or int8 model (every kernel
+/// this CPU has) gives each stream bitwise its run alone — the
+/// reduced-precision rows are independent of the batch they run in.
+#[test]
+fn pool_on_reduced_precision_kernels() {
+    let mut rng = SplitMix64::new(9);
+    let cfg = config(20, 24, None, false).with_peephole(lstm_kernels::Peephole::Diagonal);
+    let base = Lstm::new(cfg, LstmWeights::random(&cfg, 4).unwrap()).unwrap();
+    let ops: Vec<(u8, u64)> = (0..80)
+        .map(|i| {
+            let op = if i < 30 { 0 } else { rng.next_u64() as u8 };
+            (op, rng.next_u64())
+        })
+        .collect();
+    let kernels = Lstm::bf16_kernels()
+        .into_iter()
+        .map(|k| base.clone().with_bf16_kernel(k).unwrap())
+        .chain(
+            Lstm::int8_kernels()
+                .into_iter()
+                .map(|k| base.clone().with_int8_kernel(k).unwrap()),
+        );
+    for model in kernels {
+        for threads in [1, 2] {
+            let m = common::on_threads(&model, threads);
+            run_schedule(&m, 33, &ops)
+                .unwrap_or_else(|e| panic!("{} on {threads} threads: {e}", model.kernel_name()));
+        }
+    }
+}
+
 /// A unidirectional stack steps through every layer: bitwise the stack's
 /// own `forward` of each stream alone; a bidirectional one is refused.
 #[test]
