@@ -1,7 +1,10 @@
 //! PyTorch nn.LSTM stacks (2–3 layers, bidirectional, proj_size,
 //! PackedSequence lengths, batch_first) and ONNX bidirectional LSTM nodes
 //! run by onnxruntime (sequence_lens, peepholes), written by
-//! tools/make_framework_goldens.py (torch 2.5.1, onnxruntime).
+//! tools/make_framework_goldens.py (torch 2.5.1, onnxruntime); Keras
+//! models (`keras_*`: one LSTM, no bias, two layers with a Dropout between,
+//! two Bidirectional layers) saved by Keras 3, written by
+//! tools/make_keras_goldens.py (feature `keras`).
 //!
 //! Tolerance, derived: for every sample on its own, the exact f64
 //! reference runs layer by layer (the reverse direction over the sample's
@@ -115,6 +118,16 @@ fn pytorch_stacks_match_on_every_isa() {
         let (want_c, want_m) = (&want_c.data, &want_m.data);
         let base = match meta["format"].as_str().unwrap() {
             "onnx" => import::onnx_stack(dir.join("weights.onnx")).unwrap(),
+            // Keras model files (tools/make_keras_goldens.py): batch-first,
+            // state c, m [L·D, B, H]; the `.h5` twin is checked by
+            // tests/keras.rs.
+            #[cfg(feature = "keras")]
+            "keras" => import::keras_model(dir.join("model.keras"))
+                .unwrap()
+                .stack()
+                .clone(),
+            #[cfg(not(feature = "keras"))]
+            "keras" => continue,
             _ => import::pytorch_stack(
                 golden::weights_file(&dir),
                 meta["prefix"].as_str().unwrap_or(""),

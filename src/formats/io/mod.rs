@@ -397,6 +397,13 @@ pub fn read_tensors(path: impl AsRef<Path>) -> Result<TensorFile> {
     }
 }
 
+/// A whole file's bytes, the buffer reserved fallibly from its length (an
+/// [`Error::Alloc`] instead of an abort), e.g. to load a model with a
+/// `*_from_bytes` function after looking at it.
+pub fn read_file_bytes(path: impl AsRef<Path>) -> Result<Vec<u8>> {
+    read_whole(path.as_ref())
+}
+
 /// A regular file's bytes, the buffer reserved fallibly from its length.
 pub(crate) fn read_whole(path: &Path) -> Result<Vec<u8>> {
     let mut f = File::open(path).map_err(io_err(path))?;
