@@ -543,8 +543,14 @@ fn lstm_spec(c: &Value, layer: &str, path: &Path) -> Result<LstmSpec> {
     let units = c
         .get("units")
         .and_then(Value::as_u64)
-        .filter(|&u| u > 0)
-        .ok_or_else(|| bad("no positive integer `units`".into()))? as usize;
+        .filter(|&u| u > 0 && u <= (crate::MAX_TENSOR_ELEMENTS / 4) as u64)
+        .ok_or_else(|| {
+            bad(format!(
+                "`units` {} is not an integer in 1..={}",
+                c.get("units").map_or("(none)".into(), |v| v.to_string()),
+                crate::MAX_TENSOR_ELEMENTS / 4
+            ))
+        })? as usize;
     for (key, want) in [("activation", "tanh"), ("recurrent_activation", "sigmoid")] {
         let got = activation_name(c.get(key)).unwrap_or_else(|| want.to_string());
         if got != want {
