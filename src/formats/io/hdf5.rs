@@ -206,13 +206,14 @@ impl<'a> H5<'a> {
             v => return Err(err(path, format!("superblock version {v} (0–3 are read)"))),
         }
         // The end-of-file address: a shorter file was cut (HDF5 itself
-        // refuses it too).
+        // refuses it too). libhdf5 writes it counting a user block, so it is
+        // compared with the whole length.
         let have = b.len() as u64;
-        if base.checked_add(eof).is_none_or(|end| end > have) {
+        if eof > have {
             return Err(err(
                 path,
                 format!(
-                    "truncated: the superblock says the file ends at {eof} (+ base {base}), it has {have} bytes"
+                    "truncated: the superblock says the file ends at {eof}, it has {have} bytes"
                 ),
             ));
         }
@@ -537,6 +538,7 @@ impl<'a> H5<'a> {
 
         let mut stack = vec![btree];
         let mut seen = HashSet::new();
+        let mut pushed = 0usize;
         while let Some(a) = stack.pop() {
             if !seen.insert(a) {
                 return Err(self.err(
@@ -570,6 +572,12 @@ impl<'a> H5<'a> {
             for _ in 0..entries {
                 c.skip(self.sl).ok_or_else(bad)?; // key
                 let child = c.uint(self.so).ok_or_else(bad)?;
+                // Children of all nodes, visited or not: bounded too (nodes
+                // that overlap in the file could name many).
+                pushed += 1;
+                if pushed > MAX_BTREE_NODES * 4 {
+                    return Err(self.err(obj, "a B-tree with too many children"));
+                }
                 stack.push(child);
             }
         }
