@@ -96,6 +96,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
             "--forget-bias, --cell-clip and --proj-clip are settings of --format tf".into(),
         ));
     }
+    if args.default_activations && !matches!(args.format, Format::Keras) {
+        return Err(Error::Invalid(
+            "--default-activations is a setting of --format keras with an .npz".into(),
+        ));
+    }
     // A PyTorch state dict is read once (any tensor file: torch.save,
     // safetensors, npz), its prefix resolved (`lstm` or `lstm.`).
     let mut torch_file = None;
@@ -157,11 +162,6 @@ pub fn run(args: &RunArgs) -> Result<()> {
         return Err(Error::Invalid(
             "--seq-lens and --batch-first need --format pytorch, onnx or keras (a sequence model)"
                 .into(),
-        ));
-    }
-    if args.default_activations && !matches!(args.format, Format::Keras) {
-        return Err(Error::Invalid(
-            "--default-activations is a setting of --format keras with an .npz".into(),
         ));
     }
     let (cfg, weights) = match args.format {
