@@ -536,6 +536,10 @@ fn lstm_run_reads_every_format() {
             &y_path,
         );
         cmd.arg("--state-in").arg(dir.join("state_in.npz"));
+        if m["format"] == "keras" {
+            // An npz records no activations: the user vouches for Keras' defaults.
+            cmd.arg("--default-activations");
+        }
         if m["format"] == "tf" {
             cmd.args(["--forget-bias", &m["forget_bias"].to_string()]);
             if let Some(c) = m["cell_clip"].as_f64() {
@@ -660,12 +664,18 @@ fn lstm_run_runs_stacks() {
             tmp.path().join(format!("{case}_y.npy")),
             tmp.path().join(format!("{case}_s.npz")),
         );
-        let onnx = meta["format"] == "onnx";
-        let format = if onnx { "onnx" } else { "pytorch" };
+        let format = meta["format"].as_str().unwrap();
+        // Keras models: batch-first without being told (--batch-first is
+        // accepted all the same).
+        let weights = if format == "keras" {
+            dir.join("model.keras")
+        } else {
+            golden::weights_file(&dir)
+        };
         let mut cmd = lstm_run(
             format,
             Some(meta["prefix"].as_str().unwrap()),
-            &golden::weights_file(&dir),
+            &weights,
             &dir.join("x.npy"),
             &y_path,
         );
@@ -677,8 +687,9 @@ fn lstm_run_runs_stacks() {
                 .arg("--state-out")
                 .arg(&s_path);
         }
-        // An ONNX model's layout is read from its graph.
-        if meta["batch_first"].as_bool().unwrap() && !onnx {
+        // An ONNX model's layout is read from its graph (a Keras model's
+        // from its config).
+        if meta["batch_first"].as_bool().unwrap() && format != "onnx" {
             cmd.arg("--batch-first");
         }
         if dir.join("seq_lens.npy").exists() {
@@ -727,6 +738,67 @@ fn lstm_run_runs_stacks() {
         "{err}"
     );
     assert!(!y_path.exists());
+}
+
+/// Keras model files (`.keras` and legacy `.h5`) run batch-first without
+/// `--batch-first`, `go_backwards` and a last LSTM that returns its final
+/// output only as Keras does; layers around the LSTMs are notes on
+/// stderr; unsupported activations and an npz without
+/// `--default-activations` are one-line errors that leave no output
+/// (tests/keras.rs checks the library on these cases).
+#[test]
+fn lstm_run_reads_keras_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let y_path = tmp.path().join("y.npy");
+    for case in ["go_backwards", "embed_lstm_dense"] {
+        let dir = golden::dir("keras").join(case);
+        for file in ["model.keras", "model.h5"] {
+            let out = run_ok(
+                lstm_run("keras", None, &dir.join(file), &dir.join("x.npy"), &y_path)
+                    .arg("--state-in")
+                    .arg(dir.join("state_in.npz")),
+            );
+            let y = io::read_npy(&y_path).unwrap();
+            let want = io::read_npy(dir.join("expected_y.npy")).unwrap();
+            assert_eq!(y.shape, want.shape, "{case} {file}");
+            let worst = max_abs_diff(&y.data, &want.data);
+            assert!(worst < 1e-5, "{case} {file}: off by {worst}");
+            let notes = stderr(&out);
+            if case == "embed_lstm_dense" {
+                assert!(
+                    notes.contains("Embedding") && notes.contains("Dense"),
+                    "{notes}"
+                );
+            }
+        }
+    }
+    std::fs::remove_file(&y_path).unwrap();
+    let x = golden::dir("keras").join("go_backwards/x.npy");
+    for (weights, words) in [
+        (
+            golden::dir("keras").join("bad_relu/model.keras"),
+            &["lstm_relu", "relu", "nothing was run"][..],
+        ),
+        (
+            golden::framework("keras_lstm").join("weights.npz"),
+            &["--default-activations", "nothing was run"][..],
+        ),
+        (
+            golden::dir("keras").join("lstm_bidir_sum_last/model.keras"),
+            &["--state-in"][..],
+        ),
+    ] {
+        let mut cmd = lstm_run("keras", None, &weights, &x, &y_path);
+        if weights.ends_with("lstm_bidir_sum_last/model.keras") {
+            cmd.arg("--state-out").arg(tmp.path().join("s.npz"));
+        }
+        let err = run_err(&mut cmd);
+        for w in words {
+            assert!(err.contains(w), "{}: `{w}` not in {err}", weights.display());
+        }
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!y_path.exists());
+    }
 }
 
 /// `torch.save` files that are not a usable state dict: a whole pickled

@@ -518,3 +518,69 @@ fn fuzz_charlm_model() {
         CharLm::load(p).map(drop)
     });
 }
+
+/// Issue 16, item 3: Keras model files. Legacy `.h5` files and h5py's
+/// other layouts as whole files through the Keras loader; the
+/// `model.weights.h5` of a `.keras` file mutated and zipped again with its
+/// `config.json` (so the zip's CRC never hides the mutation); and
+/// `config.json` itself mutated.
+/// A member of a golden zip.
+#[cfg(feature = "keras")]
+fn member(rel: &str, name: &str) -> Vec<u8> {
+    zip_members(rel)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .unwrap()
+        .1
+}
+
+/// A `.keras` zip of a config and weights.
+#[cfg(feature = "keras")]
+fn rezip(config: &[u8], weights: &[u8]) -> Vec<u8> {
+    npz(
+        &[("config.json", config), ("model.weights.h5", weights)],
+        false,
+    )
+}
+
+#[cfg(feature = "keras")]
+#[test]
+fn fuzz_keras_files() {
+    let h5_seeds = vec![
+        read("sequences/keras_bidir2/model.h5"),
+        read("keras/lstm_bidir_sum_last/model.h5"),
+        read("keras/h5_variants/latest.h5"),
+        read("keras/h5_variants/userblock.h5"),
+    ];
+    fuzz("keras .h5", "m.h5", h5_seeds, |p| {
+        import::keras_model(p).map(drop)
+    });
+    fuzz(
+        "keras model.weights.h5",
+        "model.weights.h5",
+        vec![
+            member("sequences/keras_bidir2/model.keras", "model.weights.h5"),
+            member("keras/lstm_bidir_sum_last/model.keras", "model.weights.h5"),
+        ],
+        |p| {
+            let w = std::fs::read(p).unwrap();
+            let c = member("sequences/keras_bidir2/model.keras", "config.json");
+            let c2 = member("keras/lstm_bidir_sum_last/model.keras", "config.json");
+            import::keras_model_from_bytes(&rezip(&c, &w), "m.keras")?;
+            import::keras_model_from_bytes(&rezip(&c2, &w), "m.keras").map(drop)
+        },
+    );
+    fuzz(
+        "keras config.json",
+        "config.json",
+        vec![
+            member("sequences/keras_bidir2/model.keras", "config.json"),
+            member("keras/embed_lstm_dense/model.keras", "config.json"),
+        ],
+        |p| {
+            let c = std::fs::read(p).unwrap();
+            let w = member("sequences/keras_bidir2/model.keras", "model.weights.h5");
+            import::keras_model_from_bytes(&rezip(&c, &w), "m.keras").map(drop)
+        },
+    );
+}

@@ -1574,3 +1574,220 @@ fn onnx_long_chains_and_cycles_are_walked_iteratively() {
     let e = message(import::onnx_from_bytes(&cycle, None));
     assert!(e.contains("cycle"), "{e}");
 }
+
+// ---------------------------------------------------------------------------
+// Issue 16, item 3: Keras model files and the crate's HDF5 reader.
+
+/// Every occurrence of `pat` in `b`.
+#[cfg(feature = "keras")]
+fn find_all(b: &[u8], pat: &[u8]) -> Vec<usize> {
+    (0..b.len().saturating_sub(pat.len()))
+        .filter(|&i| &b[i..i + pat.len()] == pat)
+        .collect()
+}
+
+/// A legacy `.h5` cut at every byte: an error, one line, and no more
+/// memory than a few copies of the file.
+#[cfg(feature = "keras")]
+#[test]
+fn keras_files_truncated_at_every_byte_are_errors() {
+    for rel in [
+        "sequences/keras_lstm_seq/model.h5",
+        "sequences/keras_lstm_seq/model.keras",
+    ] {
+        let bytes = std::fs::read(golden_file(rel)).unwrap();
+        for n in 0..bytes.len() {
+            let (r, peak) = peak_of(|| import::keras_model_from_bytes(&bytes[..n], "m.h5"));
+            message(r);
+            assert!(
+                peak < 8 * bytes.len() + (1 << 20),
+                "{rel} cut at {n}: {peak} bytes"
+            );
+        }
+    }
+}
+
+/// Addresses pointing outside the file, back into the structure that
+/// holds them (cycles) or at the wrong structure; huge dimensions; a
+/// wrong datatype: errors naming what was wrong, never a panic, a read
+/// outside the file or a large allocation.
+#[cfg(feature = "keras")]
+#[test]
+fn hdf5_files_with_bad_offsets_sizes_and_types_are_errors() {
+    let good = std::fs::read(golden_file("sequences/keras_lstm_seq/model.h5")).unwrap();
+    let len = good.len() as u64;
+    // A mutation in a structure the loader never visits (another group's
+    // B-tree) may leave a loadable file: Ok is allowed, an error must be
+    // one short line; most must be errors.
+    let errors = std::cell::Cell::new(0);
+    let load = |b: &[u8]| {
+        let (r, peak) = peak_of(|| import::keras_model_from_bytes(b, "m.h5"));
+        assert!(peak < 8 * b.len() + (1 << 20), "{peak} bytes");
+        if r.is_err() {
+            errors.set(errors.get() + 1);
+        }
+        r.map(drop)
+    };
+    let message = |r: Result<(), Error>| match r {
+        Ok(()) => "HDF5 (loaded)".to_string(),
+        Err(e) => message(Err::<(), _>(e)),
+    };
+    let put = |b: &mut Vec<u8>, at: usize, v: u64| b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    let mut cases = 0;
+    // B-tree nodes: the first child (after the signature, type, level,
+    // entries, two siblings and the first key) pointing at the node
+    // itself, beyond the file, at the last byte.
+    for at in find_all(&good, b"TREE") {
+        for v in [at as u64, len, len - 1, u64::MAX - 1, 1 << 62] {
+            let mut b = good.clone();
+            put(&mut b, at + 32, v);
+            let e = message(load(&b));
+            assert!(e.contains("HDF5") || e.contains("Keras"), "{e}");
+            cases += 1;
+        }
+    }
+    // Symbol table entries: the object header address of the first link.
+    for at in find_all(&good, b"SNOD") {
+        for v in [at as u64, len + 8, u64::MAX - 1, 0] {
+            let mut b = good.clone();
+            put(&mut b, at + 16, v);
+            message(load(&b));
+            cases += 1;
+        }
+    }
+    // Local heaps: the data segment beyond the file, or huge.
+    for at in find_all(&good, b"HEAP") {
+        let mut b = good.clone();
+        put(&mut b, at + 8, u64::MAX / 2);
+        message(load(&b));
+        let mut b = good.clone();
+        put(&mut b, at + 24, len);
+        message(load(&b));
+        cases += 2;
+    }
+    // Global heap collections (the config string): a huge size.
+    for at in find_all(&good, b"GCOL") {
+        let mut b = good.clone();
+        put(&mut b, at + 8, u64::MAX - 7);
+        let e = message(load(&b));
+        assert!(
+            e.contains("outside the file") || e.contains("global heap"),
+            "{e}"
+        );
+        cases += 1;
+    }
+    assert!(cases >= 10, "{cases} cases: the structures were not found");
+    assert!(
+        errors.get() * 3 >= cases * 2,
+        "{} errors of {cases}",
+        errors.get()
+    );
+    // The kernel's dimensions [4, 24]: astronomically large, or just larger
+    // than the file: an error before any allocation.
+    let dims: Vec<u8> = [4u64, 24].iter().flat_map(|d| d.to_le_bytes()).collect();
+    let at = find_all(&good, &dims);
+    assert!(!at.is_empty());
+    // (Every occurrence at once: the maximum dimensions repeat them.)
+    for (d0, d1) in [(1u64 << 62, 1u64 << 62), (1 << 30, 24), (4, 1 << 40)] {
+        let mut b = good.clone();
+        for &a in &at {
+            put(&mut b, a, d0);
+            put(&mut b, a + 8, d1);
+        }
+        let e = message(load(&b));
+        assert!(
+            e.contains("exceeds") || e.contains("outside the file") || e.contains("needs"),
+            "{e}"
+        );
+    }
+    // float32 datatype messages (class 1, version 1, little-endian IEEE,
+    // size 4) made integers: a dtype error naming the dataset.
+    let f32_type = [0x11u8, 0x20, 0x1f, 0x00, 0x04, 0x00, 0x00, 0x00];
+    let at = find_all(&good, &f32_type);
+    assert!(!at.is_empty());
+    let mut b = good.clone();
+    for &a in &at {
+        b[a] = 0x10;
+    }
+    let e = message(load(&b));
+    assert!(e.contains("integer") && e.contains("kernel"), "{e}");
+    // Continuation messages (type 0x10, 16 bytes) pointing back at
+    // themselves or outside.
+    for a in find_all(&good, &[0x10, 0x00, 0x10, 0x00]) {
+        for v in [(a - 16) as u64, len] {
+            let mut b = good.clone();
+            put(&mut b, a + 8, v);
+            let _ = load(&b); // may even still be a valid file
+        }
+    }
+}
+
+/// `.keras` zips with a bad `config.json`: not JSON, nested too deep, no
+/// layers, absurd units, a huge declared size: errors naming the file and
+/// what was wrong.
+#[cfg(feature = "keras")]
+#[test]
+fn keras_zips_with_bad_configs_are_errors() {
+    let path = golden_file("sequences/keras_lstm_seq/model.keras");
+    let mut z = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    let mut weights = Vec::new();
+    std::io::Read::read_to_end(&mut z.by_name("model.weights.h5").unwrap(), &mut weights).unwrap();
+    let mut config = String::new();
+    std::io::Read::read_to_string(&mut z.by_name("config.json").unwrap(), &mut config).unwrap();
+    let keras = |c: &str| {
+        zip_bytes(&[
+            Member::stored("config.json", c.as_bytes().to_vec()),
+            Member::stored("model.weights.h5", weights.clone()),
+        ])
+    };
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    for (c, words) in [
+        ("{not json", &["config.json", "JSON"][..]),
+        (deep.as_str(), &["JSON"][..]),
+        (
+            r#"{"class_name": "Sequential", "config": {}}"#,
+            &["layers"][..],
+        ),
+        (
+            r#"{"class_name": "MyModel", "config": {}}"#,
+            &["MyModel", "subclassed"][..],
+        ),
+        (
+            &config.replace("\"units\": 6", "\"units\": 100000000000000"),
+            &["units", "100000000000000"][..],
+        ),
+        (
+            &config.replace("\"units\": 6", "\"units\": -6"),
+            &["units"][..],
+        ),
+        (
+            &config.replace("\"units\": 6", "\"units\": 5"),
+            &["kernel", "20"][..],
+        ),
+        (
+            &config.replace("\"LSTM\"", "\"GRU\""),
+            &["no LSTM layer", "GRU"][..],
+        ),
+    ] {
+        let e = message(import::keras_model_from_bytes(&keras(c), "m.keras"));
+        for w in words {
+            assert!(e.contains(w), "`{w}` not in {e}");
+        }
+        assert!(e.contains("m.keras"), "{e}");
+    }
+    // A config member inflating to more than MAX_KERAS_CONFIG_BYTES, and
+    // a file without one.
+    let bomb = zip_bytes(&[
+        Member::bomb("config.json", b"{", 100 << 20),
+        Member::stored("model.weights.h5", weights.clone()),
+    ]);
+    let (r, peak) = peak_of(|| import::keras_model_from_bytes(&bomb, "m.keras"));
+    let e = message(r);
+    assert!(e.contains("config.json") && e.contains("at most"), "{e}");
+    assert!(peak < 16 << 20, "{peak}");
+    let e = message(import::keras_model_from_bytes(
+        &zip_bytes(&[Member::stored("model.weights.h5", weights.clone())]),
+        "m.keras",
+    ));
+    assert!(e.contains("config.json"), "{e}");
+}

@@ -1,12 +1,15 @@
 //! PyTorch nn.LSTM stacks (2–3 layers, bidirectional, proj_size,
 //! PackedSequence lengths, batch_first) and ONNX bidirectional LSTM nodes
 //! run by onnxruntime (sequence_lens, peepholes), written by
-//! tools/make_framework_goldens.py (torch 2.5.1, onnxruntime); and ONNX
+//! tools/make_framework_goldens.py (torch 2.5.1, onnxruntime); ONNX
 //! models as the exporters write them (`onnx_export_*`: torch.onnx.export
 //! legacy and dynamo, tf2onnx; stacks, bidirectional, batch-first graphs,
 //! external data, folded-constant weights), run by onnxruntime, written by
-//! tools/make_onnx_export_goldens.py. The layout of an ONNX case is the
-//! one the importer finds in the graph, checked against the exporter's.
+//! tools/make_onnx_export_goldens.py — the layout of an ONNX case is the
+//! one the importer finds in the graph, checked against the exporter's;
+//! and Keras models (`keras_*`: one LSTM, no bias, two layers with a
+//! Dropout between, two Bidirectional layers) saved by Keras 3, written by
+//! tools/make_keras_goldens.py (feature `keras`).
 //!
 //! Tolerance, derived: for every sample on its own, the exact f64
 //! reference runs layer by layer (the reverse direction over the sample's
@@ -130,6 +133,16 @@ fn pytorch_stacks_match_on_every_isa() {
                 );
                 m.stack
             }
+            // Keras model files (tools/make_keras_goldens.py): batch-first,
+            // state c, m [L·D, B, H]; the `.h5` twin is checked by
+            // tests/keras.rs.
+            #[cfg(feature = "keras")]
+            "keras" => import::keras_model(dir.join("model.keras"))
+                .unwrap()
+                .stack()
+                .clone(),
+            #[cfg(not(feature = "keras"))]
+            "keras" => continue,
             _ => import::pytorch_stack(
                 golden::weights_file(&dir),
                 meta["prefix"].as_str().unwrap_or(""),

@@ -15,7 +15,9 @@ pub enum Format {
     Seed,
     /// A PyTorch nn.LSTM / nn.LSTMCell state dict: torch.save (.pt/.pth/.bin), .safetensors or .npz.
     Pytorch,
-    /// A Keras LSTM layer's kernel, recurrent_kernel, bias (.npz).
+    /// A Keras model saved as .keras or legacy .h5 (its LSTM layers, batch-first
+    /// as in Keras), or one LSTM layer's kernel, recurrent_kernel, bias in an
+    /// .npz (then --default-activations is required).
     Keras,
     /// tf.compat.v1 LSTMCell variables (.npz): kernel, bias, w_*_diag, projection/kernel.
     Tf,
@@ -27,7 +29,7 @@ pub enum Format {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Weights file (.npz, .safetensors, .onnx, or a torch.save .pt/.pth/.bin state dict).
+    /// Weights file (.npz, .safetensors, .onnx, .keras, .h5, or a torch.save .pt/.pth/.bin state dict).
     #[arg(long)]
     weights: PathBuf,
     /// Layout and names of the weights.
@@ -70,6 +72,11 @@ pub struct RunArgs {
     /// sequence model. Not needed for ONNX models (their graph says).
     #[arg(long)]
     batch_first: bool,
+    /// keras with an .npz: the layer used Keras' default activations
+    /// (activation="tanh", recurrent_activation="sigmoid"), which an npz
+    /// does not record (the engine runs no others).
+    #[arg(long)]
+    default_activations: bool,
     /// Accept NaN or infinite weights (by default the first one is an
     /// error naming the tensor and index).
     #[arg(long)]
@@ -94,6 +101,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
             "--forget-bias, --cell-clip and --proj-clip are settings of --format tf".into(),
         ));
     }
+    if args.default_activations && !matches!(args.format, Format::Keras) {
+        return Err(Error::Invalid(
+            "--default-activations is a setting of --format keras with an .npz".into(),
+        ));
+    }
     // A PyTorch state dict is read once (any tensor file: torch.save,
     // safetensors, npz), its prefix resolved (`lstm` or `lstm.`).
     let mut torch_file = None;
@@ -106,7 +118,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             let stack = import::pytorch_stack_from_with(&file, &prefix, load_options(args))?;
             let multi = stack.layers().len() > 1 || stack.layers()[0].backward.is_some();
             if multi || args.seq_lens.is_some() || args.batch_first {
-                return run_stack(args, &stack, args.batch_first);
+                return run_stack(args, &stack, args.batch_first, None);
             }
         } else if args.seq_lens.is_some() || args.batch_first {
             return Err(Error::Invalid(
@@ -115,6 +127,37 @@ pub fn run(args: &RunArgs) -> Result<()> {
             ));
         }
         torch_file = Some((file, prefix));
+    } else if matches!(args.format, Format::Keras) {
+        let bytes = io::read_file_bytes(&args.weights)?;
+        if import::is_keras_model(&bytes) {
+            if args.default_activations {
+                return Err(Error::Invalid(
+                    "--default-activations is for an .npz of Keras weights; a .keras/.h5 file records its activations".into(),
+                ));
+            }
+            let model =
+                import::keras_model_from_bytes_with(&bytes, &args.weights, load_options(args))?;
+            for note in model.notes() {
+                eprintln!("note: {}: {note}", args.weights.display());
+            }
+            return run_stack(args, model.stack(), false, Some(&model));
+        }
+        if !args.default_activations {
+            return Err(Error::Invalid(format!(
+                "{}: an .npz of Keras weights does not record the activations: pass --default-activations if the layer used tanh and sigmoid (Keras' defaults; no others run), or load the .keras/.h5 model; nothing was run",
+                args.weights.display()
+            )));
+        }
+        if args.seq_lens.is_some() || args.batch_first {
+            let (cfg, w) = import::keras(&args.weights, &args.prefix)?;
+            let cfg = cfg.with_non_finite_weights(args.allow_non_finite_weights);
+            let layer = lstm_kernels::StackLayer {
+                forward: Lstm::new(cfg, w)?,
+                backward: None,
+            };
+            let stack = lstm_kernels::LstmStack::new(vec![layer], lstm_kernels::Merge::Concat)?;
+            return run_stack(args, &stack, args.batch_first, None);
+        }
     } else if matches!(args.format, Format::Onnx) {
         // The layout is the graph's: a contradicting --batch-first is an
         // error, an agreeing one is not needed.
@@ -141,11 +184,12 @@ pub fn run(args: &RunArgs) -> Result<()> {
             || model.batch_first
             || quantized
         {
-            return run_stack(args, stack, model.batch_first);
+            return run_stack(args, stack, model.batch_first, None);
         }
     } else if args.seq_lens.is_some() || args.batch_first {
         return Err(Error::Invalid(
-            "--seq-lens and --batch-first need --format pytorch or onnx (a sequence model)".into(),
+            "--seq-lens and --batch-first need --format pytorch, onnx or keras (a sequence model)"
+                .into(),
         ));
     }
     let (cfg, weights) = match args.format {
@@ -314,12 +358,29 @@ fn write_all(w: &mut dyn std::io::Write, bytes: &[u8], path: &std::path::Path) -
     })
 }
 
-/// A sequence model (PyTorch nn.LSTM, ONNX LSTM nodes): X is [T, B, n]
-/// ([B, T, n] when `batch_first`: --batch-first, or the ONNX graph's
-/// layout), Y [T, B, D·P] ([B, T, D·P]); state files hold c [L·D, B, H]
-/// and m (= h) [L·D, B, R].
-fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack, batch_first: bool) -> Result<()> {
+/// A sequence model (PyTorch nn.LSTM, ONNX LSTM nodes, a Keras model): X
+/// is [T, B, n] ([B, T, n] when `batch_first`: --batch-first, the ONNX
+/// graph's layout, or a Keras model unless it is time-major), Y
+/// [T, B, D·P] ([B, T, D·P]; [B, D·P] for a Keras model whose last LSTM
+/// does not return sequences); state files hold c [L·D, B, H] and
+/// m (= h) [L·D, B, R].
+fn run_stack(
+    args: &RunArgs,
+    stack: &lstm_kernels::LstmStack,
+    batch_first: bool,
+    keras: Option<&import::KerasModel>,
+) -> Result<()> {
     use lstm_kernels::SeqOptions;
+    let batch_first = match keras {
+        Some(k) if args.batch_first && !k.batch_first() => {
+            return Err(Error::Invalid(format!(
+                "--batch-first: {} is a time-major (time_major=True) Keras model",
+                args.weights.display()
+            )));
+        }
+        Some(k) => k.batch_first(),
+        None => batch_first,
+    };
     // One pool for every layer (a deep stack built a pool per cell).
     let stack = stack.clone().with_threads(args.threads)?;
     // Without --precision a model runs as loaded (f32, or a
@@ -328,6 +389,42 @@ fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack, batch_first: bool)
         Some(p) => stack.with_precision(p)?,
         None => stack,
     };
+    let keras = match keras {
+        Some(k) => Some(k.clone().map_stack(|_| Ok(stack.clone()))?),
+        None => None,
+    };
+    let dirs = if stack.layers()[0].backward.is_some() {
+        2
+    } else {
+        1
+    };
+    let ld = stack.layers().len() * dirs;
+    let (h, r) = {
+        let c = stack.layers()[0].forward.config();
+        (c.n_hidden, c.n_recurrent())
+    };
+    // State files hold one [L·D, B, H] array: layers of one size and
+    // direction count.
+    let sizes: Vec<(usize, usize, usize)> = stack
+        .layers()
+        .iter()
+        .map(|l| {
+            let c = l.forward.config();
+            (
+                c.n_hidden,
+                c.n_recurrent(),
+                1 + l.backward.is_some() as usize,
+            )
+        })
+        .collect();
+    if sizes.iter().any(|&s| s != (h, r, dirs))
+        && (args.state_in.is_some() || args.state_out.is_some())
+    {
+        return Err(Error::Unsupported(format!(
+            "--state-in/--state-out hold [L·D, B, H] arrays, for stacks whose layers share one size; the layers of {} have (hidden, recurrent, directions) {sizes:?}",
+            args.weights.display()
+        )));
+    }
     let x = io::read_npy(&args.input)?;
     let n = stack.input_size();
     let (t, b) = match (x.shape.as_slice(), batch_first) {
@@ -356,39 +453,7 @@ fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack, batch_first: bool)
         .as_ref()
         .map(io::read_npy_lengths)
         .transpose()?;
-    let dirs = if stack.layers()[0].backward.is_some() {
-        2
-    } else {
-        1
-    };
-    let ld = stack.layers().len() * dirs;
     let mut st = stack.new_state(b)?;
-    let (h, r) = {
-        let c = stack.layers()[0].forward.config();
-        (c.n_hidden, c.n_recurrent())
-    };
-    // State files hold one [L·D, B, H] array: layers of one size and
-    // direction count.
-    let sizes: Vec<(usize, usize, usize)> = stack
-        .layers()
-        .iter()
-        .map(|l| {
-            let c = l.forward.config();
-            (
-                c.n_hidden,
-                c.n_recurrent(),
-                1 + l.backward.is_some() as usize,
-            )
-        })
-        .collect();
-    if sizes.iter().any(|&s| s != (h, r, dirs))
-        && (args.state_in.is_some() || args.state_out.is_some())
-    {
-        return Err(Error::Unsupported(format!(
-            "--state-in/--state-out hold [L·D, B, H] arrays, for stacks whose layers share one size; the layers of {} have (hidden, recurrent, directions) {sizes:?}",
-            args.weights.display()
-        )));
-    }
     if let Some(path) = &args.state_in {
         let f = io::read_tensors(path)?;
         // Shapes from the headers first: nothing of a wrong size is read.
@@ -415,17 +480,24 @@ fn run_stack(args: &RunArgs, stack: &lstm_kernels::LstmStack, batch_first: bool)
         }
     }
     let w = stack.output_size();
-    let mut y = try_zeros(checked_elements(&[t, b, w], "the output")?, "the output")?;
-    stack.forward(
-        &mut st,
-        &x.data,
-        &mut y,
-        SeqOptions {
-            batch_first,
-            seq_lens: lens.as_deref(),
-        },
-    )?;
-    let y_shape = if batch_first { [b, t, w] } else { [t, b, w] };
+    let y_shape: Vec<usize> = match &keras {
+        Some(k) if !k.return_sequences() => vec![b, w],
+        _ if batch_first => vec![b, t, w],
+        _ => vec![t, b, w],
+    };
+    let mut y = try_zeros(checked_elements(&y_shape, "the output")?, "the output")?;
+    match &keras {
+        Some(k) => k.forward(&mut st, &x.data, &mut y, lens.as_deref())?,
+        None => stack.forward(
+            &mut st,
+            &x.data,
+            &mut y,
+            SeqOptions {
+                batch_first,
+                seq_lens: lens.as_deref(),
+            },
+        )?,
+    }
     let y_bytes = io::npy_file_bytes(&y_shape, &y)?;
     let staged_y = Staged::write(&args.output, |wr| write_all(wr, &y_bytes, &args.output))?;
     let staged_state = match &args.state_out {

@@ -8,8 +8,14 @@
 //!   `proj_size`; gate order i, f, g, o (= ours). An optional key prefix;
 //!   [`pytorch_stack`] for every layer and direction; `*_from_bytes` to
 //!   load from memory.
+//! * [`keras_model`] (feature `keras`): a whole Keras model saved as
+//!   `.keras` (Keras 3 / tf-keras) or legacy tf-keras `.h5`: its config
+//!   (units, activations, directions, stacking) and HDF5 weights, as a
+//!   [`KerasModel`]; `keras_model_from_bytes` from memory.
 //! * [`keras`]: a Keras `LSTM` layer's weights in `.npz`: `kernel [in, 4U]`,
-//!   `recurrent_kernel [U, 4U]`, `bias [4U]`; gate order i, f, c, o.
+//!   `recurrent_kernel [U, 4U]`, `bias [4U]`; gate order i, f, c, o. An
+//!   npz records no activations: the caller vouches that the layer used
+//!   Keras' defaults (`tanh`, `sigmoid`).
 //! * [`tf`]: `tf.compat.v1` `LSTMCell` variables in `.npz`: `kernel
 //!   [in + rec, 4U]` and `bias [4U]` in gate order i, j (= c̃), f, o;
 //!   optional `w_i_diag`, `w_f_diag`, `w_o_diag [U]` and
@@ -32,11 +38,18 @@ use crate::io::{Tensor, TensorFile};
 use crate::weights::LstmWeights;
 
 mod keras;
+#[cfg(feature = "keras")]
+mod keras_model;
 mod onnx;
 mod pytorch;
 mod tf;
 
 pub use keras::keras;
+#[cfg(feature = "keras")]
+pub use keras_model::{
+    KerasModel, MAX_KERAS_CONFIG_BYTES, is_keras_model, keras_model, keras_model_from_bytes,
+    keras_model_from_bytes_with, keras_model_with,
+};
 pub use onnx::{
     OnnxModel, onnx, onnx_from_bytes, onnx_model, onnx_model_from_bytes, onnx_model_with,
     onnx_stack, onnx_stack_from_bytes, onnx_stack_with,

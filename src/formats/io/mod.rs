@@ -25,6 +25,8 @@ use std::sync::{Mutex, OnceLock};
 use crate::error::{Error, Result, shape_str};
 
 mod half;
+#[cfg(feature = "keras")]
+pub(crate) mod hdf5;
 mod npy;
 mod npz;
 mod pickle;
@@ -395,8 +397,15 @@ pub fn read_tensors(path: impl AsRef<Path>) -> Result<TensorFile> {
     }
 }
 
+/// A whole file's bytes, the buffer reserved fallibly from its length (an
+/// [`Error::Alloc`] instead of an abort), e.g. to load a model with a
+/// `*_from_bytes` function after looking at it.
+pub fn read_file_bytes(path: impl AsRef<Path>) -> Result<Vec<u8>> {
+    read_whole(path.as_ref())
+}
+
 /// A regular file's bytes, the buffer reserved fallibly from its length.
-fn read_whole(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_whole(path: &Path) -> Result<Vec<u8>> {
     let mut f = File::open(path).map_err(io_err(path))?;
     let len = f.metadata().map_err(io_err(path))?.len();
     let mut bytes = Vec::new();
