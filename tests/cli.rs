@@ -1266,3 +1266,33 @@ fn cli_bench_streams_json() {
         );
     }
 }
+
+/// Issue 16: TensorFlow's own saved forms (a SavedModel, a checkpoint) are
+/// not readable; `lstm run` says what to do instead (save as .keras, or
+/// export to ONNX), whatever --format was given.
+#[test]
+fn lstm_run_explains_tensorflow_saved_forms() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sm = tmp.path().join("export");
+    std::fs::create_dir_all(sm.join("variables")).unwrap();
+    std::fs::write(sm.join("saved_model.pb"), b"\x08\x01").unwrap();
+    let ckpt = tmp.path().join("ckpt-3.index");
+    std::fs::write(&ckpt, b"not read").unwrap();
+    let x = golden::dir("plain").join("x.npy");
+    let y = tmp.path().join("y.npy");
+    for (weights, what) in [
+        (sm.clone(), "SavedModel"),
+        (sm.join("saved_model.pb"), "SavedModel"),
+        (ckpt, "checkpoint"),
+    ] {
+        for format in ["keras", "tf"] {
+            let err = run_err(&mut lstm_run(format, None, &weights, &x, &y));
+            assert!(
+                err.contains(what) && err.contains("m.keras") && err.lines().count() == 1,
+                "{format} {}: {err}",
+                weights.display()
+            );
+        }
+    }
+    assert!(!y.exists());
+}

@@ -106,6 +106,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             "--default-activations is a setting of --format keras with an .npz".into(),
         ));
     }
+    tensorflow_save_formats(&args.weights)?;
     // A PyTorch state dict is read once (any tensor file: torch.save,
     // safetensors, npz), its prefix resolved (`lstm` or `lstm.`).
     let mut torch_file = None;
@@ -349,6 +350,32 @@ fn check_outputs(args: &RunArgs) -> Result<()> {
         io::check_replaceable(out)?;
     }
     Ok(())
+}
+
+/// TensorFlow's own saved forms (a SavedModel directory or its
+/// `saved_model.pb`, a checkpoint's `.index`/`.data-*`/`checkpoint` files)
+/// cannot be read: say what to do instead of failing on their bytes.
+fn tensorflow_save_formats(weights: &std::path::Path) -> Result<()> {
+    let name = weights
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let saved_model = weights.join("saved_model.pb").is_file() || name == "saved_model.pb";
+    let checkpoint = name == "checkpoint"
+        || name.ends_with(".index")
+        || name.contains(".data-0")
+        || (weights.is_dir() && weights.join("checkpoint").is_file());
+    let what = if saved_model {
+        "a TensorFlow SavedModel"
+    } else if checkpoint {
+        "a TensorFlow checkpoint"
+    } else {
+        return Ok(());
+    };
+    Err(Error::Unsupported(format!(
+        "{}: {what} cannot be read; in Python, load the model and save it as Keras does (model.save(\"m.keras\"), then --format keras --weights m.keras), or export it to ONNX (tf2onnx; --format onnx); nothing was run",
+        weights.display()
+    )))
 }
 
 fn write_all(w: &mut dyn std::io::Write, bytes: &[u8], path: &std::path::Path) -> Result<()> {
