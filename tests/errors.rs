@@ -717,3 +717,58 @@ fn batch_first_onnx_graphs_report_their_layout() {
     let e = import::onnx(&t).unwrap_err().to_string();
     assert!(e.contains("2 LSTM layers"), "{e}");
 }
+
+/// Issue 16: a Keras `Bidirectional` layer's weights in one `.npz` (both
+/// directions' keys): each direction loads with its `--prefix`, the other
+/// direction's keys are not this layer's business; without a prefix the
+/// error lists the layers to choose from; a typo under the prefix is
+/// still an error.
+#[test]
+fn keras_npz_of_a_bidirectional_layer_loads_by_direction() {
+    use lstm_kernels::import;
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("bidir.npz");
+    let (n, u) = (3, 4);
+    let k: Vec<f32> = (0..n * 4 * u).map(|i| i as f32 * 0.01).collect();
+    let rk: Vec<f32> = (0..u * 4 * u).map(|i| i as f32 * -0.01).collect();
+    let b: Vec<f32> = vec![0.5; 4 * u];
+    let names: Vec<String> = ["forward_lstm", "backward_lstm"]
+        .iter()
+        .flat_map(|d| ["kernel", "recurrent_kernel", "bias"].map(|t| format!("{d}/lstm_cell/{t}")))
+        .collect();
+    let (sk, srk, sb) = ([n, 4 * u], [u, 4 * u], [4 * u]);
+    let arrays: Vec<(&str, &[usize], &[f32])> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| match i % 3 {
+            0 => (name.as_str(), &sk[..], &k[..]),
+            1 => (name.as_str(), &srk[..], &rk[..]),
+            _ => (name.as_str(), &sb[..], &b[..]),
+        })
+        .collect();
+    io::write_npz(&p, &arrays).unwrap();
+    for d in ["forward_lstm", "backward_lstm"] {
+        let (cfg, w) = import::keras(&p, &format!("{d}/lstm_cell/")).unwrap();
+        assert_eq!((cfg.n_input, cfg.n_hidden), (n, u));
+        assert_eq!(&w.gates[..k.len()], &k[..]);
+    }
+    let e = import::keras(&p, "").unwrap_err().to_string();
+    assert!(
+        e.contains("forward_lstm/lstm_cell/")
+            && e.contains("backward_lstm/lstm_cell/")
+            && e.contains("--prefix"),
+        "{e}"
+    );
+    let typo = tmp.path().join("typo.npz");
+    io::write_npz(
+        &typo,
+        &[
+            ("l/kernel", &[n, 4 * u], &k),
+            ("l/recurrent_kernel", &[u, 4 * u], &rk),
+            ("l/bais", &[4 * u], &b),
+        ],
+    )
+    .unwrap();
+    let e = import::keras(&typo, "l/").unwrap_err().to_string();
+    assert!(e.contains("l/bais"), "{e}");
+}

@@ -15,6 +15,28 @@ pub fn keras(path: impl AsRef<Path>, prefix: &str) -> Result<(LstmConfig, LstmWe
     let _nearest = crate::engine::NearestGuard::new(); // bias sums round to nearest
     let file = read_tensors(path)?;
     let key = |n: &str| format!("{prefix}{n}");
+    if !file.contains(&key("kernel")) {
+        // Say which prefixes the file has (a Bidirectional layer's
+        // directions, several layers).
+        let found: Vec<String> = file
+            .names()
+            .filter_map(|k| k.strip_suffix("recurrent_kernel").map(str::to_string))
+            .collect();
+        if !found.is_empty() {
+            return Err(crate::error::Error::MissingTensor {
+                tensor: key("kernel"),
+                source_name: format!(
+                    "{} (it has the layers {}: choose one with --prefix)",
+                    file.path().display(),
+                    found
+                        .iter()
+                        .map(|p| format!("`{p}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+    }
     let (k, rk) = (
         file.get(&key("kernel"))?,
         file.get(&key("recurrent_kernel"))?,
@@ -42,6 +64,6 @@ pub fn keras(path: impl AsRef<Path>, prefix: &str) -> Result<(LstmConfig, LstmWe
         w.bias.copy_from_slice(&b.data);
         used.push(key("bias"));
     }
-    no_leftovers(&file, &used, "Keras LSTM layer")?;
+    no_leftovers(&file, prefix, &used, "Keras LSTM layer")?;
     Ok((cfg, w))
 }

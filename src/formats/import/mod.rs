@@ -131,10 +131,14 @@ fn optional<'a>(file: &'a TensorFile, name: &str) -> Result<Option<&'a Tensor>> 
     }
 }
 
-/// Rejects tensors the loader did not use (a typo would otherwise be
-/// silently ignored).
-fn no_leftovers(file: &TensorFile, used: &[String], what: &str) -> Result<()> {
-    match file.names().find(|k| !used.iter().any(|u| u == k)) {
+/// Rejects tensors under `prefix` the loader did not use (a typo would
+/// otherwise be silently ignored); tensors outside the prefix (another
+/// layer, the other direction of a Bidirectional) are not its business.
+fn no_leftovers(file: &TensorFile, prefix: &str, used: &[String], what: &str) -> Result<()> {
+    match file
+        .names()
+        .find(|k| k.starts_with(prefix) && !used.iter().any(|u| u == k))
+    {
         Some(extra) => Err(Error::UnexpectedTensor {
             tensor: extra.to_string(),
             why: format!("not part of a {what} in {}", file.path().display()),

@@ -126,6 +126,6 @@ pub fn tf(
         wp.copy_from_slice(&p.data);
         used.push(key("projection/kernel"));
     }
-    no_leftovers(&file, &used, "TF LSTMCell")?;
+    no_leftovers(&file, prefix, &used, "TF LSTMCell")?;
     Ok((cfg, w))
 }
