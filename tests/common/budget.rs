@@ -16,18 +16,32 @@ pub const BUDGET: usize = 1 << 30;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 
+/// Reserves `n` more live bytes, or refuses without ever counting them: a
+/// refused huge request must not make a concurrent small one look over
+/// the budget (adding first and taking back after did, and aborted other
+/// tests of the binary now and then).
+fn reserve(n: usize) -> bool {
+    LIVE.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |live| {
+        live.checked_add(n).filter(|&total| total <= BUDGET)
+    })
+    .is_ok()
+}
+
 struct Budget;
 
 // SAFETY: forwards to the system allocator; refusing (null) is allowed by
 // the `GlobalAlloc` contract.
 unsafe impl GlobalAlloc for Budget {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if LIVE.fetch_add(layout.size(), Ordering::SeqCst) + layout.size() > BUDGET {
-            LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
+        if !reserve(layout.size()) {
             return std::ptr::null_mut();
         }
         // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
+        let p = unsafe { System.alloc(layout) };
+        if p.is_null() {
+            LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
+        }
+        p
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
@@ -36,10 +50,7 @@ unsafe impl GlobalAlloc for Budget {
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let old = layout.size();
-        if new_size > old
-            && LIVE.fetch_add(new_size - old, Ordering::SeqCst) + new_size - old > BUDGET
-        {
-            LIVE.fetch_sub(new_size - old, Ordering::SeqCst);
+        if new_size > old && !reserve(new_size - old) {
             return std::ptr::null_mut();
         }
         // SAFETY: same contract as the caller's.
