@@ -392,3 +392,28 @@ fn dynamic_quantize_lstm_runs_its_own_int8_weights() {
         }
     }
 }
+
+/// Issue 16 item 6: the one-layer Keras and TF `.npz` loaders take bytes
+/// too, giving exactly what the path gives.
+#[test]
+fn keras_and_tf_npz_load_from_bytes() {
+    let dir = golden::framework("keras_lstm");
+    let p = golden::weights_file(&dir);
+    let bytes = std::fs::read(&p).unwrap();
+    let (c1, w1) = import::keras(&p, "").unwrap();
+    let (c2, w2) = import::keras_from_bytes(&bytes, &p, "").unwrap();
+    assert_eq!((c1, &w1.gates, &w1.bias), (c2, &w2.gates, &w2.bias));
+    let dir = golden::framework("tf_cell");
+    let p = golden::weights_file(&dir);
+    let bytes = std::fs::read(&p).unwrap();
+    let opts = || TfOptions {
+        forget_bias: 1.0,
+        cell_clip: None,
+        proj_clip: None,
+    };
+    let (c1, w1) = import::tf(&p, "", opts()).unwrap();
+    let (c2, w2) = import::tf_from_bytes(&bytes, &p, "", opts()).unwrap();
+    assert_eq!((c1, &w1.gates, &w1.bias), (c2, &w2.gates, &w2.bias));
+    // Truncated bytes are an error, not a panic.
+    assert!(import::tf_from_bytes(&bytes[..bytes.len() / 2], &p, "", opts()).is_err());
+}

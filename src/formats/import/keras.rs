@@ -6,14 +6,27 @@ use std::path::Path;
 use super::{dims2, expect, no_leftovers, optional, shape_err};
 use crate::config::LstmConfig;
 use crate::error::Result;
-use crate::io::read_tensors;
+use crate::io::{TensorFile, read_tensors};
 use crate::weights::LstmWeights;
 
 /// Loads a Keras `LSTM` layer's weights from `.npz` (`kernel`,
 /// `recurrent_kernel`, `bias`; an optional key prefix).
 pub fn keras(path: impl AsRef<Path>, prefix: &str) -> Result<(LstmConfig, LstmWeights)> {
+    keras_from(&read_tensors(path)?, prefix)
+}
+
+/// [`keras`] from the bytes of an `.npz` (`name` names it in errors).
+pub fn keras_from_bytes(
+    bytes: &[u8],
+    name: impl AsRef<Path>,
+    prefix: &str,
+) -> Result<(LstmConfig, LstmWeights)> {
+    keras_from(&crate::io::read_tensors_from_bytes(bytes, name)?, prefix)
+}
+
+/// [`keras`] from tensors already read.
+pub fn keras_from(file: &TensorFile, prefix: &str) -> Result<(LstmConfig, LstmWeights)> {
     let _nearest = crate::engine::NearestGuard::new(); // bias sums round to nearest
-    let file = read_tensors(path)?;
     let key = |n: &str| format!("{prefix}{n}");
     if !file.contains(&key("kernel")) {
         // Say which prefixes the file has (a Bidirectional layer's

@@ -44,7 +44,7 @@ mod onnx;
 mod pytorch;
 mod tf;
 
-pub use keras::keras;
+pub use keras::{keras, keras_from, keras_from_bytes};
 #[cfg(feature = "keras")]
 pub use keras_model::{
     KerasModel, MAX_KERAS_CONFIG_BYTES, is_keras_model, keras_model, keras_model_from_bytes,
@@ -58,7 +58,7 @@ pub use pytorch::{
     pytorch, pytorch_from, pytorch_from_bytes, pytorch_prefix, pytorch_stack, pytorch_stack_from,
     pytorch_stack_from_bytes, pytorch_stack_from_with,
 };
-pub use tf::{TfOptions, tf};
+pub use tf::{TfOptions, tf, tf_from, tf_from_bytes};
 
 /// Settings of the loaders that build models themselves (the `*_stack`
 /// functions); the others return a config and weights, to which the same

@@ -7,7 +7,7 @@ use std::path::Path;
 use super::{dims2, expect, fill_gates, no_leftovers, optional, shape_err};
 use crate::config::{LstmConfig, Peephole};
 use crate::error::{Error, Result};
-use crate::io::read_tensors;
+use crate::io::{TensorFile, read_tensors};
 use crate::weights::LstmWeights;
 
 /// The `tf.compat.v1.nn.rnn_cell.LSTMCell` settings that are not weights.
@@ -40,8 +40,30 @@ pub fn tf(
     prefix: &str,
     opts: TfOptions,
 ) -> Result<(LstmConfig, LstmWeights)> {
+    tf_from(&read_tensors(path)?, prefix, opts)
+}
+
+/// [`tf`] from the bytes of an `.npz` (`name` names it in errors).
+pub fn tf_from_bytes(
+    bytes: &[u8],
+    name: impl AsRef<Path>,
+    prefix: &str,
+    opts: TfOptions,
+) -> Result<(LstmConfig, LstmWeights)> {
+    tf_from(
+        &crate::io::read_tensors_from_bytes(bytes, name)?,
+        prefix,
+        opts,
+    )
+}
+
+/// [`tf`] from tensors already read.
+pub fn tf_from(
+    file: &TensorFile,
+    prefix: &str,
+    opts: TfOptions,
+) -> Result<(LstmConfig, LstmWeights)> {
     let _nearest = crate::engine::NearestGuard::new(); // bias sums round to nearest
-    let file = read_tensors(path)?;
     let key = |n: &str| format!("{prefix}{n}");
     let (k, b) = (file.get(&key("kernel"))?, file.get(&key("bias"))?);
     let (rows, g4) = dims2(&file, &key("kernel"), k)?;
