@@ -54,17 +54,17 @@ pub fn keras_from(file: &TensorFile, prefix: &str) -> Result<(LstmConfig, LstmWe
         file.get(&key("kernel"))?,
         file.get(&key("recurrent_kernel"))?,
     );
-    let (n, g4) = dims2(&file, &key("kernel"), k)?;
+    let (n, g4) = dims2(file, &key("kernel"), k)?;
     if g4 % 4 != 0 || g4 == 0 {
         return Err(shape_err(
-            &file,
+            file,
             &key("kernel"),
             "[input, 4·units]".into(),
             &k.shape,
         ));
     }
     let h = g4 / 4;
-    expect(&file, &key("recurrent_kernel"), rk, &[h, 4 * h])?;
+    expect(file, &key("recurrent_kernel"), rk, &[h, 4 * h])?;
     let cfg = LstmConfig::new(n, h);
     cfg.validate()?;
     let mut w = LstmWeights::zeros(&cfg)?;
@@ -72,11 +72,11 @@ pub fn keras_from(file: &TensorFile, prefix: &str) -> Result<(LstmConfig, LstmWe
     w.gates[..n * 4 * h].copy_from_slice(&k.data);
     w.gates[n * 4 * h..].copy_from_slice(&rk.data);
     let mut used = vec![key("kernel"), key("recurrent_kernel")];
-    if let Some(b) = optional(&file, &key("bias"))? {
-        expect(&file, &key("bias"), b, &[4 * h])?;
+    if let Some(b) = optional(file, &key("bias"))? {
+        expect(file, &key("bias"), b, &[4 * h])?;
         w.bias.copy_from_slice(&b.data);
         used.push(key("bias"));
     }
-    no_leftovers(&file, prefix, &used, "Keras LSTM layer")?;
+    no_leftovers(file, prefix, &used, "Keras LSTM layer")?;
     Ok((cfg, w))
 }

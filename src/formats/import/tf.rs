@@ -66,22 +66,22 @@ pub fn tf_from(
     let _nearest = crate::engine::NearestGuard::new(); // bias sums round to nearest
     let key = |n: &str| format!("{prefix}{n}");
     let (k, b) = (file.get(&key("kernel"))?, file.get(&key("bias"))?);
-    let (rows, g4) = dims2(&file, &key("kernel"), k)?;
+    let (rows, g4) = dims2(file, &key("kernel"), k)?;
     if g4 % 4 != 0 || g4 == 0 {
         return Err(shape_err(
-            &file,
+            file,
             &key("kernel"),
             "[input + recurrent, 4·units]".into(),
             &k.shape,
         ));
     }
     let h = g4 / 4;
-    expect(&file, &key("bias"), b, &[4 * h])?;
-    let proj = optional(&file, &key("projection/kernel"))?;
+    expect(file, &key("bias"), b, &[4 * h])?;
+    let proj = optional(file, &key("projection/kernel"))?;
     let r = match proj {
         Some(p) => {
-            let (ph, pr) = dims2(&file, &key("projection/kernel"), p)?;
-            expect(&file, &key("projection/kernel"), p, &[h, pr])?;
+            let (ph, pr) = dims2(file, &key("projection/kernel"), p)?;
+            expect(file, &key("projection/kernel"), p, &[h, pr])?;
             let _ = ph;
             pr
         }
@@ -89,7 +89,7 @@ pub fn tf_from(
     };
     if rows <= r {
         return Err(shape_err(
-            &file,
+            file,
             &key("kernel"),
             format!("[input + {r}, {g4}] with input ≥ 1"),
             &k.shape,
@@ -139,7 +139,7 @@ pub fn tf_from(
         // Ours: [w_ci, w_cf, w_co].
         for (g, name) in diag_names.iter().enumerate() {
             let t = file.get(name)?;
-            expect(&file, name, t, &[h])?;
+            expect(file, name, t, &[h])?;
             d[g * h..(g + 1) * h].copy_from_slice(&t.data);
             used.push(name.clone());
         }
@@ -148,6 +148,6 @@ pub fn tf_from(
         wp.copy_from_slice(&p.data);
         used.push(key("projection/kernel"));
     }
-    no_leftovers(&file, prefix, &used, "TF LSTMCell")?;
+    no_leftovers(file, prefix, &used, "TF LSTMCell")?;
     Ok((cfg, w))
 }
