@@ -154,6 +154,7 @@ impl Int8Packed {
     /// Checks that `cfg` has only what the int8 path computes, quantizes
     /// the gates ([`Int8Gates::quantize`]) and packs.
     pub(crate) fn build(cfg: &LstmConfig, w: &LstmWeights, kernel: Int8Kernel) -> Result<Self> {
+        // Refuse unsupported variants before quantizing anything.
         super::lowp::check_supported(cfg, "int8")?;
         Int8Packed::from_gates(cfg, w, &Int8Gates::quantize(cfg, w)?, kernel)
     }

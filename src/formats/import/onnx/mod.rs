@@ -435,7 +435,13 @@ fn lstm_cells(
             dg[2 * h..].copy_from_slice(&pd[h..2 * h]);
         }
         let q = c.quant.as_ref().map(|q| -> Result<crate::Int8Gates> {
-            let mut g = crate::Int8Gates::quantize(&cfg, &w)?;
+            // Every value is the file's: start from zeros, not from a
+            // quantization of the dequantized weights.
+            let mut g = crate::Int8Gates {
+                q: crate::error::try_filled(w.gates.len(), 0i8, "int8 gates")?,
+                scale_x: crate::error::try_filled(cols, 0f32, "int8 scales")?,
+                scale_h: crate::error::try_filled(cols, 0f32, "int8 scales")?,
+            };
             let (wq, rq) = (&q.w[d * 4 * h * n..], &q.r[d * 4 * h * h..]);
             for k in 0..n + h {
                 for (gate, &og) in ONNX_GATE.iter().enumerate() {
