@@ -34,6 +34,7 @@ mod model;
 pub mod reference;
 pub mod rng;
 mod seq;
+pub mod tuning;
 
 #[cfg(feature = "charlm")]
 pub use apps::charlm;
@@ -46,6 +47,7 @@ pub use error::{Error, Result};
 pub use formats::{import, io};
 pub use model::config::{LstmConfig, MAX_TENSOR_ELEMENTS, Peephole};
 pub use model::weights::{GATE_ORDER, Int8Gates, LstmWeights, SEED_NAMES, SeedWeights};
+pub use tuning::{ModelPlan, Partition, PlanRules, Tuning};
 pub use model::{Lstm, LstmState, Precision, config, max_threads, weights};
 pub use seq::batcher::{
     self, Backpressure, Batcher, BatcherConfig, BatcherStats, Pending, Shutdown,

@@ -55,6 +55,8 @@ pub(crate) struct Parallel<'a> {
     pub(crate) threads: usize,
     /// Gate FLOPs per step below which a call stays on one thread.
     pub(crate) min_flops: f64,
+    /// The plan's knobs for this call (results never depend on them).
+    pub(crate) rules: crate::tuning::PlanRules,
 }
 
 impl<'a> Parallel<'a> {
@@ -78,7 +80,7 @@ impl<'a> Parallel<'a> {
         } else {
             1
         };
-        Plan::new(pk, batch, steps, threads, self.min_flops)
+        Plan::new(pk, batch, steps, threads, self.min_flops, &self.rules)
     }
 }
 
@@ -142,6 +144,7 @@ pub(crate) fn forward(
             row0: k * plan.per,
             steps,
             tb: plan.tb,
+            kc: plan.kc,
             xs: xs.as_ptr(),
             out: out_ptr,
             c: ck.as_mut_ptr(),

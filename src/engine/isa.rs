@@ -199,6 +199,26 @@ pub(crate) trait Arch: Simd {
         // SAFETY: forwarded from the caller.
         unsafe { microkernel::tile::<Self, MR>(k, a, panel, acc) }
     }
+
+    /// [`Arch::tile`] over rows `k0..k1` of a panel body of `k` rows (a
+    /// K block): `a` points at column 0 of each row, `panel` at the body.
+    ///
+    /// # Safety
+    /// As [`microkernel::tile`] for the whole body; `k0 ≤ k1 ≤ k`.
+    #[inline(always)]
+    unsafe fn tile_range<const MR: usize>(
+        k: usize,
+        k0: usize,
+        k1: usize,
+        a: &[*const f32; MR],
+        panel: *const f32,
+        acc: &mut Acc<Self, MR>,
+    ) {
+        let _ = k;
+        let a: [*const f32; MR] = std::array::from_fn(|r| a[r].wrapping_add(k0));
+        // SAFETY: rows k0..k1 of every `a[r]` and of the body are in bounds.
+        unsafe { Self::tile::<MR>(k1 - k0, &a, panel.add(k0 * 4 * Self::LANES), acc) }
+    }
 }
 
 /// Implements the feature-dependent half of [`Arch`] from one list of
@@ -254,10 +274,26 @@ impl Arch for Avx2 {
         panel: *const f32,
         acc: &mut Acc<Self, MR>,
     ) {
-        let f: unsafe fn(usize, &[*const f32; MR], *const f32, &mut Acc<Avx2, MR>) =
+        // SAFETY: forwarded from the caller.
+        unsafe { Self::tile_range::<MR>(k, 0, k, a, panel, acc) }
+    }
+
+    #[inline(always)]
+    unsafe fn tile_range<const MR: usize>(
+        k: usize,
+        k0: usize,
+        k1: usize,
+        a: &[*const f32; MR],
+        panel: *const f32,
+        acc: &mut Acc<Self, MR>,
+    ) {
+        let f: unsafe fn(usize, usize, &[*const f32; MR], *const f32, &mut Acc<Avx2, MR>) =
             std::hint::black_box(tile_avx2::<MR>);
-        // SAFETY: forwarded from the caller, who runs inside AVX2's entry.
-        unsafe { f(k, a, panel, acc) }
+        let a: [*const f32; MR] = std::array::from_fn(|r| a[r].wrapping_add(k0));
+        // SAFETY: forwarded from the caller, who runs inside AVX2's entry;
+        // each half of a split body is `k` rows of 2 vectors, and rows
+        // k0..k1 of both halves are in bounds.
+        unsafe { f(k1 - k0, k, &a, panel.add(k0 * 2 * Self::LANES), acc) }
     }
 }
 
@@ -270,12 +306,13 @@ impl Arch for Avx2 {
 #[inline(never)]
 unsafe fn tile_avx2<const MR: usize>(
     k: usize,
+    half_rows: usize,
     a: &[*const f32; MR],
     panel: *const f32,
     acc: &mut Acc<Avx2, MR>,
 ) {
     // SAFETY: forwarded from the caller.
-    unsafe { microkernel::tile_halves::<Avx2, MR>(k, a, panel, acc) }
+    unsafe { microkernel::tile_halves::<Avx2, MR>(k, half_rows, a, panel, acc) }
 }
 
 impl Arch for Portable {

@@ -27,6 +27,8 @@ pub(crate) struct Job<'a> {
     pub(crate) steps: usize,
     /// Steps per hoisted input GEMM.
     pub(crate) tb: usize,
+    /// K block of the gate and input GEMMs (0: whole K; see `Plan`).
+    pub(crate) kc: usize,
     /// `[T, batch, n_in]`.
     pub(crate) xs: *const f32,
     /// `[T, batch, n_out]`.

@@ -73,6 +73,7 @@ fn prefetch(p: *const f32) {
 #[inline(always)]
 pub(crate) unsafe fn tile_halves<S: Simd, const MR: usize>(
     k: usize,
+    half_rows: usize,
     a: &[*const f32; MR],
     panel: *const f32,
     acc: &mut Acc<S, MR>,
@@ -87,7 +88,7 @@ pub(crate) unsafe fn tile_halves<S: Simd, const MR: usize>(
             for r in 0..MR {
                 c[r] = [acc[r][v0], acc[r][v0 + 1]];
             }
-            let mut bp = panel.add(half * k * 2 * l);
+            let mut bp = panel.add(half * half_rows * 2 * l);
             for kk in 0..k {
                 // 32 rows (2 KiB on AVX2) ahead: large panels outgrow L1
                 // (distance measured, see the README's tuning table).

@@ -38,7 +38,7 @@ mod tuning;
 
 pub use isa::{ISA_ENV, Isa};
 pub use packed::KernelChoice;
-pub use peak::fma_peak_gflops;
+pub use peak::{fma_peak_gflops, fma_rate_probe};
 pub use registry::{
     config_from_shape_tag, generated_source, specialized_kernels, specialized_shapes,
 };

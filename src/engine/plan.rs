@@ -5,7 +5,8 @@
 //! a row's arithmetic, so results are identical for every plan.
 
 use super::packed::Packed;
-use super::tuning::{MAX_CHUNK_ROWS, STREAMED_WEIGHTS, XW_BUDGET, XW_BUDGET_STREAMED};
+use super::tuning::{STREAMED_WEIGHTS, XW_BUDGET_STREAMED};
+use crate::tuning::{Partition, PlanRules};
 
 /// `rows` split into as few parts of at most `max` rows as possible,
 /// balanced (32 rows by 6: 6,6,5,5,5,5, not 6,6,6,6,6,2) so that no part is
@@ -50,6 +51,40 @@ impl Iterator for Balanced {
     }
 }
 
+/// `0..k` in blocks of `kc` (`kc == 0`: one block), as `(k0, k1)`. The
+/// last block is the remainder; blocks never change a sum's order.
+#[derive(Clone, Copy)]
+pub(crate) struct KBlocks {
+    k: usize,
+    kc: usize,
+    k0: usize,
+}
+
+impl KBlocks {
+    #[inline(always)]
+    pub(crate) fn new(k: usize, kc: usize) -> KBlocks {
+        KBlocks {
+            k,
+            kc: if kc == 0 { k.max(1) } else { kc },
+            k0: 0,
+        }
+    }
+}
+
+impl Iterator for KBlocks {
+    type Item = (usize, usize);
+    #[inline(always)]
+    fn next(&mut self) -> Option<(usize, usize)> {
+        // K = 0 still yields one (empty) block, so the epilogue runs.
+        (self.k0 < self.k || (self.k0 == 0 && self.k == 0)).then(|| {
+            let k0 = self.k0;
+            let k1 = (k0 + self.kc).min(self.k);
+            self.k0 = k1.max(1);
+            (k0, k1)
+        })
+    }
+}
+
 /// Planning of a forward call: chunking and scratch layout.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Plan {
@@ -60,6 +95,8 @@ pub(crate) struct Plan {
     pub(crate) tb: usize,
     /// Hidden-unit split of one chunk over this many threads (1: none).
     pub(crate) split: usize,
+    /// K block of the gate and input GEMMs (0: whole K).
+    pub(crate) kc: usize,
 }
 
 fn round16(n: usize) -> usize {
@@ -73,6 +110,7 @@ impl Plan {
         steps: usize,
         threads: usize,
         min_flops: f64,
+        rules: &PlanRules,
     ) -> Plan {
         let mr = pk.kernel.mr;
         let blocks = batch.div_ceil(mr);
@@ -82,47 +120,58 @@ impl Plan {
         } else {
             threads.clamp(1, blocks)
         };
-        // Large batches run as several chunks of at most MAX_CHUNK_ROWS rows,
-        // one after another on each thread (see MAX_CHUNK_ROWS) — unless the
+        // Large batches run as several chunks of at most `chunk_rows` rows,
+        // one after another on each thread (see `PlanRules`) — unless the
         // weights are streamed from memory anyway, which each chunk would do
         // again.
         let streamed = pk.wx.bytes() + pk.wh.bytes() > STREAMED_WEIGHTS;
         let chunks = if streamed {
             chunks
         } else {
-            chunks.max(batch.div_ceil(MAX_CHUNK_ROWS))
+            chunks.max(batch.div_ceil(rules.chunk_rows.max(1)))
         };
         // Even chunks (64 rows on 2 threads: 32 + 32, not 36 + 28): a row's
         // arithmetic does not depend on which block or chunk it is in.
         let per = batch.div_ceil(chunks);
         let chunks = batch.div_ceil(per);
         let budget = if streamed {
-            XW_BUDGET_STREAMED
+            XW_BUDGET_STREAMED.max(rules.hoist)
         } else {
-            XW_BUDGET
+            rules.hoist.max(1)
         };
-        let tb = (budget / (per * 4 * pk.hp)).clamp(1, steps.max(1));
         // A batch of one row block cannot be split by rows: split its hidden
         // units instead (each core keeps its share of the weights in its own
         // L2), when there is enough work per step to pay for the barriers.
         // (Neither the register-resident small kernel nor a projection,
         // whose output needs every unit of m, is split.)
         let splittable = !pk.kernel.small && !pk.variants.proj;
-        let split = if splittable
-            && chunks == 1
-            && threads > 1
-            && pk.wh.n_panels >= 2 * threads
-            && flops >= min_flops / 8.0
-        {
+        let split_units = match rules.partition {
+            Partition::Auto => chunks == 1 && flops >= min_flops / 8.0,
+            Partition::Rows => false,
+            Partition::Units => flops >= min_flops / 8.0,
+        };
+        let split = if splittable && split_units && threads > 1 && pk.wh.n_panels >= 2 * threads {
             threads
         } else {
             1
         };
+        // A split runs the whole batch as one chunk (every part runs every
+        // row), so it only replaces a row partition that was there for the
+        // threads, not one that chunk_rows asks for.
+        let (per, chunks) = if split > 1 && (streamed || batch <= rules.chunk_rows) {
+            (batch, 1)
+        } else {
+            (per, chunks)
+        };
+        let split = if chunks == 1 { split } else { 1 };
+        let tb = (budget / (per * 4 * pk.hp)).clamp(1, steps.max(1));
+        let kc = rules.kc;
         Plan {
             per,
             chunks,
             tb,
             split,
+            kc,
         }
     }
 

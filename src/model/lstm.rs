@@ -14,6 +14,11 @@ use crate::engine::{
     Supported,
 };
 use crate::error::{Error, Result, check_len, try_zeros};
+use crate::tuning::measure::{self, TuneReport};
+use crate::tuning::{
+    CpuFacts, ModelPlan, PLANS_ENV, PlanEntry, PlanFile, PlanKey, PlanRules, PlanSource, Plans,
+    Tuning,
+};
 use crate::weights::Int8Gates;
 use crate::weights::LstmWeights;
 
@@ -43,6 +48,8 @@ pub struct Lstm {
     precision: Precision,
     /// The reduced-precision packing, with precision bf16 or int8.
     lowp: Option<Arc<LowPacked>>,
+    /// Measured or loaded plans (the heuristic one otherwise).
+    plans: Arc<Plans>,
 }
 
 /// A reduced-precision packing of the weights.
@@ -222,6 +229,9 @@ impl Lstm {
             .map_err(Error::Unsupported)?
             .unwrap_or_else(Isa::detect);
         let packed = Packed::build(&config, &weights, Supported::new(isa)?, KernelChoice::Auto)?;
+        // Read the CPU facts (and run the FMA probe) once per process, here
+        // rather than in the first call.
+        CpuFacts::get();
         Ok(Lstm {
             config,
             weights,
@@ -232,7 +242,9 @@ impl Lstm {
             kernel_choice: KernelChoice::Auto,
             precision: Precision::F32,
             lowp: None,
-        })
+            plans: Arc::new(Plans::default()),
+        }
+        .with_env_plans())
     }
 
     /// Runs the model in `precision` (see [`Precision`]); the weights are
@@ -349,6 +361,196 @@ impl Lstm {
         Ok(self)
     }
 
+    /// Chooses how the plan is made (see [`Tuning`]): `Heuristic` drops
+    /// measured and loaded plans; `Measure { batch }` times candidate plans
+    /// for `batch` rows on this model's threads (well under 2 s) and keeps
+    /// the fastest for calls of about that batch. Results never depend on
+    /// the plan.
+    pub fn with_tuning(mut self, tuning: Tuning) -> Result<Self> {
+        match tuning {
+            Tuning::Heuristic => {
+                self.plans = Arc::new(Plans::default());
+            }
+            Tuning::Measure { batch } => {
+                let report = self.tune(batch)?;
+                let entry = self.plan_entry(batch, report.chosen);
+                Arc::make_mut(&mut self.plans).insert(entry, PlanSource::Measured { batch });
+            }
+        }
+        Ok(self)
+    }
+
+    /// Times candidate plans for `batch` rows on this model's threads and
+    /// reports every timing and the fastest (what [`Tuning::Measure`] and
+    /// `lstm tune` run). The model is not changed.
+    pub fn tune(&self, batch: usize) -> Result<TuneReport> {
+        if self.lowp.is_some() {
+            return Err(Error::Unsupported(
+                "plans tune the f32 engine; tune before with_precision".into(),
+            ));
+        }
+        measure::tune(self, batch, self.heuristic_rules())
+    }
+
+    /// The plan-file entry for `rules` measured at `batch` rows on this
+    /// model (its CPU, ISA, shape and threads).
+    pub fn plan_entry(&self, batch: usize, rules: PlanRules) -> PlanEntry {
+        PlanEntry {
+            key: self.plan_key(batch, self.threads),
+            rules,
+        }
+    }
+
+    fn plan_key(&self, batch: usize, threads: usize) -> PlanKey {
+        let c = &self.config;
+        PlanKey {
+            cpu: CpuFacts::get().model_name.clone(),
+            isa: self.isa(),
+            n_in: c.n_input,
+            hidden: c.n_hidden,
+            recurrent: c.n_recurrent(),
+            head: c.head.unwrap_or(0),
+            peephole: c.peephole.name().to_string(),
+            batch,
+            threads,
+        }
+    }
+
+    /// Loads a plan file's entries for this CPU, ISA and shape (any batch
+    /// and thread count; a call uses the entry for its threads and the
+    /// nearest batch). Entries for other CPUs or shapes are not used. An
+    /// unreadable or corrupt file is an error naming it; the model is then
+    /// unchanged.
+    pub fn with_plan_file(mut self, path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let file = PlanFile::load(path)?;
+        let mine = self.plan_key(0, 0);
+        let plans = Arc::make_mut(&mut self.plans);
+        for e in file.entries {
+            let shape = PlanKey {
+                batch: 0,
+                threads: 0,
+                ..e.key.clone()
+            };
+            if shape == mine {
+                let source = PlanSource::File {
+                    path: path.display().to_string(),
+                };
+                plans.insert(e, source);
+            }
+        }
+        Ok(self)
+    }
+
+    /// Runs every call with `rules` (checked), whatever the batch: for
+    /// tests and benchmarks comparing plans.
+    pub fn with_plan_rules(mut self, rules: PlanRules) -> Result<Self> {
+        rules.check()?;
+        Arc::make_mut(&mut self.plans).given = Some(rules);
+        Ok(self)
+    }
+
+    /// Loads the plan file [`PLANS_ENV`] names, if set; a file that cannot
+    /// be read or parsed is reported on stderr (once per process) and
+    /// ignored.
+    fn with_env_plans(self) -> Self {
+        let Some(path) = std::env::var_os(PLANS_ENV).filter(|p| !p.is_empty()) else {
+            return self;
+        };
+        let fallback = self.clone();
+        match self.with_plan_file(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    eprintln!("lstm-kernels: {PLANS_ENV}: {e}; using the heuristic plans");
+                });
+                fallback
+            }
+        }
+    }
+
+    /// The heuristic plan for this model on this CPU.
+    fn heuristic_rules(&self) -> PlanRules {
+        let k = self.config.n_input.max(self.config.n_recurrent());
+        PlanRules::heuristic(CpuFacts::get(), k, self.isa().lanes())
+    }
+
+    /// The rules a call of `batch` rows runs with (no allocation).
+    fn rules_for(&self, batch: usize) -> PlanRules {
+        if let Some(r) = self.plans.given {
+            return r;
+        }
+        match self.plans.entry_for(batch, self.threads) {
+            Some((e, _)) => e.rules,
+            None => self.heuristic_rules(),
+        }
+    }
+
+    /// The plan a call of `batch` rows runs with, and where it came from.
+    pub fn plan_for(&self, batch: usize) -> ModelPlan {
+        let cpu = CpuFacts::get().model_name.clone();
+        if let Some(rules) = self.plans.given {
+            return ModelPlan {
+                rules,
+                source: PlanSource::Given,
+                cpu,
+            };
+        }
+        match self.plans.entry_for(batch, self.threads) {
+            Some((e, src)) => ModelPlan {
+                rules: e.rules,
+                source: src.clone(),
+                cpu,
+            },
+            None => ModelPlan {
+                rules: self.heuristic_rules(),
+                source: PlanSource::Heuristic,
+                cpu,
+            },
+        }
+    }
+
+    /// The model's plan: the one measured (or loaded) for its threads, at
+    /// the batch it was measured at, or else the heuristic one. A call
+    /// uses [`Lstm::plan_for`] its batch.
+    pub fn plan(&self) -> ModelPlan {
+        let tuned = self
+            .plans
+            .entries
+            .iter()
+            .find(|(e, _)| e.key.threads == self.threads)
+            .map(|(e, _)| e.key.batch);
+        self.plan_for(tuned.unwrap_or(64))
+    }
+
+    /// Runs `xs` like [`Lstm::forward`] but with `rules` (for the measured
+    /// mode).
+    pub(crate) fn forward_with_rules(
+        &self,
+        state: &mut LstmState,
+        xs: &[f32],
+        out: &mut [f32],
+        rules: &PlanRules,
+    ) -> Result<()> {
+        self.check_state(state)?;
+        let (h, r) = (self.config.n_hidden, self.config.n_recurrent());
+        let rows = state.batch;
+        let steps = xs.len() / (rows * self.config.n_input).max(1);
+        check_len("xs", xs.len(), &[steps, rows, self.config.n_input])?;
+        check_len("output", out.len(), &[steps, rows, self.config.n_output()])?;
+        let bufs = StateBufs {
+            c: &mut state.c[..rows * h],
+            m: &mut state.m[..rows * r],
+            scratch: &mut state.scratch,
+        };
+        let par = Parallel {
+            rules: *rules,
+            ..self.parallel(rows)
+        };
+        engine::forward(&self.packed, par, bufs, xs, out, rows, steps)
+    }
+
     /// The instruction set the kernels run with.
     pub fn isa(&self) -> Isa {
         self.packed.kernel.isa.isa()
@@ -419,7 +621,7 @@ impl Lstm {
         if let Some(b) = &self.lowp {
             return vec![b.kernel_name()];
         }
-        let par = self.parallel();
+        let par = self.parallel(batch);
         engine::kernels_for_batch(&self.packed, par, batch)
     }
 
@@ -533,7 +735,7 @@ impl Lstm {
     ) -> Result<()> {
         if let Some(b) = &self.lowp {
             let (c, m) = (&mut state.c[..rows * h], &mut state.m[..rows * r]);
-            let (par, s) = (self.parallel(), &mut state.lowp_scratch);
+            let (par, s) = (self.parallel(rows), &mut state.lowp_scratch);
             return match &**b {
                 LowPacked::Bf16(b) => engine::lowp_forward(b, par, s, c, m, xs, out, rows, steps),
                 LowPacked::Int8(b) => engine::lowp_forward(b, par, s, c, m, xs, out, rows, steps),
@@ -544,14 +746,15 @@ impl Lstm {
             m: &mut state.m[..rows * r],
             scratch: &mut state.scratch,
         };
-        engine::forward(&self.packed, self.parallel(), bufs, xs, out, rows, steps)
+        engine::forward(&self.packed, self.parallel(rows), bufs, xs, out, rows, steps)
     }
 
-    fn parallel(&self) -> Parallel<'_> {
+    fn parallel(&self, batch: usize) -> Parallel<'_> {
         Parallel {
             pool: self.pool.as_deref(),
             threads: self.threads,
             min_flops: self.min_parallel_flops,
+            rules: self.rules_for(batch),
         }
     }
 }

@@ -6,8 +6,8 @@ use clap::Args;
 use lstm_kernels::error::{Error, Result, checked_elements, try_zeros};
 use lstm_kernels::rng::SplitMix64;
 use lstm_kernels::{
-    Isa, KernelChoice, Lstm, LstmConfig, LstmWeights, Peephole, Precision, diagnostics,
-    fma_peak_gflops,
+    Isa, KernelChoice, Lstm, LstmConfig, LstmWeights, Peephole, PlanRules, Precision, Tuning,
+    diagnostics, fma_peak_gflops, tuning::CpuFacts,
 };
 
 #[derive(Args, Debug)]
@@ -58,6 +58,17 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// How the plan is chosen: heuristic (from the CPU's facts) or measure
+    /// (time candidate plans for this batch first, under 2 s).
+    #[arg(long, default_value = "heuristic")]
+    tuning: String,
+    /// Load plans from this file (written by `lstm tune --out`).
+    #[arg(long)]
+    plans: Option<std::path::PathBuf>,
+    /// Force a plan: `kc=128,chunk=64,hoist=65536,partition=units`
+    /// (knobs not named keep their defaults).
+    #[arg(long)]
+    plan: Option<PlanRules>,
     /// Serve this many live streams through the batcher instead (see
     /// README, "Serving streams"); compares with one batch of them through
     /// `step` and with one `step` call per stream.
@@ -150,7 +161,23 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         let isa: Isa = a.isa.parse().map_err(Error::Unsupported)?;
         model = model.with_isa(isa)?;
     }
-    model = model.with_kernel(a.kernel)?.with_precision(a.precision)?;
+    model = model.with_kernel(a.kernel)?;
+    if let Some(p) = &a.plans {
+        model = model.with_plan_file(p)?;
+    }
+    model = match a.tuning.as_str() {
+        "heuristic" => model,
+        "measure" => model.with_tuning(Tuning::Measure { batch: a.batch })?,
+        o => {
+            return Err(Error::Invalid(format!(
+                "--tuning `{o}` (expected heuristic or measure)"
+            )));
+        }
+    };
+    if let Some(r) = a.plan {
+        model = model.with_plan_rules(r)?;
+    }
+    model = model.with_precision(a.precision)?;
     if let Some(streams) = a.streams {
         let args = crate::streams::StreamArgs {
             streams,
@@ -203,6 +230,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     // The kernels that ran: a small cell's chunks of 5+ rows run its
     // batch-in-lanes variant.
     let kernel = model.kernels_for_batch(a.batch).join("+");
+    let plan = model.plan_for(a.batch);
     if a.json {
         let v = serde_json::json!({
             "isa": model.isa_name(),
@@ -227,6 +255,9 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             "kernel_runs": runs,
             "fma_peak_gflops": peak,
             "peak_fraction": peak_fraction,
+            "cpu": CpuFacts::get().model_name,
+            "plan": plan.rules.to_string(),
+            "tuning": plan.source.name(),
         });
         outln!("{v}");
     } else {
@@ -253,6 +284,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             ns_per_step,
             m.repeats
         );
+        outln!("plan {plan}");
     }
     Ok(())
 }

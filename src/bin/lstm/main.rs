@@ -27,6 +27,7 @@ macro_rules! out {
 }
 
 mod bench;
+mod tune;
 mod demo;
 mod generate;
 mod run;
@@ -54,6 +55,9 @@ enum Command {
     Run(run::RunArgs),
     /// Measure forward throughput at one shape.
     Bench(bench::BenchArgs),
+    /// Time candidate plans for one shape on this machine and keep the
+    /// fastest (optionally in a plan file).
+    Tune(tune::TuneArgs),
     /// Generate text with a character-level LSTM language model.
     Generate(generate::GenerateArgs),
     /// Print the source of the shape-specialized kernels build.rs generated
@@ -106,6 +110,7 @@ fn main() {
         Command::Demo => demo::demo(),
         Command::Run(args) => run::run(&args),
         Command::Bench(args) => bench::bench(&args),
+        Command::Tune(args) => tune::tune(&args),
         Command::Generate(args) => generate::generate(&args),
         Command::Codegen { shapes, list } => codegen(shapes.as_deref(), list),
     };

@@ -12,7 +12,7 @@ use tiles::{gate_tile, head_tile, input_tile, peephole_tile, proj_tile};
 use super::isa::Arch;
 use super::job::Job;
 use super::layout::{Dims, Shape};
-use super::plan::Balanced;
+use super::plan::{Balanced, KBlocks};
 
 /// Calls `$f::<$S, MR>(args..)` for the run-time row count `$nr ≤ 6`.
 macro_rules! with_mr {
@@ -60,10 +60,12 @@ pub(crate) unsafe fn run<S: Arch, D: Dims>(job: &Job) {
             // Each part only ever reads its own panels' columns of xw, so
             // no barrier is needed after the input GEMM.
             for p in job.share(d.gate_panels) {
-                row_blocks!(S, nt * rows, |q0, nr| with_mr!(
-                    nr,
-                    input_tile::<S, D>(job, t0, q0, p)
-                ));
+                for kb in KBlocks::new(d.n_in, job.kc) {
+                    row_blocks!(S, nt * rows, |q0, nr| with_mr!(
+                        nr,
+                        input_tile::<S, D>(job, t0, q0, p, kb)
+                    ));
+                }
             }
             for s in 0..nt {
                 let t = t0 + s;
@@ -74,10 +76,12 @@ pub(crate) unsafe fn run<S: Arch, D: Dims>(job: &Job) {
                 };
                 let gates = job.share(d.gate_panels);
                 for p in gates.clone() {
-                    row_blocks!(S, rows, |r0, nr| with_mr!(
-                        nr,
-                        gate_tile::<S, D>(job, s, r0, p, m_cur, m_next)
-                    ));
+                    for kb in KBlocks::new(d.r, job.kc) {
+                        row_blocks!(S, rows, |r0, nr| with_mr!(
+                            nr,
+                            gate_tile::<S, D>(job, s, r0, p, m_cur, m_next, kb)
+                        ));
+                    }
                 }
                 if d.peephole {
                     job.sync(); // the peephole reads every unit of the new c

@@ -83,6 +83,7 @@ pub(super) unsafe fn input_tile<S: Arch, D: Dims, const MR: usize>(
     t0: usize,
     q0: usize,
     p: usize,
+    (k0, k1): (usize, usize),
 ) {
     let pk = job.packed;
     let d = Shape::of::<S, D>(pk);
@@ -98,11 +99,17 @@ pub(super) unsafe fn input_tile<S: Arch, D: Dims, const MR: usize>(
                 .xs
                 .add(((t0 + q / job.rows) * job.batch + job.row0 + q % job.rows) * d.n_in);
         }
-        let bias = load4::<S>(panel);
-        let mut acc: Acc<S, MR> = [bias; MR];
-        S::tile::<MR>(d.n_in, &a, panel.add(4 * l), &mut acc);
+        let dst = |r: usize| job.xw.add((q0 + r) * 4 * d.hp + p * 4 * l);
+        // The first K block starts from the bias, later ones from the
+        // partial sums the previous block stored (exact: f32 in, f32 out).
+        let mut acc: Acc<S, MR> = if k0 == 0 {
+            [load4::<S>(panel); MR]
+        } else {
+            std::array::from_fn(|r| load4::<S>(dst(r)))
+        };
+        S::tile_range::<MR>(d.n_in, k0, k1, &a, panel.add(4 * l), &mut acc);
         for (r, acc_r) in acc.iter().enumerate() {
-            let dst = job.xw.add((q0 + r) * 4 * d.hp + p * 4 * l);
+            let dst = dst(r);
             for (v, &x) in acc_r.iter().enumerate() {
                 S::store(dst.add(v * l), x);
             }
@@ -125,6 +132,7 @@ pub(super) unsafe fn gate_tile<S: Arch, D: Dims, const MR: usize>(
     p: usize,
     m_cur: *const f32,
     m_next: *mut f32,
+    (k0, k1): (usize, usize),
 ) {
     let pk = job.packed;
     let d = Shape::of::<S, D>(pk);
@@ -134,11 +142,18 @@ pub(super) unsafe fn gate_tile<S: Arch, D: Dims, const MR: usize>(
     // diag [3][hp]; units j0..j0+n < H.
     unsafe {
         let a = row_ptrs::<MR>(m_cur, r0, rr);
-        let mut acc: Acc<S, MR> = [[S::splat(0.0); 4]; MR];
-        for (r, acc_r) in acc.iter_mut().enumerate() {
-            *acc_r = load4::<S>(job.xw.add((s * job.rows + r0 + r) * 4 * d.hp + p * 4 * l));
+        let xw = |r: usize| job.xw.add((s * job.rows + r0 + r) * 4 * d.hp + p * 4 * l);
+        let mut acc: Acc<S, MR> = std::array::from_fn(|r| load4::<S>(xw(r)));
+        S::tile_range::<MR>(rr, k0, k1, &a, pk.wh.panel(p).as_ptr(), &mut acc);
+        if k1 < rr {
+            // Not the last K block: keep the partial sums in xw (exact).
+            for (r, acc_r) in acc.iter().enumerate() {
+                for (v, &x) in acc_r.iter().enumerate() {
+                    S::store(xw(r).add(v * l), x);
+                }
+            }
+            return;
         }
-        S::tile::<MR>(rr, &a, pk.wh.panel(p).as_ptr(), &mut acc);
         let j0 = p * l;
         let n = l.min(h - j0);
         // Without a projection m goes straight to m_next (R = H).

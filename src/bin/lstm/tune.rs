@@ -1,0 +1,140 @@
+//! `lstm tune`: times candidate plans for one shape on this machine, prints
+//! every timing and the fastest, and (with `--out`) records the fastest in
+//! a plan file keyed by this CPU's model name and the shape.
+
+use clap::Args;
+use lstm_kernels::error::{Error, Result};
+use lstm_kernels::tuning::{CpuFacts, PlanFile};
+use lstm_kernels::{Isa, Lstm, LstmConfig, LstmWeights, Peephole};
+
+#[derive(Args, Debug)]
+pub struct TuneArgs {
+    /// Batch size B the service runs.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Input features n_in.
+    #[arg(long, default_value_t = 256)]
+    input: usize,
+    /// Hidden units H.
+    #[arg(long, default_value_t = 256)]
+    hidden: usize,
+    /// Output head size P (default: no head).
+    #[arg(long)]
+    head: Option<usize>,
+    /// Peepholes: none, matrix (the seed's) or diagonal.
+    #[arg(long, default_value = "none")]
+    peephole: Peephole,
+    /// Recurrent projection size.
+    #[arg(long)]
+    projection: Option<usize>,
+    /// Threads (0 = one per core).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Instruction set: auto, avx512, avx2 or portable.
+    #[arg(long, default_value = "auto")]
+    isa: String,
+    /// Add (or replace) the fastest plan in this plan file (created if
+    /// missing; load it with `LSTM_KERNELS_PLANS`, `Lstm::with_plan_file`
+    /// or `lstm bench --plans`).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn tune(a: &TuneArgs) -> Result<()> {
+    let mut cfg = LstmConfig::new(a.input, a.hidden).with_peephole(a.peephole);
+    if let Some(p) = a.head {
+        cfg = cfg.with_head(p);
+    }
+    if let Some(p) = a.projection {
+        cfg = cfg.with_projection(p);
+    }
+    let mut model = Lstm::new(cfg, LstmWeights::random(&cfg, 7)?)?.with_threads(a.threads)?;
+    if a.isa != "auto" {
+        let isa: Isa = a.isa.parse().map_err(Error::Unsupported)?;
+        model = model.with_isa(isa)?;
+    }
+    let report = model.tune(a.batch)?;
+    let entry = model.plan_entry(a.batch, report.chosen);
+    if let Some(path) = &a.out {
+        let mut file = if path.exists() {
+            PlanFile::load(path)?
+        } else {
+            PlanFile::default()
+        };
+        file.insert(entry.clone());
+        file.save(path)?;
+    }
+    let cpu = CpuFacts::get();
+    let heur = report.ns_per_step(&report.heuristic).unwrap_or(f64::NAN);
+    let best = report.ns_per_step(&report.chosen).unwrap_or(f64::NAN);
+    if a.json {
+        let cands: Vec<serde_json::Value> = report
+            .candidates
+            .iter()
+            .map(|(r, ns)| serde_json::json!({"plan": r.to_string(), "ns_per_step": ns}))
+            .collect();
+        outln!(
+            "{}",
+            serde_json::json!({
+                "cpu": cpu.model_name,
+                "family": cpu.family,
+                "model": cpu.model,
+                "l1d_bytes": cpu.l1d_bytes,
+                "l2_bytes": cpu.l2_bytes,
+                "full_rate_512": cpu.full_rate_512,
+                "isa": model.isa_name(),
+                "batch": a.batch,
+                "threads": model.threads(),
+                "steps": report.steps,
+                "heuristic": report.heuristic.to_string(),
+                "heuristic_ns_per_step": heur,
+                "chosen": report.chosen.to_string(),
+                "chosen_ns_per_step": best,
+                "candidates": cands,
+                "elapsed_s": report.elapsed.as_secs_f64(),
+            })
+        );
+    } else {
+        outln!(
+            "{} (family {} model {}, L1d {} KiB, L2 {} KiB, 512-bit FMA {:.2}x AVX2: {}), isa {}, B={} n_in={} H={} threads={}",
+            cpu.model_name,
+            cpu.family,
+            cpu.model,
+            cpu.l1d_bytes >> 10,
+            cpu.l2_bytes >> 10,
+            cpu.fma_512_ratio,
+            if cpu.full_rate_512 { "full rate" } else { "half rate" },
+            model.isa_name(),
+            a.batch,
+            a.input,
+            a.hidden,
+            model.threads()
+        );
+        let mut c = report.candidates.clone();
+        c.sort_by(|x, y| x.1.total_cmp(&y.1));
+        for (r, ns) in &c {
+            let tag = match (*r == report.chosen, *r == report.heuristic) {
+                (true, true) => "  <- chosen, heuristic",
+                (true, false) => "  <- chosen",
+                (false, true) => "  <- heuristic",
+                _ => "",
+            };
+            outln!("  {:>12.0} ns/step  {r}{tag}", ns);
+        }
+        outln!(
+            "chosen: {} ({:.3}x the heuristic's speed; {} candidates in {:.2} s, {} steps per call)",
+            report.chosen,
+            heur / best,
+            report.candidates.len(),
+            report.elapsed.as_secs_f64(),
+            report.steps
+        );
+        if let Some(p) = &a.out {
+            outln!("written to {}", p.display());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! The measured mode: times candidate plans on the model's real shape and
+//! keeps the fastest. Candidates vary one knob at a time from the
+//! heuristic plan (coordinate descent, two passes), each timed in
+//! interleaved rounds (median), within a time budget.
+
+use std::time::{Duration, Instant};
+
+use super::{Partition, PlanRules};
+use crate::error::{Error, Result};
+use crate::model::Lstm;
+
+/// The most a measurement spends (the limit is 2 s per shape).
+pub const TUNE_BUDGET: Duration = Duration::from_millis(1500);
+
+/// What [`Lstm::tune`] found.
+#[derive(Clone, Debug)]
+pub struct TuneReport {
+    /// The heuristic plan it started from.
+    pub heuristic: PlanRules,
+    /// The fastest plan.
+    pub chosen: PlanRules,
+    /// Every candidate timed, with its median nanoseconds per step.
+    pub candidates: Vec<(PlanRules, f64)>,
+    /// Steps per timed call.
+    pub steps: usize,
+    /// Time spent.
+    pub elapsed: Duration,
+}
+
+impl TuneReport {
+    /// The median ns per step of `rules`, if it was timed.
+    pub fn ns_per_step(&self, rules: &PlanRules) -> Option<f64> {
+        self.candidates
+            .iter()
+            .find(|(r, _)| r == rules)
+            .map(|(_, t)| *t)
+    }
+}
+
+/// The values tried for each knob (those that make no difference for this
+/// shape are dropped).
+fn knob_values(model: &Lstm, batch: usize, base: &PlanRules, knob: usize) -> Vec<PlanRules> {
+    let cfg = model.config();
+    let k = cfg.n_input.max(cfg.n_recurrent());
+    let mut out = Vec::new();
+    match knob {
+        0 => {
+            for kc in [0usize, 48, 64, 96, 128, 192, 256] {
+                if kc < k {
+                    out.push(PlanRules { kc, ..*base });
+                }
+            }
+        }
+        1 => {
+            let mut seen_whole = false;
+            for c in [16usize, 32, 48, 64, 96, 128, 256] {
+                if c >= batch {
+                    if seen_whole {
+                        continue;
+                    }
+                    seen_whole = true;
+                }
+                out.push(PlanRules {
+                    chunk_rows: c,
+                    ..*base
+                });
+            }
+        }
+        2 => {
+            for h in [1usize << 14, 1 << 15, 1 << 16, 1 << 17, 1 << 18] {
+                out.push(PlanRules { hoist: h, ..*base });
+            }
+        }
+        _ => {
+            if model.threads() > 1 {
+                for p in [Partition::Auto, Partition::Rows, Partition::Units] {
+                    out.push(PlanRules {
+                        partition: p,
+                        ..*base
+                    });
+                }
+            }
+        }
+    }
+    if !out.contains(base) {
+        out.push(*base);
+    }
+    out
+}
+
+/// Times candidates for `batch` rows on the model's threads (see the
+/// module docs).
+pub(crate) fn tune(model: &Lstm, batch: usize, start: PlanRules) -> Result<TuneReport> {
+    if batch == 0 {
+        return Err(Error::Invalid("tune: batch must be at least 1".into()));
+    }
+    let t_start = Instant::now();
+    let cfg = model.config();
+    // Steps per call: about 8 ms of work at ~100 GFLOP/s per thread.
+    let flops = batch as f64
+        * 8.0
+        * (cfg.n_input + cfg.n_recurrent()) as f64
+        * cfg.n_hidden as f64;
+    let steps = ((8e-3 * 1e11 * model.threads() as f64) / flops).clamp(1.0, 256.0) as usize;
+    let mut state = model.new_state(batch)?;
+    let mut rng = crate::rng::SplitMix64::new(0x7475_6e65);
+    let mut xs = crate::error::try_zeros(steps * batch * cfg.n_input, "tune inputs")?;
+    rng.fill_uniform(&mut xs, -1.0, 1.0);
+    let mut out = crate::error::try_zeros(steps * batch * cfg.n_output(), "tune output")?;
+    let mut time = |rules: &PlanRules| -> Result<f64> {
+        state.reset();
+        let t = Instant::now();
+        model.forward_with_rules(&mut state, &xs, &mut out, rules)?;
+        Ok(t.elapsed().as_secs_f64() * 1e9 / steps as f64)
+    };
+    // Warm up (packing pages, the pool's threads, the scratch).
+    time(&start)?;
+    time(&start)?;
+    let mut timed: Vec<(PlanRules, Vec<f64>)> = Vec::new();
+    let mut best = start;
+    'passes: for _pass in 0..2 {
+        for knob in 0..4 {
+            let cands = knob_values(model, batch, &best, knob);
+            if cands.len() < 2 {
+                continue;
+            }
+            for _round in 0..3 {
+                for c in &cands {
+                    let ns = time(c)?;
+                    match timed.iter_mut().find(|(r, _)| r == c) {
+                        Some((_, v)) => v.push(ns),
+                        None => timed.push((*c, vec![ns])),
+                    }
+                }
+                if t_start.elapsed() > TUNE_BUDGET {
+                    break 'passes;
+                }
+            }
+            best = *cands
+                .iter()
+                .min_by(|a, b| median_of(&timed, a).total_cmp(&median_of(&timed, b)))
+                .unwrap_or(&best);
+        }
+    }
+    let candidates: Vec<(PlanRules, f64)> = timed
+        .iter()
+        .map(|(r, v)| (*r, median(v)))
+        .collect();
+    let chosen = candidates
+        .iter()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|c| c.0)
+        .unwrap_or(start);
+    Ok(TuneReport {
+        heuristic: start,
+        chosen,
+        candidates,
+        steps,
+        elapsed: t_start.elapsed(),
+    })
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::INFINITY)
+}
+
+fn median_of(timed: &[(PlanRules, Vec<f64>)], r: &PlanRules) -> f64 {
+    timed
+        .iter()
+        .find(|(x, _)| x == r)
+        .map_or(f64::INFINITY, |(_, v)| median(v))
+}

@@ -1,0 +1,301 @@
+//! Per-CPU plans: how the f32 engine blocks and spreads its work on this
+//! machine. A [`PlanRules`] holds the knobs — the K block of the gate and
+//! input GEMMs, the most rows per chunk, the hoisted input-GEMM block and
+//! how two or more threads share a batch — none of which changes a
+//! result: every plan computes every sum in the same order, so outputs are
+//! bitwise identical across plans (and across thread counts, as always).
+//!
+//! Plans are chosen in one of two ways ([`Tuning`]):
+//! * **heuristic** (the default): from facts about the CPU read at run
+//!   time ([`CpuFacts`]: vendor, family/model, L1d and L2 sizes, whether
+//!   512-bit FMAs issue at full rate);
+//! * **measured**: [`Tuning::Measure`] times candidate plans on the real
+//!   shape (well under 2 s) and keeps the fastest, like FFTW's wisdom.
+//!   `lstm tune` does the same and writes a [`PlanFile`] keyed by CPU
+//!   model and shape, which `Lstm::with_plan_file` or the environment
+//!   variable [`PLANS_ENV`] loads, so a service tunes once per machine
+//!   type.
+
+mod cpu;
+mod file;
+pub(crate) mod measure;
+
+pub use measure::{TUNE_BUDGET, TuneReport};
+
+pub use cpu::CpuFacts;
+pub use file::{PlanEntry, PlanFile, PlanKey};
+
+use std::fmt;
+
+use crate::error::{Error, Result};
+
+/// The environment variable naming a plan file every model loads at
+/// construction. A file that cannot be read or parsed is ignored with a
+/// warning on stderr (the heuristic plan runs); `Lstm::with_plan_file`
+/// returns the error instead.
+pub const PLANS_ENV: &str = "LSTM_KERNELS_PLANS";
+
+/// Most K rows per block a plan may name (larger is "whole K" anyway).
+pub const MAX_KC: usize = 1 << 16;
+/// Most rows per chunk a plan may name.
+pub const MAX_CHUNK_ROWS: usize = 1 << 16;
+/// Largest hoisted input-GEMM block a plan may name, in floats (64 MiB).
+pub const MAX_HOIST_FLOATS: usize = 1 << 24;
+
+/// How two or more threads share one call's batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Partition {
+    /// By rows, except a batch of one register block, whose hidden units
+    /// are split (the engine's long-standing rule).
+    #[default]
+    Auto,
+    /// Always by rows (chunks of samples).
+    Rows,
+    /// By hidden units whenever the model allows it (no projection, not a
+    /// register-resident small cell): every thread runs every row on its
+    /// share of the units, meeting the others at a barrier each step.
+    Units,
+}
+
+impl Partition {
+    /// The name in plan files and `Display`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Partition::Auto => "auto",
+            Partition::Rows => "rows",
+            Partition::Units => "units",
+        }
+    }
+}
+
+impl std::str::FromStr for Partition {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Partition::Auto),
+            "rows" => Ok(Partition::Rows),
+            "units" => Ok(Partition::Units),
+            o => Err(Error::Invalid(format!(
+                "unknown partition `{o}` (expected auto, rows or units)"
+            ))),
+        }
+    }
+}
+
+/// The knobs of a plan (see the module docs). Results never depend on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PlanRules {
+    /// K rows per block of the gate and input GEMMs; 0 = the whole K. A
+    /// block keeps its slice of a weight panel in L1 across the row blocks.
+    pub kc: usize,
+    /// Most rows per chunk: larger batches run as several chunks, one after
+    /// another on each thread, so a step's input-GEMM results stay in L2.
+    pub chunk_rows: usize,
+    /// Hoisted input-GEMM block, in floats (the steps whose `x·W_x + b` are
+    /// computed at once). Models whose weights are streamed from memory
+    /// hoist at least 8 MiB whatever this says.
+    pub hoist: usize,
+    /// How threads share a batch.
+    pub partition: Partition,
+}
+
+impl Default for PlanRules {
+    /// The engine's defaults before per-CPU plans (tuned on a Zen 5).
+    fn default() -> Self {
+        PlanRules {
+            kc: 0,
+            chunk_rows: 64,
+            hoist: 1 << 16,
+            partition: Partition::Auto,
+        }
+    }
+}
+
+impl PlanRules {
+    /// An error naming the knob out of range.
+    pub fn check(&self) -> Result<()> {
+        let bad = |what: &str, v: usize, lo: usize, hi: usize| {
+            Err(Error::Invalid(format!(
+                "plan: {what} = {v} is out of range ({lo}..={hi})"
+            )))
+        };
+        if self.kc > MAX_KC {
+            return bad("kc", self.kc, 0, MAX_KC);
+        }
+        if self.chunk_rows == 0 || self.chunk_rows > MAX_CHUNK_ROWS {
+            return bad("chunk", self.chunk_rows, 1, MAX_CHUNK_ROWS);
+        }
+        if self.hoist == 0 || self.hoist > MAX_HOIST_FLOATS {
+            return bad("hoist", self.hoist, 1, MAX_HOIST_FLOATS);
+        }
+        Ok(())
+    }
+
+    /// The heuristic plan for a model with `k` = max(n_in, recurrent size)
+    /// rows per weight panel, `lanes` f32 lanes per vector, on `cpu`.
+    ///
+    /// The rules (measured; see the README's per-CPU table):
+    /// * K blocks only where a whole panel (K rows × 4 vectors) overflows
+    ///   half of L1d and 512-bit FMAs run at full rate (two loads of panel
+    ///   per cycle are then needed from L1, not L2); the block is the
+    ///   largest multiple of 16 rows whose slice fits half of L1d.
+    /// * Everything else keeps the defaults.
+    pub fn heuristic(cpu: &CpuFacts, k: usize, lanes: usize) -> PlanRules {
+        let mut r = PlanRules::default();
+        let row_bytes = 4 * lanes * 4;
+        let half_l1 = cpu.l1d_bytes / 2;
+        if cpu.full_rate_512 && lanes == 16 && k * row_bytes > half_l1 && half_l1 >= 16 * row_bytes
+        {
+            let kc = (half_l1 / row_bytes) / 16 * 16;
+            if kc < k {
+                r.kc = kc;
+            }
+        }
+        r
+    }
+}
+
+impl fmt::Display for PlanRules {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "kc={} chunk={} hoist={} partition={}",
+            self.kc,
+            self.chunk_rows,
+            self.hoist,
+            self.partition.name()
+        )
+    }
+}
+
+impl std::str::FromStr for PlanRules {
+    type Err = Error;
+    /// `kc=128,chunk=64,hoist=65536,partition=units` (commas or spaces;
+    /// knobs not named keep their defaults), or `default`.
+    fn from_str(s: &str) -> Result<Self> {
+        let mut r = PlanRules::default();
+        for tok in s.split([',', ' ']).filter(|t| !t.is_empty() && *t != "default") {
+            let (k, v) = tok.split_once('=').ok_or_else(|| {
+                Error::Invalid(format!("plan: `{tok}` is not knob=value"))
+            })?;
+            let num = || {
+                v.parse::<usize>()
+                    .map_err(|_| Error::Invalid(format!("plan: `{tok}` is not a number")))
+            };
+            match k {
+                "kc" => r.kc = num()?,
+                "chunk" => r.chunk_rows = num()?,
+                "hoist" => r.hoist = num()?,
+                "partition" => r.partition = v.parse()?,
+                _ => {
+                    return Err(Error::Invalid(format!(
+                        "plan: unknown knob `{k}` (expected kc, chunk, hoist or partition)"
+                    )));
+                }
+            }
+        }
+        r.check()?;
+        Ok(r)
+    }
+}
+
+/// How a model chooses its plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Tuning {
+    /// From the CPU's facts ([`PlanRules::heuristic`]).
+    #[default]
+    Heuristic,
+    /// Time the candidates on this shape with `batch` rows (and the
+    /// model's threads) and keep the fastest; well under 2 s.
+    Measure {
+        /// The batch size the service runs.
+        batch: usize,
+    },
+}
+
+/// Where a model's plan came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlanSource {
+    /// [`PlanRules::heuristic`].
+    Heuristic,
+    /// [`Tuning::Measure`] at this batch size.
+    Measured {
+        /// The batch it was timed at.
+        batch: usize,
+    },
+    /// [`crate::Lstm::with_plan_rules`].
+    Given,
+    /// An entry of a plan file.
+    File {
+        /// The file it was read from.
+        path: String,
+    },
+}
+
+impl PlanSource {
+    /// `heuristic`, `measured` or `file` (the `tuning` field of
+    /// `lstm bench --json`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            PlanSource::Heuristic => "heuristic",
+            PlanSource::Measured { .. } => "measured",
+            PlanSource::Given => "given",
+            PlanSource::File { .. } => "file",
+        }
+    }
+}
+
+/// The plan a model runs ([`crate::Lstm::plan`]): its rules, where they
+/// came from, and the CPU they were chosen for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelPlan {
+    /// The knobs.
+    pub rules: PlanRules,
+    /// Heuristic, measured or from a file.
+    pub source: PlanSource,
+    /// The CPU's model name.
+    pub cpu: String,
+}
+
+impl fmt::Display for ModelPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}", self.rules, self.source.name())?;
+        match &self.source {
+            PlanSource::Heuristic | PlanSource::Given => {}
+            PlanSource::Measured { batch } => write!(f, " at batch {batch}")?,
+            PlanSource::File { path } => write!(f, " {path}")?,
+        }
+        write!(f, ", {})", self.cpu)
+    }
+}
+
+/// A model's plans: the heuristic one, and measured or loaded entries for
+/// this model's CPU, ISA and shape at given batch sizes and thread counts.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Plans {
+    /// Rules forced by `Lstm::with_plan_rules` (every call).
+    pub(crate) given: Option<PlanRules>,
+    pub(crate) entries: Vec<(PlanEntry, PlanSource)>,
+}
+
+impl Plans {
+    /// The entry a call of `batch` rows on `threads` threads uses: the one
+    /// for exactly that batch, else the nearest batch (by ratio) with the
+    /// same threads; none if no entry has those threads.
+    pub(crate) fn entry_for(&self, batch: usize, threads: usize) -> Option<&(PlanEntry, PlanSource)> {
+        let dist = |b: usize| {
+            let (a, b) = (batch.max(1) as f64, b.max(1) as f64);
+            (a / b).ln().abs()
+        };
+        self.entries
+            .iter()
+            .filter(|(e, _)| e.key.threads == threads)
+            .min_by(|(x, _), (y, _)| dist(x.key.batch).total_cmp(&dist(y.key.batch)))
+    }
+
+    /// Adds (or replaces) an entry.
+    pub(crate) fn insert(&mut self, entry: PlanEntry, source: PlanSource) {
+        self.entries.retain(|(e, _)| e.key != entry.key);
+        self.entries.push((entry, source));
+    }
+}
