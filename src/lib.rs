@@ -47,13 +47,13 @@ pub use error::{Error, Result};
 pub use formats::{import, io};
 pub use model::config::{LstmConfig, MAX_TENSOR_ELEMENTS, Peephole};
 pub use model::weights::{GATE_ORDER, Int8Gates, LstmWeights, SEED_NAMES, SeedWeights};
-pub use tuning::{ModelPlan, Partition, PlanRules, Tuning};
 pub use model::{Lstm, LstmState, Precision, config, max_threads, weights};
 pub use seq::batcher::{
     self, Backpressure, Batcher, BatcherConfig, BatcherStats, Pending, Shutdown,
 };
 pub use seq::pool::{self, StreamId, StreamPool};
 pub use seq::stack::{self, LstmStack, Merge, SeqOptions, StackLayer, StackState};
+pub use tuning::{ModelPlan, Partition, PlanRules, Tuning};
 
 /// Counters of kernel runs, to prove which path ran (tests, `lstm bench`).
 #[cfg(feature = "diagnostics")]

@@ -1296,3 +1296,74 @@ fn lstm_run_explains_tensorflow_saved_forms() {
     }
     assert!(!y.exists());
 }
+
+#[test]
+fn cli_tune_writes_a_plan_file_that_bench_and_the_env_var_load() {
+    let dir = std::env::temp_dir().join(format!("lstm-cli-tune-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plans = dir.join("plans.txt");
+    let shape = ["--batch", "9", "--input", "20", "--hidden", "40"];
+    let out = run_ok(
+        lstm()
+            .arg("tune")
+            .args(shape)
+            .arg("--json")
+            .arg("--out")
+            .arg(&plans),
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(j["candidates"].as_array().unwrap().len() >= 2, "{j}");
+    let chosen = j["chosen"].as_str().unwrap().to_string();
+    let text = std::fs::read_to_string(&plans).unwrap();
+    assert!(text.starts_with("lstm-kernels plans v1\n"), "{text}");
+    let bench = |extra: &[&str], env: Option<&Path>| {
+        let mut cmd = lstm();
+        cmd.arg("bench")
+            .args(shape)
+            .args(["--steps", "2", "--seconds", "0", "--json"])
+            .args(extra);
+        if let Some(p) = env {
+            cmd.env("LSTM_KERNELS_PLANS", p);
+        }
+        run_ok(&mut cmd)
+    };
+    let plans_s = plans.to_str().unwrap();
+    for out in [bench(&["--plans", plans_s], None), bench(&[], Some(&plans))] {
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(j["tuning"], "file", "{j}");
+        assert_eq!(j["plan"], chosen, "{j}");
+        assert!(!j["cpu"].as_str().unwrap().is_empty(), "{j}");
+    }
+    // A corrupt file named by the variable: a warning, the heuristic plan.
+    let bad = dir.join("bad.txt");
+    std::fs::write(&bad, "lstm-kernels plans v1\nplan cpu=\"x\" kc=1\n").unwrap();
+    let out = bench(&[], Some(&bad));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["tuning"], "heuristic", "{j}");
+    assert!(
+        stderr(&out).contains("LSTM_KERNELS_PLANS"),
+        "{}",
+        stderr(&out)
+    );
+    // ... but an error when given on the command line.
+    let e = run_err(
+        lstm()
+            .arg("bench")
+            .args(shape)
+            .args(["--seconds", "0", "--plans"])
+            .arg(&bad),
+    );
+    assert!(e.contains("bad.txt") && e.contains("line 2"), "{e}");
+    // Forced and measured plans are reported as such.
+    let j: serde_json::Value =
+        serde_json::from_slice(&bench(&["--plan", "kc=16,partition=rows"], None).stdout).unwrap();
+    assert_eq!(j["tuning"], "given", "{j}");
+    assert_eq!(
+        j["plan"], "kc=16 chunk=64 hoist=65536 partition=rows",
+        "{j}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_slice(&bench(&["--tuning", "measure"], None).stdout).unwrap();
+    assert_eq!(j["tuning"], "measured", "{j}");
+    assert!(run_err(lstm().args(["bench", "--plan", "kc=x"])).contains("kc=x"));
+}

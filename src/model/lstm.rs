@@ -746,7 +746,15 @@ impl Lstm {
             m: &mut state.m[..rows * r],
             scratch: &mut state.scratch,
         };
-        engine::forward(&self.packed, self.parallel(rows), bufs, xs, out, rows, steps)
+        engine::forward(
+            &self.packed,
+            self.parallel(rows),
+            bufs,
+            xs,
+            out,
+            rows,
+            steps,
+        )
     }
 
     fn parallel(&self, batch: usize) -> Parallel<'_> {

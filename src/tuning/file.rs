@@ -97,7 +97,11 @@ impl PlanFile {
         let mut lines = text.lines().enumerate();
         match lines.next() {
             Some((_, l)) if l.trim() == PLAN_FILE_HEADER => {}
-            _ => return Err(format!("not a plan file (the first line is not `{PLAN_FILE_HEADER}`)")),
+            _ => {
+                return Err(format!(
+                    "not a plan file (the first line is not `{PLAN_FILE_HEADER}`)"
+                ));
+            }
         }
         let mut file = PlanFile::default();
         for (i, line) in lines {
@@ -197,7 +201,9 @@ fn parse_entry(line: &str) -> std::result::Result<PlanEntry, String> {
     };
     let num = |k: &str, max: usize| -> std::result::Result<usize, String> {
         let v = get(k)?;
-        let n: usize = v.parse().map_err(|_| format!("`{k}={v}` is not a number"))?;
+        let n: usize = v
+            .parse()
+            .map_err(|_| format!("`{k}={v}` is not a number"))?;
         if n > max {
             return Err(format!("`{k}={v}` is larger than {max}"));
         }
@@ -229,8 +235,18 @@ fn parse_entry(line: &str) -> std::result::Result<PlanEntry, String> {
     };
     rules.check().map_err(|e| e.to_string())?;
     let known = [
-        "isa", "n_in", "hidden", "recurrent", "head", "peephole", "batch", "threads", "kc",
-        "chunk", "hoist", "partition",
+        "isa",
+        "n_in",
+        "hidden",
+        "recurrent",
+        "head",
+        "peephole",
+        "batch",
+        "threads",
+        "kc",
+        "chunk",
+        "hoist",
+        "partition",
     ];
     if let Some((k, _)) = fields.iter().find(|(k, _)| !known.contains(k)) {
         return Err(format!("unknown field `{k}`"));

@@ -97,10 +97,7 @@ pub(crate) fn tune(model: &Lstm, batch: usize, start: PlanRules) -> Result<TuneR
     let t_start = Instant::now();
     let cfg = model.config();
     // Steps per call: about 8 ms of work at ~100 GFLOP/s per thread.
-    let flops = batch as f64
-        * 8.0
-        * (cfg.n_input + cfg.n_recurrent()) as f64
-        * cfg.n_hidden as f64;
+    let flops = batch as f64 * 8.0 * (cfg.n_input + cfg.n_recurrent()) as f64 * cfg.n_hidden as f64;
     let steps = ((8e-3 * 1e11 * model.threads() as f64) / flops).clamp(1.0, 256.0) as usize;
     let mut state = model.new_state(batch)?;
     let mut rng = crate::rng::SplitMix64::new(0x7475_6e65);
@@ -142,10 +139,7 @@ pub(crate) fn tune(model: &Lstm, batch: usize, start: PlanRules) -> Result<TuneR
                 .unwrap_or(&best);
         }
     }
-    let candidates: Vec<(PlanRules, f64)> = timed
-        .iter()
-        .map(|(r, v)| (*r, median(v)))
-        .collect();
+    let candidates: Vec<(PlanRules, f64)> = timed.iter().map(|(r, v)| (*r, median(v))).collect();
     let chosen = candidates
         .iter()
         .min_by(|a, b| a.1.total_cmp(&b.1))

@@ -134,23 +134,29 @@ impl PlanRules {
     /// The heuristic plan for a model with `k` = max(n_in, recurrent size)
     /// rows per weight panel, `lanes` f32 lanes per vector, on `cpu`.
     ///
-    /// The rules (measured; see the README's per-CPU table):
-    /// * K blocks only where a whole panel (K rows × 4 vectors) overflows
-    ///   half of L1d and 512-bit FMAs run at full rate (two loads of panel
-    ///   per cycle are then needed from L1, not L2); the block is the
-    ///   largest multiple of 16 rows whose slice fits half of L1d.
-    /// * Everything else keeps the defaults.
+    /// The rules (measured with `lstm tune`; see the README's per-CPU
+    /// table). Where 512-bit FMAs issue at full rate (Intel Xeons), the
+    /// microkernel needs two panel loads per cycle, so:
+    /// * the K block keeps a panel's live slice (K rows × 4 vectors) in
+    ///   L1 across the row blocks: the largest multiple of 32 rows whose
+    ///   slice fits two thirds of L1d (128 rows with 48 KiB), when the
+    ///   whole panel does not;
+    /// * the hoisted input-GEMM block is half of L2 (1 MiB of a 2 MiB L2):
+    ///   fewer, longer input GEMMs.
+    ///
+    /// Elsewhere (half-rate 512-bit FMAs as on Zen 4/5, AVX2, portable)
+    /// the defaults stay, as measured on a Zen 5.
     pub fn heuristic(cpu: &CpuFacts, k: usize, lanes: usize) -> PlanRules {
         let mut r = PlanRules::default();
-        let row_bytes = 4 * lanes * 4;
-        let half_l1 = cpu.l1d_bytes / 2;
-        if cpu.full_rate_512 && lanes == 16 && k * row_bytes > half_l1 && half_l1 >= 16 * row_bytes
-        {
-            let kc = (half_l1 / row_bytes) / 16 * 16;
-            if kc < k {
-                r.kc = kc;
-            }
+        if !(cpu.full_rate_512 && lanes == 16) {
+            return r;
         }
+        let row_bytes = 4 * lanes * 4;
+        let kc = (cpu.l1d_bytes * 2 / 3 / row_bytes) / 32 * 32;
+        if kc >= 32 && kc < k {
+            r.kc = kc;
+        }
+        r.hoist = (cpu.l2_bytes / 2 / 4).clamp(1 << 14, 1 << 20);
         r
     }
 }
@@ -174,10 +180,13 @@ impl std::str::FromStr for PlanRules {
     /// knobs not named keep their defaults), or `default`.
     fn from_str(s: &str) -> Result<Self> {
         let mut r = PlanRules::default();
-        for tok in s.split([',', ' ']).filter(|t| !t.is_empty() && *t != "default") {
-            let (k, v) = tok.split_once('=').ok_or_else(|| {
-                Error::Invalid(format!("plan: `{tok}` is not knob=value"))
-            })?;
+        for tok in s
+            .split([',', ' '])
+            .filter(|t| !t.is_empty() && *t != "default")
+        {
+            let (k, v) = tok
+                .split_once('=')
+                .ok_or_else(|| Error::Invalid(format!("plan: `{tok}` is not knob=value")))?;
             let num = || {
                 v.parse::<usize>()
                     .map_err(|_| Error::Invalid(format!("plan: `{tok}` is not a number")))
@@ -282,7 +291,11 @@ impl Plans {
     /// The entry a call of `batch` rows on `threads` threads uses: the one
     /// for exactly that batch, else the nearest batch (by ratio) with the
     /// same threads; none if no entry has those threads.
-    pub(crate) fn entry_for(&self, batch: usize, threads: usize) -> Option<&(PlanEntry, PlanSource)> {
+    pub(crate) fn entry_for(
+        &self,
+        batch: usize,
+        threads: usize,
+    ) -> Option<&(PlanEntry, PlanSource)> {
         let dist = |b: usize| {
             let (a, b) = (batch.max(1) as f64, b.max(1) as f64);
             (a / b).ln().abs()

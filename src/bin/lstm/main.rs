@@ -27,11 +27,11 @@ macro_rules! out {
 }
 
 mod bench;
-mod tune;
 mod demo;
 mod generate;
 mod run;
 mod streams;
+mod tune;
 
 use clap::{Parser, Subcommand};
 

@@ -106,7 +106,11 @@ pub fn tune(a: &TuneArgs) -> Result<()> {
             cpu.l1d_bytes >> 10,
             cpu.l2_bytes >> 10,
             cpu.fma_512_ratio,
-            if cpu.full_rate_512 { "full rate" } else { "half rate" },
+            if cpu.full_rate_512 {
+                "full rate"
+            } else {
+                "half rate"
+            },
             model.isa_name(),
             a.batch,
             a.input,

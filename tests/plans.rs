@@ -1,0 +1,380 @@
+//! Per-CPU plans (issue 13): every candidate plan gives the same bits as
+//! the default plan and lies within the reference bound, on every ISA this
+//! CPU has, on 1 and 2 threads; plan files round-trip; corrupt files are
+//! errors and foreign ones are not used.
+
+mod common;
+
+use common::{Case, Runs, check_run, config, on_threads, same_bits};
+use lstm_kernels::tuning::{PlanEntry, PlanFile, PlanKey, PlanSource};
+use lstm_kernels::{Isa, LstmConfig, Partition, Peephole, PlanRules, Tuning};
+use proptest::prelude::*;
+
+/// The candidate plans the tests sweep: every knob at its edges and at the
+/// values the measured mode tries.
+fn candidates() -> Vec<PlanRules> {
+    let mut v = Vec::new();
+    for kc in [0usize, 1, 7, 16, 32, 128] {
+        v.push(PlanRules {
+            kc,
+            ..PlanRules::default()
+        });
+    }
+    for chunk_rows in [1usize, 5, 6, 7, 16, 64] {
+        v.push(PlanRules {
+            chunk_rows,
+            ..PlanRules::default()
+        });
+    }
+    for hoist in [1usize, 100, 1 << 14, 1 << 18] {
+        v.push(PlanRules {
+            hoist,
+            ..PlanRules::default()
+        });
+    }
+    for partition in [Partition::Rows, Partition::Units] {
+        v.push(PlanRules {
+            partition,
+            ..PlanRules::default()
+        });
+        v.push(PlanRules {
+            kc: 16,
+            chunk_rows: 6,
+            hoist: 1 << 10,
+            partition,
+        });
+    }
+    v
+}
+
+/// Every candidate, on every ISA and on 1 and 2 threads: within the
+/// reference bound and bitwise equal to the default plan.
+fn check_every_plan(case: &Case) -> Result<(), String> {
+    check_run(case, &case.run_forward(&case.model()))?;
+    for isa in Isa::all_available() {
+        let base = case.model().with_isa(isa).unwrap();
+        let want = case.run_forward(&base.clone().with_plan_rules(PlanRules::default()).unwrap());
+        for threads in [1, 2] {
+            for rules in candidates() {
+                let m = on_threads(&base, threads).with_plan_rules(rules).unwrap();
+                let runs = Runs::start(isa);
+                let got = case.run_forward(&m);
+                if runs.kernel() == 0 {
+                    return Err(format!("{isa}: the kernel did not run"));
+                }
+                let what = format!("{isa}, {threads} threads, plan {rules}");
+                check_run(case, &got).map_err(|e| format!("{what}: {e}"))?;
+                same_bits(&format!("{what}: y"), &got.0, &want.0)?;
+                same_bits(&format!("{what}: c"), &got.1, &want.1)?;
+                same_bits(&format!("{what}: m"), &got.2, &want.2)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_plan_on_edge_shapes() {
+    // Row counts around the 6-row register block and the 16-lane vector,
+    // K around the K blocks, a prime everywhere.
+    for (n, h, b) in [
+        (1, 1, 1),
+        (7, 5, 10),
+        (33, 17, 13),
+        (16, 16, 6),
+        (17, 15, 7),
+        (130, 33, 5),
+        (40, 129, 12),
+    ] {
+        let case = Case::new(config(n, h, None, false), b, 3, (n * h + b) as u64, 1.0);
+        check_every_plan(&case).unwrap();
+    }
+}
+
+#[test]
+fn every_plan_on_variants() {
+    let cfgs = [
+        LstmConfig::new(19, 37)
+            .with_peephole(Peephole::Matrix)
+            .with_head(11),
+        LstmConfig::new(23, 41)
+            .with_peephole(Peephole::Diagonal)
+            .with_cell_clip(1.5),
+        LstmConfig::new(29, 40)
+            .with_projection(17)
+            .with_proj_clip(0.8),
+        LstmConfig::new(9, 35)
+            .with_clip(2.0)
+            .with_input_forget(true),
+    ];
+    for (i, cfg) in cfgs.into_iter().enumerate() {
+        let case = Case::new(cfg, 9, 4, 100 + i as u64, 4.0);
+        check_every_plan(&case).unwrap();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_plans_give_the_same_bits(
+        n in 1usize..=70, h in 1usize..=70, b in 1usize..=20, t in 1usize..=4,
+        kc in 0usize..=80, chunk in 1usize..=24, hoist in 1usize..=5000,
+        part in 0usize..3, threads in 1usize..=3, seed in any::<u64>(),
+    ) {
+        let case = Case::new(config(n, h, None, false), b, t, seed, 1.0);
+        let rules = PlanRules {
+            kc,
+            chunk_rows: chunk,
+            hoist,
+            partition: [Partition::Auto, Partition::Rows, Partition::Units][part],
+        };
+        let base = case.model();
+        let want = case.run_forward(&base.clone().with_plan_rules(PlanRules::default()).unwrap());
+        let got = case.run_forward(&on_threads(&base, threads).with_plan_rules(rules).unwrap());
+        prop_assert!(check_run(&case, &got).is_ok());
+        prop_assert!(same_bits("y", &got.0, &want.0).is_ok(), "plan {}", rules);
+        prop_assert!(same_bits("c", &got.1, &want.1).is_ok(), "plan {}", rules);
+    }
+}
+
+fn entry(cpu: &str, batch: usize, kc: usize) -> PlanEntry {
+    PlanEntry {
+        key: PlanKey {
+            cpu: cpu.into(),
+            isa: Isa::detect(),
+            n_in: 24,
+            hidden: 40,
+            recurrent: 40,
+            head: 0,
+            peephole: "none".into(),
+            batch,
+            threads: 1,
+        },
+        rules: PlanRules {
+            kc,
+            chunk_rows: 32,
+            hoist: 4096,
+            partition: Partition::Rows,
+        },
+    }
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("lstm-plans-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[test]
+fn plan_file_round_trips() {
+    let mut f = PlanFile::default();
+    f.insert(entry("Some CPU \"quoted\"", 64, 128));
+    f.insert(entry("Other CPU", 16, 0));
+    f.insert(entry("Other CPU", 16, 32)); // replaces the previous one
+    assert_eq!(f.entries.len(), 2);
+    let parsed = PlanFile::parse(f.to_text().as_bytes()).unwrap();
+    // The quote cannot be written inside the quoted name; it becomes a space.
+    assert_eq!(parsed.entries[0].key.cpu, "Some CPU  quoted ");
+    assert_eq!(parsed.entries[1], f.entries[1]);
+    assert_eq!(parsed.entries[0].rules, f.entries[0].rules);
+    let p = tmp("round.plans");
+    f.save(&p).unwrap();
+    assert_eq!(PlanFile::load(&p).unwrap(), parsed);
+}
+
+#[test]
+fn corrupt_plan_files_are_errors_never_panics() {
+    let good = {
+        let mut f = PlanFile::default();
+        f.insert(entry("X", 8, 64));
+        f.to_text()
+    };
+    // Every truncation parses or fails cleanly.
+    for n in 0..good.len() {
+        let _ = PlanFile::parse(&good.as_bytes()[..n]);
+    }
+    let line = good.lines().nth(1).unwrap();
+    let header = "lstm-kernels plans v1\n";
+    let bad = [
+        ("not a plan file".to_string(), "not a plan file"),
+        (
+            format!("{header}{}", line.replace("kc=64", "kc=x")),
+            "not a number",
+        ),
+        (
+            format!("{header}{}", line.replace("kc=64", "kc=99999999")),
+            "kc",
+        ),
+        (
+            format!("{header}{}", line.replace("chunk=32", "chunk=0")),
+            "chunk",
+        ),
+        (
+            format!("{header}{}", line.replace("hoist=4096", "hoist=0")),
+            "hoist",
+        ),
+        (format!("{header}{} kc=1", line), "twice"),
+        (format!("{header}{} extra=1", line), "unknown field"),
+        (
+            format!(
+                "{header}{}",
+                line.replace("partition=rows", "partition=diagonal")
+            ),
+            "partition",
+        ),
+        (
+            format!("{header}{}", line.replace("isa=", "isa=sse9")),
+            "sse9",
+        ),
+        (
+            format!("{header}{}", line.replace(" batch=8", "")),
+            "missing `batch`",
+        ),
+        (
+            format!("{header}{}", line.replace("cpu=\"X\"", "cpu=\"X")),
+            "unterminated",
+        ),
+        (
+            format!("{header}{}", line.replace("peephole=none", "peephole=full")),
+            "peephole",
+        ),
+        (format!("{header}garbage"), "line 2"),
+    ];
+    for (text, why) in bad {
+        let e = PlanFile::parse(text.as_bytes()).unwrap_err();
+        assert!(e.contains(why), "`{text}`: {e} (expected `{why}`)");
+    }
+    assert!(
+        PlanFile::parse(&[0xff, 0xfe])
+            .unwrap_err()
+            .contains("UTF-8")
+    );
+    // A corrupt file is an error through the model's API too, naming it.
+    let p = tmp("corrupt.plans");
+    std::fs::write(&p, format!("{header}plan nonsense")).unwrap();
+    let case = Case::new(LstmConfig::new(24, 40), 4, 2, 1, 1.0);
+    let e = case.model().with_plan_file(&p).unwrap_err().to_string();
+    assert!(e.contains("corrupt.plans"), "{e}");
+    let e = case
+        .model()
+        .with_plan_file(tmp("missing.plans"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("missing.plans"), "{e}");
+    // An oversized file is refused before it is read.
+    let big = tmp("big.plans");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(5 << 20).unwrap();
+    let e = case.model().with_plan_file(&big).unwrap_err().to_string();
+    assert!(e.contains("bytes"), "{e}");
+}
+
+#[test]
+fn plan_files_apply_to_their_cpu_and_shape_only() {
+    let case = Case::new(LstmConfig::new(24, 40), 8, 3, 5, 1.0);
+    let model = case.model();
+    let me = model.plan_for(8).cpu;
+    assert_eq!(model.plan_for(8).source, PlanSource::Heuristic);
+    let mut f = PlanFile::default();
+    f.insert(entry("Not This CPU", 8, 7));
+    let mut other_shape = entry(&me, 8, 9);
+    other_shape.key.hidden = 41;
+    f.insert(other_shape);
+    let p = tmp("foreign.plans");
+    f.save(&p).unwrap();
+    let m = model.clone().with_plan_file(&p).unwrap();
+    assert_eq!(
+        m.plan_for(8).source,
+        PlanSource::Heuristic,
+        "a foreign entry was used"
+    );
+    // This CPU's entries: the nearest batch (by ratio) with the model's threads.
+    f.insert(entry(&me, 8, 48));
+    f.insert(entry(&me, 64, 96));
+    f.save(&p).unwrap();
+    let m = model.clone().with_plan_file(&p).unwrap();
+    assert_eq!(m.plan_for(8).rules.kc, 48);
+    assert_eq!(m.plan_for(10).rules.kc, 48);
+    assert_eq!(m.plan_for(40).rules.kc, 96);
+    assert!(matches!(m.plan_for(8).source, PlanSource::File { .. }));
+    assert!(
+        m.plan().to_string().contains("foreign.plans"),
+        "{}",
+        m.plan()
+    );
+    // On 2 threads no entry applies; results are the same bits either way.
+    let m2 = m.clone().with_threads(2).unwrap();
+    assert_eq!(m2.plan_for(8).source, PlanSource::Heuristic);
+    let (a, b) = (case.run_forward(&m), case.run_forward(&model));
+    same_bits("y", &a.0, &b.0).unwrap();
+    // Back to the heuristic.
+    let h = m.with_tuning(Tuning::Heuristic).unwrap();
+    assert_eq!(h.plan_for(8).source, PlanSource::Heuristic);
+}
+
+#[test]
+fn measured_mode_picks_a_timed_candidate() {
+    let cfg = LstmConfig::new(48, 64);
+    let case = Case::new(cfg, 12, 3, 9, 1.0);
+    let model = case.model();
+    let report = model.tune(12).unwrap();
+    assert!(report.candidates.len() >= 4, "{report:?}");
+    let best = report.ns_per_step(&report.chosen).unwrap();
+    assert!(report.candidates.iter().all(|(_, t)| *t >= best));
+    assert!(
+        report.ns_per_step(&report.heuristic).is_some(),
+        "the heuristic was not timed"
+    );
+    assert!(
+        report.elapsed.as_secs_f64() < 2.0 + 1.0,
+        "{:?}",
+        report.elapsed
+    );
+    let m = model.with_tuning(Tuning::Measure { batch: 12 }).unwrap();
+    let plan = m.plan_for(12);
+    assert_eq!(plan.source, PlanSource::Measured { batch: 12 });
+    check_run(&case, &case.run_forward(&m)).unwrap();
+    assert!(model_tune_rejects_zero(&case));
+}
+
+fn model_tune_rejects_zero(case: &Case) -> bool {
+    case.model().tune(0).is_err()
+}
+
+#[test]
+fn plan_rules_parse_and_check() {
+    let r: PlanRules = "kc=64,chunk=16 hoist=1024,partition=units".parse().unwrap();
+    assert_eq!(
+        r,
+        PlanRules {
+            kc: 64,
+            chunk_rows: 16,
+            hoist: 1024,
+            partition: Partition::Units
+        }
+    );
+    assert_eq!(
+        "default".parse::<PlanRules>().unwrap(),
+        PlanRules::default()
+    );
+    assert_eq!(
+        r.to_string()
+            .replace(' ', ",")
+            .parse::<PlanRules>()
+            .unwrap(),
+        r
+    );
+    for bad in ["kc", "kc=-1", "chunk=0", "speed=11", "partition=diagonal"] {
+        assert!(bad.parse::<PlanRules>().is_err(), "{bad}");
+    }
+    let case = Case::new(LstmConfig::new(4, 4), 1, 1, 1, 1.0);
+    let e = case
+        .model()
+        .with_plan_rules(PlanRules {
+            hoist: 0,
+            ..PlanRules::default()
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("hoist"), "{e}");
+}
