@@ -32,6 +32,12 @@ fn candidates() -> Vec<PlanRules> {
             ..PlanRules::default()
         });
     }
+    for prefetch in [1usize, 16, 1000] {
+        v.push(PlanRules {
+            prefetch,
+            ..PlanRules::default()
+        });
+    }
     for partition in [Partition::Rows, Partition::Units] {
         v.push(PlanRules {
             partition,
@@ -42,6 +48,7 @@ fn candidates() -> Vec<PlanRules> {
             chunk_rows: 6,
             hoist: 1 << 10,
             partition,
+            prefetch: 8,
         });
     }
     v
@@ -120,7 +127,7 @@ proptest! {
     fn random_plans_give_the_same_bits(
         n in 1usize..=70, h in 1usize..=70, b in 1usize..=20, t in 1usize..=4,
         kc in 0usize..=80, chunk in 1usize..=24, hoist in 1usize..=5000,
-        part in 0usize..3, threads in 1usize..=3, seed in any::<u64>(),
+        part in 0usize..3, threads in 1usize..=3, seed in any::<u64>(), prefetch in 0usize..40,
     ) {
         let case = Case::new(config(n, h, None, false), b, t, seed, 1.0);
         let rules = PlanRules {
@@ -128,6 +135,7 @@ proptest! {
             chunk_rows: chunk,
             hoist,
             partition: [Partition::Auto, Partition::Rows, Partition::Units][part],
+            prefetch,
         };
         let base = case.model();
         let want = case.run_forward(&base.clone().with_plan_rules(PlanRules::default()).unwrap());
@@ -156,6 +164,7 @@ fn entry(cpu: &str, batch: usize, kc: usize) -> PlanEntry {
             chunk_rows: 32,
             hoist: 4096,
             partition: Partition::Rows,
+            prefetch: 16,
         },
     }
 }
@@ -344,14 +353,17 @@ fn model_tune_rejects_zero(case: &Case) -> bool {
 
 #[test]
 fn plan_rules_parse_and_check() {
-    let r: PlanRules = "kc=64,chunk=16 hoist=1024,partition=units".parse().unwrap();
+    let r: PlanRules = "kc=64,chunk=16 hoist=1024,partition=units,prefetch=8"
+        .parse()
+        .unwrap();
     assert_eq!(
         r,
         PlanRules {
             kc: 64,
             chunk_rows: 16,
             hoist: 1024,
-            partition: Partition::Units
+            partition: Partition::Units,
+            prefetch: 8,
         }
     );
     assert_eq!(
@@ -365,7 +377,14 @@ fn plan_rules_parse_and_check() {
             .unwrap(),
         r
     );
-    for bad in ["kc", "kc=-1", "chunk=0", "speed=11", "partition=diagonal"] {
+    for bad in [
+        "kc",
+        "kc=-1",
+        "chunk=0",
+        "speed=11",
+        "partition=diagonal",
+        "prefetch=5000",
+    ] {
         assert!(bad.parse::<PlanRules>().is_err(), "{bad}");
     }
     let case = Case::new(LstmConfig::new(4, 4), 1, 1, 1, 1.0);

@@ -145,6 +145,7 @@ pub(crate) fn forward(
             steps,
             tb: plan.tb,
             kc: plan.kc,
+            pf: plan.pf,
             xs: xs.as_ptr(),
             out: out_ptr,
             c: ck.as_mut_ptr(),

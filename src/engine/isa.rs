@@ -195,13 +195,15 @@ pub(crate) trait Arch: Simd {
         a: &[*const f32; MR],
         panel: *const f32,
         acc: &mut Acc<Self, MR>,
+        pf: usize,
     ) {
         // SAFETY: forwarded from the caller.
-        unsafe { microkernel::tile::<Self, MR>(k, a, panel, acc) }
+        unsafe { microkernel::tile::<Self, MR>(k, a, panel, acc, pf) }
     }
 
     /// [`Arch::tile`] over rows `k0..k1` of a panel body of `k` rows (a
-    /// K block): `a` points at column 0 of each row, `panel` at the body.
+    /// K block): `a` points at column 0 of each row, `panel` at the body;
+    /// `pf` is the software-prefetch distance in panel rows (0: none).
     ///
     /// # Safety
     /// As [`microkernel::tile`] for the whole body; `k0 ≤ k1 ≤ k`.
@@ -213,11 +215,12 @@ pub(crate) trait Arch: Simd {
         a: &[*const f32; MR],
         panel: *const f32,
         acc: &mut Acc<Self, MR>,
+        pf: usize,
     ) {
         let _ = k;
         let a: [*const f32; MR] = std::array::from_fn(|r| a[r].wrapping_add(k0));
         // SAFETY: rows k0..k1 of every `a[r]` and of the body are in bounds.
-        unsafe { Self::tile::<MR>(k1 - k0, &a, panel.add(k0 * 4 * Self::LANES), acc) }
+        unsafe { Self::tile::<MR>(k1 - k0, &a, panel.add(k0 * 4 * Self::LANES), acc, pf) }
     }
 }
 
@@ -273,9 +276,10 @@ impl Arch for Avx2 {
         a: &[*const f32; MR],
         panel: *const f32,
         acc: &mut Acc<Self, MR>,
+        pf: usize,
     ) {
         // SAFETY: forwarded from the caller.
-        unsafe { Self::tile_range::<MR>(k, 0, k, a, panel, acc) }
+        unsafe { Self::tile_range::<MR>(k, 0, k, a, panel, acc, pf) }
     }
 
     #[inline(always)]
@@ -286,7 +290,10 @@ impl Arch for Avx2 {
         a: &[*const f32; MR],
         panel: *const f32,
         acc: &mut Acc<Self, MR>,
+        pf: usize,
     ) {
+        // The split-panel loop prefetches at its own measured distance.
+        let _ = pf;
         let f: unsafe fn(usize, usize, &[*const f32; MR], *const f32, &mut Acc<Avx2, MR>) =
             std::hint::black_box(tile_avx2::<MR>);
         let a: [*const f32; MR] = std::array::from_fn(|r| a[r].wrapping_add(k0));

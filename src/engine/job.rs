@@ -29,6 +29,8 @@ pub(crate) struct Job<'a> {
     pub(crate) tb: usize,
     /// K block of the gate and input GEMMs (0: whole K; see `Plan`).
     pub(crate) kc: usize,
+    /// Software prefetch distance in panel rows (0: none; see `Plan`).
+    pub(crate) pf: usize,
     /// `[T, batch, n_in]`.
     pub(crate) xs: *const f32,
     /// `[T, batch, n_out]`.

@@ -24,12 +24,21 @@ pub(crate) unsafe fn tile<S: Simd, const MR: usize>(
     a: &[*const f32; MR],
     panel: *const f32,
     acc: &mut Acc<S, MR>,
+    pf: usize,
 ) {
     let step = 4 * S::LANES;
     // SAFETY: the caller guarantees the reads are in bounds and the ISA.
     unsafe {
         for kk in 0..k {
             let bp = panel.add(kk * step);
+            if pf > 0 {
+                // The panel row `pf` rows ahead, one prefetch per 64-byte
+                // line (a row is 4 vectors).
+                let q = bp.wrapping_add(pf * step);
+                for v in 0..4 {
+                    prefetch(q.wrapping_add(v * S::LANES));
+                }
+            }
             let b = [
                 S::load(bp),
                 S::load(bp.add(S::LANES)),

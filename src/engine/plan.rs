@@ -97,6 +97,8 @@ pub(crate) struct Plan {
     pub(crate) split: usize,
     /// K block of the gate and input GEMMs (0: whole K).
     pub(crate) kc: usize,
+    /// Software prefetch distance of the microkernel, panel rows (0: none).
+    pub(crate) pf: usize,
 }
 
 fn round16(n: usize) -> usize {
@@ -172,6 +174,7 @@ impl Plan {
             tb,
             split,
             kc,
+            pf: rules.prefetch,
         }
     }
 

@@ -4,7 +4,7 @@
 //! ```text
 //! lstm-kernels plans v1
 //! # comments and blank lines are ignored
-//! plan cpu="Intel(R) Xeon(R) Processor" isa=avx512 n_in=256 hidden=256 recurrent=256 head=0 peephole=none batch=64 threads=1 kc=128 chunk=64 hoist=65536 partition=auto
+//! plan cpu="Intel(R) Xeon(R) Processor" isa=avx512 n_in=256 hidden=256 recurrent=256 head=0 peephole=none batch=64 threads=1 kc=128 chunk=64 hoist=65536 partition=auto prefetch=16
 //! ```
 //!
 //! Reading never trusts the file: it is at most [`MAX_PLAN_FILE_BYTES`],
@@ -152,7 +152,7 @@ fn format_entry(e: &PlanEntry) -> String {
     let k = &e.key;
     let r = &e.rules;
     format!(
-        "plan cpu=\"{}\" isa={} n_in={} hidden={} recurrent={} head={} peephole={} batch={} threads={} kc={} chunk={} hoist={} partition={}",
+        "plan cpu=\"{}\" isa={} n_in={} hidden={} recurrent={} head={} peephole={} batch={} threads={} kc={} chunk={} hoist={} partition={} prefetch={}",
         k.cpu.replace(['"', '\n', '\r'], " "),
         k.isa,
         k.n_in,
@@ -165,7 +165,8 @@ fn format_entry(e: &PlanEntry) -> String {
         r.kc,
         r.chunk_rows,
         r.hoist,
-        r.partition.name()
+        r.partition.name(),
+        r.prefetch
     )
 }
 
@@ -232,6 +233,7 @@ fn parse_entry(line: &str) -> std::result::Result<PlanEntry, String> {
         partition: get("partition")?
             .parse::<Partition>()
             .map_err(|e| e.to_string())?,
+        prefetch: num("prefetch", usize::MAX)?,
     };
     rules.check().map_err(|e| e.to_string())?;
     let known = [
@@ -247,6 +249,7 @@ fn parse_entry(line: &str) -> std::result::Result<PlanEntry, String> {
         "chunk",
         "hoist",
         "partition",
+        "prefetch",
     ];
     if let Some((k, _)) = fields.iter().find(|(k, _)| !known.contains(k)) {
         return Err(format!("unknown field `{k}`"));

@@ -71,6 +71,11 @@ fn knob_values(model: &Lstm, batch: usize, base: &PlanRules, knob: usize) -> Vec
                 out.push(PlanRules { hoist: h, ..*base });
             }
         }
+        3 => {
+            for prefetch in [0usize, 8, 16, 32] {
+                out.push(PlanRules { prefetch, ..*base });
+            }
+        }
         _ => {
             if model.threads() > 1 {
                 for p in [Partition::Auto, Partition::Rows, Partition::Units] {
@@ -116,7 +121,7 @@ pub(crate) fn tune(model: &Lstm, batch: usize, start: PlanRules) -> Result<TuneR
     let mut timed: Vec<(PlanRules, Vec<f64>)> = Vec::new();
     let mut best = start;
     'passes: for _pass in 0..2 {
-        for knob in 0..4 {
+        for knob in 0..5 {
             let cands = knob_values(model, batch, &best, knob);
             if cands.len() < 2 {
                 continue;

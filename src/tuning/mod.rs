@@ -39,6 +39,8 @@ pub const PLANS_ENV: &str = "LSTM_KERNELS_PLANS";
 pub const MAX_KC: usize = 1 << 16;
 /// Most rows per chunk a plan may name.
 pub const MAX_CHUNK_ROWS: usize = 1 << 16;
+/// Largest prefetch distance a plan may name, in panel rows.
+pub const MAX_PREFETCH: usize = 1024;
 /// Largest hoisted input-GEMM block a plan may name, in floats (64 MiB).
 pub const MAX_HOIST_FLOATS: usize = 1 << 24;
 
@@ -97,6 +99,9 @@ pub struct PlanRules {
     pub hoist: usize,
     /// How threads share a batch.
     pub partition: Partition,
+    /// Software prefetch distance of the AVX-512 microkernel, in panel
+    /// rows ahead (0: none; the AVX2 microkernel always prefetches 32).
+    pub prefetch: usize,
 }
 
 impl Default for PlanRules {
@@ -107,6 +112,7 @@ impl Default for PlanRules {
             chunk_rows: 64,
             hoist: 1 << 16,
             partition: Partition::Auto,
+            prefetch: 0,
         }
     }
 }
@@ -128,6 +134,9 @@ impl PlanRules {
         if self.hoist == 0 || self.hoist > MAX_HOIST_FLOATS {
             return bad("hoist", self.hoist, 1, MAX_HOIST_FLOATS);
         }
+        if self.prefetch > MAX_PREFETCH {
+            return bad("prefetch", self.prefetch, 0, MAX_PREFETCH);
+        }
         Ok(())
     }
 
@@ -142,7 +151,8 @@ impl PlanRules {
     ///   slice fits two thirds of L1d (128 rows with 48 KiB), when the
     ///   whole panel does not;
     /// * the hoisted input-GEMM block is half of L2 (1 MiB of a 2 MiB L2):
-    ///   fewer, longer input GEMMs.
+    ///   fewer, longer input GEMMs;
+    /// * the microkernel prefetches the panel 16 rows ahead.
     ///
     /// Elsewhere (half-rate 512-bit FMAs as on Zen 4/5, AVX2, portable)
     /// the defaults stay, as measured on a Zen 5.
@@ -157,6 +167,7 @@ impl PlanRules {
             r.kc = kc;
         }
         r.hoist = (cpu.l2_bytes / 2 / 4).clamp(1 << 14, 1 << 20);
+        r.prefetch = 16;
         r
     }
 }
@@ -165,18 +176,19 @@ impl fmt::Display for PlanRules {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "kc={} chunk={} hoist={} partition={}",
+            "kc={} chunk={} hoist={} partition={} prefetch={}",
             self.kc,
             self.chunk_rows,
             self.hoist,
-            self.partition.name()
+            self.partition.name(),
+            self.prefetch
         )
     }
 }
 
 impl std::str::FromStr for PlanRules {
     type Err = Error;
-    /// `kc=128,chunk=64,hoist=65536,partition=units` (commas or spaces;
+    /// `kc=128,chunk=64,hoist=65536,partition=units,prefetch=16` (commas or spaces;
     /// knobs not named keep their defaults), or `default`.
     fn from_str(s: &str) -> Result<Self> {
         let mut r = PlanRules::default();
@@ -196,9 +208,10 @@ impl std::str::FromStr for PlanRules {
                 "chunk" => r.chunk_rows = num()?,
                 "hoist" => r.hoist = num()?,
                 "partition" => r.partition = v.parse()?,
+                "prefetch" => r.prefetch = num()?,
                 _ => {
                     return Err(Error::Invalid(format!(
-                        "plan: unknown knob `{k}` (expected kc, chunk, hoist or partition)"
+                        "plan: unknown knob `{k}` (expected kc, chunk, hoist, partition or prefetch)"
                     )));
                 }
             }

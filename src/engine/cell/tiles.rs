@@ -107,7 +107,7 @@ pub(super) unsafe fn input_tile<S: Arch, D: Dims, const MR: usize>(
         } else {
             std::array::from_fn(|r| load4::<S>(dst(r)))
         };
-        S::tile_range::<MR>(d.n_in, k0, k1, &a, panel.add(4 * l), &mut acc);
+        S::tile_range::<MR>(d.n_in, k0, k1, &a, panel.add(4 * l), &mut acc, job.pf);
         for (r, acc_r) in acc.iter().enumerate() {
             let dst = dst(r);
             for (v, &x) in acc_r.iter().enumerate() {
@@ -144,7 +144,7 @@ pub(super) unsafe fn gate_tile<S: Arch, D: Dims, const MR: usize>(
         let a = row_ptrs::<MR>(m_cur, r0, rr);
         let xw = |r: usize| job.xw.add((s * job.rows + r0 + r) * 4 * d.hp + p * 4 * l);
         let mut acc: Acc<S, MR> = std::array::from_fn(|r| load4::<S>(xw(r)));
-        S::tile_range::<MR>(rr, k0, k1, &a, pk.wh.panel(p).as_ptr(), &mut acc);
+        S::tile_range::<MR>(rr, k0, k1, &a, pk.wh.panel(p).as_ptr(), &mut acc, job.pf);
         if k1 < rr {
             // Not the last K block: keep the partial sums in xw (exact).
             for (r, acc_r) in acc.iter().enumerate() {
@@ -236,7 +236,7 @@ pub(super) unsafe fn proj_tile<S: Arch, D: Dims, const MR: usize>(
     unsafe {
         let a = row_ptrs::<MR>(job.m_full, r0, h);
         let mut acc: Acc<S, MR> = [[S::splat(0.0); 4]; MR];
-        S::tile::<MR>(h, &a, wp.panel(q).as_ptr(), &mut acc);
+        S::tile::<MR>(h, &a, wp.panel(q).as_ptr(), &mut acc, job.pf);
         for (r, y) in acc.iter().enumerate() {
             for (v, &yv) in y.iter().enumerate() {
                 let j0 = q * 4 * l + v * l;
@@ -276,7 +276,7 @@ pub(super) unsafe fn peephole_tile<S: Arch, D: Dims, const MR: usize>(
         for (r, acc_r) in acc.iter_mut().enumerate() {
             *acc_r = load4::<S>(job.o_pre.add((r0 + r) * d.hw + q * 4 * l));
         }
-        S::tile::<MR>(h, &a, vo.panel(q).as_ptr(), &mut acc);
+        S::tile::<MR>(h, &a, vo.panel(q).as_ptr(), &mut acc, job.pf);
         for (r, o) in acc.iter().enumerate() {
             let row = r0 + r;
             for (v, &ov) in o.iter().enumerate() {
@@ -317,7 +317,7 @@ pub(super) unsafe fn head_tile<S: Arch, D: Dims, const MR: usize>(
         let a = row_ptrs::<MR>(m_next, r0, h);
         let bias = load4::<S>(panel);
         let mut acc: Acc<S, MR> = [bias; MR];
-        S::tile::<MR>(h, &a, panel.add(4 * l), &mut acc);
+        S::tile::<MR>(h, &a, panel.add(4 * l), &mut acc, job.pf);
         for (r, y) in acc.iter().enumerate() {
             let out = job.out.add((t * job.batch + job.row0 + r0 + r) * p_out);
             for (v, &yv) in y.iter().enumerate() {
