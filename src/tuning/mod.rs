@@ -143,31 +143,27 @@ impl PlanRules {
     /// The heuristic plan for a model with `k` = max(n_in, recurrent size)
     /// rows per weight panel, `lanes` f32 lanes per vector, on `cpu`.
     ///
-    /// The rules (measured with `lstm tune`; see the README's per-CPU
-    /// table). Where 512-bit FMAs issue at full rate (Intel Xeons), the
-    /// microkernel needs two panel loads per cycle, so:
-    /// * the K block keeps a panel's live slice (K rows × 4 vectors) in
-    ///   L1 across the row blocks: the largest multiple of 32 rows whose
-    ///   slice fits two thirds of L1d (128 rows with 48 KiB), when the
-    ///   whole panel does not;
-    /// * the hoisted input-GEMM block is half of L2 (1 MiB of a 2 MiB L2):
-    ///   fewer, longer input GEMMs;
-    /// * the microkernel prefetches the panel 16 rows ahead.
+    /// The rules, measured with `lstm bench --plan` A/B runs (see the
+    /// README's per-CPU table). Where 512-bit FMAs issue at full rate
+    /// (Intel Xeons) the microkernel needs two panel loads per cycle, so:
+    /// * it prefetches the panel 8 rows (2 KiB) ahead: +6–11% on an Intel
+    ///   Xeon model 167 at H = 256–1024 (32 rows: +3–10%, 16: +3–7%);
+    /// * the hoisted input-GEMM block is half of L2 (1 MiB of a 2 MiB L2),
+    ///   a further +1–4%;
+    /// * no K blocking: with the prefetch, K blocks of 128 rows were within
+    ///   noise at H ≤ 512 and cost 7% at H = 1024 (the measured mode still
+    ///   tries them).
     ///
     /// Elsewhere (half-rate 512-bit FMAs as on Zen 4/5, AVX2, portable)
-    /// the defaults stay, as measured on a Zen 5.
+    /// the defaults stay, as measured on a Zen 5. `k` is the panel's rows,
+    /// for rules that depend on it (none today).
     pub fn heuristic(cpu: &CpuFacts, k: usize, lanes: usize) -> PlanRules {
+        let _ = k;
         let mut r = PlanRules::default();
-        if !(cpu.full_rate_512 && lanes == 16) {
-            return r;
+        if cpu.full_rate_512 && lanes == 16 {
+            r.prefetch = 8;
+            r.hoist = (cpu.l2_bytes / 2 / 4).clamp(1 << 14, 1 << 20);
         }
-        let row_bytes = 4 * lanes * 4;
-        let kc = (cpu.l1d_bytes * 2 / 3 / row_bytes) / 32 * 32;
-        if kc >= 32 && kc < k {
-            r.kc = kc;
-        }
-        r.hoist = (cpu.l2_bytes / 2 / 4).clamp(1 << 14, 1 << 20);
-        r.prefetch = 16;
         r
     }
 }
