@@ -329,8 +329,13 @@ fn measured_mode_picks_a_timed_candidate() {
     let model = case.model();
     let report = model.tune(12).unwrap();
     assert!(report.candidates.len() >= 4, "{report:?}");
+    // The kept plan is the heuristic one or faster than it.
     let best = report.ns_per_step(&report.chosen).unwrap();
-    assert!(report.candidates.iter().all(|(_, t)| *t >= best));
+    let heur = report.ns_per_step(&report.heuristic).unwrap();
+    assert!(
+        report.chosen == report.heuristic || best < heur,
+        "{report:?}"
+    );
     assert!(
         report.ns_per_step(&report.heuristic).is_some(),
         "the heuristic was not timed"
