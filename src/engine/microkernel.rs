@@ -26,12 +26,36 @@ pub(crate) unsafe fn tile<S: Simd, const MR: usize>(
     acc: &mut Acc<S, MR>,
     pf: usize,
 ) {
+    // Two copies of the loop, so the one without prefetches has no test
+    // for it in its body.
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if pf == 0 {
+            tile_loop::<S, MR, false>(k, a, panel, acc, 0)
+        } else {
+            tile_loop::<S, MR, true>(k, a, panel, acc, pf)
+        }
+    }
+}
+
+/// [`tile`]'s loop, prefetching `pf` panel rows ahead when `PF`.
+///
+/// # Safety
+/// As [`tile`].
+#[inline(always)]
+unsafe fn tile_loop<S: Simd, const MR: usize, const PF: bool>(
+    k: usize,
+    a: &[*const f32; MR],
+    panel: *const f32,
+    acc: &mut Acc<S, MR>,
+    pf: usize,
+) {
     let step = 4 * S::LANES;
     // SAFETY: the caller guarantees the reads are in bounds and the ISA.
     unsafe {
         for kk in 0..k {
             let bp = panel.add(kk * step);
-            if pf > 0 {
+            if PF {
                 // The panel row `pf` rows ahead, one prefetch per 64-byte
                 // line (a row is 4 vectors).
                 let q = bp.wrapping_add(pf * step);
