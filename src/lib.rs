@@ -16,7 +16,7 @@
 //! Data flows: [`LstmConfig`] → [`LstmWeights`] (canonical concatenated
 //! layout; [`SeedWeights`] for the per-gate names) → [`Lstm`] (immutable
 //! model) → [`LstmState`] (per caller) → [`Lstm::step`] / [`Lstm::forward`].
-//! [`reference`] is the scalar `f64` oracle; `io` (feature `formats`, on by
+//! [`reference`](mod@reference) is the scalar `f64` oracle; `io` (feature `formats`, on by
 //! default) reads and writes `.npz`, `.safetensors` and `.npy` files.
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
