@@ -14,11 +14,13 @@
 //!   frame waiting — in a closed loop those are the streams about to come
 //!   back, and waiting for them merges them into one batch with the
 //!   streams that waited during that step; or at the latest `max_wait`
-//!   after the later of its oldest frame's arrival and the previous
-//!   step's end. So a frame waits at most for the step running when it
-//!   arrived, then `max_wait`, then its own step; and when no stream is
-//!   expected back (after an idle spell, or pipelined streams whose next
-//!   frames already wait) a frame runs at once.
+//!   after the later of its oldest frame's arrival and the moment the
+//!   last of the previous step's results was collected, but never more
+//!   than one step time (the previous step's) plus `max_wait` after its
+//!   oldest frame arrived. So a frame runs within `max_wait` + two step
+//!   times of its submit (if the streams waiting fit in one batch); and
+//!   when no stream is expected back (after an idle spell, or pipelined
+//!   streams whose next frames already wait) it runs at once.
 //! * Stream control (open, close, reset, reading and writing a state) runs
 //!   on the worker between two steps, without waiting for a batch to be
 //!   due: a close or reset takes effect before that stream's frames still
@@ -1461,11 +1463,11 @@ fn batch_due(sh: &Shared, q: &Queue) -> Due {
     if q.ready.len() >= sh.max_batch || q.stopping.is_some() || q.awaited_n == 0 {
         return Due::Now;
     }
-    // The awaited streams' clients had their outputs at the last take
-    // (counted from the step's end at most one step time late).
-    let handed = q.last_take.min(q.step_end + q.step_took);
+    // The awaited streams' clients had their outputs at the last take;
+    // the oldest frame waits for them at most a step time (that of the
+    // last step) and `max_wait`, so it runs within `max_wait` + 2 steps.
     let oldest = q.tickets[q.head[s as usize] as usize].arrived;
-    let deadline = oldest.max(handed) + sh.max_wait;
+    let deadline = oldest.max(q.last_take).min(oldest + q.step_took) + sh.max_wait;
     if Instant::now() >= deadline {
         Due::Now
     } else {
