@@ -878,7 +878,20 @@ fn batches_wait_for_the_streams_the_last_step_served() {
     assert!(!pa.is_ready(), "a ran before b came back");
     batcher.close(b).unwrap();
     pa.wait().unwrap();
+    // The last step served a. A frame of c waits for a; c is closed,
+    // then a: the batch (only c's frame) runs at once, and c's frame
+    // fails as closed, with no step of zero rows.
+    let pc = batcher.submit_async(c, &[0.5; 7]).unwrap();
+    batcher.close(c).unwrap();
+    assert!(!pc.is_ready(), "c's frame ran before a came back");
+    batcher.close(a).unwrap();
+    let e = pc.wait().unwrap_err().to_string();
+    assert!(e.contains("closed before its frame ran"), "{e}");
     assert!(t0.elapsed() < Duration::from_secs(5), "waited for max_wait");
+    let s = batcher.stats();
+    assert_eq!(s.failed, 1, "{s:?}");
+    let pool = batcher.shutdown(Shutdown::Drain).unwrap();
+    assert!(pool.is_empty());
 }
 
 type Sent = Vec<std::collections::VecDeque<Vec<f32>>>;

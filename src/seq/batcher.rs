@@ -1202,8 +1202,8 @@ struct Worker {
     pool: Option<StreamPool>,
     tickets: Vec<u32>,
     ids: Vec<StreamId>,
-    x: Vec<f32>,
-    y: Vec<f32>,
+    /// The ids of the batch still open when it runs.
+    open_ids: Vec<StreamId>,
     /// Per batch row: whether its stream was open when the step ran.
     ok: Vec<bool>,
     controls: VecDeque<(Op, Arc<OneShot>)>,
@@ -1214,13 +1214,12 @@ struct Worker {
 
 impl Worker {
     fn new(shared: Arc<Shared>, pool: StreamPool) -> Self {
-        let (b, n, p) = (shared.max_batch, shared.n_in, shared.n_out);
+        let b = shared.max_batch;
         let queue = lock(&shared.q).tickets.len();
         Worker {
             tickets: Vec::with_capacity(b),
             ids: Vec::with_capacity(b),
-            x: vec![0.0; b * n],
-            y: vec![0.0; b * p],
+            open_ids: Vec::with_capacity(b),
             ok: Vec::with_capacity(b),
             controls: VecDeque::with_capacity(16),
             wake: Vec::with_capacity(queue),
@@ -1275,7 +1274,6 @@ impl Worker {
         if !matches!(due, Due::Now) {
             return true;
         }
-        let n = sh.n_in;
         while self.tickets.len() < sh.max_batch {
             let Some(s) = q.ready.pop_front() else { break };
             let s = s as usize;
@@ -1288,10 +1286,8 @@ impl Worker {
             q.in_flight[s] = true;
             q.waiting -= 1;
             q.tickets[t].status = Status::Running;
-            let i = self.tickets.len();
             self.tickets.push(t as u32);
             self.ids.push(q.tickets[t].id);
-            self.x[i * n..(i + 1) * n].copy_from_slice(&q.xs[t * n..(t + 1) * n]);
         }
         if q.space_waiters > 0 && !self.tickets.is_empty() {
             sh.space.notify_all();
@@ -1346,7 +1342,10 @@ impl Worker {
         }
     }
 
-    /// Runs the batch taken (no lock held) and hands the results back.
+    /// Runs the batch taken and hands the results back: the frames go
+    /// from the queue straight into the pool's rows, and the outputs from
+    /// the pool's rows straight into the queue (under the lock); the
+    /// kernels run with no lock held.
     fn step(&mut self) {
         let Some(pool) = self.pool.as_mut() else {
             return;
@@ -1354,23 +1353,34 @@ impl Worker {
         let sh = &*self.shared;
         let (n, p) = (sh.n_in, sh.n_out);
         let b = self.tickets.len();
-        // A stream closed since its frame was accepted fails that frame:
-        // the others run, compacted to the front.
+        // A stream closed since its frame was accepted fails that frame;
+        // the others run.
         self.ok.clear();
-        let mut k = 0;
+        self.open_ids.clear();
         for i in 0..b {
             let ok = pool.is_open(self.ids[i]);
             self.ok.push(ok);
             if ok {
-                if k != i {
-                    self.ids[k] = self.ids[i];
-                    self.x.copy_within(i * n..(i + 1) * n, k * n);
-                }
-                k += 1;
+                self.open_ids.push(self.ids[i]);
             }
         }
+        let k = self.open_ids.len();
         let start = Instant::now();
-        let result = pool.step(&self.ids[..k], &self.x[..k * n], &mut self.y[..k * p]);
+        let begun = pool.begin(&self.open_ids);
+        if begun.is_ok() {
+            let q = lock(&sh.q);
+            for i in (0..b).filter(|&i| self.ok[i]) {
+                let t = self.tickets[i] as usize;
+                if let Some(row) = pool.input_mut(self.ids[i]) {
+                    row.copy_from_slice(&q.xs[t * n..(t + 1) * n]);
+                }
+            }
+        }
+        // Which of the pool's output buffers holds the outputs.
+        let result = match k {
+            0 => begun.map(|()| 0),
+            _ => begun.and_then(|()| pool.run(k)),
+        };
         let finished = Instant::now();
         let took = finished - start;
         let mut guard = lock(&sh.q);
@@ -1384,7 +1394,6 @@ impl Worker {
         q.step_took = took;
         q.last_take = finished;
         q.awaited_n = 0;
-        let mut j = 0;
         for i in 0..b {
             let t = self.tickets[i] as usize;
             let tk = &mut q.tickets[t];
@@ -1396,15 +1405,18 @@ impl Worker {
                     tk.id
                 )))
             } else {
-                j += 1;
-                match &result {
-                    Ok(()) => {
+                let y = result.as_ref().ok().and_then(|&l| pool.output(l, tk.id));
+                match (&result, y) {
+                    (Ok(_), Some(y)) => {
                         q.stats.frames += 1;
-                        let row = j - 1;
-                        q.ys[t * p..(t + 1) * p].copy_from_slice(&self.y[row * p..(row + 1) * p]);
+                        q.ys[t * p..(t + 1) * p].copy_from_slice(y);
                         Status::Done
                     }
-                    Err(e) => {
+                    (Ok(_), None) => {
+                        q.stats.failed += 1;
+                        Status::Failed(Error::Invalid(format!("{} has no output row", tk.id)))
+                    }
+                    (Err(e), _) => {
                         q.stats.failed += 1;
                         Status::Failed(Error::Invalid(format!("the step failed: {e}")))
                     }
