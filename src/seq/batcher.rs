@@ -75,7 +75,11 @@ pub struct BatcherConfig {
     /// The most streams one step runs; 0 (the default) means the pool's
     /// capacity.
     pub max_batch: usize,
-    /// The longest a frame waits for the batch to fill (default 200 µs).
+    /// How long a batch waits for more frames (default 200 µs): for the
+    /// streams the previous step served, counted from when the last of
+    /// its results was collected (or from the batch's oldest frame, if
+    /// later), and never more than one step time plus `max_wait` after
+    /// the batch's oldest frame arrived (see the module docs).
     pub max_wait: Duration,
     /// The most frames waiting to run, across all streams; 0 (the
     /// default) means twice the pool's capacity.
