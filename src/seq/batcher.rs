@@ -15,12 +15,14 @@
 //!   back, and waiting for them merges them into one batch with the
 //!   streams that waited during that step; or at the latest `max_wait`
 //!   after the later of its oldest frame's arrival and the moment the
-//!   last of the previous step's results was collected, but never more
-//!   than one step time (the previous step's) plus `max_wait` after its
-//!   oldest frame arrived. So a frame runs within `max_wait` + two step
-//!   times of its submit (if the streams waiting fit in one batch); and
-//!   when no stream is expected back (after an idle spell, or pipelined
-//!   streams whose next frames already wait) it runs at once.
+//!   last of the previous step's results was collected (counted at most
+//!   one step time after that step's end). So a frame's step starts
+//!   within `max_wait` + the clients' hand-off time after its submit if
+//!   it came between steps, and within one step time more if it came
+//!   during one (`max_wait` + three step times to its output at worst,
+//!   if the streams waiting fit in one batch); and when no stream is
+//!   expected back (after an idle spell, or pipelined streams whose next
+//!   frames already wait) it runs at once.
 //! * Stream control (open, close, reset, reading and writing a state) runs
 //!   on the worker between two steps, without waiting for a batch to be
 //!   due: a close or reset takes effect before that stream's frames still
@@ -77,9 +79,9 @@ pub struct BatcherConfig {
     pub max_batch: usize,
     /// How long a batch waits for more frames (default 200 µs): for the
     /// streams the previous step served, counted from when the last of
-    /// its results was collected (or from the batch's oldest frame, if
-    /// later), and never more than one step time plus `max_wait` after
-    /// the batch's oldest frame arrived (see the module docs).
+    /// its results was collected (at most one step time after the step's
+    /// end) or from the batch's oldest frame, if later (see the module
+    /// docs).
     pub max_wait: Duration,
     /// The most frames waiting to run, across all streams; 0 (the
     /// default) means twice the pool's capacity.
@@ -1479,11 +1481,11 @@ fn batch_due(sh: &Shared, q: &Queue) -> Due {
     if q.ready.len() >= sh.max_batch || q.stopping.is_some() || q.awaited_n == 0 {
         return Due::Now;
     }
-    // The awaited streams' clients had their outputs at the last take;
-    // the oldest frame waits for them at most a step time (that of the
-    // last step) and `max_wait`, so it runs within `max_wait` + 2 steps.
+    // The awaited streams' clients had their outputs at the last take,
+    // counted at most one step time (the last step's) after its end.
+    let handed = q.last_take.min(q.step_end + q.step_took);
     let oldest = q.tickets[q.head[s as usize] as usize].arrived;
-    let deadline = oldest.max(q.last_take).min(oldest + q.step_took) + sh.max_wait;
+    let deadline = oldest.max(handed) + sh.max_wait;
     if Instant::now() >= deadline {
         Due::Now
     } else {
