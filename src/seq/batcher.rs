@@ -1060,14 +1060,14 @@ impl Client {
     }
 
     /// Takes every result that is ready now (never blocks).
-    pub fn collect(&mut self) -> Ready<'_> {
+    pub fn collect(&mut self) -> Outputs<'_> {
         self.take();
         self.ready()
     }
 
     /// Waits until at least one result is ready (or `timeout` has passed,
     /// or nothing is outstanding), then takes every result that is ready.
-    pub fn wait(&mut self, timeout: Option<Duration>) -> Ready<'_> {
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Outputs<'_> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             if self.take() > 0 || self.sent.is_empty() {
@@ -1081,8 +1081,8 @@ impl Client {
         self.ready()
     }
 
-    fn ready(&mut self) -> Ready<'_> {
-        Ready {
+    fn ready(&mut self) -> Outputs<'_> {
+        Outputs {
             taken: self.taken.iter_mut(),
             ys: &self.ys,
             n_out: self.shared.n_out,
@@ -1152,15 +1152,15 @@ impl Drop for Client {
 
 /// The results a [`Client`] took: an iterator of [`Collected`], in
 /// submission order (so a stream's outputs come in its frames' order).
-pub struct Ready<'a> {
+pub struct Outputs<'a> {
     taken: std::slice::IterMut<'a, Taken>,
     ys: &'a [f32],
     n_out: usize,
 }
 
-impl fmt::Debug for Ready<'_> {
+impl fmt::Debug for Outputs<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ready")
+        f.debug_struct("Outputs")
             .field("left", &self.taken.len())
             .finish_non_exhaustive()
     }
@@ -1178,7 +1178,7 @@ pub struct Collected<'a> {
     pub latency: Duration,
 }
 
-impl<'a> Iterator for Ready<'a> {
+impl<'a> Iterator for Outputs<'a> {
     type Item = Collected<'a>;
     fn next(&mut self) -> Option<Collected<'a>> {
         let t = self.taken.next()?;
@@ -1198,7 +1198,7 @@ impl<'a> Iterator for Ready<'a> {
     }
 }
 
-impl ExactSizeIterator for Ready<'_> {}
+impl ExactSizeIterator for Outputs<'_> {}
 
 /// The worker thread: owns the pool; forms batches, runs them, and
 /// resolves every ticket and control call it accepted, also when it
