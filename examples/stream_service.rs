@@ -1,8 +1,10 @@
 //! A streaming service on the `Batcher`: many live streams (say, audio
-//! feature frames from many users), each delivering one frame at a time
-//! from its own connection thread, joining and leaving whenever they like;
-//! one worker batches whatever frames are waiting and runs them as one
-//! step. A stream that moves to another server takes its state along.
+//! feature frames from many users), joining and leaving whenever they
+//! like, served by a few connection threads; each thread sends one frame
+//! of each of its live sessions in one call through its `Client` and
+//! collects the outputs (woken once per step, not once per frame); one
+//! worker batches whatever frames are waiting and runs them as one step.
+//! A stream that moves to another server takes its state along.
 //!
 //! ```sh
 //! cargo run --release --example stream_service
@@ -29,14 +31,16 @@ fn main() -> Result<(), Error> {
     )?;
     let connections = 8;
     let sessions_per_connection = 100;
-    let frames = AtomicU64::new(0);
+    let frames_done = AtomicU64::new(0);
     let waited_us = AtomicU64::new(0);
     let start = Instant::now();
     std::thread::scope(|s| {
         for c in 0..connections {
-            let (batcher, frames, waited_us) = (&batcher, &frames, &waited_us);
+            let (batcher, frames_done, waited_us) = (&batcher, &frames_done, &waited_us);
             s.spawn(move || -> Result<(), Error> {
                 let mut rng = SplitMix64::new(c as u64);
+                let mut client = batcher.client()?;
+                let mut ids = Vec::new();
                 // Each connection serves sessions one after another, 8 at
                 // a time: open, stream 20–80 frames, close.
                 let mut live = Vec::new();
@@ -47,28 +51,18 @@ fn main() -> Result<(), Error> {
                         live.push((batcher.open()?, frames_left));
                         started += 1;
                     }
-                    // One frame of every live session, all in flight at
-                    // once; then collect the outputs.
-                    let pending = live
-                        .iter()
-                        .map(|&(id, _)| {
-                            let frame = rng.vec_uniform(40, -1.0, 1.0);
-                            batcher.submit_async(id, &frame)
-                        })
-                        .collect::<Result<Vec<_>, _>>()?;
-                    for mut p in pending {
-                        // A real service would .await this in its async
-                        // handler; here, poll until it is there.
-                        let out = loop {
-                            if let Some(r) = p.try_get() {
-                                break r?;
-                            }
-                            std::thread::sleep(Duration::from_micros(50));
-                        };
-                        assert_eq!(out.len(), 16);
-                        let us = p.latency().unwrap_or_default().as_micros() as u64;
-                        waited_us.fetch_add(us, Ordering::Relaxed);
-                        frames.fetch_add(1, Ordering::Relaxed);
+                    // One frame of every live session, in one call; then
+                    // collect the outputs as their steps end.
+                    ids.clear();
+                    ids.extend(live.iter().map(|&(id, _)| id));
+                    let frames = rng.vec_uniform(ids.len() * 40, -1.0, 1.0);
+                    client.submit(&ids, &frames)?;
+                    while client.outstanding() > 0 {
+                        for r in client.wait(None) {
+                            assert_eq!(r.output?.len(), 16);
+                            waited_us.fetch_add(r.latency.as_micros() as u64, Ordering::Relaxed);
+                            frames_done.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     for (id, left) in &mut live {
                         *left -= 1;
@@ -84,7 +78,7 @@ fn main() -> Result<(), Error> {
     });
     let secs = start.elapsed().as_secs_f64();
     let stats = batcher.stats();
-    let n = frames.load(Ordering::Relaxed);
+    let n = frames_done.load(Ordering::Relaxed);
     println!(
         "{n} frames of {} sessions in {secs:.2} s: {:.0} frames/s, {} steps, mean batch {:.1}, mean latency {:.0} µs",
         connections * sessions_per_connection,

@@ -49,7 +49,8 @@ pub use model::config::{LstmConfig, MAX_TENSOR_ELEMENTS, Peephole};
 pub use model::weights::{GATE_ORDER, Int8Gates, LstmWeights, SEED_NAMES, SeedWeights};
 pub use model::{Lstm, LstmState, Precision, config, max_threads, weights};
 pub use seq::batcher::{
-    self, Backpressure, Batcher, BatcherConfig, BatcherStats, Pending, Shutdown,
+    self, Backpressure, Batcher, BatcherConfig, BatcherStats, Client, Collected, Outputs, Pending,
+    Shutdown,
 };
 pub use seq::pool::{self, StreamId, StreamPool};
 pub use seq::stack::{self, LstmStack, Merge, SeqOptions, StackLayer, StackState};

@@ -638,8 +638,9 @@ fn batcher_errors_are_clean_and_harmless() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("`output`"), "{e}");
-    // The queue holds 2 frames waiting to run. Two frames of one stream
-    // cannot fill a batch of 2, and the wait is long: a third is refused.
+    // The queue holds 2 frames waiting to run. The last step served s2,
+    // so the worker waits (30 s) for s2's next frame; two frames of s1
+    // cannot fill a batch of 2: a third frame is refused.
     let slow = BatcherConfig::new()
         .with_queue(2)
         .with_max_batch(2)
@@ -647,6 +648,7 @@ fn batcher_errors_are_clean_and_harmless() {
         .with_backpressure(Backpressure::Busy);
     let busy = Batcher::new(StreamPool::new(model.clone(), 3).unwrap(), slow).unwrap();
     let (s1, s2) = (busy.open().unwrap(), busy.open().unwrap());
+    let y0 = busy.submit(s2, &[0.3; 7]).unwrap();
     let q1 = busy.submit_async(s1, &[0.1; 7]).unwrap();
     let q2 = busy.submit_async(s1, &[0.2; 7]).unwrap();
     let e = busy.submit_async(s2, &[0.3; 7]).unwrap_err();
@@ -654,9 +656,11 @@ fn batcher_errors_are_clean_and_harmless() {
         matches!(e, Error::Busy(_)) && e.to_string().contains("queue is full"),
         "{e}"
     );
+    assert!(!q1.is_ready(), "s1 ran before s2 came back or 30 s passed");
     // Draining runs both, at once (not after the 30 s).
     let t0 = std::time::Instant::now();
     busy.shutdown(Shutdown::Drain).unwrap();
+    assert_eq!(y0.len(), 3);
     let (z1, z2) = (q1.wait().unwrap(), q2.wait().unwrap());
     let r = Record {
         xs: [[0.1f32; 7], [0.2; 7]].concat(),
@@ -770,6 +774,46 @@ fn shutdown_racing_submits_does_not_deadlock() {
                             (ok, shut)
                         })
                     })
+                    .chain((0..2).map(|c| {
+                        // Clients: batched submits (blocking for room)
+                        // and collects, racing the shutdown too.
+                        let (batcher, ids) = (&batcher, &ids);
+                        s.spawn(move || {
+                            let (mut ok, mut shut) = (0, 0);
+                            let mut cl = match batcher.client() {
+                                Ok(cl) => cl,
+                                Err(Error::Shutdown(_)) => return (0, 1),
+                                Err(e) => panic!("unexpected error: {e}"),
+                            };
+                            for i in 0..150 {
+                                let pick = [ids[(c + i) % 8], ids[(c + 3 * i) % 8], ids[c]];
+                                match cl.submit(&pick, &[0.4; 21]) {
+                                    Ok(()) => {}
+                                    Err(Error::Shutdown(_)) => shut += 1,
+                                    Err(e) => panic!("unexpected error: {e}"),
+                                }
+                                let block = i % 3 != 0;
+                                let ready = if block { cl.wait(None) } else { cl.collect() };
+                                for r in ready {
+                                    match r.output {
+                                        Ok(_) => ok += 1,
+                                        Err(Error::Shutdown(_)) => shut += 1,
+                                        Err(e) => panic!("unexpected error: {e}"),
+                                    }
+                                }
+                            }
+                            while cl.outstanding() > 0 {
+                                for r in cl.wait(None) {
+                                    match r.output {
+                                        Ok(_) => ok += 1,
+                                        Err(Error::Shutdown(_)) => shut += 1,
+                                        Err(e) => panic!("unexpected error: {e}"),
+                                    }
+                                }
+                            }
+                            (ok, shut)
+                        })
+                    }))
                     .collect();
                 std::thread::sleep(Duration::from_micros(200 * round));
                 let pool = batcher.shutdown(mode).unwrap();
@@ -796,4 +840,325 @@ fn shutdown_racing_submits_does_not_deadlock() {
         }
         Err(mpsc::RecvTimeoutError::Timeout) => panic!("deadlock: a shutdown round hung"),
     }
+}
+
+/// The batching rule: a frame runs at once when no stream is expected
+/// back; after a step, the worker waits (here up to 10 s) for the streams
+/// it served, and runs as soon as the last of them sent its next frame or
+/// was closed; control calls run meanwhile without forcing the batch.
+#[test]
+fn batches_wait_for_the_streams_the_last_step_served() {
+    let model = seed_model(1);
+    let conf = BatcherConfig::new().with_max_wait(Duration::from_secs(10));
+    let batcher = Batcher::new(StreamPool::new(model, 8).unwrap(), conf).unwrap();
+    let (a, b, c) = (
+        batcher.open().unwrap(),
+        batcher.open().unwrap(),
+        batcher.open().unwrap(),
+    );
+    let t0 = std::time::Instant::now();
+    // Nothing awaited: a's frame runs at once.
+    batcher.submit(a, &[0.1; 7]).unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(5), "a lone frame waited");
+    // The last step served a: b's frame waits for a's next one.
+    let pb = batcher.submit_async(b, &[0.2; 7]).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!pb.is_ready(), "b ran before a came back");
+    // A control call runs while the batch waits, and does not start it.
+    batcher.reset(c).unwrap();
+    assert!(!pb.is_ready(), "a control call started the waiting batch");
+    let steps = batcher.stats().steps;
+    let pa = batcher.submit_async(a, &[0.3; 7]).unwrap();
+    let (_, _) = (pa.wait().unwrap(), pb.wait().unwrap());
+    let s = batcher.stats();
+    assert_eq!((s.steps - steps, s.largest_batch), (1, 2), "{s:?}");
+    // Both are awaited now; closing b leaves a alone to wait for.
+    let pa = batcher.submit_async(a, &[0.4; 7]).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!pa.is_ready(), "a ran before b came back");
+    batcher.close(b).unwrap();
+    pa.wait().unwrap();
+    // The last step served a. A frame of c waits for a; c is closed,
+    // then a: the batch (only c's frame) runs at once, and c's frame
+    // fails as closed, with no step of zero rows.
+    let pc = batcher.submit_async(c, &[0.5; 7]).unwrap();
+    batcher.close(c).unwrap();
+    assert!(!pc.is_ready(), "c's frame ran before a came back");
+    batcher.close(a).unwrap();
+    let e = pc.wait().unwrap_err().to_string();
+    assert!(e.contains("closed before its frame ran"), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "waited for max_wait");
+    let s = batcher.stats();
+    assert_eq!(s.failed, 1, "{s:?}");
+    let pool = batcher.shutdown(Shutdown::Drain).unwrap();
+    assert!(pool.is_empty());
+}
+
+type Sent = Vec<std::collections::VecDeque<Vec<f32>>>;
+
+/// Takes a client's results (waiting for one if `block`): each goes to
+/// its stream's record with the oldest frame sent and not answered.
+fn take_results(
+    cl: &mut lstm_kernels::Client,
+    recs: &mut [Record],
+    sent: &mut Sent,
+    closed: &[StreamId],
+    block: bool,
+) -> Result<(), String> {
+    let ready = if block {
+        cl.wait(Some(Duration::from_secs(30)))
+    } else {
+        cl.collect()
+    };
+    for r in ready {
+        if let Some(i) = recs.iter().position(|rec| rec.id == r.id) {
+            let x = sent[i].pop_front().ok_or("a result nobody sent")?;
+            let y = r.output.map_err(|e| format!("{}: {e}", r.id))?;
+            recs[i].xs.extend_from_slice(&x);
+            recs[i].ys.extend_from_slice(y);
+        } else if !closed.contains(&r.id) {
+            return Err(format!("a result for {} nobody sent", r.id));
+        }
+        // A closed stream's last frame ran before the close or failed.
+    }
+    Ok(())
+}
+
+/// Streams driven through `Client`s (many frames per call, several
+/// outstanding per stream, duplicates in one call, closes with frames
+/// still waiting): bitwise each stream alone, results in order.
+fn client_driver(
+    batcher: &Batcher,
+    model: &Lstm,
+    seed: u64,
+    streams: usize,
+    calls: usize,
+) -> Result<(), String> {
+    let n = batcher.n_input();
+    let lens = (model.config().n_hidden, model.config().n_recurrent());
+    let mut rng = SplitMix64::new(seed);
+    let mut cl = batcher.client().map_err(|e| format!("client: {e}"))?;
+    let mut recs: Vec<Record> = (0..streams)
+        .map(|_| batcher.open().map(|id| Record::new(id, lens)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("open: {e}"))?;
+    // Per record: the frames sent and not yet answered, oldest first.
+    let mut sent: Sent = vec![Default::default(); streams];
+    let mut closed: Vec<StreamId> = Vec::new();
+    for _ in 0..calls {
+        match rng.next_u64() % 8 {
+            0..=5 => {
+                // Up to 2 streams × up to 2 frames each, in one call.
+                let k = 1 + rng.next_u64() as usize % 4;
+                let pick: Vec<usize> = (0..k)
+                    .map(|_| rng.next_u64() as usize % recs.len())
+                    .collect();
+                let ids: Vec<StreamId> = pick.iter().map(|&i| recs[i].id).collect();
+                let xs = rng.vec_uniform(k * n, -2.0, 2.0);
+                cl.submit(&ids, &xs).map_err(|e| format!("submit: {e}"))?;
+                for (j, &i) in pick.iter().enumerate() {
+                    sent[i].push_back(xs[j * n..(j + 1) * n].to_vec());
+                }
+                let block = rng.next_u64().is_multiple_of(2);
+                take_results(&mut cl, &mut recs, &mut sent, &closed, block)?;
+            }
+            6 => {
+                while cl.outstanding() > 0 {
+                    take_results(&mut cl, &mut recs, &mut sent, &closed, true)?;
+                }
+            }
+            _ => {
+                // Close a stream with its frames maybe still waiting;
+                // check what ran of it, open another in its place.
+                while cl.outstanding() > 0 {
+                    take_results(&mut cl, &mut recs, &mut sent, &closed, true)?;
+                }
+                let i = rng.next_u64() as usize % recs.len();
+                let (mut c, mut m) = (vec![0.0; lens.0], vec![0.0; lens.1]);
+                batcher
+                    .read_state(recs[i].id, &mut c, &mut m)
+                    .map_err(|e| e.to_string())?;
+                check(model, &recs[i], &c, &m)?;
+                let old = recs[i].id;
+                // One more frame, then the close: it runs or fails.
+                cl.submit(&[old], &rng.vec_uniform(n, -1.0, 1.0))
+                    .map_err(|e| format!("submit: {e}"))?;
+                batcher.close(old).map_err(|e| format!("close: {e}"))?;
+                closed.push(old);
+                // With an open stream first: the call names the closed one.
+                let other = recs[(i + 1) % recs.len()].id;
+                let (ids, at) = if other == old {
+                    (vec![old], "ids[0]")
+                } else {
+                    (vec![other, old], "ids[1]")
+                };
+                match cl.submit(&ids, &vec![0.0; ids.len() * n]) {
+                    Err(e) if e.to_string().contains(at) && e.to_string().contains("closed") => {}
+                    other => return Err(format!("a closed stream's submit: {other:?}")),
+                }
+                let id = batcher.open().map_err(|e| format!("reopen: {e}"))?;
+                recs[i] = Record::new(id, lens);
+            }
+        }
+    }
+    while cl.outstanding() > 0 {
+        take_results(&mut cl, &mut recs, &mut sent, &closed, true)?;
+    }
+    for (i, r) in recs.iter().enumerate() {
+        if !sent[i].is_empty() {
+            return Err(format!("{}: {} frames unanswered", r.id, sent[i].len()));
+        }
+        let (mut c, mut m) = (vec![0.0; lens.0], vec![0.0; lens.1]);
+        batcher
+            .read_state(r.id, &mut c, &mut m)
+            .map_err(|e| e.to_string())?;
+        check(model, r, &c, &m)?;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// `Client`s on several threads, next to per-frame submitters, every
+    /// batch composition their timing makes, small queues (blocking for
+    /// room): bitwise each stream alone.
+    #[test]
+    fn client_streams_match_forward_alone(
+        (cfg, wseed) in arb_model(),
+        threads in 1usize..=2,
+        clients in 1usize..=3,
+        streams in 1usize..=4,
+        max_batch in 1usize..=16,
+        max_wait_us in 0u64..300,
+        queue in 4usize..=12,
+        seed in any::<u64>(),
+    ) {
+        let model = common::on_threads(
+            &Lstm::new(cfg, LstmWeights::random(&cfg, wseed).unwrap()).unwrap(),
+            threads,
+        );
+        let pool = StreamPool::new(model.clone(), (clients + 1) * streams).unwrap();
+        let conf = BatcherConfig::new()
+            .with_max_batch(max_batch)
+            .with_max_wait(Duration::from_micros(max_wait_us))
+            .with_queue(queue);
+        let batcher = Batcher::new(pool, conf).unwrap();
+        let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+            let mut hs: Vec<_> = (0..clients)
+                .map(|c| {
+                    let (b, m) = (&batcher, &model);
+                    s.spawn(move || client_driver(b, m, seed ^ c as u64, streams, 30))
+                })
+                .collect();
+            let (b, m) = (&batcher, &model);
+            hs.push(s.spawn(move || client(b, m, !seed, streams, 20)));
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for r in results {
+            r.map_err(TestCaseError::fail)?;
+        }
+        prop_assert!(batcher.stats().largest_batch <= max_batch);
+        batcher.shutdown(Shutdown::Drain).unwrap();
+    }
+}
+
+/// A `Client`'s submit is all or none: a wrong length, a foreign or
+/// closed id, no room for all of them (Busy), more than the queue holds,
+/// a shutdown; nothing of a refused call runs. `wait` with nothing
+/// outstanding returns at once; after a shutdown, outstanding frames fail.
+#[test]
+fn client_errors_are_clean_and_harmless() {
+    let model = seed_model(1);
+    let conf = BatcherConfig::new()
+        .with_queue(3)
+        .with_max_wait(Duration::from_secs(30))
+        .with_backpressure(Backpressure::Busy);
+    let batcher = Batcher::new(StreamPool::new(model.clone(), 4).unwrap(), conf).unwrap();
+    let other = Batcher::new(
+        StreamPool::new(model.clone(), 4).unwrap(),
+        BatcherConfig::new(),
+    )
+    .unwrap();
+    let (a, b, c) = (
+        batcher.open().unwrap(),
+        batcher.open().unwrap(),
+        batcher.open().unwrap(),
+    );
+    let foreign = other.open().unwrap();
+    let mut cl = batcher.client().unwrap();
+    let t0 = std::time::Instant::now();
+    assert_eq!(cl.wait(None).count(), 0, "nothing outstanding");
+    assert_eq!(cl.collect().count(), 0);
+    let msg = |r: Result<(), Error>| r.unwrap_err().to_string();
+    let e = msg(cl.submit(&[a, b], &[0.0; 7]));
+    assert!(e.contains("`frames`") && e.contains("7 elements"), "{e}");
+    let e = msg(cl.submit(&[a, foreign], &[0.0; 14]));
+    assert!(e.contains("ids[1]") && e.contains("does not belong"), "{e}");
+    let e = msg(cl.submit(&[a, b, c, a], &[0.0; 28]));
+    assert!(e.contains("4 frames") && e.contains("queue holds 3"), "{e}");
+    assert_eq!(cl.outstanding(), 0);
+    // One frame of each, one call: they run in one step, in order.
+    let xs = SplitMix64::new(4).vec_uniform(3 * 7, -1.0, 1.0);
+    cl.submit(&[a, b, c], &xs).unwrap();
+    let mut got = Vec::new();
+    while cl.outstanding() > 0 {
+        for r in cl.wait(Some(Duration::from_secs(20))) {
+            got.push((r.id, r.output.unwrap().to_vec()));
+        }
+    }
+    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), vec![a, b, c]);
+    for (i, (id, y)) in got.iter().enumerate() {
+        let r = Record {
+            xs: xs[i * 7..(i + 1) * 7].to_vec(),
+            ys: y.clone(),
+            ..Record::new(*id, (5, 5))
+        };
+        assert_eq!(bits(&r.ys), bits(&alone(&model, &r).0), "{id}");
+    }
+    // Now a, b, c are awaited (30 s): two frames of a wait in the queue.
+    cl.submit(&[a, a], &[0.5; 14]).unwrap();
+    let before = bits(&{
+        let (mut c0, mut m0) = (vec![0.0; 5], vec![0.0; 5]);
+        batcher.read_state(b, &mut c0, &mut m0).unwrap();
+        [c0, m0].concat()
+    });
+    let e = cl.submit(&[b, c], &[0.1; 14]).unwrap_err();
+    assert!(matches!(e, Error::Busy(_)), "{e}");
+    batcher.close(c).unwrap();
+    let e = msg(cl.submit(&[b, c], &[0.1; 14]));
+    assert!(e.contains("ids[1]") && e.contains("closed"), "{e}");
+    // Nothing of the refused calls ran: b has not moved.
+    let (mut c0, mut m0) = (vec![0.0; 5], vec![0.0; 5]);
+    batcher.read_state(b, &mut c0, &mut m0).unwrap();
+    assert_eq!(bits(&[c0, m0].concat()), before);
+    assert_eq!(cl.outstanding(), 2);
+    assert!(t0.elapsed() < Duration::from_secs(20));
+    // Shutdown with Fail: a's frame waiting fails (the first may have run
+    // when c's close released the wait); later submits are refused.
+    batcher.shutdown(Shutdown::Fail).unwrap();
+    let mut results = Vec::new();
+    while cl.outstanding() > 0 {
+        for r in cl.wait(Some(Duration::from_secs(20))) {
+            results.push(r.output.map(|y| y.len()).map_err(|e| e.to_string()));
+        }
+    }
+    assert_eq!(results.len(), 2);
+    for r in &results {
+        assert!(
+            matches!(r, Ok(3)) || r.as_ref().is_err_and(|e| e.contains("shutting down")),
+            "{r:?}"
+        );
+    }
+    assert!(matches!(
+        cl.submit(&[a], &[0.0; 7]),
+        Err(Error::Shutdown(_))
+    ));
+    assert!(matches!(batcher.client(), Err(Error::Shutdown(_))));
+    // A dropped client with frames outstanding frees its results.
+    let mut cl2 = other.client().unwrap();
+    cl2.submit(&[foreign, foreign], &[0.2; 14]).unwrap();
+    drop(cl2);
+    let y = other.submit(foreign, &[0.3; 7]).unwrap();
+    assert_eq!(y.len(), 3);
 }

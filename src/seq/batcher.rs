@@ -1,6 +1,6 @@
-//! Continuous batching: many threads submit one frame of one stream at a
-//! time; one worker thread, which owns the [`StreamPool`], gathers the
-//! waiting frames into a batch and runs it as one step.
+//! Continuous batching: many threads submit frames of streams; one worker
+//! thread, which owns the [`StreamPool`], gathers the waiting frames into a
+//! batch and runs it as one step.
 //!
 //! The rules, in the order the worker applies them:
 //!
@@ -9,19 +9,35 @@
 //!   the order they were submitted.
 //! * Streams are served first come, first served: a batch takes the
 //!   streams whose frames have waited longest, at most `max_batch` of them.
-//! * A batch runs as soon as it is full (`max_batch` streams ready), or
-//!   `max_wait` after the oldest of its frames arrived, whichever is first.
+//! * A batch runs as soon as `max_batch` streams are ready; or as soon as
+//!   every stream the previous step served (and still open) has its next
+//!   frame waiting — in a closed loop those are the streams about to come
+//!   back, and waiting for them merges them into one batch with the
+//!   streams that waited during that step; or at the latest `max_wait`
+//!   after the later of its oldest frame's arrival and the moment the
+//!   last of the previous step's results was collected (counted at most
+//!   one step time after that step's end). So a frame's step starts
+//!   within `max_wait` + the clients' hand-off time after its submit if
+//!   it came between steps, and within one step time more if it came
+//!   during one (`max_wait` + three step times to its output at worst,
+//!   if the streams waiting fit in one batch); and when no stream is
+//!   expected back (after an idle spell, or pipelined streams whose next
+//!   frames already wait) it runs at once.
 //! * Stream control (open, close, reset, reading and writing a state) runs
-//!   on the worker between two steps, before the next batch: a close or
-//!   reset takes effect before that stream's frames still waiting (a
-//!   closed stream's waiting frames fail).
+//!   on the worker between two steps, without waiting for a batch to be
+//!   due: a close or reset takes effect before that stream's frames still
+//!   waiting (a closed stream's waiting frames fail).
 //!
-//! Frames wait in a bounded queue (`BatcherConfig::queue` frames waiting
-//! to run; a frame leaves it when its step takes it, whether or not its
-//! result has been collected); when it is full, a submit waits for room or
-//! fails with [`Error::Busy`] ([`Backpressure`]). Locks are held only to move frames and results in
+//! Frames come one at a time ([`Batcher::submit`], [`Batcher::submit_async`]
+//! and a [`Pending`] per frame) or many at once from a [`Client`] (one
+//! lock per call, one wake-up per step that finished any of its frames),
+//! for a thread that drives many streams. Frames wait in a bounded queue
+//! (`BatcherConfig::queue` frames waiting to run; a frame leaves it when
+//! its step takes it, whether or not its result has been collected); when
+//! it is full, a submit waits for room or fails with [`Error::Busy`]
+//! ([`Backpressure`]). Locks are held only to move frames and results in
 //! and out of the queue, never while the kernels run; a warm batcher does
-//! not allocate per step or per frame (`submit_into`).
+//! not allocate per step or per frame (`submit_into`, [`Client`]).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -61,7 +77,11 @@ pub struct BatcherConfig {
     /// The most streams one step runs; 0 (the default) means the pool's
     /// capacity.
     pub max_batch: usize,
-    /// The longest a frame waits for the batch to fill (default 200 µs).
+    /// How long a batch waits for more frames (default 200 µs): for the
+    /// streams the previous step served, counted from when the last of
+    /// its results was collected (at most one step time after the step's
+    /// end) or from the batch's oldest frame, if later (see the module
+    /// docs).
     pub max_wait: Duration,
     /// The most frames waiting to run, across all streams; 0 (the
     /// default) means twice the pool's capacity.
@@ -153,7 +173,10 @@ struct Ticket {
     /// When its step ended (or it failed).
     finished: Instant,
     waker: Option<Waker>,
-    /// The [`Pending`] was dropped: free the ticket when done.
+    /// The [`Client`] that submitted it (its index), or [`NONE`].
+    client: u32,
+    /// The [`Pending`] or [`Client`] was dropped: free the ticket when
+    /// done.
     abandoned: bool,
 }
 
@@ -205,6 +228,24 @@ struct Queue {
     in_ready: Vec<bool>,
     /// Streams with a frame waiting and none running, oldest first.
     ready: VecDeque<u32>,
+    /// Steps ended so far, plus one (stamps below are step numbers).
+    step_no: u64,
+    /// When the last step ended, and how long it took.
+    step_end: Instant,
+    step_took: Duration,
+    /// When the last of the last step's results was taken by its caller
+    /// (`step_end` until one is).
+    last_take: Instant,
+    /// Per slot: `step_no` if the last step served the stream and it has
+    /// not sent its next frame yet (the worker waits for these).
+    awaited: Vec<u64>,
+    /// How many slots are awaited.
+    awaited_n: usize,
+    /// The clients' wake-up signals, by client index (`None`: free).
+    clients: Vec<Option<Arc<Signal>>>,
+    client_free: Vec<u32>,
+    /// Per client: the step that last woke it.
+    client_woken: Vec<u64>,
     /// Per slot: the generation of its open stream (what the pool says,
     /// published by the worker), to refuse closed ids at submit.
     open: Vec<Option<u32>>,
@@ -317,6 +358,15 @@ impl Batcher {
             in_flight: vec![false; capacity],
             in_ready: vec![false; capacity],
             ready: VecDeque::with_capacity(capacity),
+            step_no: 1,
+            step_end: now,
+            step_took: Duration::ZERO,
+            last_take: now,
+            awaited: vec![0; capacity],
+            awaited_n: 0,
+            clients: Vec::new(),
+            client_free: Vec::new(),
+            client_woken: Vec::new(),
             open,
             controls: VecDeque::with_capacity(16),
             stopping: None,
@@ -473,46 +523,12 @@ impl Batcher {
             if q.waiting < sh.queue {
                 break new_ticket(sh, &mut q)?;
             }
-            match sh.backpressure {
-                Backpressure::Busy => {
-                    return Err(Error::Busy(format!(
-                        "the batcher's queue is full ({} frames waiting)",
-                        sh.queue
-                    )));
-                }
-                Backpressure::Block => {
-                    q.space_waiters += 1;
-                    q = sh.space.wait(q).unwrap_or_else(|e| e.into_inner());
-                    q.space_waiters -= 1;
-                }
-            }
+            q = wait_for_room(sh, q)?;
         };
-        let q = &mut *q;
-        q.waiting += 1;
-        q.xs[t * sh.n_in..(t + 1) * sh.n_in].copy_from_slice(frame);
-        let now = Instant::now();
-        q.tickets[t] = Ticket {
-            status: Status::Queued,
-            id,
-            next: NONE,
-            arrived: now,
-            finished: now,
-            waker: None,
-            abandoned: false,
-        };
-        match q.tail[slot] {
-            NONE => q.head[slot] = t as u32,
-            last => q.tickets[last as usize].next = t as u32,
+        if enqueue(sh, &mut q, t, id, frame, NONE) {
+            sh.work.notify_one();
         }
-        q.tail[slot] = t as u32;
-        if !q.in_flight[slot] && !q.in_ready[slot] {
-            q.in_ready[slot] = true;
-            q.ready.push_back(slot as u32);
-            // The worker waits for a first frame, or for a full batch.
-            if q.worker_idle && (q.ready.len() == 1 || q.ready.len() >= sh.max_batch) {
-                sh.work.notify_one();
-            }
-        }
+        drop(q);
         Ok(Pending {
             shared: Arc::clone(&self.shared),
             ticket: t as u32,
@@ -567,6 +583,7 @@ impl Ticket {
             arrived: now,
             finished: now,
             waker: None,
+            client: NONE,
             abandoned: false,
         }
     }
@@ -606,8 +623,65 @@ fn free_ticket(q: &mut Queue, t: usize) {
     let tk = &mut q.tickets[t];
     tk.status = Status::Free;
     tk.waker = None;
+    tk.client = NONE;
     tk.abandoned = false;
     q.free.push(t as u32);
+}
+
+/// The queue is full: waits for room ([`Backpressure::Block`]) or fails.
+fn wait_for_room<'a>(
+    sh: &'a Shared,
+    mut q: MutexGuard<'a, Queue>,
+) -> Result<MutexGuard<'a, Queue>> {
+    match sh.backpressure {
+        Backpressure::Busy => Err(Error::Busy(format!(
+            "the batcher's queue is full ({} frames waiting)",
+            sh.queue
+        ))),
+        Backpressure::Block => {
+            q.space_waiters += 1;
+            q = sh.space.wait(q).unwrap_or_else(|e| e.into_inner());
+            q.space_waiters -= 1;
+            Ok(q)
+        }
+    }
+}
+
+/// Queues `frame` of stream `id` (checked open) as ticket `t`, for
+/// `client` (or [`NONE`]). True if the worker must be woken: it sleeps
+/// until a first frame, a full batch, or the last awaited stream.
+fn enqueue(sh: &Shared, q: &mut Queue, t: usize, id: StreamId, frame: &[f32], client: u32) -> bool {
+    let slot = id.slot();
+    q.waiting += 1;
+    q.xs[t * sh.n_in..(t + 1) * sh.n_in].copy_from_slice(frame);
+    let now = Instant::now();
+    q.tickets[t] = Ticket {
+        status: Status::Queued,
+        id,
+        next: NONE,
+        arrived: now,
+        finished: now,
+        waker: None,
+        client,
+        abandoned: false,
+    };
+    match q.tail[slot] {
+        NONE => q.head[slot] = t as u32,
+        last => q.tickets[last as usize].next = t as u32,
+    }
+    q.tail[slot] = t as u32;
+    let mut wake = false;
+    if !q.in_flight[slot] && !q.in_ready[slot] {
+        q.in_ready[slot] = true;
+        q.ready.push_back(slot as u32);
+        wake = q.ready.len() == 1 || q.ready.len() >= sh.max_batch;
+    }
+    if q.awaited[slot] == q.step_no {
+        q.awaited[slot] = 0;
+        q.awaited_n -= 1;
+        wake |= q.awaited_n == 0;
+    }
+    wake && q.worker_idle
 }
 
 /// Unparks a thread: the waker of the blocking waits.
@@ -696,6 +770,9 @@ impl Pending {
         self.taken = true;
         let tk = &q.tickets[t];
         self.latency = Some(tk.finished.saturating_duration_since(tk.arrived));
+        if tk.finished == q.step_end {
+            q.last_take = Instant::now();
+        }
         free_ticket(q, t);
         Some(result)
     }
@@ -776,6 +853,353 @@ impl Drop for Pending {
     }
 }
 
+/// Wakes a [`Client`]'s thread: the worker notifies it once per step that
+/// finished any of the client's frames (and at shutdown).
+#[derive(Default)]
+struct Signal {
+    notified: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Signal {
+    fn notify(&self) {
+        *lock(&self.notified) = true;
+        self.cv.notify_one();
+    }
+
+    /// Waits for a notification or `deadline`, and clears it.
+    fn wait(&self, deadline: Option<Instant>) {
+        let mut n = lock(&self.notified);
+        while !*n {
+            n = match deadline {
+                None => self.cv.wait(n).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        break;
+                    }
+                    self.cv
+                        .wait_timeout(n, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+        *n = false;
+    }
+}
+
+/// One frame's result taken by a [`Client`].
+struct Taken {
+    id: StreamId,
+    error: Option<Error>,
+    latency: Duration,
+}
+
+/// A handle for a thread that drives many streams of a [`Batcher`]:
+/// [`Client::submit`] queues a frame for each of many streams under one
+/// lock, and [`Client::wait`] (or [`Client::collect`]) takes every result
+/// that is ready under one lock, woken once per step rather than once per
+/// frame. The same rules hold as for frames submitted one by one (a
+/// stream may have several frames outstanding; they run in order). Its
+/// buffers are reused: a warm client allocates nothing. Dropping it gives
+/// up the results not yet collected (their frames still run).
+///
+/// ```
+/// use lstm_kernels::{Batcher, BatcherConfig, Lstm, LstmConfig, LstmWeights, StreamPool};
+/// let cfg = LstmConfig::new(7, 5).with_head(3);
+/// let model = Lstm::new(cfg, LstmWeights::random(&cfg, 42)?)?;
+/// let batcher = Batcher::new(StreamPool::new(model, 64)?, BatcherConfig::new())?;
+/// let ids = [batcher.open()?, batcher.open()?];
+/// let mut client = batcher.client()?;
+/// client.submit(&ids, &[0.5; 2 * 7])?; // one frame of each, one call
+/// let mut got = 0;
+/// while client.outstanding() > 0 {
+///     for r in client.wait(None) {
+///         assert_eq!(r.output?.len(), 3);
+///         got += 1;
+///     }
+/// }
+/// assert_eq!(got, 2);
+/// # Ok::<(), lstm_kernels::Error>(())
+/// ```
+pub struct Client {
+    shared: Arc<Shared>,
+    index: u32,
+    signal: Arc<Signal>,
+    /// Frames submitted and not yet collected, in submission order.
+    sent: Vec<u32>,
+    /// Tickets of a submit in progress.
+    fresh: Vec<u32>,
+    /// The last collect's results and their outputs (`n_output` each).
+    taken: Vec<Taken>,
+    ys: Vec<f32>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("index", &self.index)
+            .field("outstanding", &self.sent.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Batcher {
+    /// A [`Client`]: batched submits and collects for one thread driving
+    /// many streams.
+    pub fn client(&self) -> Result<Client> {
+        let signal = Arc::new(Signal::default());
+        let mut q = lock(&self.shared.q);
+        if q.stopping.is_some() {
+            return Err(shut_down());
+        }
+        let index = match q.client_free.pop() {
+            Some(i) => {
+                q.clients[i as usize] = Some(Arc::clone(&signal));
+                i
+            }
+            None => {
+                let i = q.clients.len();
+                if i >= NONE as usize {
+                    return Err(Error::Busy(format!("{i} clients are open")));
+                }
+                q.clients.push(Some(Arc::clone(&signal)));
+                q.client_woken.push(0);
+                i as u32
+            }
+        };
+        Ok(Client {
+            shared: Arc::clone(&self.shared),
+            index,
+            signal,
+            sent: Vec::new(),
+            fresh: Vec::new(),
+            taken: Vec::new(),
+            ys: Vec::new(),
+        })
+    }
+}
+
+impl Client {
+    /// Frames submitted whose results have not been collected yet.
+    pub fn outstanding(&self) -> usize {
+        self.sent.len()
+    }
+
+    /// Queues one frame for each of `ids` (`frames`: `[ids.len(), n_input]`,
+    /// in the order of `ids`; a stream may appear more than once, its
+    /// frames then run in that order) and returns at once. All or none:
+    /// a wrong length, an id of another pool or a closed stream, a
+    /// shutdown, or (with [`Backpressure::Busy`]) a queue without room for
+    /// all of them is an error and queues nothing. With
+    /// [`Backpressure::Block`] it waits until there is room for all; more
+    /// frames than the queue holds is an [`Error::Invalid`].
+    pub fn submit(&mut self, ids: &[StreamId], frames: &[f32]) -> Result<()> {
+        let sh = &*self.shared;
+        let k = ids.len();
+        check_len("frames", frames.len(), &[k, sh.n_in])?;
+        if k == 0 {
+            return Ok(());
+        }
+        if k > sh.queue {
+            return Err(Error::Invalid(format!(
+                "{k} frames in one submit, but the batcher's queue holds {}",
+                sh.queue
+            )));
+        }
+        for (i, id) in ids.iter().enumerate() {
+            if id.pool_tag() != sh.pool_tag || id.slot() >= sh.capacity {
+                return Err(Error::Invalid(format!(
+                    "ids[{i}]: {id} does not belong to this batcher's pool"
+                )));
+            }
+        }
+        let mut q = lock(&sh.q);
+        loop {
+            if q.stopping.is_some() {
+                return Err(shut_down());
+            }
+            for (i, id) in ids.iter().enumerate() {
+                if q.open[id.slot()] != Some(id.generation()) {
+                    return Err(Error::Invalid(format!("ids[{i}]: {id} is closed")));
+                }
+            }
+            if q.waiting + k <= sh.queue {
+                break;
+            }
+            q = wait_for_room(sh, q)?;
+        }
+        // Every ticket first, so that a failure queues nothing.
+        self.sent.try_reserve(k).map_err(|_| Error::Alloc {
+            what: "a client's tickets".into(),
+            bytes: 4 * k,
+        })?;
+        self.fresh.clear();
+        for _ in 0..k {
+            match new_ticket(sh, &mut q) {
+                Ok(t) => self.fresh.push(t as u32),
+                Err(e) => {
+                    for &t in &self.fresh {
+                        q.free.push(t);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let mut wake = false;
+        for (i, (&id, &t)) in ids.iter().zip(&self.fresh).enumerate() {
+            let frame = &frames[i * sh.n_in..(i + 1) * sh.n_in];
+            wake |= enqueue(sh, &mut q, t as usize, id, frame, self.index);
+            self.sent.push(t);
+        }
+        if wake {
+            sh.work.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Takes every result that is ready now (never blocks).
+    pub fn collect(&mut self) -> Outputs<'_> {
+        self.take();
+        self.ready()
+    }
+
+    /// Waits until at least one result is ready (or `timeout` has passed,
+    /// or nothing is outstanding), then takes every result that is ready.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Outputs<'_> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if self.take() > 0 || self.sent.is_empty() {
+                break;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            self.signal.wait(deadline);
+        }
+        self.ready()
+    }
+
+    fn ready(&mut self) -> Outputs<'_> {
+        Outputs {
+            taken: self.taken.iter_mut(),
+            ys: &self.ys,
+            n_out: self.shared.n_out,
+        }
+    }
+
+    /// Moves the finished frames' results out of the queue (one lock);
+    /// how many.
+    fn take(&mut self) -> usize {
+        self.taken.clear();
+        self.ys.clear();
+        if self.sent.is_empty() {
+            return 0;
+        }
+        let sh = &*self.shared;
+        let p = sh.n_out;
+        let mut guard = lock(&sh.q);
+        let q = &mut *guard;
+        let (taken, ys) = (&mut self.taken, &mut self.ys);
+        let mut from_last_step = false;
+        self.sent.retain(|&t| {
+            let t = t as usize;
+            let tk = &mut q.tickets[t];
+            let error = match &mut tk.status {
+                Status::Done => None,
+                Status::Failed(e) => Some(std::mem::replace(e, Error::Invalid(String::new()))),
+                _ => return true,
+            };
+            match error {
+                None => ys.extend_from_slice(&q.ys[t * p..(t + 1) * p]),
+                Some(_) => ys.resize(ys.len() + p, 0.0),
+            }
+            from_last_step |= tk.finished == q.step_end;
+            taken.push(Taken {
+                id: tk.id,
+                error,
+                latency: tk.finished.saturating_duration_since(tk.arrived),
+            });
+            free_ticket(q, t);
+            false
+        });
+        if from_last_step {
+            q.last_take = Instant::now();
+        }
+        self.taken.len()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let mut guard = lock(&self.shared.q);
+        let q = &mut *guard;
+        for &t in &self.sent {
+            let t = t as usize;
+            match q.tickets[t].status {
+                Status::Done | Status::Failed(_) => free_ticket(q, t),
+                _ => {
+                    q.tickets[t].abandoned = true;
+                    q.tickets[t].client = NONE;
+                }
+            }
+        }
+        q.clients[self.index as usize] = None;
+        q.client_free.push(self.index);
+    }
+}
+
+/// The results a [`Client`] took: an iterator of [`Collected`], in
+/// submission order (so a stream's outputs come in its frames' order).
+pub struct Outputs<'a> {
+    taken: std::slice::IterMut<'a, Taken>,
+    ys: &'a [f32],
+    n_out: usize,
+}
+
+impl fmt::Debug for Outputs<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outputs")
+            .field("left", &self.taken.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One frame's result from [`Client::wait`] or [`Client::collect`].
+#[derive(Debug)]
+pub struct Collected<'a> {
+    /// The frame's stream.
+    pub id: StreamId,
+    /// Its output (`n_output` values), or why it failed (its stream was
+    /// closed first, the batcher shut down, the step failed).
+    pub output: Result<&'a [f32]>,
+    /// From the submit to the output being ready, stamped by the worker.
+    pub latency: Duration,
+}
+
+impl<'a> Iterator for Outputs<'a> {
+    type Item = Collected<'a>;
+    fn next(&mut self) -> Option<Collected<'a>> {
+        let t = self.taken.next()?;
+        let (y, rest) = self.ys.split_at(self.n_out);
+        self.ys = rest;
+        Some(Collected {
+            id: t.id,
+            output: match t.error.take() {
+                None => Ok(y),
+                Some(e) => Err(e),
+            },
+            latency: t.latency,
+        })
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.taken.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Outputs<'_> {}
+
 /// The worker thread: owns the pool; forms batches, runs them, and
 /// resolves every ticket and control call it accepted, also when it
 /// stops (see its `Drop`).
@@ -784,26 +1208,28 @@ struct Worker {
     pool: Option<StreamPool>,
     tickets: Vec<u32>,
     ids: Vec<StreamId>,
-    x: Vec<f32>,
-    y: Vec<f32>,
+    /// The ids of the batch still open when it runs.
+    open_ids: Vec<StreamId>,
     /// Per batch row: whether its stream was open when the step ran.
     ok: Vec<bool>,
     controls: VecDeque<(Op, Arc<OneShot>)>,
     wake: Vec<Waker>,
+    /// The clients to wake after a step (each once).
+    signals: Vec<Arc<Signal>>,
 }
 
 impl Worker {
     fn new(shared: Arc<Shared>, pool: StreamPool) -> Self {
-        let (b, n, p) = (shared.max_batch, shared.n_in, shared.n_out);
+        let b = shared.max_batch;
         let queue = lock(&shared.q).tickets.len();
         Worker {
             tickets: Vec::with_capacity(b),
             ids: Vec::with_capacity(b),
-            x: vec![0.0; b * n],
-            y: vec![0.0; b * p],
+            open_ids: Vec::with_capacity(b),
             ok: Vec::with_capacity(b),
             controls: VecDeque::with_capacity(16),
             wake: Vec::with_capacity(queue),
+            signals: Vec::new(),
             pool: Some(pool),
             shared,
         }
@@ -820,47 +1246,40 @@ impl Worker {
         self.pool.take()
     }
 
-    /// Waits for work and takes it out of the queue: the control calls
-    /// and a batch. False when it is time to stop.
+    /// Waits for work and takes it out of the queue: the control calls,
+    /// and a batch if one is due. False when it is time to stop.
     fn next_batch(&mut self) -> bool {
         let sh = Arc::clone(&self.shared);
         let mut q = lock(&sh.q);
-        loop {
+        let due = loop {
             if q.stopping == Some(Shutdown::Fail) {
                 return false;
             }
-            if !q.controls.is_empty() {
-                break;
+            let due = batch_due(&sh, &q);
+            if !q.controls.is_empty() || matches!(due, Due::Now) {
+                break due;
             }
-            if let Some(&s) = q.ready.front() {
-                if q.ready.len() >= sh.max_batch || q.stopping.is_some() {
-                    break;
-                }
-                let oldest = q.tickets[q.head[s as usize] as usize].arrived;
-                let now = Instant::now();
-                let deadline = oldest + sh.max_wait;
-                if now >= deadline {
-                    break;
-                }
-                q.worker_idle = true;
-                q = sh
-                    .work
-                    .wait_timeout(q, deadline - now)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-                q.worker_idle = false;
-                continue;
-            }
-            if q.stopping == Some(Shutdown::Drain) {
+            if q.stopping == Some(Shutdown::Drain) && matches!(due, Due::Nothing) {
                 return false;
             }
             q.worker_idle = true;
-            q = sh.work.wait(q).unwrap_or_else(|e| e.into_inner());
+            q = match due {
+                Due::At(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    sh.work
+                        .wait_timeout(q, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+                _ => sh.work.wait(q).unwrap_or_else(|e| e.into_inner()),
+            };
             q.worker_idle = false;
-        }
+        };
         let q = &mut *q;
         std::mem::swap(&mut self.controls, &mut q.controls);
-        let n = sh.n_in;
+        if !matches!(due, Due::Now) {
+            return true;
+        }
         while self.tickets.len() < sh.max_batch {
             let Some(s) = q.ready.pop_front() else { break };
             let s = s as usize;
@@ -873,10 +1292,8 @@ impl Worker {
             q.in_flight[s] = true;
             q.waiting -= 1;
             q.tickets[t].status = Status::Running;
-            let i = self.tickets.len();
             self.tickets.push(t as u32);
             self.ids.push(q.tickets[t].id);
-            self.x[i * n..(i + 1) * n].copy_from_slice(&q.xs[t * n..(t + 1) * n]);
         }
         if q.space_waiters > 0 && !self.tickets.is_empty() {
             sh.space.notify_all();
@@ -920,6 +1337,10 @@ impl Worker {
             let mut q = lock(&self.shared.q);
             for (slot, g) in changed {
                 q.open[slot] = g;
+                if q.awaited[slot] == q.step_no {
+                    q.awaited[slot] = 0;
+                    q.awaited_n -= 1;
+                }
             }
         }
         for (shot, r) in answers {
@@ -927,7 +1348,10 @@ impl Worker {
         }
     }
 
-    /// Runs the batch taken (no lock held) and hands the results back.
+    /// Runs the batch taken and hands the results back: the frames go
+    /// from the queue straight into the pool's rows, and the outputs from
+    /// the pool's rows straight into the queue (under the lock); the
+    /// kernels run with no lock held.
     fn step(&mut self) {
         let Some(pool) = self.pool.as_mut() else {
             return;
@@ -935,23 +1359,34 @@ impl Worker {
         let sh = &*self.shared;
         let (n, p) = (sh.n_in, sh.n_out);
         let b = self.tickets.len();
-        // A stream closed since its frame was accepted fails that frame:
-        // the others run, compacted to the front.
+        // A stream closed since its frame was accepted fails that frame;
+        // the others run.
         self.ok.clear();
-        let mut k = 0;
+        self.open_ids.clear();
         for i in 0..b {
             let ok = pool.is_open(self.ids[i]);
             self.ok.push(ok);
             if ok {
-                if k != i {
-                    self.ids[k] = self.ids[i];
-                    self.x.copy_within(i * n..(i + 1) * n, k * n);
-                }
-                k += 1;
+                self.open_ids.push(self.ids[i]);
             }
         }
+        let k = self.open_ids.len();
         let start = Instant::now();
-        let result = pool.step(&self.ids[..k], &self.x[..k * n], &mut self.y[..k * p]);
+        let begun = pool.begin(&self.open_ids);
+        if begun.is_ok() {
+            let q = lock(&sh.q);
+            for i in (0..b).filter(|&i| self.ok[i]) {
+                let t = self.tickets[i] as usize;
+                if let Some(row) = pool.input_mut(self.ids[i]) {
+                    row.copy_from_slice(&q.xs[t * n..(t + 1) * n]);
+                }
+            }
+        }
+        // Which of the pool's output buffers holds the outputs.
+        let result = match k {
+            0 => begun.map(|()| 0),
+            _ => begun.and_then(|()| pool.run(k)),
+        };
         let finished = Instant::now();
         let took = finished - start;
         let mut guard = lock(&sh.q);
@@ -959,7 +1394,12 @@ impl Worker {
         q.stats.steps += 1;
         q.stats.step_time += took;
         q.stats.largest_batch = q.stats.largest_batch.max(k);
-        let mut j = 0;
+        // The streams served now are awaited until they send again.
+        q.step_no += 1;
+        q.step_end = finished;
+        q.step_took = took;
+        q.last_take = finished;
+        q.awaited_n = 0;
         for i in 0..b {
             let t = self.tickets[i] as usize;
             let tk = &mut q.tickets[t];
@@ -971,15 +1411,18 @@ impl Worker {
                     tk.id
                 )))
             } else {
-                j += 1;
-                match &result {
-                    Ok(()) => {
+                let y = result.as_ref().ok().and_then(|&l| pool.output(l, tk.id));
+                match (&result, y) {
+                    (Ok(_), Some(y)) => {
                         q.stats.frames += 1;
-                        let row = j - 1;
-                        q.ys[t * p..(t + 1) * p].copy_from_slice(&self.y[row * p..(row + 1) * p]);
+                        q.ys[t * p..(t + 1) * p].copy_from_slice(y);
                         Status::Done
                     }
-                    Err(e) => {
+                    (Ok(_), None) => {
+                        q.stats.failed += 1;
+                        Status::Failed(Error::Invalid(format!("{} has no output row", tk.id)))
+                    }
+                    (Err(e), _) => {
                         q.stats.failed += 1;
                         Status::Failed(Error::Invalid(format!("the step failed: {e}")))
                     }
@@ -987,15 +1430,26 @@ impl Worker {
             };
             let tk = &mut q.tickets[t];
             tk.finished = finished;
+            let client = tk.client as usize;
             if tk.abandoned {
                 free_ticket(q, t);
             } else if let Some(w) = tk.waker.take() {
                 self.wake.push(w);
+            } else if client != NONE as usize && q.client_woken[client] != q.step_no {
+                q.client_woken[client] = q.step_no;
+                if let Some(signal) = &q.clients[client] {
+                    self.signals.push(Arc::clone(signal));
+                }
             }
             q.in_flight[s] = false;
-            if q.head[s] != NONE && !q.in_ready[s] {
-                q.in_ready[s] = true;
-                q.ready.push_back(s as u32);
+            if q.head[s] != NONE {
+                if !q.in_ready[s] {
+                    q.in_ready[s] = true;
+                    q.ready.push_back(s as u32);
+                }
+            } else if self.ok[i] && q.awaited[s] != q.step_no {
+                q.awaited[s] = q.step_no;
+                q.awaited_n += 1;
             }
         }
         drop(guard);
@@ -1004,6 +1458,38 @@ impl Worker {
         for w in self.wake.drain(..) {
             w.wake();
         }
+        for signal in self.signals.drain(..) {
+            signal.notify();
+        }
+    }
+}
+
+/// When the next batch runs (see the module docs' rules).
+enum Due {
+    /// No frame waits.
+    Nothing,
+    Now,
+    /// At this time, unless the batch fills or the awaited streams come
+    /// back first (a submit wakes the worker then).
+    At(Instant),
+}
+
+fn batch_due(sh: &Shared, q: &Queue) -> Due {
+    let Some(&s) = q.ready.front() else {
+        return Due::Nothing;
+    };
+    if q.ready.len() >= sh.max_batch || q.stopping.is_some() || q.awaited_n == 0 {
+        return Due::Now;
+    }
+    // The awaited streams' clients had their outputs at the last take,
+    // counted at most one step time (the last step's) after its end.
+    let handed = q.last_take.min(q.step_end + q.step_took);
+    let oldest = q.tickets[q.head[s as usize] as usize].arrived;
+    let deadline = oldest.max(handed) + sh.max_wait;
+    if Instant::now() >= deadline {
+        Due::Now
+    } else {
+        Due::At(deadline)
     }
 }
 
@@ -1022,10 +1508,13 @@ impl Drop for Worker {
             if matches!(q.tickets[t].status, Status::Queued | Status::Running) {
                 q.stats.failed += 1;
                 q.tickets[t].status = Status::Failed(shut_down());
+                let client = q.tickets[t].client as usize;
                 if q.tickets[t].abandoned {
                     free_ticket(q, t);
                 } else if let Some(w) = q.tickets[t].waker.take() {
                     wake.push(w);
+                } else if let Some(Some(signal)) = q.clients.get(client) {
+                    self.signals.push(Arc::clone(signal));
                 }
             }
         }
@@ -1045,6 +1534,9 @@ impl Drop for Worker {
         }
         for w in wake {
             w.wake();
+        }
+        for signal in self.signals.drain(..) {
+            signal.notify();
         }
     }
 }

@@ -355,6 +355,26 @@ impl StreamPool {
         if k == 0 {
             return Ok(());
         }
+        self.begin(ids)?;
+        for (i, id) in ids.iter().enumerate() {
+            let row = self.row_of[id.slot as usize] as usize;
+            self.x[row * n..(row + 1) * n].copy_from_slice(&x[i * n..(i + 1) * n]);
+        }
+        let last = self.run(k)?;
+        for (i, id) in ids.iter().enumerate() {
+            let row = self.row_of[id.slot as usize] as usize;
+            out[i * p..(i + 1) * p].copy_from_slice(&self.y[last][row * p..(row + 1) * p]);
+        }
+        Ok(())
+    }
+
+    /// The first part of a step: checks `ids` (each open, at most once)
+    /// and swaps their rows to `0..ids.len()`; then [`Self::input_mut`]
+    /// takes each one's frame, [`Self::run`] runs the step and
+    /// [`Self::output`] gives each one's output. On an error nothing has
+    /// changed.
+    pub(crate) fn begin(&mut self, ids: &[StreamId]) -> Result<()> {
+        let k = ids.len();
         self.epoch += 1;
         for (i, &id) in ids.iter().enumerate() {
             let slot = self
@@ -381,21 +401,27 @@ impl StreamPool {
                 hole += 1;
             }
         }
-        for (i, id) in ids.iter().enumerate() {
-            let row = self.row_of[id.slot as usize] as usize;
-            self.x[row * n..(row + 1) * n].copy_from_slice(&x[i * n..(i + 1) * n]);
-        }
-        let last = self.run(k)?;
-        for (i, id) in ids.iter().enumerate() {
-            let row = self.row_of[id.slot as usize] as usize;
-            out[i * p..(i + 1) * p].copy_from_slice(&self.y[last][row * p..(row + 1) * p]);
-        }
         Ok(())
+    }
+
+    /// After [`Self::begin`]: where open stream `id`'s input frame goes
+    /// (`None` for a stream not open).
+    pub(crate) fn input_mut(&mut self, id: StreamId) -> Option<&mut [f32]> {
+        let n = self.n_input();
+        let row = self.check(id).ok().map(|slot| self.row_of[slot] as usize)?;
+        self.x.get_mut(row * n..(row + 1) * n)
+    }
+
+    /// After [`Self::run`] returned `last`: open stream `id`'s output.
+    pub(crate) fn output(&self, last: usize, id: StreamId) -> Option<&[f32]> {
+        let p = self.n_output();
+        let row = self.check(id).ok().map(|slot| self.row_of[slot] as usize)?;
+        self.y.get(last)?.get(row * p..(row + 1) * p)
     }
 
     /// Runs every layer on rows `0..k` (inputs in `self.x`); returns which
     /// of `self.y` holds the last layer's outputs.
-    fn run(&mut self, k: usize) -> Result<usize> {
+    pub(crate) fn run(&mut self, k: usize) -> Result<usize> {
         let StreamPool {
             cells,
             states,

@@ -80,6 +80,11 @@ pub struct BenchArgs {
     /// With --streams: the batcher's max_wait, in microseconds.
     #[arg(long, default_value_t = 200)]
     max_wait_us: u64,
+    /// With --streams: clients submit and collect each frame on its own
+    /// (`submit_async` and a `Pending` per frame) instead of through a
+    /// `Client` (many frames per call, one wake-up per step).
+    #[arg(long)]
+    per_frame: bool,
 }
 
 /// Timing of repeated forward calls.
@@ -183,6 +188,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             streams,
             clients: a.clients,
             max_wait_us: a.max_wait_us,
+            per_frame: a.per_frame,
             seconds: a.seconds,
             json: a.json,
         };

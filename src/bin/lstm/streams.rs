@@ -6,7 +6,9 @@
 //! Each client drives N/K streams in a closed loop: a stream sends its
 //! next frame a random delay (uniform in [0, max_wait]) after its last
 //! output came back, so at most one frame per stream is in flight and the
-//! offered load follows what the batcher serves.
+//! offered load follows what the batcher serves. A client submits the
+//! frames that are due together through a `Client` (or, with
+//! `--per-frame`, each with `submit_async` and its own `Pending`).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +28,7 @@ pub struct StreamArgs {
     pub streams: usize,
     pub clients: usize,
     pub max_wait_us: u64,
+    pub per_frame: bool,
     pub seconds: f64,
     pub json: bool,
 }
@@ -97,6 +100,13 @@ pub fn bench(model: Lstm, a: &StreamArgs) -> Result<()> {
     };
     let (p50, p99, max) = (pct(&srv, 0.5), pct(&srv, 0.99), pct(&srv, 1.0));
     let (c50, c99, cmax) = (pct(&lat, 0.5), pct(&lat, 0.99), pct(&lat, 1.0));
+    // Per frame: from the output ready to the client handling it.
+    let mut handoff: Vec<f64> = served
+        .iter()
+        .flat_map(|s| s.latencies_us.iter().zip(&s.server_us).map(|(c, w)| c - w))
+        .collect();
+    handoff.sort_by(f64::total_cmp);
+    let (h50, h99) = (pct(&handoff, 0.5), pct(&handoff, 0.99));
     let ceiling_fps = med(&mut ceiling);
     let per_stream_model = med(&mut per_stream);
     let per_stream_1 = med(&mut per_stream_1t);
@@ -114,6 +124,7 @@ pub fn bench(model: Lstm, a: &StreamArgs) -> Result<()> {
             "streams": n,
             "clients": k,
             "max_wait_us": a.max_wait_us,
+            "submit": if a.per_frame { "per_frame" } else { "client" },
             "threads": model.threads(),
             "rounds": ROUNDS,
             "frames_per_s": frames_per_s,
@@ -133,13 +144,20 @@ pub fn bench(model: Lstm, a: &StreamArgs) -> Result<()> {
             "max_us": max,
             "client_p50_us": c50,
             "client_p99_us": c99,
+            "handoff_p50_us": h50,
+            "handoff_p99_us": h99,
             "client_max_us": cmax,
         });
         outln!("{v}");
     } else {
         outln!(
-            "isa {} | {n} streams, {k} clients, max wait {} µs, n_in={} H={} threads={} ({ROUNDS} rounds, medians)",
+            "isa {} | {n} streams, {k} clients ({}), max wait {} µs, n_in={} H={} threads={} ({ROUNDS} rounds, medians)",
             model.isa_name(),
+            if a.per_frame {
+                "a Pending per frame"
+            } else {
+                "Client"
+            },
             a.max_wait_us,
             cfg.n_input,
             cfg.n_hidden,
@@ -162,7 +180,7 @@ pub fn bench(model: Lstm, a: &StreamArgs) -> Result<()> {
             srv.len()
         );
         outln!(
-            "  as seen  p50 {c50:.0} µs  p99 {c99:.0} µs  max {cmax:.0} µs  (by the client threads)"
+            "  as seen  p50 {c50:.0} µs  p99 {c99:.0} µs  max {cmax:.0} µs  (by the client threads; output ready to client: p50 {h50:.0} µs, p99 {h99:.0} µs)"
         );
     }
     Ok(())
@@ -254,7 +272,14 @@ fn run_served(model: &Lstm, a: &StreamArgs, xs: &[f32], secs: f64) -> Result<Ser
                 // Client c drives streams c, c + k, c + 2k, …
                 let mine: Vec<usize> = (c..n).step_by(k).collect();
                 let (batcher, ids, stop) = (&batcher, &ids, &stop);
-                s.spawn(move || client(batcher, ids, &mine, xs, ni, max_wait, stop, t0 + warm, c))
+                let per_frame = a.per_frame;
+                s.spawn(move || {
+                    if per_frame {
+                        client(batcher, ids, &mine, xs, ni, max_wait, stop, t0 + warm, c)
+                    } else {
+                        batch_client(batcher, ids, &mine, xs, ni, max_wait, stop, t0 + warm, c)
+                    }
+                })
             })
             .collect();
         std::thread::sleep(warm);
@@ -289,8 +314,91 @@ fn run_served(model: &Lstm, a: &StreamArgs, xs: &[f32], secs: f64) -> Result<Ser
     })
 }
 
-/// One client: its streams in closed loops until `stop`; returns the
-/// latencies (µs, submit to output) of frames sent after `from`.
+/// One client through a [`Client`]: its streams in closed loops until
+/// `stop`, the frames due at once submitted in one call, the outputs of a
+/// step collected in one call; returns the latencies (µs: as the client
+/// saw them, and as the worker stamped them) of frames sent after `from`.
+#[allow(clippy::too_many_arguments)]
+fn batch_client(
+    batcher: &Batcher,
+    ids: &[StreamId],
+    mine: &[usize],
+    xs: &[f32],
+    ni: usize,
+    max_wait: Duration,
+    stop: &AtomicBool,
+    from: Instant,
+    seed: usize,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let mut cl = batcher.client()?;
+    // Slot -> index into `mine`.
+    let mut local = vec![usize::MAX; batcher.capacity()];
+    for (i, &s) in mine.iter().enumerate() {
+        local[ids[s].slot()] = i;
+    }
+    let mut rng = SplitMix64::new(seed as u64 + 1);
+    let delay = |rng: &mut SplitMix64| max_wait.mul_f64(rng.next_f32() as f64);
+    let now = Instant::now();
+    let mut next: Vec<Option<Instant>> = mine.iter().map(|_| Some(now + delay(&mut rng))).collect();
+    let mut sent = vec![now; mine.len()];
+    let (mut due_ids, mut due_xs) = (
+        Vec::with_capacity(mine.len()),
+        Vec::with_capacity(mine.len() * ni),
+    );
+    let mut lat = (Vec::with_capacity(1 << 16), Vec::with_capacity(1 << 16));
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        // Frames due, in one call.
+        let now = Instant::now();
+        let mut soonest: Option<Instant> = None;
+        for (i, &s) in mine.iter().enumerate() {
+            match next[i] {
+                Some(t) if t <= now && !stopping => {
+                    next[i] = None;
+                    sent[i] = now;
+                    due_ids.push(ids[s]);
+                    due_xs.extend_from_slice(&xs[s * ni..(s + 1) * ni]);
+                }
+                Some(t) if !stopping => soonest = Some(soonest.map_or(t, |u| u.min(t))),
+                _ => {}
+            }
+        }
+        if !due_ids.is_empty() {
+            cl.submit(&due_ids, &due_xs)?;
+            due_ids.clear();
+            due_xs.clear();
+        }
+        if stopping && cl.outstanding() == 0 {
+            return Ok(lat);
+        }
+        // Outputs, or the next frame's time.
+        let timeout = match soonest {
+            Some(t) => Some(t.saturating_duration_since(Instant::now())),
+            None if stopping => Some(Duration::from_millis(1)),
+            None => None,
+        };
+        if cl.outstanding() == 0 {
+            // Nothing to collect (`wait` would return at once).
+            std::thread::sleep(timeout.unwrap_or_default());
+            continue;
+        }
+        let ready = cl.wait(timeout);
+        let now = Instant::now();
+        for r in ready {
+            r.output?;
+            let i = local[r.id.slot()];
+            if sent[i] >= from {
+                lat.0.push((now - sent[i]).as_secs_f64() * 1e6);
+                lat.1.push(r.latency.as_secs_f64() * 1e6);
+            }
+            next[i] = Some(now + delay(&mut rng));
+        }
+    }
+}
+
+/// One client, a `Pending` per frame: its streams in closed loops until
+/// `stop`; returns the latencies (µs, submit to output) of frames sent
+/// after `from`.
 #[allow(clippy::too_many_arguments)]
 fn client(
     batcher: &Batcher,
