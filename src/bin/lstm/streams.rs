@@ -314,7 +314,7 @@ fn run_served(model: &Lstm, a: &StreamArgs, xs: &[f32], secs: f64) -> Result<Ser
     })
 }
 
-/// One client through a [`Client`]: its streams in closed loops until
+/// One client through a [`Client`](lstm_kernels::Client): its streams in closed loops until
 /// `stop`, the frames due at once submitted in one call, the outputs of a
 /// step collected in one call; returns the latencies (µs: as the client
 /// saw them, and as the worker stamped them) of frames sent after `from`.
