@@ -143,6 +143,32 @@ pub fn setup_inputs(model: Lstm, batch: usize, steps: usize) -> Result<(Lstm, Ve
     Ok((model, xs))
 }
 
+/// A model of the given shape with seeded random weights on `threads`
+/// threads and ISA `isa` (`auto` or a name): what `bench` and `tune` time.
+pub fn random_model(
+    input: usize,
+    hidden: usize,
+    head: Option<usize>,
+    peephole: Peephole,
+    projection: Option<usize>,
+    threads: usize,
+    isa: &str,
+) -> Result<Lstm> {
+    let mut cfg = LstmConfig::new(input, hidden).with_peephole(peephole);
+    if let Some(p) = head {
+        cfg = cfg.with_head(p);
+    }
+    if let Some(p) = projection {
+        cfg = cfg.with_projection(p);
+    }
+    let model = Lstm::new(cfg, LstmWeights::random(&cfg, 7)?)?.with_threads(threads)?;
+    if isa == "auto" {
+        return Ok(model);
+    }
+    let isa: Isa = isa.parse().map_err(Error::Unsupported)?;
+    model.with_isa(isa)
+}
+
 pub fn bench(a: &BenchArgs) -> Result<()> {
     if a.steps == 0 {
         return Err(Error::Invalid("--steps must be at least 1".into()));
@@ -154,18 +180,16 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             a.seconds
         )));
     }
-    let mut cfg = LstmConfig::new(a.input, a.hidden).with_peephole(a.peephole);
-    if let Some(p) = a.head {
-        cfg = cfg.with_head(p);
-    }
-    if let Some(p) = a.projection {
-        cfg = cfg.with_projection(p);
-    }
-    let mut model = Lstm::new(cfg, LstmWeights::random(&cfg, 7)?)?.with_threads(a.threads)?;
-    if a.isa != "auto" {
-        let isa: Isa = a.isa.parse().map_err(Error::Unsupported)?;
-        model = model.with_isa(isa)?;
-    }
+    let mut model = random_model(
+        a.input,
+        a.hidden,
+        a.head,
+        a.peephole,
+        a.projection,
+        a.threads,
+        &a.isa,
+    )?;
+    let cfg = *model.config();
     model = model.with_kernel(a.kernel)?;
     if let Some(p) = &a.plans {
         model = model.with_plan_file(p)?;

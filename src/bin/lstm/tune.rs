@@ -3,9 +3,9 @@
 //! a plan file keyed by this CPU's model name and the shape.
 
 use clap::Args;
-use lstm_kernels::error::{Error, Result};
+use lstm_kernels::Peephole;
+use lstm_kernels::error::Result;
 use lstm_kernels::tuning::{CpuFacts, PlanFile};
-use lstm_kernels::{Isa, Lstm, LstmConfig, LstmWeights, Peephole};
 
 #[derive(Args, Debug)]
 pub struct TuneArgs {
@@ -44,18 +44,15 @@ pub struct TuneArgs {
 }
 
 pub fn tune(a: &TuneArgs) -> Result<()> {
-    let mut cfg = LstmConfig::new(a.input, a.hidden).with_peephole(a.peephole);
-    if let Some(p) = a.head {
-        cfg = cfg.with_head(p);
-    }
-    if let Some(p) = a.projection {
-        cfg = cfg.with_projection(p);
-    }
-    let mut model = Lstm::new(cfg, LstmWeights::random(&cfg, 7)?)?.with_threads(a.threads)?;
-    if a.isa != "auto" {
-        let isa: Isa = a.isa.parse().map_err(Error::Unsupported)?;
-        model = model.with_isa(isa)?;
-    }
+    let model = crate::bench::random_model(
+        a.input,
+        a.hidden,
+        a.head,
+        a.peephole,
+        a.projection,
+        a.threads,
+        &a.isa,
+    )?;
     let report = model.tune(a.batch)?;
     let entry = model.plan_entry(a.batch, report.chosen);
     if let Some(path) = &a.out {
