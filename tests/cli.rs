@@ -1211,6 +1211,10 @@ fn cli_bench_streams_json() {
         "4",
         "--max-wait-us",
         "100",
+        "--think-us",
+        "50",
+        "--max-batch",
+        "16",
         "--input",
         "7",
         "--hidden",
@@ -1248,10 +1252,19 @@ fn cli_bench_streams_json() {
         (v["streams"].as_u64(), v["clients"].as_u64()),
         (Some(40), Some(4))
     );
+    assert_eq!(
+        (v["think_us"].as_u64(), v["max_batch"].as_u64()),
+        (Some(50), Some(16)),
+        "{text}"
+    );
     assert!(v["frames_per_s"].as_f64().unwrap() > 0.0, "{text}");
     let mean = v["mean_batch"].as_f64().unwrap();
-    assert!((1.0..=40.0).contains(&mean), "{text}");
-    for bad in [["--streams", "0"], ["--clients", "50"]] {
+    assert!((1.0..=16.0).contains(&mean), "{text}");
+    for bad in [
+        ["--streams", "0"],
+        ["--clients", "50"],
+        ["--think-us", "20000000"],
+    ] {
         let out = lstm()
             .args(["bench", "--streams", "40", "--seconds", "0"])
             .args(bad)
@@ -1261,7 +1274,7 @@ fn cli_bench_streams_json() {
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert!(
-            err.contains("--streams") || err.contains("clients"),
+            err.contains("--streams") || err.contains("clients") || err.contains("--think-us"),
             "{err}"
         );
     }

@@ -80,6 +80,14 @@ pub struct BenchArgs {
     /// With --streams: the batcher's max_wait, in microseconds.
     #[arg(long, default_value_t = 200)]
     max_wait_us: u64,
+    /// With --streams: a stream's think time, the delay before it sends its
+    /// next frame after its last output came back, is uniform in
+    /// [0, think_us] (default: max_wait_us).
+    #[arg(long)]
+    think_us: Option<u64>,
+    /// With --streams: the batcher's max_batch (default: all streams).
+    #[arg(long)]
+    max_batch: Option<usize>,
     /// With --streams: clients submit and collect each frame on its own
     /// (`submit_async` and a `Pending` per frame) instead of through a
     /// `Client` (many frames per call, one wake-up per step).
@@ -212,6 +220,8 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             streams,
             clients: a.clients,
             max_wait_us: a.max_wait_us,
+            think_us: a.think_us.unwrap_or(a.max_wait_us),
+            max_batch: a.max_batch.unwrap_or(0),
             per_frame: a.per_frame,
             seconds: a.seconds,
             json: a.json,

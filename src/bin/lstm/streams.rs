@@ -4,7 +4,8 @@
 //! rounds; medians of the rounds.
 //!
 //! Each client drives N/K streams in a closed loop: a stream sends its
-//! next frame a random delay (uniform in [0, max_wait]) after its last
+//! next frame a random delay (its think time, uniform in [0, think_us];
+//! `think_us` is `max_wait` unless `--think-us` is given) after its last
 //! output came back, so at most one frame per stream is in flight and the
 //! offered load follows what the batcher serves. A client submits the
 //! frames that are due together through a `Client` (or, with
@@ -28,6 +29,9 @@ pub struct StreamArgs {
     pub streams: usize,
     pub clients: usize,
     pub max_wait_us: u64,
+    pub think_us: u64,
+    /// 0: all streams.
+    pub max_batch: usize,
     pub per_frame: bool,
     pub seconds: f64,
     pub json: bool,
@@ -52,11 +56,12 @@ pub fn bench(model: Lstm, a: &StreamArgs) -> Result<()> {
             "--streams and --clients must be at least 1, with no more clients than streams (got {n} streams, {k} clients)"
         )));
     }
-    if a.max_wait_us > 10_000_000 {
-        return Err(Error::Invalid(format!(
-            "--max-wait-us must be at most 10000000, got {}",
-            a.max_wait_us
-        )));
+    for (flag, v) in [("--max-wait-us", a.max_wait_us), ("--think-us", a.think_us)] {
+        if v > 10_000_000 {
+            return Err(Error::Invalid(format!(
+                "{flag} must be at most 10000000, got {v}"
+            )));
+        }
     }
     let cfg = *model.config();
     let mut xs = vec![0.0f32; n * cfg.n_input];
@@ -124,6 +129,8 @@ pub fn bench(model: Lstm, a: &StreamArgs) -> Result<()> {
             "streams": n,
             "clients": k,
             "max_wait_us": a.max_wait_us,
+            "think_us": a.think_us,
+            "max_batch": if a.max_batch == 0 { n } else { a.max_batch.min(n) },
             "submit": if a.per_frame { "per_frame" } else { "client" },
             "threads": model.threads(),
             "rounds": ROUNDS,
@@ -151,7 +158,7 @@ pub fn bench(model: Lstm, a: &StreamArgs) -> Result<()> {
         outln!("{v}");
     } else {
         outln!(
-            "isa {} | {n} streams, {k} clients ({}), max wait {} µs, n_in={} H={} threads={} ({ROUNDS} rounds, medians)",
+            "isa {} | {n} streams, {k} clients ({}), max wait {} µs, think ≤ {} µs, n_in={} H={} threads={} ({ROUNDS} rounds, medians)",
             model.isa_name(),
             if a.per_frame {
                 "a Pending per frame"
@@ -159,6 +166,7 @@ pub fn bench(model: Lstm, a: &StreamArgs) -> Result<()> {
                 "Client"
             },
             a.max_wait_us,
+            a.think_us,
             cfg.n_input,
             cfg.n_hidden,
             model.threads()
@@ -255,8 +263,14 @@ impl Wake for StreamWake {
 fn run_served(model: &Lstm, a: &StreamArgs, xs: &[f32], secs: f64) -> Result<Served> {
     let (n, k) = (a.streams, a.clients);
     let max_wait = Duration::from_micros(a.max_wait_us);
+    let think = Duration::from_micros(a.think_us);
     let pool = StreamPool::new(model.clone(), n)?;
-    let batcher = Batcher::new(pool, BatcherConfig::new().with_max_wait(max_wait))?;
+    let batcher = Batcher::new(
+        pool,
+        BatcherConfig::new()
+            .with_max_wait(max_wait)
+            .with_max_batch(a.max_batch),
+    )?;
     let ids = (0..n)
         .map(|_| batcher.open())
         .collect::<Result<Vec<StreamId>>>()?;
@@ -275,9 +289,9 @@ fn run_served(model: &Lstm, a: &StreamArgs, xs: &[f32], secs: f64) -> Result<Ser
                 let per_frame = a.per_frame;
                 s.spawn(move || {
                     if per_frame {
-                        client(batcher, ids, &mine, xs, ni, max_wait, stop, t0 + warm, c)
+                        client(batcher, ids, &mine, xs, ni, think, stop, t0 + warm, c)
                     } else {
-                        batch_client(batcher, ids, &mine, xs, ni, max_wait, stop, t0 + warm, c)
+                        batch_client(batcher, ids, &mine, xs, ni, think, stop, t0 + warm, c)
                     }
                 })
             })
@@ -325,7 +339,7 @@ fn batch_client(
     mine: &[usize],
     xs: &[f32],
     ni: usize,
-    max_wait: Duration,
+    think: Duration,
     stop: &AtomicBool,
     from: Instant,
     seed: usize,
@@ -337,7 +351,7 @@ fn batch_client(
         local[ids[s].slot()] = i;
     }
     let mut rng = SplitMix64::new(seed as u64 + 1);
-    let delay = |rng: &mut SplitMix64| max_wait.mul_f64(rng.next_f32() as f64);
+    let delay = |rng: &mut SplitMix64| think.mul_f64(rng.next_f32() as f64);
     let now = Instant::now();
     let mut next: Vec<Option<Instant>> = mine.iter().map(|_| Some(now + delay(&mut rng))).collect();
     let mut sent = vec![now; mine.len()];
@@ -406,7 +420,7 @@ fn client(
     mine: &[usize],
     xs: &[f32],
     ni: usize,
-    max_wait: Duration,
+    think: Duration,
     stop: &AtomicBool,
     from: Instant,
     seed: usize,
@@ -424,7 +438,7 @@ fn client(
         })
         .collect();
     let mut rng = SplitMix64::new(seed as u64 + 1);
-    let delay = |rng: &mut SplitMix64| max_wait.mul_f64(rng.next_f32() as f64);
+    let delay = |rng: &mut SplitMix64| think.mul_f64(rng.next_f32() as f64);
     let now = Instant::now();
     let mut next: Vec<Option<Instant>> = mine.iter().map(|_| Some(now + delay(&mut rng))).collect();
     let mut out: Vec<Option<(Pending, Instant)>> = mine.iter().map(|_| None).collect();
