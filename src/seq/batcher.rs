@@ -29,9 +29,12 @@
 //!   waiting (a closed stream's waiting frames fail).
 //!
 //! Frames come one at a time ([`Batcher::submit`], [`Batcher::submit_async`]
-//! and a [`Pending`] per frame) or many at once from a [`Client`] (one
-//! lock per call, one wake-up per step that finished any of its frames),
-//! for a thread that drives many streams. Frames wait in a bounded queue
+//! and a [`Pending`] per frame) or many at once from a [`Client`], for a
+//! thread that drives many streams: one lock per submit; after a step, the
+//! worker copies a client's outputs from the pool's rows straight into the
+//! client's own mailbox (not under the queue's lock, which the step's
+//! bookkeeping holds only briefly) and wakes it once; the client swaps the
+//! mailbox's buffers out. Frames wait in a bounded queue
 //! (`BatcherConfig::queue` frames waiting to run; a frame leaves it when
 //! its step takes it, whether or not its result has been collected); when
 //! it is full, a submit waits for room or fails with [`Error::Busy`]
@@ -43,6 +46,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::JoinHandle;
@@ -241,8 +245,8 @@ struct Queue {
     awaited: Vec<u64>,
     /// How many slots are awaited.
     awaited_n: usize,
-    /// The clients' wake-up signals, by client index (`None`: free).
-    clients: Vec<Option<Arc<Signal>>>,
+    /// The clients' mailboxes, by client index (`None`: free).
+    clients: Vec<Option<Arc<Mailbox>>>,
     client_free: Vec<u32>,
     /// Per client: the step that last woke it.
     client_woken: Vec<u64>,
@@ -271,6 +275,24 @@ struct Shared {
     max_wait: Duration,
     queue: usize,
     backpressure: Backpressure,
+    /// When a [`Client`] last took results, in ns since `epoch` (clients
+    /// take from their own mailbox, without the queue's lock; the worker
+    /// counts this with the queue's `last_take`).
+    client_take: AtomicU64,
+    epoch: Instant,
+}
+
+impl Shared {
+    fn since_epoch(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    /// The later of the last take through a `Pending` and through a
+    /// `Client`.
+    fn last_take(&self, q: &Queue) -> Instant {
+        let client = self.epoch + Duration::from_nanos(self.client_take.load(Ordering::Relaxed));
+        q.last_take.max(client)
+    }
 }
 
 /// A mutex's guard, whether or not a thread panicked holding it (every
@@ -387,6 +409,8 @@ impl Batcher {
             max_wait: config.max_wait,
             queue,
             backpressure: config.backpressure,
+            client_take: AtomicU64::new(0),
+            epoch: now,
         });
         let worker_shared = Arc::clone(&shared);
         let worker = std::thread::Builder::new()
@@ -853,40 +877,64 @@ impl Drop for Pending {
     }
 }
 
-/// Wakes a [`Client`]'s thread: the worker notifies it once per step that
-/// finished any of the client's frames (and at shutdown).
+/// Where the worker puts a [`Client`]'s results, under the mailbox's own
+/// lock (not the queue's): after a step, each client's outputs are copied
+/// from the pool's rows into its mailbox, then each client with results is
+/// woken once. The client swaps the buffers out (no copy, no allocation
+/// once warm).
 #[derive(Default)]
-struct Signal {
-    notified: Mutex<bool>,
+struct Mailbox {
+    inbox: Mutex<Inbox>,
     cv: Condvar,
 }
 
-impl Signal {
-    fn notify(&self) {
-        *lock(&self.notified) = true;
-        self.cv.notify_one();
-    }
+#[derive(Default)]
+struct Inbox {
+    taken: Vec<Taken>,
+    /// `n_output` values per entry of `taken` (zeros for a failed frame).
+    ys: Vec<f32>,
+}
 
-    /// Waits for a notification or `deadline`, and clears it.
-    fn wait(&self, deadline: Option<Instant>) {
-        let mut n = lock(&self.notified);
-        while !*n {
-            n = match deadline {
-                None => self.cv.wait(n).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        break;
-                    }
-                    self.cv
-                        .wait_timeout(n, d - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-            };
+impl Mailbox {
+    /// Adds one result (`y` for a frame that ran); the caller wakes the
+    /// client when it has added all of this step's.
+    fn put(inbox: &mut Inbox, taken: Taken, y: Option<&[f32]>, n_out: usize) {
+        match y {
+            Some(y) => inbox.ys.extend_from_slice(y),
+            None => inbox.ys.resize(inbox.ys.len() + n_out, 0.0),
         }
-        *n = false;
+        inbox.taken.push(taken);
     }
+}
+
+/// Room for `need` results (`n_out` values each) in `mailbox` and in a
+/// client's buffers swapped with it (`taken`, `ys`): its results are at
+/// most its frames outstanding, so the worker never allocates for them.
+fn reserve(
+    mailbox: &Mailbox,
+    taken: &mut Vec<Taken>,
+    ys: &mut Vec<f32>,
+    need: usize,
+    n_out: usize,
+) -> Result<()> {
+    let alloc = |what: &str, bytes: usize| Error::Alloc {
+        what: what.into(),
+        bytes,
+    };
+    let values = need.saturating_mul(n_out);
+    let mut guard = lock(&mailbox.inbox);
+    let inbox = &mut *guard;
+    for (t, y) in [(&mut inbox.taken, &mut inbox.ys), (taken, ys)] {
+        t.try_reserve(need.saturating_sub(t.len())).map_err(|_| {
+            alloc(
+                "a client's results",
+                need.saturating_mul(std::mem::size_of::<Taken>()),
+            )
+        })?;
+        y.try_reserve(values.saturating_sub(y.len()))
+            .map_err(|_| alloc("a client's outputs", values.saturating_mul(4)))?;
+    }
+    Ok(())
 }
 
 /// One frame's result taken by a [`Client`].
@@ -926,9 +974,9 @@ struct Taken {
 pub struct Client {
     shared: Arc<Shared>,
     index: u32,
-    signal: Arc<Signal>,
-    /// Frames submitted and not yet collected, in submission order.
-    sent: Vec<u32>,
+    mailbox: Arc<Mailbox>,
+    /// Frames submitted and not yet collected.
+    outstanding: usize,
     /// Tickets of a submit in progress.
     fresh: Vec<u32>,
     /// The last collect's results and their outputs (`n_output` each).
@@ -940,7 +988,7 @@ impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("index", &self.index)
-            .field("outstanding", &self.sent.len())
+            .field("outstanding", &self.outstanding)
             .finish_non_exhaustive()
     }
 }
@@ -949,14 +997,14 @@ impl Batcher {
     /// A [`Client`]: batched submits and collects for one thread driving
     /// many streams.
     pub fn client(&self) -> Result<Client> {
-        let signal = Arc::new(Signal::default());
+        let mailbox = Arc::new(Mailbox::default());
         let mut q = lock(&self.shared.q);
         if q.stopping.is_some() {
             return Err(shut_down());
         }
         let index = match q.client_free.pop() {
             Some(i) => {
-                q.clients[i as usize] = Some(Arc::clone(&signal));
+                q.clients[i as usize] = Some(Arc::clone(&mailbox));
                 i
             }
             None => {
@@ -964,7 +1012,7 @@ impl Batcher {
                 if i >= NONE as usize {
                     return Err(Error::Busy(format!("{i} clients are open")));
                 }
-                q.clients.push(Some(Arc::clone(&signal)));
+                q.clients.push(Some(Arc::clone(&mailbox)));
                 q.client_woken.push(0);
                 i as u32
             }
@@ -972,8 +1020,8 @@ impl Batcher {
         Ok(Client {
             shared: Arc::clone(&self.shared),
             index,
-            signal,
-            sent: Vec::new(),
+            mailbox,
+            outstanding: 0,
             fresh: Vec::new(),
             taken: Vec::new(),
             ys: Vec::new(),
@@ -984,7 +1032,7 @@ impl Batcher {
 impl Client {
     /// Frames submitted whose results have not been collected yet.
     pub fn outstanding(&self) -> usize {
-        self.sent.len()
+        self.outstanding
     }
 
     /// Queues one frame for each of `ids` (`frames`: `[ids.len(), n_input]`,
@@ -994,7 +1042,10 @@ impl Client {
     /// shutdown, or (with [`Backpressure::Busy`]) a queue without room for
     /// all of them is an error and queues nothing. With
     /// [`Backpressure::Block`] it waits until there is room for all; more
-    /// frames than the queue holds is an [`Error::Invalid`].
+    /// frames than the queue holds is an [`Error::Invalid`]. Room for the
+    /// results of every frame outstanding (waiting, running, or finished and
+    /// not collected) is reserved here, so that a step never allocates for
+    /// them; a failed reservation is an [`Error::Alloc`].
     pub fn submit(&mut self, ids: &[StreamId], frames: &[f32]) -> Result<()> {
         let sh = &*self.shared;
         let k = ids.len();
@@ -1015,6 +1066,8 @@ impl Client {
                 )));
             }
         }
+        let need = self.outstanding.saturating_add(k);
+        reserve(&self.mailbox, &mut self.taken, &mut self.ys, need, sh.n_out)?;
         let mut q = lock(&sh.q);
         loop {
             if q.stopping.is_some() {
@@ -1031,10 +1084,6 @@ impl Client {
             q = wait_for_room(sh, q)?;
         }
         // Every ticket first, so that a failure queues nothing.
-        self.sent.try_reserve(k).map_err(|_| Error::Alloc {
-            what: "a client's tickets".into(),
-            bytes: 4 * k,
-        })?;
         self.fresh.clear();
         for _ in 0..k {
             match new_ticket(sh, &mut q) {
@@ -1051,8 +1100,8 @@ impl Client {
         for (i, (&id, &t)) in ids.iter().zip(&self.fresh).enumerate() {
             let frame = &frames[i * sh.n_in..(i + 1) * sh.n_in];
             wake |= enqueue(sh, &mut q, t as usize, id, frame, self.index);
-            self.sent.push(t);
         }
+        self.outstanding += k;
         if wake {
             sh.work.notify_one();
         }
@@ -1061,7 +1110,7 @@ impl Client {
 
     /// Takes every result that is ready now (never blocks).
     pub fn collect(&mut self) -> Outputs<'_> {
-        self.take();
+        self.take(None);
         self.ready()
     }
 
@@ -1069,15 +1118,7 @@ impl Client {
     /// or nothing is outstanding), then takes every result that is ready.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Outputs<'_> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            if self.take() > 0 || self.sent.is_empty() {
-                break;
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                break;
-            }
-            self.signal.wait(deadline);
-        }
+        self.take(Some(deadline));
         self.ready()
     }
 
@@ -1089,45 +1130,47 @@ impl Client {
         }
     }
 
-    /// Moves the finished frames' results out of the queue (one lock);
-    /// how many.
-    fn take(&mut self) -> usize {
+    /// Swaps the finished frames' results out of the mailbox, first
+    /// waiting for some (`wait`: until the deadline, or for ever if that
+    /// is `None`) if there are none and frames are outstanding.
+    fn take(&mut self, wait: Option<Option<Instant>>) {
         self.taken.clear();
         self.ys.clear();
-        if self.sent.is_empty() {
-            return 0;
-        }
-        let sh = &*self.shared;
-        let p = sh.n_out;
-        let mut guard = lock(&sh.q);
-        let q = &mut *guard;
-        let (taken, ys) = (&mut self.taken, &mut self.ys);
-        let mut from_last_step = false;
-        self.sent.retain(|&t| {
-            let t = t as usize;
-            let tk = &mut q.tickets[t];
-            let error = match &mut tk.status {
-                Status::Done => None,
-                Status::Failed(e) => Some(std::mem::replace(e, Error::Invalid(String::new()))),
-                _ => return true,
-            };
-            match error {
-                None => ys.extend_from_slice(&q.ys[t * p..(t + 1) * p]),
-                Some(_) => ys.resize(ys.len() + p, 0.0),
+        let mut inbox = lock(&self.mailbox.inbox);
+        if let Some(deadline) = wait {
+            while inbox.taken.is_empty() && self.outstanding > 0 {
+                inbox = match deadline {
+                    None => self
+                        .mailbox
+                        .cv
+                        .wait(inbox)
+                        .unwrap_or_else(|e| e.into_inner()),
+                    Some(d) => {
+                        let now = Instant::now();
+                        if now >= d {
+                            break;
+                        }
+                        self.mailbox
+                            .cv
+                            .wait_timeout(inbox, d - now)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0
+                    }
+                };
             }
-            from_last_step |= tk.finished == q.step_end;
-            taken.push(Taken {
-                id: tk.id,
-                error,
-                latency: tk.finished.saturating_duration_since(tk.arrived),
-            });
-            free_ticket(q, t);
-            false
-        });
-        if from_last_step {
-            q.last_take = Instant::now();
         }
-        self.taken.len()
+        std::mem::swap(&mut inbox.taken, &mut self.taken);
+        std::mem::swap(&mut inbox.ys, &mut self.ys);
+        drop(inbox);
+        let n = self.taken.len();
+        if n > 0 {
+            // More results than frames outstanding cannot be: the worker
+            // delivers each of this client's tickets once.
+            self.outstanding = self.outstanding.saturating_sub(n);
+            let sh = &*self.shared;
+            sh.client_take
+                .fetch_max(sh.since_epoch(Instant::now()), Ordering::Relaxed);
+        }
     }
 }
 
@@ -1135,13 +1178,15 @@ impl Drop for Client {
     fn drop(&mut self) {
         let mut guard = lock(&self.shared.q);
         let q = &mut *guard;
-        for &t in &self.sent {
-            let t = t as usize;
-            match q.tickets[t].status {
-                Status::Done | Status::Failed(_) => free_ticket(q, t),
-                _ => {
-                    q.tickets[t].abandoned = true;
-                    q.tickets[t].client = NONE;
+        if self.outstanding > 0 {
+            // Its frames still to run: their results go nowhere. (A
+            // client's finished frames hold no ticket: their results are
+            // in its mailbox, dropped with it.)
+            for tk in q.tickets.iter_mut() {
+                if tk.client == self.index && matches!(tk.status, Status::Queued | Status::Running)
+                {
+                    tk.abandoned = true;
+                    tk.client = NONE;
                 }
             }
         }
@@ -1150,8 +1195,9 @@ impl Drop for Client {
     }
 }
 
-/// The results a [`Client`] took: an iterator of [`Collected`], in
-/// submission order (so a stream's outputs come in its frames' order).
+/// The results a [`Client`] took: an iterator of [`Collected`], in the
+/// order their steps ran (so a stream's outputs come in its frames'
+/// order).
 pub struct Outputs<'a> {
     taken: std::slice::IterMut<'a, Taken>,
     ys: &'a [f32],
@@ -1214,8 +1260,19 @@ struct Worker {
     ok: Vec<bool>,
     controls: VecDeque<(Op, Arc<OneShot>)>,
     wake: Vec<Waker>,
-    /// The clients to wake after a step (each once).
-    signals: Vec<Arc<Signal>>,
+    /// The clients with results after a step (each once, by index), and
+    /// the results for them.
+    boxes: Vec<(u32, Arc<Mailbox>)>,
+    deliveries: Vec<Delivery>,
+}
+
+/// One result for a [`Client`], to be put in its mailbox after the step
+/// (with no queue lock held).
+struct Delivery {
+    client: u32,
+    /// The frame's batch row.
+    row: u32,
+    taken: Taken,
 }
 
 impl Worker {
@@ -1229,7 +1286,8 @@ impl Worker {
             ok: Vec::with_capacity(b),
             controls: VecDeque::with_capacity(16),
             wake: Vec::with_capacity(queue),
-            signals: Vec::new(),
+            boxes: Vec::new(),
+            deliveries: Vec::with_capacity(b),
             pool: Some(pool),
             shared,
         }
@@ -1404,6 +1462,8 @@ impl Worker {
             let t = self.tickets[i] as usize;
             let tk = &mut q.tickets[t];
             let s = tk.id.slot();
+            let client = tk.client;
+            let to_client = client != NONE && !tk.abandoned;
             tk.status = if !self.ok[i] {
                 q.stats.failed += 1;
                 Status::Failed(Error::Invalid(format!(
@@ -1415,7 +1475,11 @@ impl Worker {
                 match (&result, y) {
                     (Ok(_), Some(y)) => {
                         q.stats.frames += 1;
-                        q.ys[t * p..(t + 1) * p].copy_from_slice(y);
+                        // A client's output goes straight from the pool's
+                        // row to its mailbox, after the lock.
+                        if !to_client {
+                            q.ys[t * p..(t + 1) * p].copy_from_slice(y);
+                        }
                         Status::Done
                     }
                     (Ok(_), None) => {
@@ -1430,15 +1494,31 @@ impl Worker {
             };
             let tk = &mut q.tickets[t];
             tk.finished = finished;
-            let client = tk.client as usize;
             if tk.abandoned {
                 free_ticket(q, t);
             } else if let Some(w) = tk.waker.take() {
                 self.wake.push(w);
-            } else if client != NONE as usize && q.client_woken[client] != q.step_no {
-                q.client_woken[client] = q.step_no;
-                if let Some(signal) = &q.clients[client] {
-                    self.signals.push(Arc::clone(signal));
+            } else if to_client {
+                let error = match &mut tk.status {
+                    Status::Failed(e) => Some(std::mem::replace(e, Error::Invalid(String::new()))),
+                    _ => None,
+                };
+                self.deliveries.push(Delivery {
+                    client,
+                    row: i as u32,
+                    taken: Taken {
+                        id: tk.id,
+                        error,
+                        latency: finished.saturating_duration_since(tk.arrived),
+                    },
+                });
+                free_ticket(q, t);
+                let c = client as usize;
+                if q.client_woken[c] != q.step_no {
+                    q.client_woken[c] = q.step_no;
+                    if let Some(mailbox) = &q.clients[c] {
+                        self.boxes.push((client, Arc::clone(mailbox)));
+                    }
                 }
             }
             q.in_flight[s] = false;
@@ -1452,15 +1532,45 @@ impl Worker {
                 q.awaited_n += 1;
             }
         }
+        sh.client_take
+            .store(sh.since_epoch(finished), Ordering::Relaxed);
         drop(guard);
-        self.tickets.clear();
-        self.ids.clear();
         for w in self.wake.drain(..) {
             w.wake();
         }
-        for signal in self.signals.drain(..) {
-            signal.notify();
+        // Each client's results, client by client, each woken as soon as
+        // its own are in.
+        self.deliveries.sort_unstable_by_key(|d| (d.client, d.row));
+        self.boxes.sort_unstable_by_key(|b| b.0);
+        let mut next = 0;
+        for (client, mailbox) in self.boxes.iter() {
+            let client = *client;
+            let mut inbox = lock(&mailbox.inbox);
+            while next < self.deliveries.len() && self.deliveries[next].client <= client {
+                let d = &mut self.deliveries[next];
+                next += 1;
+                if d.client < client {
+                    continue;
+                }
+                let y = match (&d.taken.error, &result) {
+                    (None, Ok(l)) => pool.output(*l, d.taken.id),
+                    _ => None,
+                };
+                let taken = Taken {
+                    id: d.taken.id,
+                    error: d.taken.error.take(),
+                    latency: d.taken.latency,
+                };
+                Mailbox::put(&mut inbox, taken, y, p);
+            }
+            drop(inbox);
         }
+        for (_, mailbox) in self.boxes.drain(..) {
+            mailbox.cv.notify_one();
+        }
+        self.deliveries.clear();
+        self.tickets.clear();
+        self.ids.clear();
     }
 }
 
@@ -1483,7 +1593,7 @@ fn batch_due(sh: &Shared, q: &Queue) -> Due {
     }
     // The awaited streams' clients had their outputs at the last take,
     // counted at most one step time (the last step's) after its end.
-    let handed = q.last_take.min(q.step_end + q.step_took);
+    let handed = sh.last_take(q).min(q.step_end + q.step_took);
     let oldest = q.tickets[q.head[s as usize] as usize].arrived;
     let deadline = oldest.max(handed) + sh.max_wait;
     if Instant::now() >= deadline {
@@ -1504,6 +1614,8 @@ impl Drop for Worker {
             q.stopping = Some(Shutdown::Fail);
         }
         let mut wake = std::mem::take(&mut self.wake);
+        // A client's failed frames, by mailbox (few: this runs once).
+        let mut failed: Vec<(Arc<Mailbox>, Taken)> = Vec::new();
         for t in 0..q.tickets.len() {
             if matches!(q.tickets[t].status, Status::Queued | Status::Running) {
                 q.stats.failed += 1;
@@ -1513,8 +1625,15 @@ impl Drop for Worker {
                     free_ticket(q, t);
                 } else if let Some(w) = q.tickets[t].waker.take() {
                     wake.push(w);
-                } else if let Some(Some(signal)) = q.clients.get(client) {
-                    self.signals.push(Arc::clone(signal));
+                } else if let Some(Some(mailbox)) = q.clients.get(client) {
+                    let tk = &q.tickets[t];
+                    let taken = Taken {
+                        id: tk.id,
+                        error: Some(shut_down()),
+                        latency: Instant::now().saturating_duration_since(tk.arrived),
+                    };
+                    failed.push((Arc::clone(mailbox), taken));
+                    free_ticket(q, t);
                 }
             }
         }
@@ -1535,8 +1654,9 @@ impl Drop for Worker {
         for w in wake {
             w.wake();
         }
-        for signal in self.signals.drain(..) {
-            signal.notify();
+        for (mailbox, taken) in failed {
+            Mailbox::put(&mut lock(&mailbox.inbox), taken, None, sh.n_out);
+            mailbox.cv.notify_one();
         }
     }
 }
