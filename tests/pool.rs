@@ -1226,3 +1226,78 @@ fn a_dropped_clients_results_never_reach_another_client() {
     batcher.read_state(t, &mut c, &mut m).unwrap();
     check(&model, &rt, &c, &m).unwrap();
 }
+
+/// Wakes by panicking: a user's broken waker.
+struct Boom;
+
+impl std::task::Wake for Boom {
+    fn wake(self: std::sync::Arc<Self>) {
+        panic!("a user's waker panics");
+    }
+}
+
+/// A `Pending`'s waker that panics (user code, on the worker) stops the
+/// worker, but no one waits for ever: a `Client` whose frame ran in the
+/// same step gets its result or an error, later calls get
+/// `Error::Shutdown`. A `wait` timeout too long for an `Instant` is no
+/// timeout, not a panic.
+#[test]
+fn a_panicking_waker_leaves_no_client_waiting() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let model = seed_model(1);
+    let batcher = Batcher::new(
+        StreamPool::new(model, 4).unwrap(),
+        BatcherConfig::new()
+            .with_max_batch(2)
+            .with_max_wait(Duration::from_secs(5)),
+    )
+    .unwrap();
+    let (a, b) = (batcher.open().unwrap(), batcher.open().unwrap());
+    let mut client = batcher.client().unwrap();
+    client.submit(&[a, b], &[0.1; 14]).unwrap();
+    while client.outstanding() > 0 {
+        for r in client.wait(Some(Duration::MAX)) {
+            r.output.unwrap();
+        }
+    }
+    // Both streams awaited: the next batch runs when both are back.
+    let mut p = batcher.submit_async(a, &[0.2; 7]).unwrap();
+    let w = Waker::from(std::sync::Arc::new(Boom));
+    assert!(matches!(
+        std::pin::Pin::new(&mut p).poll(&mut Context::from_waker(&w)),
+        Poll::Pending
+    ));
+    client.submit(&[b], &[0.3; 7]).unwrap();
+    let t0 = std::time::Instant::now();
+    let mut got = Vec::new();
+    while client.outstanding() > 0 && t0.elapsed() < Duration::from_secs(20) {
+        for r in client.wait(Some(Duration::from_secs(1))) {
+            got.push(r.output.map(|y| y.len()).map_err(|e| e.to_string()));
+        }
+    }
+    assert_eq!(
+        client.outstanding(),
+        0,
+        "the client waits for ever: {got:?}"
+    );
+    assert_eq!(got.len(), 1);
+    assert!(
+        matches!(got[0], Ok(3)) || got[0].as_ref().is_err_and(|e| e.contains("stopped")),
+        "{got:?}"
+    );
+    // The worker is gone (or going): a submit is refused, or accepted
+    // and then failed; calls fail cleanly.
+    match client.submit(&[b], &[0.3; 7]) {
+        Err(Error::Shutdown(_)) => {}
+        Ok(()) => {
+            let r: Vec<_> = client
+                .wait(Some(Duration::from_secs(20)))
+                .map(|r| r.output.map(<[f32]>::len))
+                .collect();
+            assert!(matches!(r[..], [Err(Error::Shutdown(_))]), "{r:?}");
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+    assert!(matches!(batcher.open(), Err(Error::Shutdown(_))));
+}

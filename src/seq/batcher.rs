@@ -165,15 +165,20 @@ enum Status {
     Failed(Error),
 }
 
-/// One accepted frame, from its submit until its result is collected:
+/// One accepted frame, from its submit until its result is collected (a
+/// `Pending`'s) or delivered (a [`Client`]'s, freed when its step ends):
 /// where it is, and its result once it has one. The frame and output
-/// values live in the queue's `xs`/`ys`.
+/// values live in the queue's `xs`/`ys` (a client's output goes to its
+/// mailbox instead).
 struct Ticket {
     status: Status,
     id: StreamId,
     /// The stream's next waiting frame.
     next: u32,
     arrived: Instant,
+    /// Its place among all frames accepted (the queue's `accepted` when
+    /// it came).
+    seq: u64,
     /// When its step ended (or it failed).
     finished: Instant,
     waker: Option<Waker>,
@@ -217,7 +222,8 @@ struct Queue {
     tickets: Vec<Ticket>,
     /// Frames, `[tickets, n_in]`, and outputs, `[tickets, n_out]`, by
     /// ticket. Tickets are made as needed and reused: they number the
-    /// most frames ever accepted and not yet collected at once.
+    /// most frames ever accepted and not yet finished (or, for a
+    /// `Pending`, collected) at once.
     xs: Vec<f32>,
     ys: Vec<f32>,
     free: Vec<u32>,
@@ -257,6 +263,8 @@ struct Queue {
     stopping: Option<Shutdown>,
     worker_idle: bool,
     space_waiters: usize,
+    /// Frames accepted so far (numbers them: `Ticket::seq`).
+    accepted: u64,
     stats: BatcherStats,
 }
 
@@ -280,6 +288,9 @@ struct Shared {
     /// counts this with the queue's `last_take`).
     client_take: AtomicU64,
     epoch: Instant,
+    /// The queue's `step_no` after the last step (the step whose results
+    /// count for `client_take`).
+    last_step: AtomicU64,
 }
 
 impl Shared {
@@ -394,6 +405,7 @@ impl Batcher {
             stopping: None,
             worker_idle: false,
             space_waiters: 0,
+            accepted: 0,
             stats: BatcherStats::default(),
         };
         let shared = Arc::new(Shared {
@@ -411,6 +423,7 @@ impl Batcher {
             backpressure: config.backpressure,
             client_take: AtomicU64::new(0),
             epoch: now,
+            last_step: AtomicU64::new(0),
         });
         let worker_shared = Arc::clone(&shared);
         let worker = std::thread::Builder::new()
@@ -605,6 +618,7 @@ impl Ticket {
             id: StreamId::placeholder(pool_tag),
             next: NONE,
             arrived: now,
+            seq: 0,
             finished: now,
             waker: None,
             client: NONE,
@@ -677,6 +691,7 @@ fn wait_for_room<'a>(
 fn enqueue(sh: &Shared, q: &mut Queue, t: usize, id: StreamId, frame: &[f32], client: u32) -> bool {
     let slot = id.slot();
     q.waiting += 1;
+    q.accepted += 1;
     q.xs[t * sh.n_in..(t + 1) * sh.n_in].copy_from_slice(frame);
     let now = Instant::now();
     q.tickets[t] = Ticket {
@@ -684,6 +699,7 @@ fn enqueue(sh: &Shared, q: &mut Queue, t: usize, id: StreamId, frame: &[f32], cl
         id,
         next: NONE,
         arrived: now,
+        seq: q.accepted,
         finished: now,
         waker: None,
         client,
@@ -890,6 +906,9 @@ struct Mailbox {
 
 #[derive(Default)]
 struct Inbox {
+    /// The step (the queue's `step_no` after it) of the last results put
+    /// here by a step.
+    step: u64,
     taken: Vec<Taken>,
     /// `n_output` values per entry of `taken` (zeros for a failed frame).
     ys: Vec<f32>,
@@ -946,9 +965,10 @@ struct Taken {
 
 /// A handle for a thread that drives many streams of a [`Batcher`]:
 /// [`Client::submit`] queues a frame for each of many streams under one
-/// lock, and [`Client::wait`] (or [`Client::collect`]) takes every result
-/// that is ready under one lock, woken once per step rather than once per
-/// frame. The same rules hold as for frames submitted one by one (a
+/// lock (the queue's), and [`Client::wait`] (or [`Client::collect`]) takes
+/// every result that is ready from the client's own mailbox, where the
+/// worker puts them after each step (no copy to take them, and not the
+/// queue's lock), woken once per step rather than once per frame. The same rules hold as for frames submitted one by one (a
 /// stream may have several frames outstanding; they run in order). Its
 /// buffers are reused: a warm client allocates nothing. Dropping it gives
 /// up the results not yet collected (their frames still run).
@@ -1117,7 +1137,8 @@ impl Client {
     /// Waits until at least one result is ready (or `timeout` has passed,
     /// or nothing is outstanding), then takes every result that is ready.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Outputs<'_> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout past what an `Instant` holds is no timeout.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         self.take(Some(deadline));
         self.ready()
     }
@@ -1161,15 +1182,19 @@ impl Client {
         }
         std::mem::swap(&mut inbox.taken, &mut self.taken);
         std::mem::swap(&mut inbox.ys, &mut self.ys);
+        let step = inbox.step;
         drop(inbox);
         let n = self.taken.len();
         if n > 0 {
             // More results than frames outstanding cannot be: the worker
             // delivers each of this client's tickets once.
             self.outstanding = self.outstanding.saturating_sub(n);
+            // A take of the last step's results counts for the deadline.
             let sh = &*self.shared;
-            sh.client_take
-                .fetch_max(sh.since_epoch(Instant::now()), Ordering::Relaxed);
+            if step == sh.last_step.load(Ordering::Relaxed) {
+                sh.client_take
+                    .fetch_max(sh.since_epoch(Instant::now()), Ordering::Relaxed);
+            }
         }
     }
 }
@@ -1407,9 +1432,11 @@ impl Worker {
     }
 
     /// Runs the batch taken and hands the results back: the frames go
-    /// from the queue straight into the pool's rows, and the outputs from
-    /// the pool's rows straight into the queue (under the lock); the
-    /// kernels run with no lock held.
+    /// from the queue straight into the pool's rows (under the queue's
+    /// lock); the kernels run with no lock held; then, under the lock, the
+    /// tickets' bookkeeping and the outputs of `Pending` frames into the
+    /// queue's `ys`; after it, a [`Client`]'s outputs from the pool's rows
+    /// straight into its mailbox.
     fn step(&mut self) {
         let Some(pool) = self.pool.as_mut() else {
             return;
@@ -1534,12 +1561,12 @@ impl Worker {
         }
         sh.client_take
             .store(sh.since_epoch(finished), Ordering::Relaxed);
+        sh.last_step.store(q.step_no, Ordering::Relaxed);
+        let step_no = q.step_no;
         drop(guard);
-        for w in self.wake.drain(..) {
-            w.wake();
-        }
-        // Each client's results, client by client, each woken as soon as
-        // its own are in.
+        // Each client's results, client by client; then each client is
+        // woken, and then the `Pending` wakers (user code, which may
+        // panic: by then every client has its results).
         self.deliveries.sort_unstable_by_key(|d| (d.client, d.row));
         self.boxes.sort_unstable_by_key(|b| b.0);
         let mut next = 0;
@@ -1563,12 +1590,16 @@ impl Worker {
                 };
                 Mailbox::put(&mut inbox, taken, y, p);
             }
+            inbox.step = step_no;
             drop(inbox);
         }
         for (_, mailbox) in self.boxes.drain(..) {
             mailbox.cv.notify_one();
         }
         self.deliveries.clear();
+        for w in self.wake.drain(..) {
+            w.wake();
+        }
         self.tickets.clear();
         self.ids.clear();
     }
@@ -1614,8 +1645,25 @@ impl Drop for Worker {
             q.stopping = Some(Shutdown::Fail);
         }
         let mut wake = std::mem::take(&mut self.wake);
-        // A client's failed frames, by mailbox (few: this runs once).
+        // Clients' results of a step whose hand-over did not finish (the
+        // worker panicked after the step): they fail, first, in row order.
         let mut failed: Vec<(Arc<Mailbox>, Taken)> = Vec::new();
+        self.deliveries.sort_unstable_by_key(|d| d.row);
+        for d in self.deliveries.drain(..) {
+            if let Some((_, mailbox)) = self.boxes.iter().find(|b| b.0 == d.client) {
+                let taken = Taken {
+                    error: Some(Error::Shutdown(
+                        "the batcher's worker stopped before handing this result over".into(),
+                    )),
+                    ..d.taken
+                };
+                failed.push((Arc::clone(mailbox), taken));
+            }
+        }
+        self.boxes.clear();
+        // Then the clients' frames still waiting or running, in the order
+        // they were accepted (so each stream's in its own order).
+        let mut pending: Vec<(u64, Arc<Mailbox>, Taken)> = Vec::new();
         for t in 0..q.tickets.len() {
             if matches!(q.tickets[t].status, Status::Queued | Status::Running) {
                 q.stats.failed += 1;
@@ -1632,11 +1680,13 @@ impl Drop for Worker {
                         error: Some(shut_down()),
                         latency: Instant::now().saturating_duration_since(tk.arrived),
                     };
-                    failed.push((Arc::clone(mailbox), taken));
+                    pending.push((tk.seq, Arc::clone(mailbox), taken));
                     free_ticket(q, t);
                 }
             }
         }
+        pending.sort_unstable_by_key(|p| p.0);
+        failed.extend(pending.into_iter().map(|(_, m, t)| (m, t)));
         q.ready.clear();
         q.waiting = 0;
         q.head.fill(NONE);
@@ -1651,12 +1701,13 @@ impl Drop for Worker {
         for (_, shot) in controls {
             shot.put(Err(shut_down()));
         }
-        for w in wake {
-            w.wake();
-        }
         for (mailbox, taken) in failed {
             Mailbox::put(&mut lock(&mailbox.inbox), taken, None, sh.n_out);
             mailbox.cv.notify_one();
+        }
+        // User code last (a waker may panic).
+        for w in wake {
+            w.wake();
         }
     }
 }
