@@ -895,8 +895,8 @@ impl Drop for Pending {
 
 /// Where the worker puts a [`Client`]'s results, under the mailbox's own
 /// lock (not the queue's): after a step, each client's outputs are copied
-/// from the pool's rows into its mailbox, then each client with results is
-/// woken once. The client swaps the buffers out (no copy, no allocation
+/// from the pool's rows into its mailbox, and the client is woken once its
+/// own are in. The client swaps the buffers out (no copy, no allocation
 /// once warm).
 #[derive(Default)]
 struct Mailbox {
@@ -1564,9 +1564,10 @@ impl Worker {
         sh.last_step.store(q.step_no, Ordering::Relaxed);
         let step_no = q.step_no;
         drop(guard);
-        // Each client's results, client by client; then each client is
-        // woken, and then the `Pending` wakers (user code, which may
-        // panic: by then every client has its results).
+        // Each client's results, client by client, each client woken as
+        // soon as its own are in (the first start their next frames while
+        // the others' are copied); then the `Pending` wakers (user code,
+        // which may panic: by then every client has its results).
         self.deliveries.sort_unstable_by_key(|d| (d.client, d.row));
         self.boxes.sort_unstable_by_key(|b| b.0);
         let mut next = 0;
@@ -1592,10 +1593,9 @@ impl Worker {
             }
             inbox.step = step_no;
             drop(inbox);
-        }
-        for (_, mailbox) in self.boxes.drain(..) {
             mailbox.cv.notify_one();
         }
+        self.boxes.clear();
         self.deliveries.clear();
         for w in self.wake.drain(..) {
             w.wake();

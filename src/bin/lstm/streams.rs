@@ -7,7 +7,10 @@
 //! next frame a random delay (its think time, uniform in [0, think_us];
 //! `think_us` is `max_wait` unless `--think-us` is given) after its last
 //! output came back, so at most one frame per stream is in flight and the
-//! offered load follows what the batcher serves. A client submits the
+//! offered load follows what the batcher serves. A client sleeps until
+//! its next frame is due, or until 60 µs before and then yields until it
+//! is (a timed sleep ends up to the kernel's timer slack, 50 µs, late; a
+//! frame woken by the network would not be). A client submits the
 //! frames that are due together through a `Client` (or, with
 //! `--per-frame`, each with `submit_async` and its own `Pending`).
 
@@ -20,6 +23,10 @@ use std::time::{Duration, Instant};
 use lstm_kernels::error::{Error, Result};
 use lstm_kernels::rng::SplitMix64;
 use lstm_kernels::{Batcher, BatcherConfig, Lstm, Pending, StreamId, StreamPool};
+
+/// A client waits for a frame due this soon by yielding (see
+/// `batch_client`).
+const SPIN: Duration = Duration::from_micros(60);
 
 /// Rounds of the three measurements, interleaved.
 const ROUNDS: usize = 3;
@@ -391,6 +398,21 @@ fn batch_client(
             None if stopping => Some(Duration::from_millis(1)),
             None => None,
         };
+        // A frame due within `SPIN` is waited for by yielding, not by a
+        // timed sleep, which the kernel ends up to its timer slack (50 µs
+        // by default) late: a stream's frame leaves on time, as one woken
+        // by the network would.
+        let (timeout, spin) = match timeout {
+            Some(t) if t <= SPIN => (Some(Duration::ZERO), Some(t)),
+            Some(t) => (Some(t - SPIN), None),
+            None => (None, None),
+        };
+        if let Some(t) = spin {
+            let until = Instant::now() + t;
+            while Instant::now() < until {
+                std::thread::yield_now();
+            }
+        }
         if cl.outstanding() == 0 {
             // Nothing to collect (`wait` would return at once).
             std::thread::sleep(timeout.unwrap_or_default());
@@ -491,7 +513,16 @@ fn client(
             }
         }
         match soonest {
-            Some(t) => std::thread::park_timeout(t.saturating_duration_since(Instant::now())),
+            Some(t) if t.saturating_duration_since(Instant::now()) <= SPIN => {
+                // As in `batch_client`: due soon, yield until then.
+                while Instant::now() < t {
+                    std::thread::yield_now();
+                }
+            }
+            Some(t) => std::thread::park_timeout(
+                t.saturating_duration_since(Instant::now())
+                    .saturating_sub(SPIN),
+            ),
             None if stopping => std::thread::park_timeout(Duration::from_millis(1)),
             None => std::thread::park(),
         }
