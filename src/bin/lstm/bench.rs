@@ -10,39 +10,47 @@ use lstm_kernels::{
     diagnostics, fma_peak_gflops, tuning::CpuFacts,
 };
 
+/// The model `lstm bench` and `lstm tune` build (random weights): its
+/// shape, variant, threads and instruction set.
+#[derive(Args, Debug)]
+pub struct ModelArgs {
+    /// Input features n_in.
+    #[arg(long, default_value_t = 256)]
+    pub input: usize,
+    /// Hidden units H.
+    #[arg(long, default_value_t = 256)]
+    pub hidden: usize,
+    /// Output head size P (default: no head).
+    #[arg(long)]
+    pub head: Option<usize>,
+    /// Peepholes: none, matrix (the seed's) or diagonal.
+    #[arg(long, default_value = "none")]
+    pub peephole: Peephole,
+    /// Recurrent projection size (r = m·W_p recurs).
+    #[arg(long)]
+    pub projection: Option<usize>,
+    /// Threads (0 = one per core).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Instruction set: auto (the best this CPU has, or LSTM_KERNELS_ISA),
+    /// avx512, avx2 or portable.
+    #[arg(long, default_value = "auto")]
+    pub isa: String,
+}
+
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Batch size B.
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    /// Input features n_in.
-    #[arg(long, default_value_t = 256)]
-    input: usize,
-    /// Hidden units H.
-    #[arg(long, default_value_t = 256)]
-    hidden: usize,
-    /// Output head size P (default: no head).
-    #[arg(long)]
-    head: Option<usize>,
-    /// Peepholes: none, matrix (the seed's) or diagonal.
-    #[arg(long, default_value = "none")]
-    peephole: Peephole,
-    /// Recurrent projection size (r = m·W_p recurs).
-    #[arg(long)]
-    projection: Option<usize>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Timesteps per forward call T.
     #[arg(long, default_value_t = 32)]
     steps: usize,
-    /// Threads (0 = one per core).
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
     /// Seconds to spend measuring (after one warm-up call).
     #[arg(long, default_value_t = 2.0)]
     seconds: f64,
-    /// Instruction set: auto (the best this CPU has, or LSTM_KERNELS_ISA),
-    /// avx512, avx2 or portable.
-    #[arg(long, default_value = "auto")]
-    isa: String,
     /// Kernel: auto (a generated, shape-specialized one if it exists, else
     /// generic), generic, or specialized (an error if none exists).
     #[arg(long, default_value = "auto")]
@@ -153,27 +161,19 @@ pub fn setup_inputs(model: Lstm, batch: usize, steps: usize) -> Result<(Lstm, Ve
 
 /// A model of the given shape with seeded random weights on `threads`
 /// threads and ISA `isa` (`auto` or a name): what `bench` and `tune` time.
-pub fn random_model(
-    input: usize,
-    hidden: usize,
-    head: Option<usize>,
-    peephole: Peephole,
-    projection: Option<usize>,
-    threads: usize,
-    isa: &str,
-) -> Result<Lstm> {
-    let mut cfg = LstmConfig::new(input, hidden).with_peephole(peephole);
-    if let Some(p) = head {
+pub fn random_model(a: &ModelArgs) -> Result<Lstm> {
+    let mut cfg = LstmConfig::new(a.input, a.hidden).with_peephole(a.peephole);
+    if let Some(p) = a.head {
         cfg = cfg.with_head(p);
     }
-    if let Some(p) = projection {
+    if let Some(p) = a.projection {
         cfg = cfg.with_projection(p);
     }
-    let model = Lstm::new(cfg, LstmWeights::random(&cfg, 7)?)?.with_threads(threads)?;
-    if isa == "auto" {
+    let model = Lstm::new(cfg, LstmWeights::random(&cfg, 7)?)?.with_threads(a.threads)?;
+    if a.isa == "auto" {
         return Ok(model);
     }
-    let isa: Isa = isa.parse().map_err(Error::Unsupported)?;
+    let isa: Isa = a.isa.parse().map_err(Error::Unsupported)?;
     model.with_isa(isa)
 }
 
@@ -188,15 +188,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             a.seconds
         )));
     }
-    let mut model = random_model(
-        a.input,
-        a.hidden,
-        a.head,
-        a.peephole,
-        a.projection,
-        a.threads,
-        &a.isa,
-    )?;
+    let mut model = random_model(&a.model)?;
     let cfg = *model.config();
     model = model.with_kernel(a.kernel)?;
     if let Some(p) = &a.plans {
@@ -279,11 +271,11 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             "bf16_runs": diagnostics::bf16_runs(model.kernel_name()),
             "int8_runs": diagnostics::int8_runs(model.kernel_name()),
             "batch": a.batch,
-            "input": a.input,
-            "hidden": a.hidden,
-            "head": a.head,
-            "peephole": a.peephole.name(),
-            "projection": a.projection,
+            "input": a.model.input,
+            "hidden": a.model.hidden,
+            "head": a.model.head,
+            "peephole": a.model.peephole.name(),
+            "projection": a.model.projection,
             "steps": a.steps,
             "threads": model.threads(),
             "sample_steps_per_s": sps,
@@ -307,10 +299,10 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             kernel,
             model.precision(),
             a.batch,
-            a.input,
-            a.hidden,
-            a.head.map_or("none".to_string(), |p| p.to_string()),
-            a.peephole.name(),
+            a.model.input,
+            a.model.hidden,
+            a.model.head.map_or("none".to_string(), |p| p.to_string()),
+            a.model.peephole.name(),
             a.steps,
             model.threads()
         );

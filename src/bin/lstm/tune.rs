@@ -3,7 +3,6 @@
 //! a plan file keyed by this CPU's model name and the shape.
 
 use clap::Args;
-use lstm_kernels::Peephole;
 use lstm_kernels::error::Result;
 use lstm_kernels::tuning::{CpuFacts, PlanFile};
 
@@ -12,27 +11,8 @@ pub struct TuneArgs {
     /// Batch size B the service runs.
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    /// Input features n_in.
-    #[arg(long, default_value_t = 256)]
-    input: usize,
-    /// Hidden units H.
-    #[arg(long, default_value_t = 256)]
-    hidden: usize,
-    /// Output head size P (default: no head).
-    #[arg(long)]
-    head: Option<usize>,
-    /// Peepholes: none, matrix (the seed's) or diagonal.
-    #[arg(long, default_value = "none")]
-    peephole: Peephole,
-    /// Recurrent projection size.
-    #[arg(long)]
-    projection: Option<usize>,
-    /// Threads (0 = one per core).
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
-    /// Instruction set: auto, avx512, avx2 or portable.
-    #[arg(long, default_value = "auto")]
-    isa: String,
+    #[command(flatten)]
+    model: crate::bench::ModelArgs,
     /// Add (or replace) the fastest plan in this plan file (created if
     /// missing; load it with `LSTM_KERNELS_PLANS`, `Lstm::with_plan_file`
     /// or `lstm bench --plans`).
@@ -44,15 +24,7 @@ pub struct TuneArgs {
 }
 
 pub fn tune(a: &TuneArgs) -> Result<()> {
-    let model = crate::bench::random_model(
-        a.input,
-        a.hidden,
-        a.head,
-        a.peephole,
-        a.projection,
-        a.threads,
-        &a.isa,
-    )?;
+    let model = crate::bench::random_model(&a.model)?;
     let report = model.tune(a.batch)?;
     let entry = model.plan_entry(a.batch, report.chosen);
     if let Some(path) = &a.out {
@@ -110,8 +82,8 @@ pub fn tune(a: &TuneArgs) -> Result<()> {
             },
             model.isa_name(),
             a.batch,
-            a.input,
-            a.hidden,
+            a.model.input,
+            a.model.hidden,
             model.threads()
         );
         let mut c = report.candidates.clone();
