@@ -205,49 +205,21 @@ fn corrupt_plan_files_are_errors_never_panics() {
     }
     let line = good.lines().nth(1).unwrap();
     let header = "lstm-kernels plans v1\n";
+    // The good line with one edit.
+    let edit = |from: &str, to: &str| format!("{header}{}", line.replace(from, to));
     let bad = [
         ("not a plan file".to_string(), "not a plan file"),
-        (
-            format!("{header}{}", line.replace("kc=64", "kc=x")),
-            "not a number",
-        ),
-        (
-            format!("{header}{}", line.replace("kc=64", "kc=99999999")),
-            "kc",
-        ),
-        (
-            format!("{header}{}", line.replace("chunk=32", "chunk=0")),
-            "chunk",
-        ),
-        (
-            format!("{header}{}", line.replace("hoist=4096", "hoist=0")),
-            "hoist",
-        ),
+        (edit("kc=64", "kc=x"), "not a number"),
+        (edit("kc=64", "kc=99999999"), "kc"),
+        (edit("chunk=32", "chunk=0"), "chunk"),
+        (edit("hoist=4096", "hoist=0"), "hoist"),
         (format!("{header}{} kc=1", line), "twice"),
         (format!("{header}{} extra=1", line), "unknown field"),
-        (
-            format!(
-                "{header}{}",
-                line.replace("partition=rows", "partition=diagonal")
-            ),
-            "partition",
-        ),
-        (
-            format!("{header}{}", line.replace("isa=", "isa=sse9")),
-            "sse9",
-        ),
-        (
-            format!("{header}{}", line.replace(" batch=8", "")),
-            "missing `batch`",
-        ),
-        (
-            format!("{header}{}", line.replace("cpu=\"X\"", "cpu=\"X")),
-            "unterminated",
-        ),
-        (
-            format!("{header}{}", line.replace("peephole=none", "peephole=full")),
-            "peephole",
-        ),
+        (edit("partition=rows", "partition=diagonal"), "partition"),
+        (edit("isa=", "isa=sse9"), "sse9"),
+        (edit(" batch=8", ""), "missing `batch`"),
+        (edit("cpu=\"X\"", "cpu=\"X"), "unterminated"),
+        (edit("peephole=none", "peephole=full"), "peephole"),
         (format!("{header}garbage"), "line 2"),
     ];
     for (text, why) in bad {

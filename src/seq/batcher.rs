@@ -243,9 +243,6 @@ struct Queue {
     /// When the last step ended, and how long it took.
     step_end: Instant,
     step_took: Duration,
-    /// When the last of the last step's results was taken by its caller
-    /// (`step_end` until one is).
-    last_take: Instant,
     /// Per slot: `step_no` if the last step served the stream and it has
     /// not sent its next frame yet (the worker waits for these).
     awaited: Vec<u64>,
@@ -283,13 +280,14 @@ struct Shared {
     max_wait: Duration,
     queue: usize,
     backpressure: Backpressure,
-    /// When a [`Client`] last took results, in ns since `epoch` (clients
-    /// take from their own mailbox, without the queue's lock; the worker
-    /// counts this with the queue's `last_take`).
-    client_take: AtomicU64,
+    /// When the last of the last step's results was taken (by a
+    /// `Pending` or a [`Client`]; the step's end until one is), in ns since
+    /// `epoch`: an atomic, as clients take from their own mailbox without
+    /// the queue's lock.
+    last_take: AtomicU64,
     epoch: Instant,
     /// The queue's `step_no` after the last step (the step whose results
-    /// count for `client_take`).
+    /// count for `last_take`).
     last_step: AtomicU64,
 }
 
@@ -298,11 +296,14 @@ impl Shared {
         t.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 
-    /// The later of the last take through a `Pending` and through a
-    /// `Client`.
-    fn last_take(&self, q: &Queue) -> Instant {
-        let client = self.epoch + Duration::from_nanos(self.client_take.load(Ordering::Relaxed));
-        q.last_take.max(client)
+    fn last_take(&self) -> Instant {
+        self.epoch + Duration::from_nanos(self.last_take.load(Ordering::Relaxed))
+    }
+
+    /// A caller took results of the last step now.
+    fn taken_now(&self) {
+        self.last_take
+            .fetch_max(self.since_epoch(Instant::now()), Ordering::Relaxed);
     }
 }
 
@@ -394,7 +395,6 @@ impl Batcher {
             step_no: 1,
             step_end: now,
             step_took: Duration::ZERO,
-            last_take: now,
             awaited: vec![0; capacity],
             awaited_n: 0,
             clients: Vec::new(),
@@ -421,7 +421,7 @@ impl Batcher {
             max_wait: config.max_wait,
             queue,
             backpressure: config.backpressure,
-            client_take: AtomicU64::new(0),
+            last_take: AtomicU64::new(0),
             epoch: now,
             last_step: AtomicU64::new(0),
         });
@@ -811,7 +811,7 @@ impl Pending {
         let tk = &q.tickets[t];
         self.latency = Some(tk.finished.saturating_duration_since(tk.arrived));
         if tk.finished == q.step_end {
-            q.last_take = Instant::now();
+            sh.taken_now();
         }
         free_ticket(q, t);
         Some(result)
@@ -1192,8 +1192,7 @@ impl Client {
             // A take of the last step's results counts for the deadline.
             let sh = &*self.shared;
             if step == sh.last_step.load(Ordering::Relaxed) {
-                sh.client_take
-                    .fetch_max(sh.since_epoch(Instant::now()), Ordering::Relaxed);
+                sh.taken_now();
             }
         }
     }
@@ -1483,7 +1482,6 @@ impl Worker {
         q.step_no += 1;
         q.step_end = finished;
         q.step_took = took;
-        q.last_take = finished;
         q.awaited_n = 0;
         for i in 0..b {
             let t = self.tickets[i] as usize;
@@ -1559,43 +1557,33 @@ impl Worker {
                 q.awaited_n += 1;
             }
         }
-        sh.client_take
+        sh.last_take
             .store(sh.since_epoch(finished), Ordering::Relaxed);
         sh.last_step.store(q.step_no, Ordering::Relaxed);
         let step_no = q.step_no;
         drop(guard);
-        // Each client's results, client by client, each client woken as
-        // soon as its own are in (the first start their next frames while
-        // the others' are copied); then the `Pending` wakers (user code,
-        // which may panic: by then every client has its results).
+        // Each client's results, client by client (from the last), each
+        // client woken as soon as its own are in (the first start their
+        // next frames while the others' are copied); what is left in
+        // `deliveries` and `boxes` is what is not handed over yet (see
+        // `drop`). Then the `Pending` wakers (user code, which may panic:
+        // by then every client has its results).
         self.deliveries.sort_unstable_by_key(|d| (d.client, d.row));
         self.boxes.sort_unstable_by_key(|b| b.0);
-        let mut next = 0;
-        for (client, mailbox) in self.boxes.iter() {
-            let client = *client;
+        while let Some((client, mailbox)) = self.boxes.pop() {
+            let from = self.deliveries.partition_point(|d| d.client < client);
             let mut inbox = lock(&mailbox.inbox);
-            while next < self.deliveries.len() && self.deliveries[next].client <= client {
-                let d = &mut self.deliveries[next];
-                next += 1;
-                if d.client < client {
-                    continue;
-                }
+            for d in self.deliveries.drain(from..) {
                 let y = match (&d.taken.error, &result) {
                     (None, Ok(l)) => pool.output(*l, d.taken.id),
                     _ => None,
                 };
-                let taken = Taken {
-                    id: d.taken.id,
-                    error: d.taken.error.take(),
-                    latency: d.taken.latency,
-                };
-                Mailbox::put(&mut inbox, taken, y, p);
+                Mailbox::put(&mut inbox, d.taken, y, p);
             }
             inbox.step = step_no;
             drop(inbox);
             mailbox.cv.notify_one();
         }
-        self.boxes.clear();
         self.deliveries.clear();
         for w in self.wake.drain(..) {
             w.wake();
@@ -1624,7 +1612,7 @@ fn batch_due(sh: &Shared, q: &Queue) -> Due {
     }
     // The awaited streams' clients had their outputs at the last take,
     // counted at most one step time (the last step's) after its end.
-    let handed = sh.last_take(q).min(q.step_end + q.step_took);
+    let handed = sh.last_take().min(q.step_end + q.step_took);
     let oldest = q.tickets[q.head[s as usize] as usize].arrived;
     let deadline = oldest.max(handed) + sh.max_wait;
     if Instant::now() >= deadline {

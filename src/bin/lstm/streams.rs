@@ -28,6 +28,13 @@ use lstm_kernels::{Batcher, BatcherConfig, Lstm, Pending, StreamId, StreamPool};
 /// `batch_client`).
 const SPIN: Duration = Duration::from_micros(60);
 
+/// Yields the thread until `t` (for a frame due within [`SPIN`]).
+fn yield_until(t: Instant) {
+    while Instant::now() < t {
+        std::thread::yield_now();
+    }
+}
+
 /// Rounds of the three measurements, interleaved.
 const ROUNDS: usize = 3;
 
@@ -408,10 +415,7 @@ fn batch_client(
             None => (None, None),
         };
         if let Some(t) = spin {
-            let until = Instant::now() + t;
-            while Instant::now() < until {
-                std::thread::yield_now();
-            }
+            yield_until(Instant::now() + t);
         }
         if cl.outstanding() == 0 {
             // Nothing to collect (`wait` would return at once).
@@ -515,9 +519,7 @@ fn client(
         match soonest {
             Some(t) if t.saturating_duration_since(Instant::now()) <= SPIN => {
                 // As in `batch_client`: due soon, yield until then.
-                while Instant::now() < t {
-                    std::thread::yield_now();
-                }
+                yield_until(t);
             }
             Some(t) => std::thread::park_timeout(
                 t.saturating_duration_since(Instant::now())
