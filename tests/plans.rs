@@ -38,6 +38,10 @@ fn candidates() -> Vec<PlanRules> {
             ..PlanRules::default()
         });
     }
+    v.push(PlanRules {
+        ahead: true,
+        ..PlanRules::default()
+    });
     for partition in [Partition::Rows, Partition::Units] {
         v.push(PlanRules {
             partition,
@@ -49,6 +53,7 @@ fn candidates() -> Vec<PlanRules> {
             hoist: 1 << 10,
             partition,
             prefetch: 8,
+            ahead: true,
         });
     }
     v
@@ -128,6 +133,7 @@ proptest! {
         n in 1usize..=70, h in 1usize..=70, b in 1usize..=20, t in 1usize..=4,
         kc in 0usize..=80, chunk in 1usize..=24, hoist in 1usize..=5000,
         part in 0usize..3, threads in 1usize..=3, seed in any::<u64>(), prefetch in 0usize..40,
+        ahead in any::<bool>(),
     ) {
         let case = Case::new(config(n, h, None, false), b, t, seed, 1.0);
         let rules = PlanRules {
@@ -136,6 +142,7 @@ proptest! {
             hoist,
             partition: [Partition::Auto, Partition::Rows, Partition::Units][part],
             prefetch,
+            ahead,
         };
         let base = case.model();
         let want = case.run_forward(&base.clone().with_plan_rules(PlanRules::default()).unwrap());
@@ -165,6 +172,7 @@ fn entry(cpu: &str, batch: usize, kc: usize) -> PlanEntry {
             hoist: 4096,
             partition: Partition::Rows,
             prefetch: 16,
+            ahead: kc % 2 == 1,
         },
     }
 }
@@ -221,6 +229,7 @@ fn corrupt_plan_files_are_errors_never_panics() {
         (edit("cpu=\"X\"", "cpu=\"X"), "unterminated"),
         (edit("peephole=none", "peephole=full"), "peephole"),
         (format!("{header}garbage"), "line 2"),
+        (edit("ahead=0", "ahead=2"), "ahead"),
     ];
     for (text, why) in bad {
         let e = PlanFile::parse(text.as_bytes()).unwrap_err();
@@ -231,6 +240,10 @@ fn corrupt_plan_files_are_errors_never_panics() {
             .unwrap_err()
             .contains("UTF-8")
     );
+    // A line written before `ahead` existed means ahead=0.
+    let old = PlanFile::parse(edit(" ahead=0", "").as_bytes()).unwrap();
+    assert!(!old.entries[0].rules.ahead);
+    assert_eq!(old.entries[0].rules.kc, 64);
     // A corrupt file is an error through the model's API too, naming it.
     let p = tmp("corrupt.plans");
     std::fs::write(&p, format!("{header}plan nonsense")).unwrap();
@@ -330,7 +343,7 @@ fn model_tune_rejects_zero(case: &Case) -> bool {
 
 #[test]
 fn plan_rules_parse_and_check() {
-    let r: PlanRules = "kc=64,chunk=16 hoist=1024,partition=units,prefetch=8"
+    let r: PlanRules = "kc=64,chunk=16 hoist=1024,partition=units,prefetch=8,ahead=1"
         .parse()
         .unwrap();
     assert_eq!(
@@ -341,6 +354,7 @@ fn plan_rules_parse_and_check() {
             hoist: 1024,
             partition: Partition::Units,
             prefetch: 8,
+            ahead: true,
         }
     );
     assert_eq!(
@@ -361,6 +375,8 @@ fn plan_rules_parse_and_check() {
         "speed=11",
         "partition=diagonal",
         "prefetch=5000",
+        "ahead=2",
+        "ahead=yes",
     ] {
         assert!(bad.parse::<PlanRules>().is_err(), "{bad}");
     }

@@ -146,6 +146,7 @@ pub(crate) fn forward(
             tb: plan.tb,
             kc: plan.kc,
             pf: plan.pf,
+            ahead: plan.ahead,
             xs: xs.as_ptr(),
             out: out_ptr,
             c: ck.as_mut_ptr(),

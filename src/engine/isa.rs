@@ -195,7 +195,7 @@ pub(crate) trait Arch: Simd {
         a: &[*const f32; MR],
         panel: *const f32,
         acc: &mut Acc<Self, MR>,
-        pf: usize,
+        pf: microkernel::Prefetch,
     ) {
         // SAFETY: forwarded from the caller.
         unsafe { microkernel::tile::<Self, MR>(k, a, panel, acc, pf) }
@@ -203,7 +203,7 @@ pub(crate) trait Arch: Simd {
 
     /// [`Arch::tile`] over rows `k0..k1` of a panel body of `k` rows (a
     /// K block): `a` points at column 0 of each row, `panel` at the body;
-    /// `pf` is the software-prefetch distance in panel rows (0: none).
+    /// `pf` are the software prefetches ([`microkernel::Prefetch`]).
     ///
     /// # Safety
     /// As [`microkernel::tile`] for the whole body; `k0 ≤ k1 ≤ k`.
@@ -215,7 +215,7 @@ pub(crate) trait Arch: Simd {
         a: &[*const f32; MR],
         panel: *const f32,
         acc: &mut Acc<Self, MR>,
-        pf: usize,
+        pf: microkernel::Prefetch,
     ) {
         let _ = k;
         let a: [*const f32; MR] = std::array::from_fn(|r| a[r].wrapping_add(k0));
@@ -276,7 +276,7 @@ impl Arch for Avx2 {
         a: &[*const f32; MR],
         panel: *const f32,
         acc: &mut Acc<Self, MR>,
-        pf: usize,
+        pf: microkernel::Prefetch,
     ) {
         // SAFETY: forwarded from the caller.
         unsafe { Self::tile_range::<MR>(k, 0, k, a, panel, acc, pf) }
@@ -290,7 +290,7 @@ impl Arch for Avx2 {
         a: &[*const f32; MR],
         panel: *const f32,
         acc: &mut Acc<Self, MR>,
-        pf: usize,
+        pf: microkernel::Prefetch,
     ) {
         // The split-panel loop prefetches at its own measured distance.
         let _ = pf;

@@ -31,6 +31,9 @@ pub(crate) struct Job<'a> {
     pub(crate) kc: usize,
     /// Software prefetch distance in panel rows (0: none; see `Plan`).
     pub(crate) pf: usize,
+    /// Fetch the next `W_h` panel into L2 during the later row blocks
+    /// (see `PlanRules::ahead`).
+    pub(crate) ahead: bool,
     /// `[T, batch, n_in]`.
     pub(crate) xs: *const f32,
     /// `[T, batch, n_out]`.

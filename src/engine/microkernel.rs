@@ -10,6 +10,27 @@
 
 use super::simd::Simd;
 
+/// Software prefetches of a tile call: `dist` panel rows ahead in the
+/// panel being read (into L1; 0: none), and `lines` 64-byte lines per
+/// panel row from `ahead` on (into L2; 0: none) — a share of the panel the
+/// next tiles will read, fetched while this one computes.
+#[derive(Clone, Copy)]
+pub(crate) struct Prefetch {
+    pub(crate) dist: usize,
+    pub(crate) ahead: *const f32,
+    pub(crate) lines: usize,
+}
+
+impl Prefetch {
+    pub(crate) fn near(dist: usize) -> Prefetch {
+        Prefetch {
+            dist,
+            ahead: std::ptr::null(),
+            lines: 0,
+        }
+    }
+}
+
 /// Accumulators of one tile: `MR` rows × 4 vectors.
 pub(crate) type Acc<S, const MR: usize> = [[<S as Simd>::V; 4]; MR];
 
@@ -24,21 +45,21 @@ pub(crate) unsafe fn tile<S: Simd, const MR: usize>(
     a: &[*const f32; MR],
     panel: *const f32,
     acc: &mut Acc<S, MR>,
-    pf: usize,
+    pf: Prefetch,
 ) {
     // Two copies of the loop, so the one without prefetches has no test
     // for it in its body.
     // SAFETY: forwarded from the caller.
     unsafe {
-        if pf == 0 {
-            tile_loop::<S, MR, false>(k, a, panel, acc, 0)
+        if pf.dist == 0 && pf.lines == 0 {
+            tile_loop::<S, MR, false>(k, a, panel, acc, pf)
         } else {
             tile_loop::<S, MR, true>(k, a, panel, acc, pf)
         }
     }
 }
 
-/// [`tile`]'s loop, prefetching `pf` panel rows ahead when `PF`.
+/// [`tile`]'s loop, with `pf`'s prefetches when `PF`.
 ///
 /// # Safety
 /// As [`tile`].
@@ -48,7 +69,7 @@ unsafe fn tile_loop<S: Simd, const MR: usize, const PF: bool>(
     a: &[*const f32; MR],
     panel: *const f32,
     acc: &mut Acc<S, MR>,
-    pf: usize,
+    pf: Prefetch,
 ) {
     let step = 4 * S::LANES;
     // SAFETY: the caller guarantees the reads are in bounds and the ISA.
@@ -58,9 +79,14 @@ unsafe fn tile_loop<S: Simd, const MR: usize, const PF: bool>(
             if PF {
                 // The panel row `pf` rows ahead, one prefetch per 64-byte
                 // line (a row is 4 vectors).
-                let q = bp.wrapping_add(pf * step);
-                for v in 0..4 {
-                    prefetch(q.wrapping_add(v * S::LANES));
+                if pf.dist > 0 {
+                    let q = bp.wrapping_add(pf.dist * step);
+                    for v in 0..4 {
+                        prefetch(q.wrapping_add(v * S::LANES));
+                    }
+                }
+                for j in 0..pf.lines {
+                    prefetch_l2(pf.ahead.wrapping_add((kk * pf.lines + j) * 16));
                 }
             }
             let b = [
@@ -88,6 +114,18 @@ fn prefetch(p: *const f32) {
     #[cfg(target_arch = "x86_64")]
     unsafe {
         std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Hints the core to fetch the line holding `p` into L2.
+#[inline(always)]
+fn prefetch_l2(p: *const f32) {
+    // SAFETY: as `prefetch`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p.cast());
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;

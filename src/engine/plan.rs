@@ -37,6 +37,14 @@ impl Balanced {
     }
 }
 
+impl Balanced {
+    /// Number of parts.
+    #[inline(always)]
+    pub(crate) fn len(&self) -> usize {
+        self.parts
+    }
+}
+
 impl Iterator for Balanced {
     type Item = (usize, usize);
     #[inline(always)]
@@ -99,6 +107,8 @@ pub(crate) struct Plan {
     pub(crate) kc: usize,
     /// Software prefetch distance of the microkernel, panel rows (0: none).
     pub(crate) pf: usize,
+    /// Fetch the next `W_h` panel ahead (see `PlanRules::ahead`).
+    pub(crate) ahead: bool,
 }
 
 fn round16(n: usize) -> usize {
@@ -175,6 +185,7 @@ impl Plan {
             split,
             kc,
             pf: rules.prefetch,
+            ahead: rules.ahead,
         }
     }
 

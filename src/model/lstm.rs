@@ -472,8 +472,12 @@ impl Lstm {
 
     /// The heuristic plan for this model on this CPU.
     fn heuristic_rules(&self) -> PlanRules {
-        let k = self.config.n_input.max(self.config.n_recurrent());
-        PlanRules::heuristic(CpuFacts::get(), k, self.isa().lanes())
+        let c = &self.config;
+        let k = c.n_input.max(c.n_recurrent());
+        let weights = 16usize
+            .saturating_mul(c.n_input.saturating_add(c.n_recurrent()))
+            .saturating_mul(c.n_hidden);
+        PlanRules::heuristic(CpuFacts::get(), k, self.isa().lanes(), weights)
     }
 
     /// The rules a call of `batch` rows runs with (no allocation).

@@ -152,7 +152,7 @@ fn format_entry(e: &PlanEntry) -> String {
     let k = &e.key;
     let r = &e.rules;
     format!(
-        "plan cpu=\"{}\" isa={} n_in={} hidden={} recurrent={} head={} peephole={} batch={} threads={} kc={} chunk={} hoist={} partition={} prefetch={}",
+        "plan cpu=\"{}\" isa={} n_in={} hidden={} recurrent={} head={} peephole={} batch={} threads={} kc={} chunk={} hoist={} partition={} prefetch={} ahead={}",
         k.cpu.replace(['"', '\n', '\r'], " "),
         k.isa,
         k.n_in,
@@ -166,7 +166,8 @@ fn format_entry(e: &PlanEntry) -> String {
         r.chunk_rows,
         r.hoist,
         r.partition.name(),
-        r.prefetch
+        r.prefetch,
+        u8::from(r.ahead)
     )
 }
 
@@ -234,6 +235,12 @@ fn parse_entry(line: &str) -> std::result::Result<PlanEntry, String> {
             .parse::<Partition>()
             .map_err(|e| e.to_string())?,
         prefetch: num("prefetch", usize::MAX)?,
+        // Optional: files written before the knob existed mean 0.
+        ahead: match fields.iter().find(|(k, _)| *k == "ahead").map(|(_, v)| *v) {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(v) => return Err(format!("`ahead={v}` is not 0 or 1")),
+        },
     };
     rules.check().map_err(|e| e.to_string())?;
     let known = [
@@ -250,6 +257,7 @@ fn parse_entry(line: &str) -> std::result::Result<PlanEntry, String> {
         "hoist",
         "partition",
         "prefetch",
+        "ahead",
     ];
     if let Some((k, _)) = fields.iter().find(|(k, _)| !known.contains(k)) {
         return Err(format!("unknown field `{k}`"));

@@ -78,6 +78,14 @@ fn knob_values(model: &Lstm, batch: usize, base: &PlanRules, knob: usize) -> Vec
                 out.push(PlanRules { prefetch, ..*base });
             }
         }
+        4 => {
+            // The AVX2 microkernel does its own prefetching.
+            if model.isa() != crate::Isa::Avx2 {
+                for ahead in [false, true] {
+                    out.push(PlanRules { ahead, ..*base });
+                }
+            }
+        }
         _ => {
             if model.threads() > 1 {
                 for p in [Partition::Auto, Partition::Rows, Partition::Units] {
@@ -123,7 +131,7 @@ pub(crate) fn tune(model: &Lstm, batch: usize, start: PlanRules) -> Result<TuneR
     let mut timed: Vec<(PlanRules, Vec<f64>)> = Vec::new();
     let mut best = start;
     'passes: for _pass in 0..2 {
-        for knob in 0..5 {
+        for knob in 0..6 {
             let cands = knob_values(model, batch, &best, knob);
             if cands.len() < 2 {
                 continue;

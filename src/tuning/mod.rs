@@ -102,6 +102,12 @@ pub struct PlanRules {
     /// Software prefetch distance of the AVX-512 microkernel, in panel
     /// rows ahead (0: none; the AVX2 microkernel always prefetches 32).
     pub prefetch: usize,
+    /// Whether the recurrent gate GEMM fetches the next weight panel into
+    /// L2 while the current one's later row blocks run (blocks 2 onwards
+    /// each fetch an equal share; only with three or more row blocks), so
+    /// that the next panel's first block does not wait on memory. Worth it
+    /// where `W_h` is streamed from beyond L2 every step.
+    pub ahead: bool,
 }
 
 impl Default for PlanRules {
@@ -113,6 +119,7 @@ impl Default for PlanRules {
             hoist: 1 << 16,
             partition: Partition::Auto,
             prefetch: 0,
+            ahead: false,
         }
     }
 }
@@ -152,17 +159,24 @@ impl PlanRules {
     ///   a further +1–4%;
     /// * no K blocking: with the prefetch, K blocks of 128 rows were within
     ///   noise at H ≤ 512 and cost 7% at H = 1024 (the measured mode still
-    ///   tries them).
+    ///   tries them);
+    /// * where the gate weights (`weights`, bytes of `W_x` and `W_h`) are
+    ///   streamed from memory (over 16 MiB), the next `W_h` panel is
+    ///   fetched ahead into L2 ([`PlanRules::ahead`]): +3.6% (median of 16
+    ///   interleaved runs, 14 faster) at B = 32, H = 1024 on the model 167.
+    ///   Not with smaller weights: fetching the whole cell's panels ahead
+    ///   cost 3–8% at H = 256–512 there.
     ///
     /// Elsewhere (half-rate 512-bit FMAs as on Zen 4/5, AVX2, portable)
     /// the defaults stay, as measured on a Zen 5. `k` is the panel's rows,
     /// for rules that depend on it (none today).
-    pub fn heuristic(cpu: &CpuFacts, k: usize, lanes: usize) -> PlanRules {
+    pub fn heuristic(cpu: &CpuFacts, k: usize, lanes: usize, weights: usize) -> PlanRules {
         let _ = k;
         let mut r = PlanRules::default();
         if cpu.full_rate_512 && lanes == 16 {
             r.prefetch = 8;
             r.hoist = (cpu.l2_bytes / 2 / 4).clamp(1 << 14, 1 << 20);
+            r.ahead = weights > crate::engine::STREAMED_WEIGHTS;
         }
         r
     }
@@ -172,19 +186,20 @@ impl fmt::Display for PlanRules {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "kc={} chunk={} hoist={} partition={} prefetch={}",
+            "kc={} chunk={} hoist={} partition={} prefetch={} ahead={}",
             self.kc,
             self.chunk_rows,
             self.hoist,
             self.partition.name(),
-            self.prefetch
+            self.prefetch,
+            u8::from(self.ahead)
         )
     }
 }
 
 impl std::str::FromStr for PlanRules {
     type Err = Error;
-    /// `kc=128,chunk=64,hoist=65536,partition=units,prefetch=16` (commas or spaces;
+    /// `kc=128,chunk=64,hoist=65536,partition=units,prefetch=16,ahead=1` (commas or spaces;
     /// knobs not named keep their defaults), or `default`.
     fn from_str(s: &str) -> Result<Self> {
         let mut r = PlanRules::default();
@@ -205,9 +220,18 @@ impl std::str::FromStr for PlanRules {
                 "hoist" => r.hoist = num()?,
                 "partition" => r.partition = v.parse()?,
                 "prefetch" => r.prefetch = num()?,
+                "ahead" => {
+                    r.ahead = match v {
+                        "0" => false,
+                        "1" => true,
+                        _ => {
+                            return Err(Error::Invalid(format!("plan: `{tok}`: ahead is 0 or 1")));
+                        }
+                    }
+                }
                 _ => {
                     return Err(Error::Invalid(format!(
-                        "plan: unknown knob `{k}` (expected kc, chunk, hoist, partition or prefetch)"
+                        "plan: unknown knob `{k}` (expected kc, chunk, hoist, partition, prefetch or ahead)"
                     )));
                 }
             }

@@ -39,6 +39,17 @@ macro_rules! row_blocks {
     }};
 }
 
+/// [`row_blocks!`] with the block's index and the number of blocks.
+macro_rules! row_blocks_n {
+    ($S:ty, $rows:expr, |$r0:ident, $nr:ident, $b:ident, $nb:ident| $body:expr) => {{
+        let blocks = Balanced::new($rows, <$S as Arch>::MR);
+        let $nb = blocks.len();
+        for ($b, ($r0, $nr)) in blocks.enumerate() {
+            $body;
+        }
+    }};
+}
+
 /// The whole sequence for one chunk (see the module docs).
 ///
 /// # Safety
@@ -77,9 +88,9 @@ pub(crate) unsafe fn run<S: Arch, D: Dims>(job: &Job) {
                 let gates = job.share(d.gate_panels);
                 for p in gates.clone() {
                     for kb in KBlocks::new(d.r, job.kc) {
-                        row_blocks!(S, rows, |r0, nr| with_mr!(
+                        row_blocks_n!(S, rows, |r0, nr, b, nb| with_mr!(
                             nr,
-                            gate_tile::<S, D>(job, s, r0, p, m_cur, m_next, kb)
+                            gate_tile::<S, D>(job, s, (r0, b, nb), p, m_cur, m_next, kb)
                         ));
                     }
                 }

@@ -12,7 +12,7 @@ use crate::engine::activation::{sigmoid, tanh};
 use crate::engine::isa::Arch;
 use crate::engine::job::Job;
 use crate::engine::layout::{Dims, Shape};
-use crate::engine::microkernel::Acc;
+use crate::engine::microkernel::{Acc, Prefetch};
 use crate::engine::simd::Simd;
 
 /// Pointers to rows `r0..r0+MR` of a row-major matrix at `base` with
@@ -107,7 +107,15 @@ pub(super) unsafe fn input_tile<S: Arch, D: Dims, const MR: usize>(
         } else {
             std::array::from_fn(|r| load4::<S>(dst(r)))
         };
-        S::tile_range::<MR>(d.n_in, k0, k1, &a, panel.add(4 * l), &mut acc, job.pf);
+        S::tile_range::<MR>(
+            d.n_in,
+            k0,
+            k1,
+            &a,
+            panel.add(4 * l),
+            &mut acc,
+            Prefetch::near(job.pf),
+        );
         for (r, acc_r) in acc.iter().enumerate() {
             let dst = dst(r);
             for (v, &x) in acc_r.iter().enumerate() {
@@ -117,8 +125,40 @@ pub(super) unsafe fn input_tile<S: Arch, D: Dims, const MR: usize>(
     }
 }
 
-/// Gate tile: samples `r0..r0+MR`, hidden units of panel `p`, step `s` of
-/// the time block. Accumulators start from `xw`, add `m_cur·W_h`, then the
+/// The prefetches of row block `b` of `nb` over rows `k0..k1` of a `W_h`
+/// panel whose next panel's body is at `next`: with `job.ahead` and three
+/// or more blocks, blocks after the first (which streams this panel) fetch
+/// that next panel's rows `k0..k1` into L2, each block an equal share of
+/// at most two lines per panel row, so that the first block of the next
+/// panel finds them there instead of waiting on memory. (With one or two
+/// blocks the fetches crowd the demand misses; measured slower.) Prefetches
+/// never fault, so `next` may point past the last panel.
+#[inline(always)]
+fn ahead<S: Arch>(
+    job: &Job,
+    next: *const f32,
+    k0: usize,
+    k1: usize,
+    b: usize,
+    nb: usize,
+) -> Prefetch {
+    let mut pf = Prefetch::near(job.pf);
+    if !job.ahead || nb < 3 {
+        return pf;
+    }
+    let kk = k1 - k0;
+    let per_row = (4 * S::LANES * 4).div_ceil(64);
+    let q = per_row.div_ceil(nb - 1);
+    if b == 0 || (b - 1) * q >= per_row {
+        return pf;
+    }
+    pf.ahead = next.wrapping_add(k0 * 4 * S::LANES + (b - 1) * q * kk * 16);
+    pf.lines = q;
+    pf
+}
+
+/// Gate tile: samples `r0..r0+MR` (row block `b` of `nb`), hidden units of
+/// panel `p`, step `s` of the time block. Accumulators start from `xw`, add `m_cur·W_h`, then the
 /// fused epilogue: `c = σ(f)·c + σ(i)·tanh(c̃)`, and either
 /// `m_next = σ(o)·tanh(c)` or (matrix peephole) `o_pre = o`.
 ///
@@ -128,7 +168,7 @@ pub(super) unsafe fn input_tile<S: Arch, D: Dims, const MR: usize>(
 pub(super) unsafe fn gate_tile<S: Arch, D: Dims, const MR: usize>(
     job: &Job,
     s: usize,
-    r0: usize,
+    (r0, b, nb): (usize, usize, usize),
     p: usize,
     m_cur: *const f32,
     m_next: *mut f32,
@@ -144,7 +184,9 @@ pub(super) unsafe fn gate_tile<S: Arch, D: Dims, const MR: usize>(
         let a = row_ptrs::<MR>(m_cur, r0, rr);
         let xw = |r: usize| job.xw.add((s * job.rows + r0 + r) * 4 * d.hp + p * 4 * l);
         let mut acc: Acc<S, MR> = std::array::from_fn(|r| load4::<S>(xw(r)));
-        S::tile_range::<MR>(rr, k0, k1, &a, pk.wh.panel(p).as_ptr(), &mut acc, job.pf);
+        let body = pk.wh.panel(p).as_ptr();
+        let pf = ahead::<S>(job, body.wrapping_add(pk.wh.panel_len()), k0, k1, b, nb);
+        S::tile_range::<MR>(rr, k0, k1, &a, body, &mut acc, pf);
         if k1 < rr {
             // Not the last K block: keep the partial sums in xw (exact).
             for (r, acc_r) in acc.iter().enumerate() {
@@ -236,7 +278,13 @@ pub(super) unsafe fn proj_tile<S: Arch, D: Dims, const MR: usize>(
     unsafe {
         let a = row_ptrs::<MR>(job.m_full, r0, h);
         let mut acc: Acc<S, MR> = [[S::splat(0.0); 4]; MR];
-        S::tile::<MR>(h, &a, wp.panel(q).as_ptr(), &mut acc, job.pf);
+        S::tile::<MR>(
+            h,
+            &a,
+            wp.panel(q).as_ptr(),
+            &mut acc,
+            Prefetch::near(job.pf),
+        );
         for (r, y) in acc.iter().enumerate() {
             for (v, &yv) in y.iter().enumerate() {
                 let j0 = q * 4 * l + v * l;
@@ -276,7 +324,13 @@ pub(super) unsafe fn peephole_tile<S: Arch, D: Dims, const MR: usize>(
         for (r, acc_r) in acc.iter_mut().enumerate() {
             *acc_r = load4::<S>(job.o_pre.add((r0 + r) * d.hw + q * 4 * l));
         }
-        S::tile::<MR>(h, &a, vo.panel(q).as_ptr(), &mut acc, job.pf);
+        S::tile::<MR>(
+            h,
+            &a,
+            vo.panel(q).as_ptr(),
+            &mut acc,
+            Prefetch::near(job.pf),
+        );
         for (r, o) in acc.iter().enumerate() {
             let row = r0 + r;
             for (v, &ov) in o.iter().enumerate() {
@@ -317,7 +371,7 @@ pub(super) unsafe fn head_tile<S: Arch, D: Dims, const MR: usize>(
         let a = row_ptrs::<MR>(m_next, r0, h);
         let bias = load4::<S>(panel);
         let mut acc: Acc<S, MR> = [bias; MR];
-        S::tile::<MR>(h, &a, panel.add(4 * l), &mut acc, job.pf);
+        S::tile::<MR>(h, &a, panel.add(4 * l), &mut acc, Prefetch::near(job.pf));
         for (r, y) in acc.iter().enumerate() {
             let out = job.out.add((t * job.batch + job.row0 + r0 + r) * p_out);
             for (v, &yv) in y.iter().enumerate() {
