@@ -474,10 +474,10 @@ impl Lstm {
     fn heuristic_rules(&self) -> PlanRules {
         let c = &self.config;
         let k = c.n_input.max(c.n_recurrent());
-        let weights = 16usize
-            .saturating_mul(c.n_input.saturating_add(c.n_recurrent()))
+        let wh_bytes = 16usize
+            .saturating_mul(c.n_recurrent())
             .saturating_mul(c.n_hidden);
-        PlanRules::heuristic(CpuFacts::get(), k, self.isa().lanes(), weights)
+        PlanRules::heuristic(CpuFacts::get(), k, self.isa().lanes(), wh_bytes)
     }
 
     /// The rules a call of `batch` rows runs with (no allocation).

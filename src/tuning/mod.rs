@@ -160,23 +160,26 @@ impl PlanRules {
     /// * no K blocking: with the prefetch, K blocks of 128 rows were within
     ///   noise at H ≤ 512 and cost 7% at H = 1024 (the measured mode still
     ///   tries them);
-    /// * where the gate weights (`weights`, bytes of `W_x` and `W_h`) are
-    ///   streamed from memory (over 16 MiB), the next `W_h` panel is
-    ///   fetched ahead into L2 ([`PlanRules::ahead`]): +3.6% (median of 16
-    ///   interleaved runs, 14 faster) at B = 32, H = 1024 on the model 167.
-    ///   Not with smaller weights: fetching the whole cell's panels ahead
-    ///   cost 3–8% at H = 256–512 there.
+    /// * where `W_h` (`wh_bytes`) is larger than half of L2, so that each
+    ///   step reads it from L3 or memory again, the next `W_h` panel is
+    ///   fetched ahead into L2 ([`PlanRules::ahead`]). On the model 167
+    ///   (2 MiB L2), 1 thread: +3.6% at B = 32, H = 1024 (median of 16
+    ///   interleaved runs, 14 faster); at H = 512, B = 64 7 of 8 runs
+    ///   faster (+1–6%), B = 256 8 of 8 (+2–13%). At H = 256 (`W_h` 1 MiB)
+    ///   it is not used: B = 16 was slower in 7 of 8 runs (up to 5%), and
+    ///   B = 64 within noise. (Fetching the input GEMM's panels ahead too
+    ///   cost 3–8% at H = 256–512; it does not.)
     ///
     /// Elsewhere (half-rate 512-bit FMAs as on Zen 4/5, AVX2, portable)
     /// the defaults stay, as measured on a Zen 5. `k` is the panel's rows,
     /// for rules that depend on it (none today).
-    pub fn heuristic(cpu: &CpuFacts, k: usize, lanes: usize, weights: usize) -> PlanRules {
+    pub fn heuristic(cpu: &CpuFacts, k: usize, lanes: usize, wh_bytes: usize) -> PlanRules {
         let _ = k;
         let mut r = PlanRules::default();
         if cpu.full_rate_512 && lanes == 16 {
             r.prefetch = 8;
             r.hoist = (cpu.l2_bytes / 2 / 4).clamp(1 << 14, 1 << 20);
-            r.ahead = weights > crate::engine::STREAMED_WEIGHTS;
+            r.ahead = wh_bytes > cpu.l2_bytes / 2;
         }
         r
     }
