@@ -103,6 +103,38 @@ fn every_plan_on_edge_shapes() {
     }
 }
 
+/// A model whose gate weights are streamed from memory (over 16 MiB: the
+/// heuristic splits its units across threads whatever the batch, and
+/// fetches the next `W_h` panel ahead where `W_h` outgrows L2), at 2
+/// threads with 3+ row blocks: the same bits as the default plan on one
+/// thread, within the reference bound, on every ISA.
+#[test]
+fn streamed_weights_plans_give_the_same_bits() {
+    let case = Case::new(config(1030, 1027, None, false), 19, 2, 7, 1.0);
+    check_run(&case, &case.run_forward(&case.model())).unwrap();
+    for isa in Isa::all_available() {
+        let base = case.model().with_isa(isa).unwrap();
+        let want = case.run_forward(&base.clone().with_plan_rules(PlanRules::default()).unwrap());
+        let heuristic = on_threads(&base, 2);
+        for m in [
+            heuristic.clone(),
+            heuristic
+                .clone()
+                .with_plan_rules(PlanRules {
+                    ahead: true,
+                    partition: Partition::Rows,
+                    ..PlanRules::default()
+                })
+                .unwrap(),
+        ] {
+            let got = case.run_forward(&m);
+            let what = format!("{isa}, plan {}", m.plan_for(19));
+            same_bits(&format!("{what}: y"), &got.0, &want.0).unwrap();
+            same_bits(&format!("{what}: c"), &got.1, &want.1).unwrap();
+        }
+    }
+}
+
 #[test]
 fn every_plan_on_variants() {
     let cfgs = [

@@ -47,8 +47,10 @@ pub const MAX_HOIST_FLOATS: usize = 1 << 24;
 /// How two or more threads share one call's batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Partition {
-    /// By rows, except a batch of one register block, whose hidden units
-    /// are split (the engine's long-standing rule).
+    /// By rows, except a batch of one register block, and any batch of a
+    /// model whose gate weights are streamed from memory (over 16 MiB),
+    /// whose hidden units are split (each core then reads only its share
+    /// of `W_h` every step).
     #[default]
     Auto,
     /// Always by rows (chunks of samples).
