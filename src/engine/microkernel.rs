@@ -47,24 +47,29 @@ pub(crate) unsafe fn tile<S: Simd, const MR: usize>(
     acc: &mut Acc<S, MR>,
     pf: Prefetch,
 ) {
-    // Two copies of the loop, so the one without prefetches has no test
-    // for it in its body.
+    // Three copies of the loop, so that none tests in its body for
+    // prefetches it does not make.
     // SAFETY: forwarded from the caller.
     unsafe {
-        if pf.dist == 0 && pf.lines == 0 {
-            tile_loop::<S, MR, false>(k, a, panel, acc, pf)
+        if pf.lines > 0 {
+            tile_loop::<S, MR, true, true>(k, a, panel, acc, pf)
+        } else if pf.dist == 0 {
+            tile_loop::<S, MR, false, false>(k, a, panel, acc, pf)
         } else {
-            tile_loop::<S, MR, true>(k, a, panel, acc, pf)
+            tile_loop::<S, MR, true, false>(k, a, panel, acc, pf)
         }
     }
 }
 
-/// [`tile`]'s loop, with `pf`'s prefetches when `PF`.
+/// [`tile`]'s loop: prefetching `pf.dist` rows ahead when `PF` (the
+/// current row when `pf.dist` is 0), and `pf.lines` lines from `pf.ahead`
+/// per row when `AHEAD` (three copies, so that a loop without the next
+/// panel's prefetches has no test for them in its body).
 ///
 /// # Safety
 /// As [`tile`].
 #[inline(always)]
-unsafe fn tile_loop<S: Simd, const MR: usize, const PF: bool>(
+unsafe fn tile_loop<S: Simd, const MR: usize, const PF: bool, const AHEAD: bool>(
     k: usize,
     a: &[*const f32; MR],
     panel: *const f32,
@@ -77,14 +82,14 @@ unsafe fn tile_loop<S: Simd, const MR: usize, const PF: bool>(
         for kk in 0..k {
             let bp = panel.add(kk * step);
             if PF {
-                // The panel row `pf` rows ahead, one prefetch per 64-byte
+                // The panel row `pf.dist` rows ahead, one prefetch per 64-byte
                 // line (a row is 4 vectors).
-                if pf.dist > 0 {
-                    let q = bp.wrapping_add(pf.dist * step);
-                    for v in 0..4 {
-                        prefetch(q.wrapping_add(v * S::LANES));
-                    }
+                let q = bp.wrapping_add(pf.dist * step);
+                for v in 0..4 {
+                    prefetch(q.wrapping_add(v * S::LANES));
                 }
+            }
+            if AHEAD {
                 for j in 0..pf.lines {
                     prefetch_l2(pf.ahead.wrapping_add((kk * pf.lines + j) * 16));
                 }
