@@ -1326,6 +1326,11 @@ fn cli_tune_writes_a_plan_file_that_bench_and_the_env_var_load() {
     );
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(j["candidates"].as_array().unwrap().len() >= 2, "{j}");
+    let (steps, confirm) = (
+        j["steps"].as_u64().unwrap(),
+        j["confirm_steps"].as_u64().unwrap(),
+    );
+    assert!(steps >= 1 && (confirm == 0 || confirm >= steps), "{j}");
     let chosen = j["chosen"].as_str().unwrap().to_string();
     let text = std::fs::read_to_string(&plans).unwrap();
     assert!(text.starts_with("lstm-kernels plans v1\n"), "{text}");

@@ -357,6 +357,16 @@ fn measured_mode_picks_a_timed_candidate() {
         report.ns_per_step(&report.heuristic).is_some(),
         "the heuristic was not timed"
     );
+    // Another plan is only kept after a head-to-head, in calls at least as
+    // long as the descent's.
+    assert!(
+        report.confirm_steps == 0 || report.confirm_steps >= report.steps,
+        "{report:?}"
+    );
+    assert!(
+        report.chosen == report.heuristic || report.confirm_steps > 0,
+        "{report:?}"
+    );
     assert!(
         report.elapsed.as_secs_f64() < 2.0 + 1.0,
         "{:?}",

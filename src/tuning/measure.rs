@@ -2,7 +2,8 @@
 //! keeps the fastest. Candidates vary one knob at a time from the
 //! heuristic plan (coordinate descent, two passes), each timed in
 //! interleaved rounds (median), within a time budget; the pick then has to
-//! beat the heuristic plan again, head to head, to replace it.
+//! beat the heuristic plan again, head to head, in calls about three times
+//! longer, to replace it.
 
 use std::time::{Duration, Instant};
 
@@ -10,8 +11,12 @@ use super::{Partition, PlanRules};
 use crate::error::{Error, Result};
 use crate::model::Lstm;
 
-/// The most a measurement spends (the limit is 2 s per shape).
+/// The most a measurement's descent spends (the limit is 2 s per
+/// shape, final head-to-head included).
 pub const TUNE_BUDGET: Duration = Duration::from_millis(1500);
+
+/// The head-to-head runs longer calls only if they end within this.
+const CONFIRM_LIMIT: Duration = Duration::from_millis(1950);
 
 /// What [`Lstm::tune`] found.
 #[derive(Clone, Debug)]
@@ -23,8 +28,14 @@ pub struct TuneReport {
     pub chosen: PlanRules,
     /// Every candidate timed, with its median nanoseconds per step.
     pub candidates: Vec<(PlanRules, f64)>,
-    /// Steps per timed call.
+    /// Steps per timed call of the descent.
     pub steps: usize,
+    /// Steps per call of the final head-to-head (longer calls, closer to
+    /// what a service runs: a plan faster in one-step calls can be slower
+    /// over many steps, whose input GEMM is hoisted in blocks); 0 if there
+    /// was none (the descent's pick was the heuristic plan, or no time was
+    /// left).
+    pub confirm_steps: usize,
     /// Time spent.
     pub elapsed: Duration,
 }
@@ -113,21 +124,30 @@ pub(crate) fn tune(model: &Lstm, batch: usize, start: PlanRules) -> Result<TuneR
     let cfg = model.config();
     // Steps per call: about 8 ms of work at ~100 GFLOP/s per thread.
     let flops = batch as f64 * 8.0 * (cfg.n_input + cfg.n_recurrent()) as f64 * cfg.n_hidden as f64;
-    let steps = ((8e-3 * 1e11 * model.threads() as f64) / flops).clamp(1.0, 256.0) as usize;
+    let per_call = |secs: f64| ((secs * 1e11 * model.threads() as f64) / flops).clamp(1.0, 256.0);
+    let steps = per_call(8e-3) as usize;
+    // The head-to-head: ~25 ms calls, and at least 4 steps.
+    let long_steps = (per_call(25e-3) as usize).max(4).max(steps);
     let mut state = model.new_state(batch)?;
     let mut rng = crate::rng::SplitMix64::new(0x7475_6e65);
-    let mut xs = crate::error::try_zeros(steps * batch * cfg.n_input, "tune inputs")?;
+    let mut xs = crate::error::try_zeros(long_steps * batch * cfg.n_input, "tune inputs")?;
     rng.fill_uniform(&mut xs, -1.0, 1.0);
-    let mut out = crate::error::try_zeros(steps * batch * cfg.n_output(), "tune output")?;
-    let mut time = |rules: &PlanRules| -> Result<f64> {
+    let mut out = crate::error::try_zeros(long_steps * batch * cfg.n_output(), "tune output")?;
+    let (n_in, n_out) = (batch * cfg.n_input, batch * cfg.n_output());
+    let mut time_n = |rules: &PlanRules, steps: usize| -> Result<f64> {
         state.reset();
         let t = Instant::now();
-        model.forward_with_rules(&mut state, &xs, &mut out, rules)?;
+        model.forward_with_rules(
+            &mut state,
+            &xs[..steps * n_in],
+            &mut out[..steps * n_out],
+            rules,
+        )?;
         Ok(t.elapsed().as_secs_f64() * 1e9 / steps as f64)
     };
     // Warm up (packing pages, the pool's threads, the scratch).
-    time(&start)?;
-    time(&start)?;
+    time_n(&start, steps)?;
+    time_n(&start, steps)?;
     let mut timed: Vec<(PlanRules, Vec<f64>)> = Vec::new();
     let mut best = start;
     'passes: for _pass in 0..2 {
@@ -138,7 +158,7 @@ pub(crate) fn tune(model: &Lstm, batch: usize, start: PlanRules) -> Result<TuneR
             }
             for _round in 0..3 {
                 for c in &cands {
-                    let ns = time(c)?;
+                    let ns = time_n(c, steps)?;
                     match timed.iter_mut().find(|(r, _)| r == c) {
                         Some((_, v)) => v.push(ns),
                         None => timed.push((*c, vec![ns])),
@@ -156,8 +176,9 @@ pub(crate) fn tune(model: &Lstm, batch: usize, start: PlanRules) -> Result<TuneR
     }
     // Confirm: the descent's pick replaces the heuristic plan only if it
     // is still faster, by at least 2%, over five more interleaved rounds
-    // of the two (single medians of three calls on a shared machine are
-    // noisy, and a plan slower than the heuristic's must not be kept).
+    // of the two in longer calls (single medians of three short calls on
+    // a shared machine are noisy, a plan can win one-step calls and lose
+    // long ones, and a plan slower than the heuristic's must not be kept).
     let pick = timed
         .iter()
         .min_by(|a, b| median(&a.1).total_cmp(&median(&b.1)))
@@ -165,19 +186,27 @@ pub(crate) fn tune(model: &Lstm, batch: usize, start: PlanRules) -> Result<TuneR
     let mut chosen = start;
     // (Out of time — a model whose single step takes a good part of the
     // budget — the heuristic plan stays.)
-    if pick != start && t_start.elapsed() < TUNE_BUDGET + TUNE_BUDGET / 4 {
+    let mut confirm_steps = 0;
+    if pick != start && t_start.elapsed() < TUNE_BUDGET + TUNE_BUDGET / 8 {
+        // A long call of each first (warm-up, and the cost of the rest):
+        // the long calls only if ten more fit within the 2 s, else calls
+        // as long as the descent's.
+        let warm = Instant::now();
+        time_n(&start, long_steps)?;
+        time_n(&pick, long_steps)?;
+        let per_pair = warm.elapsed();
+        confirm_steps = if t_start.elapsed() + per_pair * 5 > CONFIRM_LIMIT {
+            steps
+        } else {
+            long_steps
+        };
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for _ in 0..5 {
-            a.push(time(&start)?);
-            b.push(time(&pick)?);
+            a.push(time_n(&start, confirm_steps)?);
+            b.push(time_n(&pick, confirm_steps)?);
         }
         if median(&b) < 0.98 * median(&a) {
             chosen = pick;
-        }
-        for (r, v) in [(start, a), (pick, b)] {
-            if let Some((_, all)) = timed.iter_mut().find(|(x, _)| *x == r) {
-                all.extend(v);
-            }
         }
     }
     let candidates: Vec<(PlanRules, f64)> = timed.iter().map(|(r, v)| (*r, median(v))).collect();
@@ -186,6 +215,7 @@ pub(crate) fn tune(model: &Lstm, batch: usize, start: PlanRules) -> Result<TuneR
         chosen,
         candidates,
         steps,
+        confirm_steps,
         elapsed: t_start.elapsed(),
     })
 }

@@ -58,6 +58,7 @@ pub fn tune(a: &TuneArgs) -> Result<()> {
                 "batch": a.batch,
                 "threads": model.threads(),
                 "steps": report.steps,
+                "confirm_steps": report.confirm_steps,
                 "heuristic": report.heuristic.to_string(),
                 "heuristic_ns_per_step": heur,
                 "chosen": report.chosen.to_string(),
@@ -97,13 +98,17 @@ pub fn tune(a: &TuneArgs) -> Result<()> {
             };
             outln!("  {:>12.0} ns/step  {r}{tag}", ns);
         }
+        let confirm = match report.confirm_steps {
+            0 => "no head-to-head".to_string(),
+            n => format!("{n} in the head-to-head"),
+        };
         outln!(
-            "chosen: {} ({:.3}x the heuristic's speed; {} candidates in {:.2} s, {} steps per call)",
+            "chosen: {} ({:.3}x the heuristic's speed; {} candidates in {:.2} s, {} steps per call, {confirm})",
             report.chosen,
             heur / best,
             report.candidates.len(),
             report.elapsed.as_secs_f64(),
-            report.steps
+            report.steps,
         );
         if let Some(p) = &a.out {
             outln!("written to {}", p.display());
