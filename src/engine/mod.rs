@@ -35,6 +35,7 @@ mod simd;
 #[cfg(lstm_kernels_small)]
 mod small;
 mod tuning;
+pub(crate) use tuning::STREAMED_WEIGHTS;
 
 pub use isa::{ISA_ENV, Isa};
 pub use packed::KernelChoice;

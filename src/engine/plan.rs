@@ -154,16 +154,13 @@ impl Plan {
         // A batch of one row block cannot be split by rows: split its hidden
         // units instead (each core keeps its share of the weights in its own
         // L2), when there is enough work per step to pay for the barriers.
-        // Streamed weights are split by units too: by rows, every core
-        // would read all of `W_h` from memory every step; by units, each
-        // reads its share (B = 32, H = 1024, 2 threads on an Intel Xeon
-        // model 167: units faster in 6 of 6 interleaved runs, +2–16%; at
-        // H = 512, whose weights are not streamed, units were 3–8% slower).
+        // (The heuristic plan asks for units outright where the weights
+        // are streamed on some CPUs; see `PlanRules::heuristic`.)
         // (Neither the register-resident small kernel nor a projection,
         // whose output needs every unit of m, is split.)
         let splittable = !pk.kernel.small && !pk.variants.proj;
         let split_units = match rules.partition {
-            Partition::Auto => (chunks == 1 || streamed) && flops >= min_flops / 8.0,
+            Partition::Auto => chunks == 1 && flops >= min_flops / 8.0,
             Partition::Rows => false,
             Partition::Units => flops >= min_flops / 8.0,
         };

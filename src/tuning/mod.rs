@@ -47,10 +47,8 @@ pub const MAX_HOIST_FLOATS: usize = 1 << 24;
 /// How two or more threads share one call's batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Partition {
-    /// By rows, except a batch of one register block, and any batch of a
-    /// model whose gate weights are streamed from memory (over 16 MiB),
-    /// whose hidden units are split (each core then reads only its share
-    /// of `W_h` every step).
+    /// By rows, except a batch of one register block, whose hidden units
+    /// are split (the engine's long-standing rule).
     #[default]
     Auto,
     /// Always by rows (chunks of samples).
@@ -171,17 +169,33 @@ impl PlanRules {
     ///   it is not used: B = 16 was slower in 7 of 8 runs (up to 5%), and
     ///   B = 64 within noise. (Fetching the input GEMM's panels ahead too
     ///   cost 3–8% at H = 256–512; it does not.)
+    /// * where the gate weights (`gate_bytes`, `W_x` and `W_h`) are
+    ///   streamed from memory (over 16 MiB), two or more threads split the
+    ///   hidden units ([`Partition::Units`]) whatever the batch: by rows,
+    ///   every core reads all of `W_h` every step; by units, its share.
+    ///   B = 32, H = 1024, 2 threads: units faster than rows in 6 of 6
+    ///   interleaved runs (+2–16%), B = 12 5 of 5 (+4–13%), B = 128 within
+    ///   noise; at H = 512 (not streamed) units were 3–8% slower.
     ///
     /// Elsewhere (half-rate 512-bit FMAs as on Zen 4/5, AVX2, portable)
     /// the defaults stay, as measured on a Zen 5. `k` is the panel's rows,
     /// for rules that depend on it (none today).
-    pub fn heuristic(cpu: &CpuFacts, k: usize, lanes: usize, wh_bytes: usize) -> PlanRules {
+    pub fn heuristic(
+        cpu: &CpuFacts,
+        k: usize,
+        lanes: usize,
+        wh_bytes: usize,
+        gate_bytes: usize,
+    ) -> PlanRules {
         let _ = k;
         let mut r = PlanRules::default();
         if cpu.full_rate_512 && lanes == 16 {
             r.prefetch = 8;
             r.hoist = (cpu.l2_bytes / 2 / 4).clamp(1 << 14, 1 << 20);
             r.ahead = wh_bytes > cpu.l2_bytes / 2;
+            if gate_bytes > crate::engine::STREAMED_WEIGHTS {
+                r.partition = Partition::Units;
+            }
         }
         r
     }
