@@ -91,7 +91,7 @@ unsafe fn tile_loop<S: Simd, const MR: usize, const PF: bool, const AHEAD: bool>
             }
             if AHEAD {
                 for j in 0..pf.lines {
-                    prefetch_l2(pf.ahead.wrapping_add((kk * pf.lines + j) * 16));
+                    prefetch_l2(pf.ahead.wrapping_add((kk * pf.lines + j) * LINE_FLOATS));
                 }
             }
             let b = [
@@ -110,16 +110,14 @@ unsafe fn tile_loop<S: Simd, const MR: usize, const PF: bool, const AHEAD: bool>
     }
 }
 
-/// Hints the core to fetch the line holding `p` into L1. Never faults, for
-/// any address (prefetches past the panel's end are harmless).
+/// Floats per 64-byte cache line (the unit of [`Prefetch::lines`]).
+pub(crate) const LINE_FLOATS: usize = 16;
+
+/// Hints the core to fetch the line holding `p` into L1.
 #[inline(always)]
 fn prefetch(p: *const f32) {
-    // SAFETY: a prefetch has no architectural effect and cannot fault;
-    // SSE is baseline on x86-64.
     #[cfg(target_arch = "x86_64")]
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-    }
+    prefetch_hint::<{ std::arch::x86_64::_MM_HINT_T0 }>(p);
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
@@ -127,13 +125,20 @@ fn prefetch(p: *const f32) {
 /// Hints the core to fetch the line holding `p` into L2.
 #[inline(always)]
 fn prefetch_l2(p: *const f32) {
-    // SAFETY: as `prefetch`.
     #[cfg(target_arch = "x86_64")]
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p.cast());
-    }
+    prefetch_hint::<{ std::arch::x86_64::_MM_HINT_T1 }>(p);
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+/// A prefetch with hint `HINT`. Never faults, for any address (prefetches
+/// past the panel's end are harmless).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_hint<const HINT: i32>(p: *const f32) {
+    // SAFETY: a prefetch has no architectural effect and cannot fault;
+    // SSE is baseline on x86-64.
+    unsafe { std::arch::x86_64::_mm_prefetch::<HINT>(p.cast()) }
 }
 
 /// [`tile`] over a split panel body (see `engine::packing`): two passes, gate

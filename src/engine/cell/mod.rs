@@ -29,18 +29,13 @@ macro_rules! with_mr {
 }
 
 /// Runs `$body` for the row blocks `($r0, $nr)` of `$rows` rows: parts of
-/// at most `S::MR` rows, balanced (see [`Balanced`]). A macro, not a
-/// closure, so that `$body` is compiled inside the ISA wrapper.
+/// at most `S::MR` rows, balanced (see [`Balanced`]); the second form also
+/// names each block's index `$b` and the number of blocks `$nb`. A macro,
+/// not a closure, so that `$body` is compiled inside the ISA wrapper.
 macro_rules! row_blocks {
-    ($S:ty, $rows:expr, |$r0:ident, $nr:ident| $body:expr) => {{
-        for ($r0, $nr) in Balanced::new($rows, <$S as Arch>::MR) {
-            $body;
-        }
-    }};
-}
-
-/// [`row_blocks!`] with the block's index and the number of blocks.
-macro_rules! row_blocks_n {
+    ($S:ty, $rows:expr, |$r0:ident, $nr:ident| $body:expr) => {
+        row_blocks!($S, $rows, |$r0, $nr, _b, _nb| $body)
+    };
     ($S:ty, $rows:expr, |$r0:ident, $nr:ident, $b:ident, $nb:ident| $body:expr) => {{
         let blocks = Balanced::new($rows, <$S as Arch>::MR);
         let $nb = blocks.len();
@@ -88,7 +83,7 @@ pub(crate) unsafe fn run<S: Arch, D: Dims>(job: &Job) {
                 let gates = job.share(d.gate_panels);
                 for p in gates.clone() {
                     for kb in KBlocks::new(d.r, job.kc) {
-                        row_blocks_n!(S, rows, |r0, nr, b, nb| with_mr!(
+                        row_blocks!(S, rows, |r0, nr, b, nb| with_mr!(
                             nr,
                             gate_tile::<S, D>(job, s, (r0, b, nb), p, m_cur, m_next, kb)
                         ));

@@ -12,7 +12,7 @@ use crate::engine::activation::{sigmoid, tanh};
 use crate::engine::isa::Arch;
 use crate::engine::job::Job;
 use crate::engine::layout::{Dims, Shape};
-use crate::engine::microkernel::{Acc, Prefetch};
+use crate::engine::microkernel::{Acc, LINE_FLOATS, Prefetch};
 use crate::engine::simd::Simd;
 
 /// Pointers to rows `r0..r0+MR` of a row-major matrix at `base` with
@@ -147,12 +147,12 @@ fn ahead<S: Arch>(
         return pf;
     }
     let kk = k1 - k0;
-    let per_row = (4 * S::LANES * 4).div_ceil(64);
+    let per_row = (4 * S::LANES).div_ceil(LINE_FLOATS);
     let q = per_row.div_ceil(nb - 1);
     if b == 0 || (b - 1) * q >= per_row {
         return pf;
     }
-    pf.ahead = next.wrapping_add(k0 * 4 * S::LANES + (b - 1) * q * kk * 16);
+    pf.ahead = next.wrapping_add(k0 * 4 * S::LANES + (b - 1) * q * kk * LINE_FLOATS);
     pf.lines = q;
     pf
 }
