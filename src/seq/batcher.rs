@@ -280,15 +280,48 @@ struct Shared {
     max_wait: Duration,
     queue: usize,
     backpressure: Backpressure,
-    /// When the last of the last step's results was taken (by a
-    /// `Pending` or a [`Client`]; the step's end until one is), in ns since
-    /// `epoch`: an atomic, as clients take from their own mailbox without
-    /// the queue's lock.
+    /// When results of the last step were last taken (by a `Pending` or a
+    /// [`Client`]; the step's end until one is), in ns since `epoch`: an
+    /// atomic, as clients take from their own mailbox without the queue's
+    /// lock.
     last_take: AtomicU64,
     epoch: Instant,
-    /// The queue's `step_no` after the last step (the step whose results
-    /// count for `last_take`).
-    last_step: AtomicU64,
+    /// The last step's takers that have not taken their results yet.
+    untaken: Takers,
+}
+
+/// Counts the takers of the last step's results (client mailboxes it
+/// delivered to, `Pending`s it finished) that have not taken them yet. One
+/// word holds the step (the low 32 bits of the queue's `step_no` after it)
+/// in its high half and the count in its low half, so that a late take of
+/// an older step's results can never count for a newer step.
+struct Takers(AtomicU64);
+
+impl Takers {
+    /// Step `step` handed results to `n` takers.
+    fn start(&self, step: u64, n: usize) {
+        let n = u32::try_from(n).unwrap_or(u32::MAX) as u64;
+        self.0
+            .store((step as u32 as u64) << 32 | n, Ordering::Release);
+    }
+
+    /// A taker took its results of step `step`: `None` if they were not
+    /// the last step's (or every taker was counted already), else whether
+    /// this was the last of them.
+    fn take(&self, step: u64) -> Option<bool> {
+        let step = step as u32 as u64;
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                (w >> 32 == step && w as u32 > 0).then(|| w - 1)
+            })
+            .ok()
+            .map(|w| w as u32 == 1)
+    }
+
+    /// How many takers of the last step have not taken their results.
+    fn left(&self) -> u32 {
+        self.0.load(Ordering::Acquire) as u32
+    }
 }
 
 impl Shared {
@@ -300,10 +333,27 @@ impl Shared {
         self.epoch + Duration::from_nanos(self.last_take.load(Ordering::Relaxed))
     }
 
-    /// A caller took results of the last step now.
-    fn taken_now(&self) {
-        self.last_take
-            .fetch_max(self.since_epoch(Instant::now()), Ordering::Relaxed);
+    /// A taker took its results of step `step` now: true if they were the
+    /// last step's, and the last of them (the worker's wait may end
+    /// sooner: wake it).
+    fn taken_now(&self, step: u64) -> bool {
+        let last = self.untaken.take(step);
+        if last.is_some() {
+            self.last_take
+                .fetch_max(self.since_epoch(Instant::now()), Ordering::Relaxed);
+        }
+        last == Some(true)
+    }
+
+    /// When the last step's results were all taken, if they were (or one
+    /// step time after its end, if some are still out: a taker that is
+    /// slow to collect does not make its streams miss the next batch).
+    fn handed(&self, q: &Queue) -> Instant {
+        let cap = q.step_end + q.step_took;
+        match self.untaken.left() {
+            0 => self.last_take().min(cap),
+            _ => cap,
+        }
     }
 }
 
@@ -423,7 +473,7 @@ impl Batcher {
             backpressure: config.backpressure,
             last_take: AtomicU64::new(0),
             epoch: now,
-            last_step: AtomicU64::new(0),
+            untaken: Takers(AtomicU64::new(0)),
         });
         let worker_shared = Arc::clone(&shared);
         let worker = std::thread::Builder::new()
@@ -810,8 +860,8 @@ impl Pending {
         self.taken = true;
         let tk = &q.tickets[t];
         self.latency = Some(tk.finished.saturating_duration_since(tk.arrived));
-        if tk.finished == q.step_end {
-            sh.taken_now();
+        if tk.finished == q.step_end && sh.taken_now(q.step_no) && q.worker_idle {
+            sh.work.notify_one();
         }
         free_ticket(q, t);
         Some(result)
@@ -1189,10 +1239,14 @@ impl Client {
             // More results than frames outstanding cannot be: the worker
             // delivers each of this client's tickets once.
             self.outstanding = self.outstanding.saturating_sub(n);
-            // A take of the last step's results counts for the deadline.
+            // A take of the last step's results counts for the deadline;
+            // the last of them wakes the worker if it waits.
             let sh = &*self.shared;
-            if step == sh.last_step.load(Ordering::Relaxed) {
-                sh.taken_now();
+            if sh.taken_now(step) {
+                let q = lock(&sh.q);
+                if q.worker_idle {
+                    sh.work.notify_one();
+                }
             }
         }
     }
@@ -1483,12 +1537,15 @@ impl Worker {
         q.step_end = finished;
         q.step_took = took;
         q.awaited_n = 0;
+        // `Pending`s that will take a result of this step.
+        let mut pendings = 0;
         for i in 0..b {
             let t = self.tickets[i] as usize;
             let tk = &mut q.tickets[t];
             let s = tk.id.slot();
             let client = tk.client;
             let to_client = client != NONE && !tk.abandoned;
+            pendings += usize::from(client == NONE && !tk.abandoned);
             tk.status = if !self.ok[i] {
                 q.stats.failed += 1;
                 Status::Failed(Error::Invalid(format!(
@@ -1559,7 +1616,7 @@ impl Worker {
         }
         sh.last_take
             .store(sh.since_epoch(finished), Ordering::Relaxed);
-        sh.last_step.store(q.step_no, Ordering::Relaxed);
+        sh.untaken.start(q.step_no, self.boxes.len() + pendings);
         let step_no = q.step_no;
         drop(guard);
         // Each client's results, client by client (from the last), each
@@ -1612,7 +1669,7 @@ fn batch_due(sh: &Shared, q: &Queue) -> Due {
     }
     // The awaited streams' clients had their outputs at the last take,
     // counted at most one step time (the last step's) after its end.
-    let handed = sh.last_take().min(q.step_end + q.step_took);
+    let handed = sh.handed(q);
     let oldest = q.tickets[q.head[s as usize] as usize].arrived;
     let deadline = oldest.max(handed) + sh.max_wait;
     if Instant::now() >= deadline {
@@ -1697,5 +1754,30 @@ impl Drop for Worker {
         for w in wake {
             w.wake();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Takes count only for the last step, once per taker, and the last
+    /// one says so; a later step's start forgets the earlier's.
+    #[test]
+    fn takers_count_the_last_steps_takes_only() {
+        let t = Takers(AtomicU64::new(0));
+        assert_eq!((t.left(), t.take(0)), (0, None), "no step yet");
+        t.start(5, 2);
+        assert_eq!((t.take(4), t.left()), (None, 2), "an older step's take");
+        assert_eq!((t.take(5), t.left()), (Some(false), 1));
+        assert_eq!((t.take(5), t.left()), (Some(true), 0));
+        assert_eq!((t.take(5), t.left()), (None, 0), "more takes than takers");
+        t.start(6, 1);
+        assert_eq!(t.take(5), None, "step 5's take after step 6 ended");
+        assert_eq!(t.take(6), Some(true));
+        // Step numbers are compared modulo 2^32, counts saturate.
+        t.start((7 << 32) | 9, usize::MAX);
+        assert_eq!((t.take(9), t.left()), (Some(false), u32::MAX - 1));
+        assert_eq!(t.take(10), None);
     }
 }
