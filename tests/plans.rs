@@ -116,17 +116,24 @@ fn streamed_weights_plans_give_the_same_bits() {
         let base = case.model().with_isa(isa).unwrap();
         let want = case.run_forward(&base.clone().with_plan_rules(PlanRules::default()).unwrap());
         let heuristic = on_threads(&base, 2);
+        // The heuristic plan (on a CPU with full-rate 512-bit FMAs: units
+        // and ahead), and both partitions with ahead whatever the CPU.
+        let given = |partition| {
+            let rules = PlanRules {
+                ahead: true,
+                partition,
+                ..PlanRules::default()
+            };
+            let m = heuristic.clone().with_plan_rules(rules).unwrap();
+            assert_eq!(m.plan_for(19).rules, rules, "the given plan runs");
+            m
+        };
         for m in [
             heuristic.clone(),
-            heuristic
-                .clone()
-                .with_plan_rules(PlanRules {
-                    ahead: true,
-                    partition: Partition::Rows,
-                    ..PlanRules::default()
-                })
-                .unwrap(),
+            given(Partition::Rows),
+            given(Partition::Units),
         ] {
+            assert_eq!(m.isa(), isa, "the forced ISA runs");
             let got = case.run_forward(&m);
             let what = format!("{isa}, plan {}", m.plan_for(19));
             same_bits(&format!("{what}: y"), &got.0, &want.0).unwrap();

@@ -66,7 +66,9 @@ fn knob_values(model: &Lstm, batch: usize, base: &PlanRules, knob: usize) -> Vec
             }
         }
         1 => {
-            let mut seen_whole = false;
+            // Chunks of the whole batch or more are one candidate (the
+            // base plan's own, if it is one).
+            let mut seen_whole = base.chunk_rows >= batch;
             for c in [16usize, 32, 48, 64, 96, 128, 256] {
                 if c >= batch {
                     if seen_whole {
@@ -254,7 +256,31 @@ fn median_of(timed: &[(PlanRules, Vec<f64>)], r: &PlanRules) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::confirmed;
+    use super::{PlanRules, confirmed, knob_values};
+    use crate::{Lstm, LstmConfig, LstmWeights};
+
+    /// Chunks of the whole batch or more behave alike: one candidate, the
+    /// base plan's own if its chunk is one (two alike plans timed against
+    /// each other can only pick noise).
+    #[test]
+    fn whole_batch_chunks_are_one_candidate() {
+        let cfg = LstmConfig::new(8, 8);
+        let model = Lstm::new(cfg, LstmWeights::random(&cfg, 1).unwrap()).unwrap();
+        let chunks = |batch, base: usize| -> Vec<usize> {
+            let base = PlanRules {
+                chunk_rows: base,
+                ..PlanRules::default()
+            };
+            knob_values(&model, batch, &base, 1)
+                .iter()
+                .map(|r| r.chunk_rows)
+                .collect()
+        };
+        assert_eq!(chunks(1, 64), [64]);
+        assert_eq!(chunks(40, 64), [16, 32, 64]);
+        assert_eq!(chunks(40, 16), [16, 32, 48]);
+        assert_eq!(chunks(300, 64), [16, 32, 48, 64, 96, 128, 256]);
+    }
 
     /// The head-to-head's rule: 4 of 5 pairs won, 2% in the median pair.
     #[test]
