@@ -934,7 +934,14 @@ impl Drop for Pending {
         let mut q = lock(&sh.q);
         let t = self.ticket as usize;
         match q.tickets[t].status {
-            Status::Done | Status::Failed(_) => free_ticket(&mut q, t),
+            Status::Done | Status::Failed(_) => {
+                // A result of the last step given up counts as taken.
+                let last = q.tickets[t].finished == q.step_end;
+                if last && sh.taken_now(q.step_no) && q.worker_idle {
+                    sh.work.notify_one();
+                }
+                free_ticket(&mut q, t)
+            }
             _ => {
                 q.tickets[t].abandoned = true;
                 q.tickets[t].waker = None;
@@ -1254,8 +1261,17 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
+        // Results of the last step left in the mailbox count as taken.
+        let left = {
+            let inbox = lock(&self.mailbox.inbox);
+            (!inbox.taken.is_empty()).then_some(inbox.step)
+        };
+        let last = left.is_some_and(|step| self.shared.taken_now(step));
         let mut guard = lock(&self.shared.q);
         let q = &mut *guard;
+        if last && q.worker_idle {
+            self.shared.work.notify_one();
+        }
         if self.outstanding > 0 {
             // Its frames still to run: their results go nowhere. (A
             // client's finished frames hold no ticket: their results are
