@@ -519,6 +519,7 @@ proptest! {
         max_batch in 1usize..=16,
         max_wait_us in 0u64..300,
         queue in 1usize..=8,
+        catch_up in any::<bool>(),
         seed in any::<u64>(),
     ) {
         let model = common::on_threads(
@@ -529,6 +530,7 @@ proptest! {
         let conf = BatcherConfig::new()
             .with_max_batch(max_batch)
             .with_max_wait(Duration::from_micros(max_wait_us))
+            .with_catch_up(catch_up)
             .with_queue(queue.max(3));
         let batcher = Batcher::new(pool, conf).unwrap();
         let results: Vec<Result<(), String>> = std::thread::scope(|s| {
@@ -894,6 +896,88 @@ fn batches_wait_for_the_streams_the_last_step_served() {
     assert!(pool.is_empty());
 }
 
+/// The catch-up rule (`BatcherConfig::catch_up`): frames that waited
+/// through a step run right after it, without waiting for the streams it
+/// served; the streams of both steps are then awaited together. Off, such
+/// frames wait for the next batch.
+#[test]
+fn frames_that_waited_through_a_step_catch_up() {
+    let conf = BatcherConfig::new().with_max_wait(Duration::from_secs(10));
+    // Off (the default): b's second frame waits with the others for a.
+    let batcher = Batcher::new(StreamPool::new(seed_model(1), 8).unwrap(), conf).unwrap();
+    let (a, b) = (batcher.open().unwrap(), batcher.open().unwrap());
+    let mut cl = batcher.client().unwrap();
+    cl.submit(&[a], &[0.1; 7]).unwrap();
+    cl.wait(None).for_each(|r| assert!(r.output.is_ok()));
+    cl.submit(&[b, b], &[0.2; 14]).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    cl.submit(&[a], &[0.3; 7]).unwrap();
+    while cl.outstanding() > 1 {
+        cl.wait(None).for_each(|r| assert!(r.output.is_ok()));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        cl.outstanding(),
+        1,
+        "b's second frame ran before a came back"
+    );
+    cl.submit(&[a], &[0.4; 7]).unwrap();
+    while cl.outstanding() > 0 {
+        cl.wait(None).for_each(|r| assert!(r.output.is_ok()));
+    }
+    let s = batcher.stats();
+    assert_eq!((s.steps, s.catch_ups), (3, 0), "{s:?}");
+    drop(cl);
+    batcher.shutdown(Shutdown::Drain).unwrap();
+
+    let conf = conf.with_catch_up(true);
+    let batcher = Batcher::new(StreamPool::new(seed_model(1), 8).unwrap(), conf).unwrap();
+    let (a, b, c) = (
+        batcher.open().unwrap(),
+        batcher.open().unwrap(),
+        batcher.open().unwrap(),
+    );
+    let t0 = std::time::Instant::now();
+    let mut cl = batcher.client().unwrap();
+    // Step 1: a alone (nothing awaited); a is awaited after it.
+    cl.submit(&[a], &[0.1; 7]).unwrap();
+    while cl.outstanding() > 0 {
+        cl.wait(None).for_each(|r| assert!(r.output.is_ok()));
+    }
+    // Two frames of b wait for a; a's next frame starts step 2 (b's
+    // first frame and a's). b's second frame waited through step 2: it
+    // runs at once after it (step 3), though a is awaited again.
+    cl.submit(&[b, b], &[0.2; 14]).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(cl.outstanding(), 2, "b ran before a came back");
+    cl.submit(&[a], &[0.3; 7]).unwrap();
+    while cl.outstanding() > 0 {
+        cl.wait(None).for_each(|r| assert!(r.output.is_ok()));
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "b's second frame waited for a"
+    );
+    let s = batcher.stats();
+    assert_eq!((s.steps, s.largest_batch, s.catch_ups), (3, 2, 1), "{s:?}");
+    // a (step 2) and b (step 3) are both awaited: c's frame waits for
+    // both, and runs with them.
+    let pc = batcher.submit_async(c, &[0.4; 7]).unwrap();
+    cl.submit(&[a], &[0.5; 7]).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(!pc.is_ready(), "c ran before b came back");
+    cl.submit(&[b], &[0.6; 7]).unwrap();
+    pc.wait().unwrap();
+    while cl.outstanding() > 0 {
+        cl.wait(None).for_each(|r| assert!(r.output.is_ok()));
+    }
+    let s = batcher.stats();
+    assert_eq!((s.steps, s.largest_batch, s.catch_ups), (4, 3, 1), "{s:?}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "waited for max_wait");
+    drop(cl);
+    batcher.shutdown(Shutdown::Drain).unwrap();
+}
+
 type Sent = Vec<std::collections::VecDeque<Vec<f32>>>;
 
 /// Takes a client's results (waiting for one if `block`): each goes to
@@ -1032,6 +1116,7 @@ proptest! {
         max_batch in 1usize..=16,
         max_wait_us in 0u64..300,
         queue in 4usize..=12,
+        catch_up in any::<bool>(),
         seed in any::<u64>(),
     ) {
         let model = common::on_threads(
@@ -1042,6 +1127,7 @@ proptest! {
         let conf = BatcherConfig::new()
             .with_max_batch(max_batch)
             .with_max_wait(Duration::from_micros(max_wait_us))
+            .with_catch_up(catch_up)
             .with_queue(queue);
         let batcher = Batcher::new(pool, conf).unwrap();
         let results: Vec<Result<(), String>> = std::thread::scope(|s| {

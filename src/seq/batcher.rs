@@ -16,13 +16,21 @@
 //!   streams that waited during that step; or at the latest `max_wait`
 //!   after the later of its oldest frame's arrival and the moment the
 //!   last of the previous step's results was collected (counted at most
-//!   one step time after that step's end). So a frame's step starts
-//!   within `max_wait` + the clients' hand-off time after its submit if
-//!   it came between steps, and within one step time more if it came
-//!   during one (`max_wait` + three step times to its output at worst,
-//!   if the streams waiting fit in one batch); and when no stream is
+//!   one step time after that step's end); and when no stream is
 //!   expected back (after an idle spell, or pipelined streams whose next
 //!   frames already wait) it runs at once.
+//! * With [`BatcherConfig::catch_up`] (off by default), frames that
+//!   waited through a step (they came while it ran) run
+//!   right after it in a catch-up step of their own, without waiting for
+//!   the streams it served: in a closed loop they are the streams that
+//!   just missed it, and would otherwise wait a whole step more. The next
+//!   batch then waits for the streams of both steps (its wait counted
+//!   from the later of the two). At most one catch-up step follows a
+//!   main step. So a frame's output comes within `max_wait` + two step
+//!   times of its submit, whenever it came (when the streams waiting fit
+//!   in one batch; a catch-up step counting as one); without catch-up
+//!   steps, within `max_wait` + two step times if it came between steps,
+//!   and three if it came during one.
 //! * Stream control (open, close, reset, reading and writing a state) runs
 //!   on the worker between two steps, without waiting for a batch to be
 //!   due: a close or reset takes effect before that stream's frames still
@@ -92,6 +100,13 @@ pub struct BatcherConfig {
     pub queue: usize,
     /// What a submit does when the queue is full.
     pub backpressure: Backpressure,
+    /// Whether frames that came while a step ran run right after it in a
+    /// catch-up step of their own (default off; see the module docs): a
+    /// bound of `max_wait` + two step times on every frame's latency,
+    /// rather than three for frames that came during a step, for some
+    /// throughput (the catch-up steps are small and run while the
+    /// clients handle the last step's results).
+    pub catch_up: bool,
 }
 
 impl Default for BatcherConfig {
@@ -101,6 +116,7 @@ impl Default for BatcherConfig {
             max_wait: Duration::from_micros(200),
             queue: 0,
             backpressure: Backpressure::Block,
+            catch_up: false,
         }
     }
 }
@@ -130,6 +146,11 @@ impl BatcherConfig {
         self.backpressure = b;
         self
     }
+    /// Sets [`BatcherConfig::catch_up`].
+    pub fn with_catch_up(mut self, on: bool) -> Self {
+        self.catch_up = on;
+        self
+    }
 }
 
 /// Counters of a [`Batcher`] since it started.
@@ -143,6 +164,8 @@ pub struct BatcherStats {
     pub failed: u64,
     /// The largest batch.
     pub largest_batch: usize,
+    /// Catch-up steps run (counted in `steps` too).
+    pub catch_ups: u64,
     /// Time spent in the pool's steps (the kernels and the row moves).
     pub step_time: Duration,
 }
@@ -243,11 +266,20 @@ struct Queue {
     /// When the last step ended, and how long it took.
     step_end: Instant,
     step_took: Duration,
-    /// Per slot: `step_no` if the last step served the stream and it has
-    /// not sent its next frame yet (the worker waits for these).
+    /// Per slot: `await_no` if the last main step or the catch-up step
+    /// after it served the stream and it has not sent its next frame yet
+    /// (the worker waits for these).
     awaited: Vec<u64>,
     /// How many slots are awaited.
     awaited_n: usize,
+    /// The `step_no` after the last main step (a step that is not a
+    /// catch-up), which `awaited` marks refer to.
+    await_no: u64,
+    /// When the last main step ended and how long it took.
+    main_end: Instant,
+    main_took: Duration,
+    /// Whether a catch-up step ran after the last main step.
+    caught_up: bool,
     /// The clients' mailboxes, by client index (`None`: free).
     clients: Vec<Option<Arc<Mailbox>>>,
     client_free: Vec<u32>,
@@ -278,6 +310,7 @@ struct Shared {
     state_len: (usize, usize),
     max_batch: usize,
     max_wait: Duration,
+    catch_up: bool,
     queue: usize,
     backpressure: Backpressure,
     /// When results of the last step were last taken (by a `Pending` or a
@@ -349,7 +382,8 @@ impl Shared {
     /// step time after its end, if some are still out: a taker that is
     /// slow to collect does not make its streams miss the next batch).
     fn handed(&self, q: &Queue) -> Instant {
-        let cap = q.step_end + q.step_took;
+        // (After a catch-up step, the later of its cap and the main step's.)
+        let cap = (q.main_end + q.main_took).max(q.step_end + q.step_took);
         match self.untaken.left() {
             0 => self.last_take().min(cap),
             _ => cap,
@@ -447,6 +481,10 @@ impl Batcher {
             step_took: Duration::ZERO,
             awaited: vec![0; capacity],
             awaited_n: 0,
+            await_no: 1,
+            main_end: now,
+            main_took: Duration::ZERO,
+            caught_up: false,
             clients: Vec::new(),
             client_free: Vec::new(),
             client_woken: Vec::new(),
@@ -469,6 +507,7 @@ impl Batcher {
             state_len: pool.state_len(),
             max_batch,
             max_wait: config.max_wait,
+            catch_up: config.catch_up,
             queue,
             backpressure: config.backpressure,
             last_take: AtomicU64::new(0),
@@ -766,7 +805,7 @@ fn enqueue(sh: &Shared, q: &mut Queue, t: usize, id: StreamId, frame: &[f32], cl
         q.ready.push_back(slot as u32);
         wake = q.ready.len() == 1 || q.ready.len() >= sh.max_batch;
     }
-    if q.awaited[slot] == q.step_no {
+    if q.awaited[slot] == q.await_no {
         q.awaited[slot] = 0;
         q.awaited_n -= 1;
         wake |= q.awaited_n == 0;
@@ -1358,6 +1397,8 @@ struct Worker {
     /// the results for them.
     boxes: Vec<(u32, Arc<Mailbox>)>,
     deliveries: Vec<Delivery>,
+    /// The batch taken is a catch-up step (see `Due::CatchUp`).
+    catch_up: bool,
 }
 
 /// One result for a [`Client`], to be put in its mailbox after the step
@@ -1382,6 +1423,7 @@ impl Worker {
             wake: Vec::with_capacity(queue),
             boxes: Vec::new(),
             deliveries: Vec::with_capacity(b),
+            catch_up: false,
             pool: Some(pool),
             shared,
         }
@@ -1408,7 +1450,7 @@ impl Worker {
                 return false;
             }
             let due = batch_due(&sh, &q);
-            if !q.controls.is_empty() || matches!(due, Due::Now) {
+            if !q.controls.is_empty() || matches!(due, Due::Now | Due::CatchUp) {
                 break due;
             }
             if q.stopping == Some(Shutdown::Drain) && matches!(due, Due::Nothing) {
@@ -1429,12 +1471,21 @@ impl Worker {
         };
         let q = &mut *q;
         std::mem::swap(&mut self.controls, &mut q.controls);
-        if !matches!(due, Due::Now) {
-            return true;
-        }
+        self.catch_up = match due {
+            Due::Now => false,
+            Due::CatchUp => true,
+            _ => return true,
+        };
         while self.tickets.len() < sh.max_batch {
-            let Some(s) = q.ready.pop_front() else { break };
+            // A catch-up step takes the frames that waited through the
+            // last main step (a prefix of `ready`: they became ready before
+            // it ended, every later frame after).
+            let Some(&s) = q.ready.front() else { break };
             let s = s as usize;
+            if self.catch_up && q.tickets[q.head[s] as usize].arrived >= q.main_end {
+                break;
+            }
+            q.ready.pop_front();
             q.in_ready[s] = false;
             let t = q.head[s] as usize;
             q.head[s] = q.tickets[t].next;
@@ -1489,7 +1540,7 @@ impl Worker {
             let mut q = lock(&self.shared.q);
             for (slot, g) in changed {
                 q.open[slot] = g;
-                if q.awaited[slot] == q.step_no {
+                if q.awaited[slot] == q.await_no {
                     q.awaited[slot] = 0;
                     q.awaited_n -= 1;
                 }
@@ -1548,11 +1599,19 @@ impl Worker {
         q.stats.steps += 1;
         q.stats.step_time += took;
         q.stats.largest_batch = q.stats.largest_batch.max(k);
-        // The streams served now are awaited until they send again.
+        // The streams served now are awaited until they send again; after
+        // a catch-up step, as well as those the main step before it served.
         q.step_no += 1;
         q.step_end = finished;
         q.step_took = took;
-        q.awaited_n = 0;
+        if self.catch_up {
+            q.caught_up = true;
+            q.stats.catch_ups += 1;
+        } else {
+            (q.main_end, q.main_took, q.caught_up) = (finished, took, false);
+            q.await_no = q.step_no;
+            q.awaited_n = 0;
+        }
         // `Pending`s that will take a result of this step.
         let mut pendings = 0;
         for i in 0..b {
@@ -1625,8 +1684,8 @@ impl Worker {
                     q.in_ready[s] = true;
                     q.ready.push_back(s as u32);
                 }
-            } else if self.ok[i] && q.awaited[s] != q.step_no {
-                q.awaited[s] = q.step_no;
+            } else if self.ok[i] && q.awaited[s] != q.await_no {
+                q.awaited[s] = q.await_no;
                 q.awaited_n += 1;
             }
         }
@@ -1671,6 +1730,10 @@ enum Due {
     /// No frame waits.
     Nothing,
     Now,
+    /// Now, only the frames that waited through the last main step: they
+    /// run while the streams it served are on their way back, rather than
+    /// a whole step later with them (see the module docs).
+    CatchUp,
     /// At this time, unless the batch fills or the awaited streams come
     /// back first (a submit wakes the worker then).
     At(Instant),
@@ -1683,10 +1746,13 @@ fn batch_due(sh: &Shared, q: &Queue) -> Due {
     if q.ready.len() >= sh.max_batch || q.stopping.is_some() || q.awaited_n == 0 {
         return Due::Now;
     }
+    let oldest = q.tickets[q.head[s as usize] as usize].arrived;
+    if sh.catch_up && !q.caught_up && oldest < q.main_end {
+        return Due::CatchUp;
+    }
     // The awaited streams' clients had their outputs at the last take,
     // counted at most one step time (the last step's) after its end.
     let handed = sh.handed(q);
-    let oldest = q.tickets[q.head[s as usize] as usize].arrived;
     let deadline = oldest.max(handed) + sh.max_wait;
     if Instant::now() >= deadline {
         Due::Now

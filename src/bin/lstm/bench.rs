@@ -101,6 +101,10 @@ pub struct BenchArgs {
     /// `Client` (many frames per call, one wake-up per step).
     #[arg(long)]
     per_frame: bool,
+    /// With --streams: the batcher runs the frames that came during a step
+    /// right after it, in a catch-up step (`BatcherConfig::catch_up`).
+    #[arg(long)]
+    catch_up: bool,
 }
 
 /// Timing of repeated forward calls.
@@ -215,6 +219,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             think_us: a.think_us.unwrap_or(a.max_wait_us),
             max_batch: a.max_batch.unwrap_or(0),
             per_frame: a.per_frame,
+            catch_up: a.catch_up,
             seconds: a.seconds,
             json: a.json,
         };

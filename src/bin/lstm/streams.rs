@@ -47,6 +47,8 @@ pub struct StreamArgs {
     /// 0: all streams.
     pub max_batch: usize,
     pub per_frame: bool,
+    /// The batcher's catch-up steps (`BatcherConfig::catch_up`).
+    pub catch_up: bool,
     pub seconds: f64,
     pub json: bool,
 }
@@ -56,6 +58,8 @@ struct Served {
     frames_per_s: f64,
     mean_batch: f64,
     step_us: f64,
+    /// The fraction of steps that were catch-up steps.
+    catch_up_share: f64,
     /// Client-observed (submit call to the client seeing the output).
     latencies_us: Vec<f64>,
     /// Server-side (submit to the output ready, stamped by the worker).
@@ -103,6 +107,7 @@ pub fn bench(model: Lstm, a: &StreamArgs) -> Result<()> {
     let frames_per_s = med(&mut served.iter().map(|s| s.frames_per_s).collect());
     let mean_batch = med(&mut served.iter().map(|s| s.mean_batch).collect());
     let step_us = med(&mut served.iter().map(|s| s.step_us).collect());
+    let catch_up_share = med(&mut served.iter().map(|s| s.catch_up_share).collect());
     let swaps = med(&mut served.iter().map(|s| s.swaps_per_step).collect());
     let sorted = |f: fn(&Served) -> &Vec<f64>| {
         let mut v: Vec<f64> = served.iter().flat_map(|s| f(s).clone()).collect();
@@ -146,6 +151,8 @@ pub fn bench(model: Lstm, a: &StreamArgs) -> Result<()> {
             "think_us": a.think_us,
             "max_batch": if a.max_batch == 0 { n } else { a.max_batch.min(n) },
             "submit": if a.per_frame { "per_frame" } else { "client" },
+            "catch_up": a.catch_up,
+            "catch_up_step_share": catch_up_share,
             "threads": model.threads(),
             "rounds": ROUNDS,
             "frames_per_s": frames_per_s,
@@ -186,9 +193,14 @@ pub fn bench(model: Lstm, a: &StreamArgs) -> Result<()> {
             model.threads()
         );
         outln!(
-            "batcher    {frames_per_s:.0} frames/s  ({:.1}% of the ceiling, {:.1}× one call per stream)  mean batch {mean_batch:.1}  step {step_us:.1} µs  {swaps:.1} rows swapped/step",
+            "batcher    {frames_per_s:.0} frames/s  ({:.1}% of the ceiling, {:.1}× one call per stream)  mean batch {mean_batch:.1}  step {step_us:.1} µs  {swaps:.1} rows swapped/step{}",
             100.0 * frames_per_s / ceiling_fps,
-            frames_per_s / per_stream_fps
+            frames_per_s / per_stream_fps,
+            if a.catch_up {
+                format!("  {:.0}% catch-up steps", 100.0 * catch_up_share)
+            } else {
+                String::new()
+            }
         );
         outln!(
             "ceiling    {ceiling_fps:.0} frames/s  (one batch of {n}: {ceiling_step:.1} µs/step)"
@@ -283,7 +295,8 @@ fn run_served(model: &Lstm, a: &StreamArgs, xs: &[f32], secs: f64) -> Result<Ser
         pool,
         BatcherConfig::new()
             .with_max_wait(max_wait)
-            .with_max_batch(a.max_batch),
+            .with_max_batch(a.max_batch)
+            .with_catch_up(a.catch_up),
     )?;
     let ids = (0..n)
         .map(|_| batcher.open())
@@ -336,6 +349,7 @@ fn run_served(model: &Lstm, a: &StreamArgs, xs: &[f32], secs: f64) -> Result<Ser
         frames_per_s: frames as f64 / (t_end - t_start).as_secs_f64(),
         mean_batch: frames as f64 / steps as f64,
         step_us: (after.step_time - before.step_time).as_secs_f64() / steps as f64 * 1e6,
+        catch_up_share: (after.catch_ups - before.catch_ups) as f64 / steps as f64,
         latencies_us: latencies,
         server_us: server,
         swaps_per_step: pool.rows_swapped() as f64 / total_steps as f64,
