@@ -197,3 +197,48 @@ fn client_does_not_allocate_once_warm() {
     assert!(after.steps - before.steps >= 300);
     assert_eq!(n, 0, "a warm client allocated");
 }
+
+/// Catch-up steps (`BatcherConfig::catch_up`) allocate nothing either:
+/// each call sends every stream a frame and some a second one, which
+/// waits through the step and runs in a catch-up step.
+#[test]
+fn catch_up_steps_do_not_allocate_once_warm() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let conf = BatcherConfig::new()
+        .with_max_wait(Duration::from_micros(100))
+        .with_catch_up(true);
+    let batcher = Batcher::new(StreamPool::new(model(1), 16).unwrap(), conf).unwrap();
+    let ids: Vec<_> = (0..16).map(|_| batcher.open().unwrap()).collect();
+    let doubled: Vec<_> = ids.iter().chain(&ids).copied().collect();
+    let mut cl = batcher.client().unwrap();
+    let xs = vec![0.25f32; 32 * 24];
+    let mut sum = 0.0f32;
+    let mut serve = |rounds: usize| {
+        for r in 0..rounds {
+            // All 16 streams from `first` on (wrapping), the first k twice.
+            let k = 1 + (r * 7) % 15;
+            let first = (r * 5) % (16 - k);
+            let n = 16 + k;
+            cl.submit(&doubled[first..first + n], &xs[..n * 24])
+                .unwrap();
+            while cl.outstanding() > 0 {
+                for out in cl.wait(None) {
+                    sum += out.output.unwrap()[0];
+                }
+            }
+        }
+    };
+    serve(100); // warm up
+    let before = batcher.stats();
+    let n = (0..3).map(|_| count(|| serve(100))).min().unwrap_or(0);
+    let after = batcher.stats();
+    println!(
+        "catch-up: {} steps ({} catch-ups), {} frames, {n} allocations",
+        after.steps - before.steps,
+        after.catch_ups - before.catch_ups,
+        after.frames - before.frames
+    );
+    assert!(sum.is_finite());
+    assert!(after.catch_ups - before.catch_ups >= 100, "{after:?}");
+    assert_eq!(n, 0, "a warm batcher with catch-up steps allocated");
+}
