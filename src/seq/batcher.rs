@@ -26,11 +26,13 @@
 //!   just missed it, and would otherwise wait a whole step more. The next
 //!   batch then waits for the streams of both steps (its wait counted
 //!   from the later of the two). At most one catch-up step follows a
-//!   main step. So a frame's output comes within `max_wait` + two step
-//!   times of its submit, whenever it came (when the streams waiting fit
-//!   in one batch; a catch-up step counting as one); without catch-up
-//!   steps, within `max_wait` + two step times if it came between steps,
-//!   and three if it came during one.
+//!   main step. So a frame that came during a main step has its output
+//!   within that step's rest plus the catch-up step, and any other within
+//!   `max_wait` + two step times, while catch-up steps take at most half a
+//!   main step (a frame that came during a longer one can wait twice its
+//!   length instead of a main step) and the streams waiting fit in one
+//!   batch. Without catch-up steps, a frame that came during a step can
+//!   wait `max_wait` + three step times.
 //! * Stream control (open, close, reset, reading and writing a state) runs
 //!   on the worker between two steps, without waiting for a batch to be
 //!   due: a close or reset takes effect before that stream's frames still
@@ -102,9 +104,9 @@ pub struct BatcherConfig {
     pub backpressure: Backpressure,
     /// Whether frames that came while a step ran run right after it in a
     /// catch-up step of their own (default off; see the module docs): a
-    /// bound of `max_wait` + two step times on every frame's latency,
-    /// rather than three for frames that came during a step, for some
-    /// throughput (the catch-up steps are small and run while the
+    /// bound of about `max_wait` + two step times on every frame's
+    /// latency, rather than three for frames that came during a step, for
+    /// some throughput (the catch-up steps are small and run while the
     /// clients handle the last step's results).
     pub catch_up: bool,
 }
@@ -275,9 +277,11 @@ struct Queue {
     /// The `step_no` after the last main step (a step that is not a
     /// catch-up), which `awaited` marks refer to.
     await_no: u64,
-    /// When the last main step ended and how long it took.
+    /// When the last main step ended and how long it took, and when its
+    /// bookkeeping ended (frames that came before then waited through it).
     main_end: Instant,
     main_took: Duration,
+    main_cut: Instant,
     /// Whether a catch-up step ran after the last main step.
     caught_up: bool,
     /// The clients' mailboxes, by client index (`None`: free).
@@ -313,42 +317,63 @@ struct Shared {
     catch_up: bool,
     queue: usize,
     backpressure: Backpressure,
-    /// When results of the last step were last taken (by a `Pending` or a
-    /// [`Client`]; the step's end until one is), in ns since `epoch`: an
+    /// When results of the last cohort were last taken (by a `Pending` or
+    /// a [`Client`]; the step's end until one is), in ns since `epoch`: an
     /// atomic, as clients take from their own mailbox without the queue's
     /// lock.
     last_take: AtomicU64,
     epoch: Instant,
-    /// The last step's takers that have not taken their results yet.
+    /// The deliveries of the last cohort not taken yet.
     untaken: Takers,
 }
 
-/// Counts the takers of the last step's results (client mailboxes it
-/// delivered to, `Pending`s it finished) that have not taken them yet. One
-/// word holds the step (the low 32 bits of the queue's `step_no` after it)
-/// in its high half and the count in its low half, so that a late take of
-/// an older step's results can never count for a newer step.
+/// Counts the deliveries of the last cohort's results (a cohort: a main
+/// step and its catch-up step, if any; a delivery: a step's results into
+/// one client mailbox, or one `Pending`'s result) not taken yet. One word
+/// holds the cohort (the low 32 bits of its main step's `step_no`) in its
+/// high half and the count in its low half, so that a late take of an
+/// older cohort's results can never count for a newer one.
 struct Takers(AtomicU64);
 
 impl Takers {
-    /// Step `step` handed results to `n` takers.
-    fn start(&self, step: u64, n: usize) {
+    /// Cohort `cohort`'s main step made `n` deliveries.
+    fn start(&self, cohort: u64, n: usize) {
         let n = u32::try_from(n).unwrap_or(u32::MAX) as u64;
         self.0
-            .store((step as u32 as u64) << 32 | n, Ordering::Release);
+            .store((cohort as u32 as u64) << 32 | n, Ordering::Release);
     }
 
-    /// A taker took its results of step `step`: `None` if they were not
-    /// the last step's (or every taker was counted already), else whether
-    /// this was the last of them.
-    fn take(&self, step: u64) -> Option<bool> {
-        let step = step as u32 as u64;
+    /// Cohort `cohort`'s catch-up step made `n` more deliveries.
+    fn add(&self, cohort: u64, n: usize) {
+        let cohort = cohort as u32 as u64;
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                Some(match w >> 32 == cohort {
+                    true => cohort << 32 | (w as u32).saturating_add(n) as u64,
+                    false => cohort << 32 | n as u64,
+                })
+            });
+    }
+
+    /// Whether `cohort` is the last one and has deliveries not taken.
+    fn counts(&self, cohort: u64) -> bool {
+        let w = self.0.load(Ordering::Acquire);
+        w >> 32 == cohort as u32 as u64 && w as u32 > 0
+    }
+
+    /// `n` deliveries of cohort `cohort` were taken: `None` if they were
+    /// not the last cohort's (or every delivery was counted already), else
+    /// whether they were the last of them.
+    fn take(&self, cohort: u64, n: u32) -> Option<bool> {
+        let cohort = cohort as u32 as u64;
         self.0
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
-                (w >> 32 == step && w as u32 > 0).then(|| w - 1)
+                (w >> 32 == cohort && w as u32 > 0).then(|| w - n.min(w as u32) as u64)
             })
             .ok()
-            .map(|w| w as u32 == 1)
+            .map(|w| w as u32 <= n)
     }
 
     /// How many takers of the last step have not taken their results.
@@ -363,24 +388,25 @@ impl Shared {
     }
 
     fn last_take(&self) -> Instant {
-        self.epoch + Duration::from_nanos(self.last_take.load(Ordering::Relaxed))
+        self.epoch + Duration::from_nanos(self.last_take.load(Ordering::Acquire))
     }
 
-    /// A taker took its results of step `step` now: true if they were the
-    /// last step's, and the last of them (the worker's wait may end
-    /// sooner: wake it).
-    fn taken_now(&self, step: u64) -> bool {
-        let last = self.untaken.take(step);
-        if last.is_some() {
-            self.last_take
-                .fetch_max(self.since_epoch(Instant::now()), Ordering::Relaxed);
+    /// `n` deliveries of cohort `cohort` were taken now: true if they were
+    /// the last cohort's, and the last of them (the worker's wait may end
+    /// sooner: wake it). The take's time is published before the count,
+    /// so that a worker seeing the count at 0 sees the time too.
+    fn taken_now(&self, cohort: u64, n: u32) -> bool {
+        if n == 0 || !self.untaken.counts(cohort) {
+            return false;
         }
-        last == Some(true)
+        self.last_take
+            .fetch_max(self.since_epoch(Instant::now()), Ordering::Release);
+        self.untaken.take(cohort, n) == Some(true)
     }
 
-    /// When the last step's results were all taken, if they were (or one
-    /// step time after its end, if some are still out: a taker that is
-    /// slow to collect does not make its streams miss the next batch).
+    /// When the last cohort's results were all taken, if they were (or one
+    /// step time after its steps' ends, if some are still out: a taker that
+    /// is slow to collect does not make its streams miss the next batch).
     fn handed(&self, q: &Queue) -> Instant {
         // (After a catch-up step, the later of its cap and the main step's.)
         let cap = (q.main_end + q.main_took).max(q.step_end + q.step_took);
@@ -484,6 +510,7 @@ impl Batcher {
             await_no: 1,
             main_end: now,
             main_took: Duration::ZERO,
+            main_cut: now,
             caught_up: false,
             clients: Vec::new(),
             client_free: Vec::new(),
@@ -899,7 +926,9 @@ impl Pending {
         self.taken = true;
         let tk = &q.tickets[t];
         self.latency = Some(tk.finished.saturating_duration_since(tk.arrived));
-        if tk.finished == q.step_end && sh.taken_now(q.step_no) && q.worker_idle {
+        // (The last cohort's results finished at its main step's end or
+        // later.)
+        if tk.finished >= q.main_end && sh.taken_now(q.await_no, 1) && q.worker_idle {
             sh.work.notify_one();
         }
         free_ticket(q, t);
@@ -975,8 +1004,8 @@ impl Drop for Pending {
         match q.tickets[t].status {
             Status::Done | Status::Failed(_) => {
                 // A result of the last step given up counts as taken.
-                let last = q.tickets[t].finished == q.step_end;
-                if last && sh.taken_now(q.step_no) && q.worker_idle {
+                let last = q.tickets[t].finished >= q.main_end;
+                if last && sh.taken_now(q.await_no, 1) && q.worker_idle {
                     sh.work.notify_one();
                 }
                 free_ticket(&mut q, t)
@@ -1002,9 +1031,10 @@ struct Mailbox {
 
 #[derive(Default)]
 struct Inbox {
-    /// The step (the queue's `step_no` after it) of the last results put
-    /// here by a step.
-    step: u64,
+    /// The cohort (see `Takers`) of the last results put here, and how
+    /// many of its steps put results here that were not taken yet.
+    cohort: u64,
+    units: u32,
     taken: Vec<Taken>,
     /// `n_output` values per entry of `taken` (zeros for a failed frame).
     ys: Vec<f32>,
@@ -1278,7 +1308,7 @@ impl Client {
         }
         std::mem::swap(&mut inbox.taken, &mut self.taken);
         std::mem::swap(&mut inbox.ys, &mut self.ys);
-        let step = inbox.step;
+        let (cohort, units) = (inbox.cohort, std::mem::take(&mut inbox.units));
         drop(inbox);
         let n = self.taken.len();
         if n > 0 {
@@ -1288,7 +1318,7 @@ impl Client {
             // A take of the last step's results counts for the deadline;
             // the last of them wakes the worker if it waits.
             let sh = &*self.shared;
-            if sh.taken_now(step) {
+            if sh.taken_now(cohort, units) {
                 let q = lock(&sh.q);
                 if q.worker_idle {
                     sh.work.notify_one();
@@ -1301,11 +1331,11 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         // Results of the last step left in the mailbox count as taken.
-        let left = {
+        let (cohort, units) = {
             let inbox = lock(&self.mailbox.inbox);
-            (!inbox.taken.is_empty()).then_some(inbox.step)
+            (inbox.cohort, inbox.units)
         };
-        let last = left.is_some_and(|step| self.shared.taken_now(step));
+        let last = self.shared.taken_now(cohort, units);
         let mut guard = lock(&self.shared.q);
         let q = &mut *guard;
         if last && q.worker_idle {
@@ -1482,7 +1512,7 @@ impl Worker {
             // it ended, every later frame after).
             let Some(&s) = q.ready.front() else { break };
             let s = s as usize;
-            if self.catch_up && q.tickets[q.head[s] as usize].arrived >= q.main_end {
+            if self.catch_up && q.tickets[q.head[s] as usize].arrived >= q.main_cut {
                 break;
             }
             q.ready.pop_front();
@@ -1689,10 +1719,21 @@ impl Worker {
                 q.awaited_n += 1;
             }
         }
-        sh.last_take
-            .store(sh.since_epoch(finished), Ordering::Relaxed);
-        sh.untaken.start(q.step_no, self.boxes.len() + pendings);
-        let step_no = q.step_no;
+        let deliveries = self.boxes.len() + pendings;
+        if self.catch_up {
+            sh.last_take
+                .fetch_max(sh.since_epoch(finished), Ordering::Release);
+            sh.untaken.add(q.await_no, deliveries);
+        } else {
+            sh.last_take
+                .store(sh.since_epoch(finished), Ordering::Release);
+            sh.untaken.start(q.await_no, deliveries);
+            // Every frame in the queue now waited through the step (no
+            // submit could come in while the bookkeeping held the lock):
+            // the catch-up step's, a prefix of `ready`.
+            q.main_cut = Instant::now();
+        }
+        let cohort = q.await_no;
         drop(guard);
         // Each client's results, client by client (from the last), each
         // client woken as soon as its own are in (the first start their
@@ -1712,7 +1753,10 @@ impl Worker {
                 };
                 Mailbox::put(&mut inbox, d.taken, y, p);
             }
-            inbox.step = step_no;
+            if inbox.cohort != cohort {
+                (inbox.cohort, inbox.units) = (cohort, 0);
+            }
+            inbox.units = inbox.units.saturating_add(1);
             drop(inbox);
             mailbox.cv.notify_one();
         }
@@ -1747,7 +1791,7 @@ fn batch_due(sh: &Shared, q: &Queue) -> Due {
         return Due::Now;
     }
     let oldest = q.tickets[q.head[s as usize] as usize].arrived;
-    if sh.catch_up && !q.caught_up && oldest < q.main_end {
+    if sh.catch_up && !q.caught_up && oldest < q.main_cut {
         return Due::CatchUp;
     }
     // The awaited streams' clients had their outputs at the last take,
@@ -1843,23 +1887,46 @@ impl Drop for Worker {
 mod tests {
     use super::*;
 
-    /// Takes count only for the last step, once per taker, and the last
-    /// one says so; a later step's start forgets the earlier's.
+    /// Takes count only for the last cohort, and the last one says so; a
+    /// catch-up step adds to its cohort's count; a later cohort's start
+    /// forgets the earlier's.
     #[test]
-    fn takers_count_the_last_steps_takes_only() {
+    fn takers_count_the_last_cohorts_takes_only() {
         let t = Takers(AtomicU64::new(0));
-        assert_eq!((t.left(), t.take(0)), (0, None), "no step yet");
+        assert_eq!((t.left(), t.take(0, 1)), (0, None), "no step yet");
         t.start(5, 2);
-        assert_eq!((t.take(4), t.left()), (None, 2), "an older step's take");
-        assert_eq!((t.take(5), t.left()), (Some(false), 1));
-        assert_eq!((t.take(5), t.left()), (Some(true), 0));
-        assert_eq!((t.take(5), t.left()), (None, 0), "more takes than takers");
-        t.start(6, 1);
-        assert_eq!(t.take(5), None, "step 5's take after step 6 ended");
-        assert_eq!(t.take(6), Some(true));
-        // Step numbers are compared modulo 2^32, counts saturate.
+        assert!(t.counts(5) && !t.counts(4));
+        assert_eq!(
+            (t.take(4, 1), t.left()),
+            (None, 2),
+            "an older cohort's take"
+        );
+        assert_eq!((t.take(5, 1), t.left()), (Some(false), 1));
+        t.add(5, 2); // its catch-up step
+        assert_eq!(
+            (t.take(5, 2), t.left()),
+            (Some(false), 1),
+            "two deliveries at once"
+        );
+        assert_eq!(
+            (t.take(5, 3), t.left()),
+            (Some(true), 0),
+            "more than are left"
+        );
+        assert_eq!(
+            (t.take(5, 1), t.left()),
+            (None, 0),
+            "more takes than deliveries"
+        );
+        assert!(!t.counts(5));
+        t.add(6, 1); // a catch-up of a cohort not started: starts it
+        assert_eq!((t.take(5, 1), t.take(6, 1)), (None, Some(true)));
+        t.start(7, 1);
+        assert_eq!(t.take(6, 1), None, "cohort 6's take after cohort 7 started");
+        // Cohorts are compared modulo 2^32, counts saturate.
         t.start((7 << 32) | 9, usize::MAX);
-        assert_eq!((t.take(9), t.left()), (Some(false), u32::MAX - 1));
-        assert_eq!(t.take(10), None);
+        t.add(9, 5);
+        assert_eq!((t.take(9, 1), t.left()), (Some(false), u32::MAX - 1));
+        assert_eq!(t.take(10, 1), None);
     }
 }
