@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lstm_kernels::rng::SplitMix64;
-use lstm_kernels::{Batcher, BatcherConfig, Lstm, LstmConfig, LstmWeights, Peephole, StreamPool};
+use lstm_kernels::{
+    Batcher, BatcherConfig, BatcherStats, Lstm, LstmConfig, LstmWeights, Peephole, StreamPool,
+};
 
 struct Counting;
 
@@ -160,53 +162,15 @@ fn batcher_does_not_allocate_once_warm() {
     assert_eq!(n, 0, "a warm batcher allocated");
 }
 
-/// A warm `Client` (batched submits and collects) allocates nothing,
-/// neither does the worker serving it.
-#[test]
-fn client_does_not_allocate_once_warm() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let conf = BatcherConfig::new().with_max_wait(Duration::from_micros(100));
-    let batcher = Batcher::new(StreamPool::new(model(1), 16).unwrap(), conf).unwrap();
-    let ids: Vec<_> = (0..16).map(|_| batcher.open().unwrap()).collect();
-    let mut cl = batcher.client().unwrap();
-    let xs = vec![0.25f32; 16 * 24];
-    let mut sum = 0.0f32;
-    let mut serve = |rounds: usize| {
-        for r in 0..rounds {
-            // A changing subset of up to 16 streams per call.
-            let k = 1 + (r * 7) % 16;
-            let first = (r * 5) % (17 - k);
-            cl.submit(&ids[first..first + k], &xs[..k * 24]).unwrap();
-            while cl.outstanding() > 0 {
-                for out in cl.wait(None) {
-                    sum += out.output.unwrap()[0];
-                }
-            }
-        }
-    };
-    serve(100); // warm up
-    let before = batcher.stats();
-    let n = (0..3).map(|_| count(|| serve(100))).min().unwrap_or(0);
-    let after = batcher.stats();
-    println!(
-        "client: {} steps, {} frames, {n} allocations",
-        after.steps - before.steps,
-        after.frames - before.frames
-    );
-    assert!(sum.is_finite());
-    assert!(after.steps - before.steps >= 300);
-    assert_eq!(n, 0, "a warm client allocated");
-}
-
-/// Catch-up steps (`BatcherConfig::catch_up`) allocate nothing either:
-/// each call sends every stream a frame and some a second one, which
-/// waits through the step and runs in a catch-up step.
-#[test]
-fn catch_up_steps_do_not_allocate_once_warm() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let conf = BatcherConfig::new()
-        .with_max_wait(Duration::from_micros(100))
-        .with_catch_up(true);
+/// A warm `Client` on a batcher over 16 streams: round `r` submits the
+/// ids `doubled[first..first + n]` for `(first, n) = pick(r)`, where
+/// `doubled` lists the 16 streams twice, and collects every result. After
+/// 100 warm-up rounds, the fewest allocations of three runs of 100 rounds,
+/// and the batcher's stats before and after them.
+fn warm_client_allocations(
+    conf: BatcherConfig,
+    pick: impl Fn(usize) -> (usize, usize),
+) -> (usize, BatcherStats, BatcherStats) {
     let batcher = Batcher::new(StreamPool::new(model(1), 16).unwrap(), conf).unwrap();
     let ids: Vec<_> = (0..16).map(|_| batcher.open().unwrap()).collect();
     let doubled: Vec<_> = ids.iter().chain(&ids).copied().collect();
@@ -215,10 +179,7 @@ fn catch_up_steps_do_not_allocate_once_warm() {
     let mut sum = 0.0f32;
     let mut serve = |rounds: usize| {
         for r in 0..rounds {
-            // All 16 streams from `first` on (wrapping), the first k twice.
-            let k = 1 + (r * 7) % 15;
-            let first = (r * 5) % (16 - k);
-            let n = 16 + k;
+            let (first, n) = pick(r);
             cl.submit(&doubled[first..first + n], &xs[..n * 24])
                 .unwrap();
             while cl.outstanding() > 0 {
@@ -232,13 +193,50 @@ fn catch_up_steps_do_not_allocate_once_warm() {
     let before = batcher.stats();
     let n = (0..3).map(|_| count(|| serve(100))).min().unwrap_or(0);
     let after = batcher.stats();
+    assert!(sum.is_finite());
+    (n, before, after)
+}
+
+/// A warm `Client` (batched submits and collects) allocates nothing,
+/// neither does the worker serving it.
+#[test]
+fn client_does_not_allocate_once_warm() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let conf = BatcherConfig::new().with_max_wait(Duration::from_micros(100));
+    // A changing subset of up to 16 streams per call.
+    let (n, before, after) = warm_client_allocations(conf, |r| {
+        let k = 1 + (r * 7) % 16;
+        ((r * 5) % (17 - k), k)
+    });
+    println!(
+        "client: {} steps, {} frames, {n} allocations",
+        after.steps - before.steps,
+        after.frames - before.frames
+    );
+    assert!(after.steps - before.steps >= 300);
+    assert_eq!(n, 0, "a warm client allocated");
+}
+
+/// Catch-up steps (`BatcherConfig::catch_up`) allocate nothing either:
+/// each call sends every stream a frame and some a second one, which
+/// waits through the step and runs in a catch-up step.
+#[test]
+fn catch_up_steps_do_not_allocate_once_warm() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let conf = BatcherConfig::new()
+        .with_max_wait(Duration::from_micros(100))
+        .with_catch_up(true);
+    // All 16 streams from `first` on (wrapping), the first k twice.
+    let (n, before, after) = warm_client_allocations(conf, |r| {
+        let k = 1 + (r * 7) % 15;
+        ((r * 5) % (16 - k), 16 + k)
+    });
     println!(
         "catch-up: {} steps ({} catch-ups), {} frames, {n} allocations",
         after.steps - before.steps,
         after.catch_ups - before.catch_ups,
         after.frames - before.frames
     );
-    assert!(sum.is_finite());
     assert!(after.catch_ups - before.catch_ups >= 100, "{after:?}");
     assert_eq!(n, 0, "a warm batcher with catch-up steps allocated");
 }

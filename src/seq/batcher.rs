@@ -282,8 +282,6 @@ struct Queue {
     main_end: Instant,
     main_took: Duration,
     main_cut: Instant,
-    /// Whether a catch-up step ran after the last main step.
-    caught_up: bool,
     /// The clients' mailboxes, by client index (`None`: free).
     clients: Vec<Option<Arc<Mailbox>>>,
     client_free: Vec<u32>,
@@ -511,7 +509,6 @@ impl Batcher {
             main_end: now,
             main_took: Duration::ZERO,
             main_cut: now,
-            caught_up: false,
             clients: Vec::new(),
             client_free: Vec::new(),
             client_woken: Vec::new(),
@@ -1635,10 +1632,9 @@ impl Worker {
         q.step_end = finished;
         q.step_took = took;
         if self.catch_up {
-            q.caught_up = true;
             q.stats.catch_ups += 1;
         } else {
-            (q.main_end, q.main_took, q.caught_up) = (finished, took, false);
+            (q.main_end, q.main_took) = (finished, took);
             q.await_no = q.step_no;
             q.awaited_n = 0;
         }
@@ -1791,7 +1787,10 @@ fn batch_due(sh: &Shared, q: &Queue) -> Due {
         return Due::Now;
     }
     let oldest = q.tickets[q.head[s as usize] as usize].arrived;
-    if sh.catch_up && !q.caught_up && oldest < q.main_cut {
+    // (A catch-up step ran after the last main step if the step number
+    // moved on from the main step's.)
+    let caught_up = q.step_no != q.await_no;
+    if sh.catch_up && !caught_up && oldest < q.main_cut {
         return Due::CatchUp;
     }
     // The awaited streams' clients had their outputs at the last take,
