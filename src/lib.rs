@@ -40,7 +40,7 @@ pub mod tuning;
 pub use apps::charlm;
 pub use engine::{
     BF16_KERNEL_ENV, INT8_KERNEL_ENV, ISA_ENV, Isa, KernelChoice, config_from_shape_tag,
-    fma_peak_gflops, generated_source, specialized_kernels, specialized_shapes,
+    fma_peak_gflops, generated_source, kernel_l1_gflops, specialized_kernels, specialized_shapes,
 };
 pub use error::{Error, Result};
 #[cfg(feature = "formats")]

@@ -39,7 +39,7 @@ pub(crate) use tuning::STREAMED_WEIGHTS;
 
 pub use isa::{ISA_ENV, Isa};
 pub use packed::KernelChoice;
-pub use peak::{fma_peak_gflops, fma_rate_probe};
+pub use peak::{fma_peak_gflops, fma_rate_probe, kernel_l1_gflops};
 pub use registry::{
     config_from_shape_tag, generated_source, specialized_kernels, specialized_shapes,
 };

@@ -2,10 +2,15 @@
 //! `shared/tools/fma-peak` does: 12 independent FMA chains, so the FMA
 //! latency is hidden and only throughput counts. Benchmarks report their
 //! GFLOP/s as a fraction of it.
+//!
+//! [`kernel_l1_gflops`] measures the engine's own blocked microkernel with
+//! its operands in L1: the most any GEMM built on it can reach on this
+//! core, loads and all (the FMA peak counts FMAs alone).
 
 use std::time::Instant;
 
 use super::isa::{Arch, Isa, Supported, WithArch};
+use super::microkernel::{Acc, Prefetch};
 
 /// `iters` rounds of 12 independent FMA chains.
 struct Chains(usize);
@@ -46,6 +51,105 @@ pub fn fma_peak_gflops(isa: Isa) -> Option<f64> {
     std::hint::black_box(isa.dispatch(Chains(std::hint::black_box(iters))));
     let s = t.elapsed().as_secs_f64();
     Some(iters as f64 * 12.0 * isa.isa().lanes() as f64 * 2.0 / s / 1e9)
+}
+
+/// K rows of the L1 probe's panel: 96 rows of 4 vectors are 24 KiB on
+/// AVX-512 (12 KiB on AVX2), half a 48 KiB L1d, with room for the rows of A.
+const L1_K: usize = 96;
+
+/// `calls` calls of the blocked microkernel over one L1-resident panel body
+/// of [`L1_K`] rows and `A::MR` rows of A (each `L1_K` floats).
+struct L1Tiles<'a> {
+    calls: usize,
+    panel: &'a [f32],
+    a: &'a [f32],
+}
+
+impl WithArch for L1Tiles<'_> {
+    /// A sum of the accumulators (so that nothing is optimized away), and
+    /// the rows per call (`A::MR`).
+    type Output = (f32, usize);
+    #[inline(always)]
+    unsafe fn run<A: Arch>(self) -> (f32, usize) {
+        // SAFETY: inside A's entry; `tiles` checks the buffer sizes.
+        unsafe {
+            match A::MR {
+                1 => self.tiles::<A, 1>(),
+                2 => self.tiles::<A, 2>(),
+                3 => self.tiles::<A, 3>(),
+                4 => self.tiles::<A, 4>(),
+                5 => self.tiles::<A, 5>(),
+                _ => self.tiles::<A, 6>(),
+            }
+        }
+    }
+}
+
+impl L1Tiles<'_> {
+    /// # Safety
+    /// Inside A's entry.
+    #[inline(always)]
+    unsafe fn tiles<A: Arch, const MR: usize>(&self) -> (f32, usize) {
+        // Checked in release builds: the microkernel reads `L1_K` floats of
+        // each row of A and `L1_K · 4 · LANES` floats of the panel.
+        assert!(self.a.len() >= MR * L1_K && self.panel.len() >= L1_K * 4 * A::LANES);
+        let rows: [*const f32; MR] = std::array::from_fn(|r| self.a[r * L1_K..].as_ptr());
+        // SAFETY: inside A's entry.
+        let mut acc: Acc<A, MR> = [[unsafe { A::splat(0.0) }; 4]; MR];
+        for _ in 0..self.calls {
+            // SAFETY: inside A's entry; the reads are in bounds (asserted
+            // above). The panel is laid out as A wants it only in its
+            // values, which the timing does not depend on.
+            unsafe {
+                A::tile::<MR>(
+                    L1_K,
+                    &rows,
+                    self.panel.as_ptr(),
+                    &mut acc,
+                    Prefetch::near(0),
+                );
+            }
+            std::hint::black_box(&mut acc);
+        }
+        // SAFETY: inside A's entry.
+        let mut sum = unsafe { A::splat(0.0) };
+        for row in acc {
+            for v in row {
+                // SAFETY: inside A's entry.
+                sum = unsafe { A::add(sum, v) };
+            }
+        }
+        // SAFETY: inside A's entry.
+        (unsafe { A::to_array(sum)[0] }, MR)
+    }
+}
+
+/// Measures, in GFLOP/s, the engine's blocked microkernel for `isa` (the
+/// one every f32 GEMM of a step runs: `MR` rows × 4 vectors) with its
+/// panel and its rows of A in L1 (about 0.2 s): the most a GEMM built on it
+/// can reach on this core. Divided by [`fma_peak_gflops`] it says what the
+/// core loses to loads, broadcasts and loop overhead alone, before any
+/// cache miss. Returns `None` if the CPU lacks the ISA.
+pub fn kernel_l1_gflops(isa: Isa) -> Option<f64> {
+    let isa = Supported::new(isa).ok()?;
+    let lanes = isa.isa().lanes();
+    let panel = vec![1e-3f32; L1_K * 4 * lanes];
+    let a = vec![1e-3f32; 6 * L1_K];
+    let probe = |calls| L1Tiles {
+        calls,
+        panel: &panel,
+        a: &a,
+    };
+    // A warm-up that sizes the timed run to about 0.2 s.
+    let t = Instant::now();
+    let (_, mr) = std::hint::black_box(isa.dispatch(probe(std::hint::black_box(2_000))));
+    let per_call = t.elapsed().as_secs_f64().max(1e-9) / 2_000.0;
+    let calls = ((0.2 / per_call) as usize).clamp(2_000, 100_000_000);
+    let flops_per_call = 2.0 * (mr * L1_K * 4 * lanes) as f64;
+    let t = Instant::now();
+    std::hint::black_box(isa.dispatch(probe(std::hint::black_box(calls))));
+    let s = t.elapsed().as_secs_f64();
+    Some(calls as f64 * flops_per_call / s / 1e9)
 }
 
 /// The ratio of the AVX-512 to the AVX2 FMA throughput on this core, from

@@ -7,7 +7,7 @@ use lstm_kernels::error::{Error, Result, checked_elements, try_zeros};
 use lstm_kernels::rng::SplitMix64;
 use lstm_kernels::{
     Isa, KernelChoice, Lstm, LstmConfig, LstmWeights, Peephole, PlanRules, Precision, Tuning,
-    diagnostics, fma_peak_gflops, tuning::CpuFacts,
+    diagnostics, fma_peak_gflops, kernel_l1_gflops, tuning::CpuFacts,
 };
 
 /// The model `lstm bench` and `lstm tune` build (random weights): its
@@ -264,6 +264,12 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     // Fraction of the per-core peak of the ISA that ran, times the threads.
     let peak = fma_peak_gflops(model.isa()).unwrap_or(f64::NAN);
     let peak_fraction = gflops / (peak * model.threads() as f64);
+    // What the f32 blocked microkernel reaches with its operands in L1 (the
+    // most any of its GEMMs can), and the fraction of it this run reached.
+    let kernel_l1 = (model.precision() == Precision::F32)
+        .then(|| kernel_l1_gflops(model.isa()))
+        .flatten();
+    let kernel_l1_fraction = kernel_l1.map(|k| gflops / (k * model.threads() as f64));
     // The kernels that ran: a small cell's chunks of 5+ rows run its
     // batch-in-lanes variant.
     let kernel = model.kernels_for_batch(a.batch).join("+");
@@ -292,6 +298,8 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             "kernel_runs": runs,
             "fma_peak_gflops": peak,
             "peak_fraction": peak_fraction,
+            "kernel_l1_gflops": kernel_l1,
+            "kernel_l1_fraction": kernel_l1_fraction,
             "cpu": CpuFacts::get().model_name,
             "plan": plan.rules.to_string(),
             "tuning": plan.source.name(),
@@ -321,6 +329,14 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             ns_per_step,
             m.repeats
         );
+        if let (Some(k), Some(f)) = (kernel_l1, kernel_l1_fraction) {
+            outln!(
+                "{:.1}% of the microkernel's rate on L1-resident operands ({:.1} GFLOP/s per core, {:.1}% of peak)",
+                100.0 * f,
+                k,
+                100.0 * k / peak
+            );
+        }
         outln!("plan {plan}");
     }
     Ok(())
