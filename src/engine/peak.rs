@@ -173,3 +173,34 @@ pub fn fma_rate_probe() -> f64 {
     };
     rate(a) / rate(b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The probe really runs its `calls × MR × 4 × LANES × L1_K` FMAs on
+    /// every ISA this CPU has: each accumulator lane ends at
+    /// `calls · L1_K · a · b`, and the probe returns the sum over the
+    /// `MR × 4` accumulators of lane 0.
+    #[test]
+    fn l1_probe_does_its_work_on_every_isa() {
+        let (a_val, b_val) = (0.5f32, 0.25f32);
+        for isa in Supported::all() {
+            let lanes = isa.isa().lanes();
+            let panel = vec![b_val; L1_K * 4 * lanes];
+            let a = vec![a_val; 6 * L1_K];
+            let calls = 3;
+            let (sum, mr) = isa.dispatch(L1Tiles {
+                calls,
+                panel: &panel,
+                a: &a,
+            });
+            // Every partial sum is a multiple of 1/8 below 2^24: exact.
+            let want = (mr * 4 * calls * L1_K) as f32 * a_val * b_val;
+            assert_eq!(sum, want, "{:?}", isa.isa());
+            assert!((1..=6).contains(&mr));
+            let g = kernel_l1_gflops(isa.isa()).expect("supported");
+            assert!(g.is_finite() && g > 0.0, "{:?}: {g}", isa.isa());
+        }
+    }
+}
