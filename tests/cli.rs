@@ -1258,6 +1258,18 @@ fn cli_bench_streams_json() {
         "{text}"
     );
     assert!(v["frames_per_s"].as_f64().unwrap() > 0.0, "{text}");
+    // The latency target is max_wait + two of the run's step times.
+    let (w, step) = (
+        v["max_wait_us"].as_f64().unwrap(),
+        v["step_us"].as_f64().unwrap(),
+    );
+    let target = v["p99_target_us"].as_f64().unwrap();
+    assert!((target - (w + 2.0 * step)).abs() <= 1e-9 * target, "{text}");
+    assert_eq!(
+        v["p99_within_target"].as_bool(),
+        Some(v["p99_us"].as_f64().unwrap() <= target),
+        "{text}"
+    );
     let mean = v["mean_batch"].as_f64().unwrap();
     assert!((1.0..=16.0).contains(&mean), "{text}");
     for bad in [

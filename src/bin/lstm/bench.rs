@@ -85,14 +85,15 @@ pub struct BenchArgs {
     /// With --streams: client threads, each driving streams/clients streams.
     #[arg(long, default_value_t = 16)]
     clients: usize,
-    /// With --streams: the batcher's max_wait, in microseconds.
-    #[arg(long, default_value_t = 200)]
+    /// With --streams: the batcher's max_wait, in microseconds (the
+    /// library's default).
+    #[arg(long, default_value_t = 500)]
     max_wait_us: u64,
     /// With --streams: a stream's think time, the delay before it sends its
     /// next frame after its last output came back, is uniform in
-    /// [0, think_us] (default: max_wait_us).
-    #[arg(long)]
-    think_us: Option<u64>,
+    /// [0, think_us] (the same load whatever --max-wait-us is).
+    #[arg(long, default_value_t = 200)]
+    think_us: u64,
     /// With --streams: the batcher's max_batch (default: all streams).
     #[arg(long)]
     max_batch: Option<usize>,
@@ -216,7 +217,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             streams,
             clients: a.clients,
             max_wait_us: a.max_wait_us,
-            think_us: a.think_us.unwrap_or(a.max_wait_us),
+            think_us: a.think_us,
             max_batch: a.max_batch.unwrap_or(0),
             per_frame: a.per_frame,
             catch_up: a.catch_up,
