@@ -265,9 +265,15 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     // Fraction of the per-core peak of the ISA that ran, times the threads.
     let peak = fma_peak_gflops(model.isa()).unwrap_or(f64::NAN);
     let peak_fraction = gflops / (peak * model.threads() as f64);
-    // What the f32 blocked microkernel reaches with its operands in L1 (the
-    // most any of its GEMMs can), and the fraction of it this run reached.
-    let kernel_l1 = (model.precision() == Precision::F32)
+    // What the f32 blocked microkernel reaches with its operands in L1
+    // (about the most any of its GEMMs can), and the fraction of it this
+    // run reached: only where the kernels that ran are built on it (not the
+    // small cells' `lanes_`/`batch_` bodies).
+    let blocked = model
+        .kernels_for_batch(a.batch)
+        .iter()
+        .all(|k| *k == "generic" || k.starts_with("blocked_"));
+    let kernel_l1 = (model.precision() == Precision::F32 && blocked)
         .then(|| kernel_l1_gflops(model.isa()))
         .flatten();
     let kernel_l1_fraction = kernel_l1.map(|k| gflops / (k * model.threads() as f64));
