@@ -269,17 +269,17 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     // (about the most any of its GEMMs can), and the fraction of it this
     // run reached: only where the kernels that ran are built on it (not the
     // small cells' `lanes_`/`batch_` bodies).
-    let blocked = model
-        .kernels_for_batch(a.batch)
+    // The kernels that ran: a small cell's chunks of 5+ rows run its
+    // batch-in-lanes variant.
+    let kernels = model.kernels_for_batch(a.batch);
+    let blocked = kernels
         .iter()
         .all(|k| *k == "generic" || k.starts_with("blocked_"));
     let kernel_l1 = (model.precision() == Precision::F32 && blocked)
         .then(|| kernel_l1_gflops(model.isa()))
         .flatten();
     let kernel_l1_fraction = kernel_l1.map(|k| gflops / (k * model.threads() as f64));
-    // The kernels that ran: a small cell's chunks of 5+ rows run its
-    // batch-in-lanes variant.
-    let kernel = model.kernels_for_batch(a.batch).join("+");
+    let kernel = kernels.join("+");
     let plan = model.plan_for(a.batch);
     if a.json {
         let v = serde_json::json!({
