@@ -1791,3 +1791,223 @@ fn keras_zips_with_bad_configs_are_errors() {
     ));
     assert!(e.contains("config.json"), "{e}");
 }
+
+// ---------------------------------------------------------------------------
+// Zip members whose directory entry claims more than the archive holds, and
+// ONNX graphs whose constants claim huge axes (a review's findings).
+
+/// A stored member whose directory entry claims 1 GiB while holding 16
+/// bytes (a 535-byte `torch.save` file) was sized and zero-filled from
+/// the claim before reading failed; now an error at once, naming the lie.
+#[test]
+fn a_stored_member_claiming_more_than_it_holds_is_an_error_before_allocation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let numel: u64 = 1 << 28;
+    let pkl = one_tensor("0", numel, 0, &[numel], &[1]);
+    let members = vec![
+        Member::stored("archive/data.pkl", pkl),
+        Member::stored("archive/byteorder", b"little".to_vec()),
+        Member::stored("archive/data/0", floats(4)).claiming((numel * 4) as usize),
+    ];
+    let p = write(tmp.path(), "w.pt", &zip_bytes(&members));
+    let f = io::read_tensors(&p).unwrap();
+    let (r, peak) = peak_of(|| f.get("w").cloned());
+    let e = message(r);
+    assert!(e.contains("stored (uncompressed) in 16 bytes"), "{e}");
+    assert!(peak < 1 << 20, "{peak} bytes held");
+    // The same lie in an .npz member.
+    let n: usize = 1 << 26;
+    let header = npy_f32(&format!("({n},)"), &[]);
+    let m = Member::stored("x.npy", header.clone()).claiming(header.len() + 4 * n);
+    let p = write(tmp.path(), "w.npz", &zip_bytes(&[m]));
+    let f = io::read_npz(&p).unwrap();
+    let (r, peak) = peak_of(|| f.get("x").cloned());
+    let e = message(r);
+    assert!(e.contains("stored (uncompressed)"), "{e}");
+    assert!(peak < 1 << 20, "{peak} bytes held");
+}
+
+/// Protobuf field writers for hand-made ONNX nodes.
+mod pb {
+    pub fn varint(out: &mut Vec<u8>, mut v: u64) {
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    pub fn bytes(out: &mut Vec<u8>, field: u32, b: &[u8]) {
+        varint(out, (u64::from(field) << 3) | 2);
+        varint(out, b.len() as u64);
+        out.extend_from_slice(b);
+    }
+    pub fn int(out: &mut Vec<u8>, field: u32, v: u64) {
+        varint(out, u64::from(field) << 3);
+        varint(out, v);
+    }
+    /// A float `TensorProto` named `name` with `dims` and no data.
+    pub fn empty_tensor(name: &str, dims: &[u64]) -> Vec<u8> {
+        let mut t = Vec::new();
+        for &d in dims {
+            int(&mut t, 1, d);
+        }
+        int(&mut t, 2, 1);
+        bytes(&mut t, 8, name.as_bytes());
+        t
+    }
+    /// An `ints` attribute.
+    pub fn ints(name: &str, v: &[u64]) -> Vec<u8> {
+        let mut a = Vec::new();
+        bytes(&mut a, 1, name.as_bytes());
+        for &x in v {
+            int(&mut a, 8, x);
+        }
+        int(&mut a, 20, 7);
+        a
+    }
+    /// An `int` attribute.
+    pub fn int_attr(name: &str, i: u64) -> Vec<u8> {
+        let mut a = Vec::new();
+        bytes(&mut a, 1, name.as_bytes());
+        int(&mut a, 3, i);
+        int(&mut a, 20, 2);
+        a
+    }
+    pub fn node(op: &str, ins: &[&str], outs: &[&str], attrs: &[Vec<u8>]) -> Vec<u8> {
+        let mut n = Vec::new();
+        for i in ins {
+            bytes(&mut n, 1, i.as_bytes());
+        }
+        for o in outs {
+            bytes(&mut n, 2, o.as_bytes());
+        }
+        bytes(&mut n, 4, op.as_bytes());
+        for a in attrs {
+            bytes(&mut n, 5, a);
+        }
+        n
+    }
+}
+
+/// The golden plain ONNX model with `inits` and `nodes` merged into its
+/// graph (a repeated graph field merges into the first).
+fn onnx_with(inits: &[Vec<u8>], nodes: &[Vec<u8>]) -> Vec<u8> {
+    let plain = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/frameworks/onnx_plain/weights.onnx");
+    let mut out = std::fs::read(plain).unwrap();
+    let mut g = Vec::new();
+    for n in nodes {
+        pb::bytes(&mut g, 1, n);
+    }
+    for t in inits {
+        pb::bytes(&mut g, 5, t);
+    }
+    pb::bytes(&mut out, 7, &g);
+    out
+}
+
+fn onnx_error(bytes: &[u8]) -> String {
+    match import::onnx_model_from_bytes(bytes, None, Default::default()) {
+        Ok(_) => "loaded".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A constant with no elements may still claim a 2⁴⁰-long axis (its
+/// element count, 0, passes every check): folding a Transpose, Gather or
+/// Slice of it listed every index of that axis — an 8 TiB allocation, an
+/// abort. The axes' index lists are charged against the folder's budget
+/// now: each is an error naming the node, within the memory budget.
+#[test]
+fn onnx_constants_with_empty_but_huge_axes_are_errors() {
+    const HUGE: u64 = 1 << 40;
+    let shape = pb::ints("value_ints", &[0, HUGE]);
+    let cases = [
+        (
+            "Transpose",
+            onnx_with(
+                &[pb::empty_tensor("Z", &[0, HUGE])],
+                &[pb::node("Transpose", &["Z"], &["Zt"], &[])],
+            ),
+        ),
+        (
+            "Gather",
+            onnx_with(
+                &[pb::empty_tensor("Z", &[1, 0, HUGE])],
+                &[
+                    pb::node("Constant", &[], &["I"], &[pb::ints("value_ints", &[0])]),
+                    pb::node("Gather", &["Z", "I"], &["Zg"], &[]),
+                ],
+            ),
+        ),
+        (
+            "Slice",
+            onnx_with(
+                &[],
+                &[
+                    pb::node("Constant", &[], &["S"], std::slice::from_ref(&shape)),
+                    pb::node("ConstantOfShape", &["S"], &["C"], &[]),
+                    pb::node(
+                        "Slice",
+                        &["C"],
+                        &["D"],
+                        &[pb::ints("starts", &[0]), pb::ints("ends", &[1])],
+                    ),
+                ],
+            ),
+        ),
+        (
+            "Split",
+            onnx_with(
+                &[],
+                &[
+                    pb::node("Constant", &[], &["S"], &[shape]),
+                    pb::node("ConstantOfShape", &["S"], &["C"], &[]),
+                    pb::node("Split", &["C"], &["a", "b"], &[pb::int_attr("axis", 1)]),
+                ],
+            ),
+        ),
+    ];
+    for (op, bytes) in cases {
+        let (e, peak) = peak_of(|| onnx_error(&bytes));
+        assert!(
+            e.contains(&format!("({op})"))
+                && e.contains("more elements than the model's size allows"),
+            "{op}: {e}"
+        );
+        assert!(peak < 64 << 20, "{op}: {peak} bytes held");
+    }
+}
+
+/// A Split of a 200,000-element constant into 20,000 outputs listed the
+/// input's axes again for every output (charged only for the output): 32
+/// s of folding from a 300 KB file. Each output's lists are charged now,
+/// so the folder stops at its budget, an error.
+#[test]
+fn onnx_folding_work_is_charged_per_node_and_output() {
+    let n = 20_000;
+    let outs: Vec<String> = (0..n).map(|k| format!("o{k}")).collect();
+    let outs: Vec<&str> = outs.iter().map(String::as_str).collect();
+    let bytes = onnx_with(
+        &[],
+        &[
+            pb::node(
+                "Constant",
+                &[],
+                &["S"],
+                &[pb::ints("value_ints", &[1, 200_000])],
+            ),
+            pb::node("ConstantOfShape", &["S"], &["C"], &[]),
+            pb::node("Split", &["C"], &outs, &[pb::int_attr("axis", 0)]),
+        ],
+    );
+    let e = onnx_error(&bytes);
+    assert!(
+        e.contains("(Split)") && e.contains("more elements than the model's size allows"),
+        "{e}"
+    );
+}

@@ -1387,3 +1387,154 @@ fn a_panicking_waker_leaves_no_client_waiting() {
     }
     assert!(matches!(batcher.open(), Err(Error::Shutdown(_))));
 }
+
+/// A clone is a pool of its own: the original's ids are refused there
+/// (and the clone's in the original), however the two go on — the
+/// reviewer's case: each closes a stream and opens another in its slot.
+/// The clone's own ids (same slots and generations, in the same order)
+/// step its copies of the states, which match the original's bit for bit.
+#[test]
+fn a_cloned_pool_refuses_the_originals_ids() {
+    let model = seed_model(1);
+    let mut p = StreamPool::new(model, 3).unwrap();
+    let (a, b) = (p.open().unwrap(), p.open().unwrap());
+    p.step(&[a, b], &[0.3; 14], &mut [0.0; 6]).unwrap();
+    let mut q = p.clone();
+    let qs: Vec<StreamId> = q.streams().collect();
+    let ps: Vec<StreamId> = p.streams().collect();
+    assert_eq!(qs.len(), 2);
+    for (x, y) in ps.iter().zip(&qs) {
+        assert_eq!((x.slot(), x.generation()), (y.slot(), y.generation()));
+        assert_ne!(x, y);
+    }
+    let (mut y1, mut y2) = ([0.0f32; 3], [0.0f32; 3]);
+    let e = q.step(&[a], &[0.5; 7], &mut y1).unwrap_err().to_string();
+    assert!(e.contains("does not belong to this pool"), "{e}");
+    let e = p
+        .step(&[qs[0]], &[0.5; 7], &mut y1)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not belong to this pool"), "{e}");
+    // Both close a stream and open another in its slot.
+    p.close(a).unwrap();
+    let qa = qs[ps.iter().position(|&x| x == a).unwrap()];
+    q.close(qa).unwrap();
+    let (p_new, q_new) = (p.open().unwrap(), q.open().unwrap());
+    assert_eq!(
+        (p_new.slot(), p_new.generation()),
+        (q_new.slot(), q_new.generation())
+    );
+    assert!(q.step(&[p_new], &[0.5; 7], &mut y1).is_err());
+    assert!(p.step(&[q_new], &[0.5; 7], &mut y1).is_err());
+    // The clone's copy of b runs as b does.
+    let qb = qs[ps.iter().position(|&x| x == b).unwrap()];
+    p.step(&[b], &[0.7; 7], &mut y1).unwrap();
+    q.step(&[qb], &[0.7; 7], &mut y2).unwrap();
+    assert_eq!(bits(&y1), bits(&y2));
+}
+
+/// A `max_wait` too long for an `Instant` (`Duration::MAX`: "wait until
+/// the batch is full") is no deadline, not a panic of the worker: with
+/// one of two awaited streams back, the batch waits for the other; when
+/// it comes both run; a draining shutdown runs what waits and hands the
+/// pool back.
+#[test]
+fn a_max_wait_beyond_an_instant_means_no_deadline() {
+    let batcher = Batcher::new(
+        StreamPool::new(seed_model(1), 4).unwrap(),
+        BatcherConfig::new().with_max_wait(Duration::MAX),
+    )
+    .unwrap();
+    let (a, b) = (batcher.open().unwrap(), batcher.open().unwrap());
+    let mut client = batcher.client().unwrap();
+    client.submit(&[a, b], &[0.1; 14]).unwrap();
+    while client.outstanding() > 0 {
+        for r in client.wait(None) {
+            r.output.unwrap();
+        }
+    }
+    // Only a comes back: its batch waits for b (no deadline).
+    let pa = batcher.submit_async(a, &[0.2; 7]).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!pa.is_ready(), "the batch ran without b");
+    let pb = batcher.submit_async(b, &[0.3; 7]).unwrap();
+    assert_eq!(pa.wait().unwrap().len(), 3);
+    assert_eq!(pb.wait().unwrap().len(), 3);
+    assert_eq!(batcher.stats().steps, 2);
+    // Again only a; a draining shutdown runs it and returns the pool.
+    let pa = batcher.submit_async(a, &[0.4; 7]).unwrap();
+    let pool = batcher.shutdown(Shutdown::Drain).unwrap();
+    assert_eq!(pa.wait().unwrap().len(), 3);
+    assert_eq!(pool.len(), 2);
+}
+
+/// Wakes by setting a flag.
+struct Flag(std::sync::atomic::AtomicBool);
+
+impl std::task::Wake for Flag {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A `Pending`'s waker that panics (user code, run on the worker) leaves
+/// no other `Pending` of the same step unwoken: whichever order the
+/// worker wakes them in, the two flag wakers around the panicking one are
+/// both called (by the worker, or as it stops).
+#[test]
+fn a_panicking_waker_leaves_no_other_pending_unwoken() {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
+    let batcher = Batcher::new(
+        StreamPool::new(seed_model(1), 4).unwrap(),
+        BatcherConfig::new().with_max_wait(Duration::from_secs(5)),
+    )
+    .unwrap();
+    let ids: Vec<_> = (0..4).map(|_| batcher.open().unwrap()).collect();
+    let mut client = batcher.client().unwrap();
+    client.submit(&ids, &[0.1; 28]).unwrap();
+    while client.outstanding() > 0 {
+        for r in client.wait(None) {
+            r.output.unwrap();
+        }
+    }
+    // All four awaited: the next batch runs when all four are back, so
+    // the first three are polled (their wakers registered) before it.
+    let flags = [Arc::new(Flag(false.into())), Arc::new(Flag(false.into()))];
+    let wakers = [
+        Waker::from(Arc::clone(&flags[0])),
+        Waker::from(Arc::new(Boom)),
+        Waker::from(Arc::clone(&flags[1])),
+    ];
+    let mut pending: Vec<_> = ids
+        .iter()
+        .zip(&wakers)
+        .map(|(&id, w)| {
+            let mut p = batcher.submit_async(id, &[0.2; 7]).unwrap();
+            assert!(matches!(
+                std::pin::Pin::new(&mut p).poll(&mut Context::from_waker(w)),
+                Poll::Pending
+            ));
+            p
+        })
+        .collect();
+    pending.push(batcher.submit_async(ids[3], &[0.2; 7]).unwrap());
+    let woken = || {
+        flags
+            .iter()
+            .all(|f| f.0.load(std::sync::atomic::Ordering::SeqCst))
+    };
+    let t0 = std::time::Instant::now();
+    while !woken() && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(woken(), "a Pending's waker was never called");
+    // Their results are there (the step ran) or an error (the worker
+    // stopped before handing them over): never a wait for ever.
+    for p in pending.drain(..) {
+        if let Err(e) = p.wait() {
+            assert!(matches!(e, Error::Shutdown(_)), "{e}");
+        }
+    }
+}

@@ -98,6 +98,57 @@ fn pool_steps_do_not_allocate() {
     }
 }
 
+/// A new pool's first steps allocate nothing either, whatever their
+/// batch size (up to the capacity), on the f32 kernels and the reduced
+/// precisions': `StreamPool::new` sizes the kernels' scratch for all of
+/// its rows, so a batcher's batch that beats its largest so far does not
+/// allocate mid-service. (Two threads: only rayon's own bookkeeping.)
+#[test]
+fn a_new_pool_steps_any_batch_size_without_allocating() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let plain = LstmConfig::new(24, 40);
+    let base = Lstm::new(plain, LstmWeights::random(&plain, 3).unwrap())
+        .unwrap()
+        .with_threads(1)
+        .unwrap()
+        .with_parallel_threshold(0.0);
+    let mut models = vec![model(1), model(2), base.clone().with_threads(2).unwrap()];
+    for k in Lstm::bf16_kernels() {
+        models.push(base.clone().with_bf16_kernel(k).unwrap());
+    }
+    for k in Lstm::int8_kernels() {
+        models.push(base.clone().with_int8_kernel(k).unwrap());
+    }
+    for m in models {
+        let name = format!("{} on {} thread(s)", m.kernel_name(), m.threads());
+        let threads = m.threads();
+        let p = m.config().n_output();
+        let xs = SplitMix64::new(2).vec_uniform(48 * 24, -1.0, 1.0);
+        let mut ys = vec![0.0f32; 48 * p];
+        // The fewest of three new pools' counts (the harness's own thread
+        // may allocate during one; a step that allocates does in all).
+        let n = (0..3)
+            .map(|_| {
+                let mut pool = StreamPool::new(m.clone(), 48).unwrap();
+                let ids: Vec<_> = (0..48).map(|_| pool.open().unwrap()).collect();
+                count(|| {
+                    for k in [1, 3, 16, 17, 33, 48] {
+                        pool.step(&ids[..k], &xs[..k * 24], &mut ys[..k * p])
+                            .unwrap();
+                    }
+                })
+            })
+            .min()
+            .unwrap_or(0);
+        println!("{name}: 6 first steps, {n} allocations");
+        if threads == 1 {
+            assert_eq!(n, 0, "{name}: a new pool's step allocated");
+        } else {
+            assert!(n < 6 * 8, "{name}: {n} allocations in 6 steps");
+        }
+    }
+}
+
 #[test]
 fn batcher_does_not_allocate_once_warm() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

@@ -352,6 +352,19 @@ pub(crate) fn carve<T: Pod>(arena: &mut [u64], n: usize) -> (&mut [T], &mut [u64
     (mid, rest)
 }
 
+/// The most scratch words a one-step call of [`forward`] with any batch
+/// up to `rows` on up to `threads` threads can need: at most `threads`
+/// chunks, none of more than `rows` rows rounded up to whole blocks.
+/// `None` if it overflows.
+pub(crate) fn one_step_scratch_bound<E: Engine>(
+    pk: &E,
+    threads: usize,
+    rows: usize,
+) -> Option<usize> {
+    let per = rows.div_ceil(ROWS).max(1).checked_mul(ROWS)?;
+    threads.max(1).checked_mul(pk.scratch_words(per))
+}
+
 /// Runs `steps` steps of a `batch`: `xs` is `[steps, batch, n_in]`, `out`
 /// `[steps, batch, H]`; `c` and `m` (`[batch, H]`) are updated by
 /// `run_chunk`. The batch is cut into chunks of whole [`ROWS`]-row blocks,

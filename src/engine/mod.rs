@@ -49,7 +49,15 @@ pub(crate) use driver::{Parallel, StateBufs, forward, kernels_for_batch};
 pub(crate) use fp_env::NearestGuard;
 pub use int8::INT8_KERNEL_ENV;
 pub(crate) use isa::Supported;
-pub(crate) use lowp::{KernelSet, forward as lowp_forward};
+pub(crate) use lowp::{
+    KernelSet, forward as lowp_forward, one_step_scratch_bound as lowp_one_step_scratch_bound,
+};
 pub(crate) use packed::Packed;
 pub(crate) use packing::AlignedBuf;
 pub(crate) use tuning::DEFAULT_MIN_PARALLEL_FLOPS;
+
+/// The most f32 scratch (floats) a one-step call of any batch up to
+/// `rows` can need, whatever its plan (see `Plan::one_step_scratch_bound`).
+pub(crate) fn one_step_scratch_bound(pk: &Packed, rows: usize) -> Option<usize> {
+    plan::Plan::one_step_scratch_bound(pk, rows)
+}

@@ -210,6 +210,16 @@ impl Plan {
         ]
     }
 
+    /// The most scratch a one-step call of any batch up to `rows` can
+    /// need, whatever its plan: one step's input-GEMM results (`tb` = 1),
+    /// each chunk's four buffers rounded up by at most 15 floats, and at
+    /// most one chunk per row. `None` if it overflows.
+    pub(crate) fn one_step_scratch_bound(pk: &Packed, rows: usize) -> Option<usize> {
+        let proj = if pk.variants.proj { pk.h } else { 0 };
+        let per_row = (4 * pk.hp).checked_add(pk.hw + pk.r + proj + 4 * 15)?;
+        rows.checked_mul(per_row)
+    }
+
     pub(crate) fn scratch_len(&self, pk: &Packed, batch: usize) -> usize {
         (0..self.chunks)
             .map(|k| {

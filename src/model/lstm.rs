@@ -652,6 +652,46 @@ impl Lstm {
         })
     }
 
+    /// Sizes `state`'s scratch for one-step calls of any batch up to its
+    /// own, so that they never allocate (the scratch otherwise grows on
+    /// the first call that needs more; a [`crate::StreamPool`] steps
+    /// batches of any size up to its capacity).
+    pub(crate) fn reserve_step_scratch(&self, state: &mut LstmState) -> Result<()> {
+        let rows = state.batch;
+        let too_large = || {
+            Error::Invalid(format!(
+                "the kernels' scratch for a step of {rows} rows is too large"
+            ))
+        };
+        match &self.lowp {
+            Some(b) => {
+                let threads = self.threads.max(1);
+                let need = match &**b {
+                    LowPacked::Bf16(b) => engine::lowp_one_step_scratch_bound(b, threads, rows),
+                    LowPacked::Int8(b) => engine::lowp_one_step_scratch_bound(b, threads, rows),
+                }
+                .ok_or_else(too_large)?;
+                let s = &mut state.lowp_scratch;
+                if s.len() < need {
+                    s.try_reserve_exact(need - s.len())
+                        .map_err(|_| Error::Alloc {
+                            what: "reduced-precision scratch".into(),
+                            bytes: need.saturating_mul(8),
+                        })?;
+                    s.resize(need, 0);
+                }
+            }
+            None => {
+                let need =
+                    engine::one_step_scratch_bound(&self.packed, rows).ok_or_else(too_large)?;
+                if state.scratch.as_slice().len() < need {
+                    state.scratch = AlignedBuf::try_zeros(need, "step scratch")?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A state for `batch` samples starting from `c` (`[batch, H]`) and `m`
     /// (`[batch, R]`).
     pub fn state_from(&self, batch: usize, c: &[f32], m: &[f32]) -> Result<LstmState> {

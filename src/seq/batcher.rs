@@ -68,7 +68,8 @@ use crate::seq::pool::{StreamId, StreamPool};
 /// What a submit does when the queue is full.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Backpressure {
-    /// Wait until a frame's result has been collected (the default).
+    /// Wait until the worker takes waiting frames into a step, which
+    /// frees their places in the queue (the default).
     #[default]
     Block,
     /// Return [`Error::Busy`] at once.
@@ -100,7 +101,9 @@ pub struct BatcherConfig {
     /// results: at H=256 with 1,000 streams thinking up to 200 µs, 500 µs
     /// served more frames than 200 µs, with a lower p99 latency (for a
     /// tiny cell whose step is shorter than the hand-over, slightly fewer;
-    /// see the README, "Serving streams").
+    /// see the README, "Serving streams"). A wait too long for an
+    /// `Instant` (`Duration::MAX`) means none: a batch then runs when it
+    /// is full or the awaited streams are all back.
     pub max_wait: Duration,
     /// The most frames waiting to run, across all streams; 0 (the
     /// default) means twice the pool's capacity.
@@ -488,8 +491,25 @@ impl Batcher {
         }
         let now = Instant::now();
         let pool_tag = pool.tag();
+        let alloc_error = |what: &str, each: usize| Error::Alloc {
+            what: what.into(),
+            bytes: tickets.saturating_mul(each),
+        };
+        let mut ticket_list = Vec::new();
+        ticket_list
+            .try_reserve_exact(tickets)
+            .map_err(|_| alloc_error("the batcher's tickets", std::mem::size_of::<Ticket>()))?;
+        ticket_list.extend((0..tickets).map(|_| Ticket::free(pool_tag, now)));
+        let mut free = crate::error::try_filled(tickets, 0u32, "the batcher's free tickets")?;
+        for (i, f) in free.iter_mut().enumerate() {
+            *f = (tickets - 1 - i) as u32;
+        }
+        // The worker's list of `Pending`s to wake after a step.
+        let mut wake = Vec::new();
+        wake.try_reserve_exact(queue)
+            .map_err(|_| alloc_error("the batcher's wakers", std::mem::size_of::<Waker>()))?;
         let q = Queue {
-            tickets: (0..tickets).map(|_| Ticket::free(pool_tag, now)).collect(),
+            tickets: ticket_list,
             xs: try_zeros(
                 crate::error::checked_elements(&[tickets, n_in], "the batcher's frames")?,
                 "batcher frames",
@@ -498,7 +518,7 @@ impl Batcher {
                 crate::error::checked_elements(&[tickets, n_out], "the batcher's outputs")?,
                 "batcher outputs",
             )?,
-            free: (0..tickets as u32).rev().collect(),
+            free,
             waiting: 0,
             head: vec![NONE; capacity],
             tail: vec![NONE; capacity],
@@ -546,7 +566,7 @@ impl Batcher {
         let worker_shared = Arc::clone(&shared);
         let worker = std::thread::Builder::new()
             .name("lstm-batcher".into())
-            .spawn(move || Worker::new(worker_shared, pool).run())
+            .spawn(move || Worker::new(worker_shared, pool, wake).run())
             .map_err(|e| Error::Invalid(format!("cannot start the batcher's worker: {e}")))?;
         Ok(Batcher {
             shared,
@@ -582,7 +602,10 @@ impl Batcher {
         }
     }
 
-    /// Closes a stream; its frames still waiting fail.
+    /// Closes a stream; its frames still waiting fail, one per step as
+    /// they come up (a stream opened next may get the same slot: its
+    /// first frame then runs after those have failed, a step later for
+    /// each; its results are its own either way).
     pub fn close(&self, id: StreamId) -> Result<()> {
         self.control(Op::Close(id)).map(|_| ())
     }
@@ -1424,6 +1447,8 @@ struct Worker {
     /// Per batch row: whether its stream was open when the step ran.
     ok: Vec<bool>,
     controls: VecDeque<(Op, Arc<OneShot>)>,
+    /// Control calls run, their answers not yet given.
+    answers: Vec<(Arc<OneShot>, Result<Reply>)>,
     wake: Vec<Waker>,
     /// The clients with results after a step (each once, by index), and
     /// the results for them.
@@ -1443,16 +1468,16 @@ struct Delivery {
 }
 
 impl Worker {
-    fn new(shared: Arc<Shared>, pool: StreamPool) -> Self {
+    fn new(shared: Arc<Shared>, pool: StreamPool, wake: Vec<Waker>) -> Self {
         let b = shared.max_batch;
-        let queue = lock(&shared.q).tickets.len();
         Worker {
             tickets: Vec::with_capacity(b),
             ids: Vec::with_capacity(b),
             open_ids: Vec::with_capacity(b),
             ok: Vec::with_capacity(b),
             controls: VecDeque::with_capacity(16),
-            wake: Vec::with_capacity(queue),
+            answers: Vec::with_capacity(16),
+            wake,
             boxes: Vec::new(),
             deliveries: Vec::with_capacity(b),
             catch_up: false,
@@ -1545,9 +1570,10 @@ impl Worker {
         let Some(pool) = self.pool.as_mut() else {
             return;
         };
-        let mut answers = Vec::with_capacity(self.controls.len());
         let mut changed: Vec<(usize, Option<u32>)> = Vec::new();
-        for (op, shot) in self.controls.drain(..) {
+        // One at a time, the answers kept in the worker: should a pool
+        // operation panic, `drop` answers every call taken.
+        while let Some((op, shot)) = self.controls.pop_front() {
             let r = match op {
                 Op::Open => pool.open().map(|id| {
                     changed.push((id.slot(), Some(id.generation())));
@@ -1566,7 +1592,7 @@ impl Worker {
                 }
                 Op::Write(id, c, m) => pool.write_state(id, &c, &m).map(|()| Reply::Done),
             };
-            answers.push((shot, r));
+            self.answers.push((shot, r));
         }
         if !changed.is_empty() {
             let mut q = lock(&self.shared.q);
@@ -1578,7 +1604,7 @@ impl Worker {
                 }
             }
         }
-        for (shot, r) in answers {
+        for (shot, r) in self.answers.drain(..) {
             shot.put(r);
         }
     }
@@ -1762,7 +1788,9 @@ impl Worker {
             mailbox.cv.notify_one();
         }
         self.deliveries.clear();
-        for w in self.wake.drain(..) {
+        // One at a time: if a waker panics, the ones not yet called stay
+        // in `wake` for `drop`, which calls them.
+        while let Some(w) = self.wake.pop() {
             w.wake();
         }
         self.tickets.clear();
@@ -1782,6 +1810,9 @@ enum Due {
     /// At this time, unless the batch fills or the awaited streams come
     /// back first (a submit wakes the worker then).
     At(Instant),
+    /// When the batch fills or the awaited streams come back (`max_wait`
+    /// reaches beyond what an `Instant` can hold).
+    Unbounded,
 }
 
 fn batch_due(sh: &Shared, q: &Queue) -> Due {
@@ -1801,11 +1832,11 @@ fn batch_due(sh: &Shared, q: &Queue) -> Due {
     // The awaited streams' clients had their outputs at the last take,
     // counted at most one step time (the last step's) after its end.
     let handed = sh.handed(q);
-    let deadline = oldest.max(handed) + sh.max_wait;
-    if Instant::now() >= deadline {
-        Due::Now
-    } else {
-        Due::At(deadline)
+    // A `max_wait` too long for an `Instant` is no deadline at all.
+    match oldest.max(handed).checked_add(sh.max_wait) {
+        Some(deadline) if Instant::now() >= deadline => Due::Now,
+        Some(deadline) => Due::At(deadline),
+        None => Due::Unbounded,
     }
 }
 
@@ -1870,10 +1901,12 @@ impl Drop for Worker {
             .controls
             .drain(..)
             .chain(self.controls.drain(..))
+            .map(|(_, shot)| shot)
+            .chain(self.answers.drain(..).map(|(shot, _)| shot))
             .collect();
         sh.space.notify_all();
         drop(guard);
-        for (_, shot) in controls {
+        for shot in controls {
             shot.put(Err(shut_down()));
         }
         for (mailbox, taken) in failed {

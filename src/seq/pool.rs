@@ -93,7 +93,12 @@ impl fmt::Display for StreamId {
 /// assert!(pool.step(&[b], &[0.5; 7], &mut out[..3]).is_err()); // closed
 /// # Ok::<(), lstm_kernels::Error>(())
 /// ```
-#[derive(Clone, Debug)]
+///
+/// A clone is a pool of its own, with every stream's state copied: its
+/// streams keep their slots and generations but get ids of the clone
+/// (`clone.streams()` lists them in the order of `pool.streams()`), so
+/// an id of one pool is refused by the other, however the two go on.
+#[derive(Debug)]
 pub struct StreamPool {
     tag: u32,
     cells: Vec<Lstm>,
@@ -120,10 +125,32 @@ pub struct StreamPool {
     swaps: u64,
 }
 
+impl Clone for StreamPool {
+    fn clone(&self) -> Self {
+        StreamPool {
+            tag: NEXT_POOL_TAG.fetch_add(1, Ordering::Relaxed),
+            cells: self.cells.clone(),
+            states: self.states.clone(),
+            capacity: self.capacity,
+            open: self.open,
+            generations: self.generations.clone(),
+            row_of: self.row_of.clone(),
+            slot_at: self.slot_at.clone(),
+            free: self.free.clone(),
+            mark: self.mark.clone(),
+            epoch: self.epoch,
+            x: self.x.clone(),
+            y: self.y.clone(),
+            swaps: self.swaps,
+        }
+    }
+}
+
 impl StreamPool {
     /// A pool of `capacity` streams over `model` (which keeps its
     /// threads, ISA, kernel and precision). Allocates every buffer a step
-    /// needs here, so stepping does not allocate.
+    /// needs here, the kernels' scratch for a step of all `capacity`
+    /// streams included, so stepping does not allocate.
     pub fn new(model: Lstm, capacity: usize) -> Result<Self> {
         Self::from_cells(vec![model], capacity)
     }
@@ -154,7 +181,11 @@ impl StreamPool {
         }
         let states = cells
             .iter()
-            .map(|c| c.new_state(capacity))
+            .map(|c| {
+                let mut st = c.new_state(capacity)?;
+                c.reserve_step_scratch(&mut st)?;
+                Ok(st)
+            })
             .collect::<Result<Vec<_>>>()?;
         let n_in = cells[0].config().n_input;
         let widest = cells

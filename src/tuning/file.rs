@@ -84,7 +84,17 @@ impl PlanFile {
                 "{len} bytes, more than the {MAX_PLAN_FILE_BYTES} a plan file may have"
             )));
         }
-        let bytes = std::fs::read(path).map_err(io)?;
+        // The length said is a regular file's; a device or a pipe says 0
+        // and may never end: read one byte more than a plan file may have.
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(
+                std::fs::File::open(path).map_err(io)?,
+                MAX_PLAN_FILE_BYTES + 1,
+            ),
+            &mut bytes,
+        )
+        .map_err(io)?;
         PlanFile::parse(&bytes).map_err(format)
     }
 

@@ -82,7 +82,10 @@ pub fn bench(model: Lstm, a: &StreamArgs) -> Result<()> {
         }
     }
     let cfg = *model.config();
-    let mut xs = vec![0.0f32; n * cfg.n_input];
+    let mut xs = lstm_kernels::error::try_zeros(
+        lstm_kernels::error::checked_elements(&[n, cfg.n_input], "the streams' frames")?,
+        "the streams' frames",
+    )?;
     SplitMix64::new(11).fill_uniform(&mut xs, -1.0, 1.0);
     // Budget per round: 20% ceiling, 20% per stream, 60% served.
     let per_round = a.seconds.max(0.0) / ROUNDS as f64;

@@ -268,6 +268,7 @@ fn member(
     name: &str,
     limit: u64,
 ) -> Result<Vec<u8>> {
+    let dir_start = zip.central_directory_start();
     let f = zip.by_name(name).map_err(|_| {
         fmt_err(
             path,
@@ -275,6 +276,15 @@ fn member(
         )
     })?;
     let size = f.size();
+    if let Some(why) = crate::io::zip_member_claim(
+        size,
+        f.compressed_size(),
+        f.compression(),
+        f.header_start(),
+        dir_start,
+    ) {
+        return Err(fmt_err(path, format!("`{name}`: {why}")));
+    }
     if size > limit {
         return Err(fmt_err(
             path,

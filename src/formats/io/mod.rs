@@ -332,6 +332,43 @@ fn sniff(head: &[u8]) -> Kind {
     }
 }
 
+/// What is wrong with a zip member's directory entry, checked before
+/// anything is sized from it: its compressed bytes must lie between its
+/// local header (at `header_start`) and the central directory (at
+/// `dir_start`), and a stored (uncompressed) member must claim exactly the
+/// bytes it stores, and a compressed one no more than deflate can
+/// inflate its bytes to. `None` when it is consistent.
+pub(crate) fn zip_member_claim(
+    size: u64,
+    compressed: u64,
+    method: zip::CompressionMethod,
+    header_start: u64,
+    dir_start: u64,
+) -> Option<String> {
+    if header_start
+        .checked_add(compressed)
+        .is_none_or(|end| end > dir_start)
+    {
+        return Some(format!(
+            "the zip directory says it holds {compressed} bytes from offset {header_start}, past the archive's {dir_start} bytes of members"
+        ));
+    }
+    if method == zip::CompressionMethod::Stored && size != compressed {
+        return Some(format!(
+            "the zip directory says it is stored (uncompressed) in {compressed} bytes but holds {size}"
+        ));
+    }
+    // Deflate's densest stream inflates 1032-fold (258-byte matches).
+    if method != zip::CompressionMethod::Stored
+        && size > compressed.saturating_mul(1032).saturating_add(65_536)
+    {
+        return Some(format!(
+            "the zip directory says {size} bytes, more than its {compressed} compressed bytes can inflate to"
+        ));
+    }
+    None
+}
+
 /// Opens a zip of tensors: a `torch.save` file if it has a `data.pkl`
 /// (at its root or in one top folder), else an `.npz`.
 fn from_zip(path: &Path, reader: Box<dyn ReadSeek>) -> Result<TensorFile> {

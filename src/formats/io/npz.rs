@@ -32,6 +32,9 @@ pub(super) struct Member {
     size: u64,
     compressed: u64,
     method: zip::CompressionMethod,
+    /// What is wrong with its directory entry (see
+    /// [`super::zip_member_claim`]), said when its data is asked for.
+    bad_claim: Option<String>,
 }
 
 impl Member {
@@ -90,6 +93,7 @@ pub(super) fn from_archive(path: &Path, mut zip: Archive) -> Result<TensorFile> 
         ));
     }
     let mut entries = BTreeMap::new();
+    let dir_start = zip.central_directory_start();
     for index in 0..zip.len() {
         let mut f = zip
             .by_index(index)
@@ -113,6 +117,13 @@ pub(super) fn from_archive(path: &Path, mut zip: Archive) -> Result<TensorFile> 
             size: f.size(),
             compressed: f.compressed_size(),
             method: f.compression(),
+            bad_claim: super::zip_member_claim(
+                f.size(),
+                f.compressed_size(),
+                f.compression(),
+                f.header_start(),
+                dir_start,
+            ),
             header,
         };
         drop(f);
@@ -147,6 +158,9 @@ pub(super) fn load_member(
         name,
         format: "npz",
     };
+    if let Some(why) = &m.bad_claim {
+        return Err(ctx.err(why));
+    }
     let h = &m.header;
     let dt = h.float_dtype(&ctx)?;
     let need = h.data_bytes(dt, &ctx)?;

@@ -354,12 +354,25 @@ pub(super) fn load(
                 return Err(err(path, "the archive is not open"));
             };
             let mut zip = archive.lock().unwrap_or_else(|p| p.into_inner());
+            let dir_start = zip.central_directory_start();
             let mut f = zip.by_name(member).map_err(|e| {
                 err(
                     path,
                     format!("tensor `{name}`: storage member `{member}`: {e}"),
                 )
             })?;
+            if let Some(why) = super::zip_member_claim(
+                f.size(),
+                f.compressed_size(),
+                f.compression(),
+                f.header_start(),
+                dir_start,
+            ) {
+                return Err(err(
+                    path,
+                    format!("tensor `{name}`: storage member `{member}`: {why}"),
+                ));
+            }
             if storage_bytes != Some(f.size()) {
                 return Err(err(
                     path,

@@ -394,6 +394,15 @@ impl<'a> Walk<'a> {
         Ok(())
     }
 
+    /// Charges the index lists of `shape`'s axes (one entry per index of
+    /// each axis) before they are built: a tensor with no elements may
+    /// still claim a 2⁴⁰-long axis, and every Slice, Split, Gather or
+    /// Transpose lists its input's axes however little it selects.
+    fn charge_axes(&mut self, shape: &[usize], i: usize, node: &NodeProto) -> Result<()> {
+        let n = shape.iter().fold(0usize, |a, &d| a.saturating_add(d));
+        self.charge(n, i, node)
+    }
+
     /// A folded constant (its elements were charged before it was built).
     fn konst(&mut self, c: Const, _i: usize, _node: &NodeProto) -> Result<Val> {
         Ok(Val::Const(Rc::new(c)))
@@ -556,6 +565,7 @@ impl<'a> Walk<'a> {
                     Some(Val::Const(c)) => {
                         let p = perm(c.shape.len())?;
                         self.charge(c.data.len(), i, node)?;
+                        self.charge_axes(&c.shape, i, node)?;
                         let (shape, map) = transpose_map(&c.shape, &p, "a folded Transpose")?;
                         let data = c.data.take(&map, "a folded Transpose")?;
                         one(self.konst(Const { shape, data }, i, node)?)
@@ -579,7 +589,9 @@ impl<'a> Walk<'a> {
                             })
                             .collect();
                         let sp: Vec<usize> = p.iter().filter_map(|&a| st_index[a]).collect();
-                        let (_, map) = transpose_map(&s.static_shape(), &sp, "a Transpose")?;
+                        let st = s.static_shape();
+                        self.charge_axes(&st, i, node)?;
+                        let (_, map) = transpose_map(&st, &sp, "a Transpose")?;
                         let feats = take(&s.feats, &map, "a Transpose")?;
                         one(Val::Seq(Sym {
                             axes,
@@ -763,6 +775,9 @@ impl<'a> Walk<'a> {
                     return Err(self.bad(i, node, "the indices are not integers"));
                 };
                 let ax = ai("axis", 0);
+                if let Some(Val::Const(c)) = &x {
+                    self.charge_axes(&c.shape, i, node)?;
+                }
                 let sel = |dim: usize| -> Result<Vec<usize>> {
                     iv.iter()
                         .map(|&e| {
@@ -881,6 +896,7 @@ impl<'a> Walk<'a> {
                         let n = checked_elements(&out, "an Expand")
                             .map_err(|e| self.bad(i, node, e))?;
                         self.charge(n, i, node)?;
+                        self.charge_axes(&out, i, node)?;
                         let map = broadcast_map(&c.shape, &out, "an Expand")?;
                         let data = c.data.take(&map, "an Expand")?;
                         one(Val::Const(Rc::new(Const { shape: out, data })))
@@ -1102,6 +1118,7 @@ impl<'a> Walk<'a> {
         node: &NodeProto,
     ) -> Result<Option<Sym>> {
         let st = s.static_shape();
+        self.charge_axes(&st, i, node)?;
         let mut per: Vec<Vec<usize>> = st.iter().map(|&d| (0..d).collect()).collect();
         let mut axes = s.axes.clone();
         for (a, l) in lists {
@@ -1131,6 +1148,9 @@ impl<'a> Walk<'a> {
         specs: &[(i64, i64, i64, i64)],
     ) -> Result<Option<Vec<Val>>> {
         let one = |v: Val| Ok(Some(vec![v]));
+        if let Some(Val::Const(c)) = &x {
+            self.charge_axes(&c.shape, i, node)?;
+        }
         let bad_step = || self.bad(i, node, "a step is 0");
         match x {
             Some(Val::Const(c)) => {
@@ -1361,6 +1381,11 @@ impl<'a> Walk<'a> {
             },
             _ => attr(node, "split").map(|a| a.ints.clone()),
         };
+        match &x {
+            Some(Val::Const(c)) => self.charge_axes(&c.shape, i, node)?,
+            Some(Val::Seq(s)) => self.charge_axes(&s.static_shape(), i, node)?,
+            _ => {}
+        }
         let sizes = |dim: usize| -> Result<Vec<usize>> {
             match &given {
                 Some(v) => {
@@ -1411,6 +1436,7 @@ impl<'a> Walk<'a> {
                 let rs = ranges(c.shape[a])?;
                 self.charge(c.data.len(), i, node)?;
                 for r in rs {
+                    self.charge_axes(&c.shape, i, node)?;
                     let mut lists: Vec<Vec<usize>> =
                         c.shape.iter().map(|&d| (0..d).collect()).collect();
                     lists[a] = r;
@@ -1458,6 +1484,8 @@ impl<'a> Walk<'a> {
                 let n = checked_elements(&out, "an arithmetic node")
                     .map_err(|e| self.bad(i, node, e))?;
                 self.charge(n, i, node)?;
+                self.charge_axes(&out, i, node)?;
+                self.charge_axes(&out, i, node)?;
                 let (mx, my) = (
                     broadcast_map(&x.shape, &out, "an arithmetic node")?,
                     broadcast_map(&y.shape, &out, "an arithmetic node")?,

@@ -224,8 +224,10 @@ pub(super) fn slice_indices(dim: usize, start: i64, end: i64, step: i64) -> Opti
             out.push(i as usize);
             i = i.saturating_add(step);
         }
-    } else {
-        let (s, e) = (s.clamp(-1, d - 1), e.clamp(-1, d - 1));
+    } else if d > 0 {
+        // As the ONNX spec says: start clamped to [0, d − 1], end to
+        // [−1, d − 1] (−1: through index 0).
+        let (s, e) = (s.clamp(0, d - 1), e.clamp(-1, d - 1));
         let mut i = s;
         while i > e {
             out.push(i as usize);
@@ -530,6 +532,11 @@ mod tests {
             Some(vec![4, 3, 2, 1, 0])
         );
         assert_eq!(slice_indices(5, 0, 3, 0), None);
+        // A negative step's start is clamped to [0, d − 1] (the spec):
+        // start −10 of 5 is index 0, which the slice then holds.
+        assert_eq!(slice_indices(5, -10, i64::MIN, -1), Some(vec![0]));
+        assert_eq!(slice_indices(5, 9, 2, -2), Some(vec![4]));
+        assert_eq!(slice_indices(0, -1, i64::MIN, -1), Some(vec![]));
         assert_eq!(f16_to_f32(0x3c00), 1.0);
         assert_eq!(f16_to_f32(0xc000), -2.0);
     }
