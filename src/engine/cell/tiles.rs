@@ -14,6 +14,7 @@ use crate::engine::job::Job;
 use crate::engine::layout::{Dims, Shape};
 use crate::engine::microkernel::{Acc, LINE_FLOATS, Prefetch};
 use crate::engine::simd::Simd;
+use crate::engine::tuning::L1_SLICE_BYTES;
 
 /// Pointers to rows `r0..r0+MR` of a row-major matrix at `base` with
 /// rows of `stride` floats (the `a` operand of a tile).
@@ -114,7 +115,7 @@ pub(super) unsafe fn input_tile<S: Arch, D: Dims, const MR: usize>(
             &a,
             panel.add(4 * l),
             &mut acc,
-            Prefetch::near(job.pf),
+            near::<S>(job, k1 - k0, q0 == 0),
         );
         for (r, acc_r) in acc.iter().enumerate() {
             let dst = dst(r);
@@ -122,6 +123,19 @@ pub(super) unsafe fn input_tile<S: Arch, D: Dims, const MR: usize>(
                 S::store(dst.add(v * l), x);
             }
         }
+    }
+}
+
+/// The L1 prefetches of a tile over `kk` rows of a panel: the plan's
+/// distance for the first row block, which streams the slice in; none for
+/// the later ones when the slice fits in L1 (they find it there; see
+/// [`L1_SLICE_BYTES`]).
+#[inline(always)]
+fn near<S: Arch>(job: &Job, kk: usize, first: bool) -> Prefetch {
+    if !first && kk * 4 * S::LANES * 4 <= L1_SLICE_BYTES {
+        Prefetch::near(0)
+    } else {
+        Prefetch::near(job.pf)
     }
 }
 
@@ -142,7 +156,7 @@ fn ahead<S: Arch>(
     b: usize,
     nb: usize,
 ) -> Prefetch {
-    let mut pf = Prefetch::near(job.pf);
+    let mut pf = near::<S>(job, k1 - k0, b == 0);
     if !job.ahead || nb < 3 {
         return pf;
     }
