@@ -62,7 +62,20 @@ fn batch_sizes_are_checked_and_allocated_fallibly() {
     for batch in [1usize << 40, usize::MAX, MAX_TENSOR_ELEMENTS / 32 + 1] {
         let e = model.new_state(batch).unwrap_err();
         assert!(e.to_string().contains("limit"), "batch {batch}: {e}");
+        // Asking which kernels such a call runs is the same error (it
+        // divided by zero, or planned 2^64 chunks, before).
+        let e = model.kernels_for_batch(batch).unwrap_err();
+        assert!(e.to_string().contains("limit"), "batch {batch}: {e}");
     }
+    let e = model.kernels_for_batch(0).unwrap_err();
+    assert!(e.to_string().contains("at least 1"), "{e}");
+    assert_eq!(model.kernels_for_batch(3).unwrap(), ["generic"]);
+    // Quantizing for a config whose sizes overflow is a config error, not
+    // an index out of bounds after a wrapped length check.
+    let huge = LstmConfig::new(1, (1 << 62) + 1);
+    let w = LstmWeights::random(&LstmConfig::new(1, 1), 1).unwrap();
+    let e = lstm_kernels::Int8Gates::quantize(&huge, &w).unwrap_err();
+    assert!(e.to_string().contains("limit"), "{e}");
     // Within the limit (2^26 × 32 = 2^31) but 2 GiB for `c`: over the
     // budget, so the allocation is refused and must come back as an error.
     let e = model.new_state(MAX_TENSOR_ELEMENTS / 32).unwrap_err();

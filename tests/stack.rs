@@ -107,9 +107,17 @@ fn build(spec: &Spec) -> LstmStack {
     for (k, &(h, proj)) in spec.hs.iter().enumerate() {
         // With Sum both directions must have the same width: fine, same cell sizes.
         let f = cell(width, h, proj, spec.seed.wrapping_add(k as u64 * 2));
+        // In half the cases the reverse cell has one hidden unit more (and
+        // a projection to the same output width): each direction's state
+        // is its own cell's.
+        let (bh, bproj) = if (spec.seed / 2).is_multiple_of(2) {
+            (h, proj)
+        } else {
+            (h + 1, Some(proj.unwrap_or(h)))
+        };
         let b = spec
             .bidir
-            .then(|| cell(width, h, proj, spec.seed.wrapping_add(k as u64 * 2 + 1)));
+            .then(|| cell(width, bh, bproj, spec.seed.wrapping_add(k as u64 * 2 + 1)));
         let p = proj.unwrap_or(h);
         width = if spec.bidir && spec.merge == Merge::Concat {
             2 * p
@@ -178,6 +186,7 @@ proptest! {
                 prop_assert_eq!(&sf.m()[i * r..(i + 1) * r], &mf[..], "layer {} fwd m of sample {}", k, i);
                 x = match (&layer.backward, bs, sb) {
                     (Some(bm), Some((bc0, bm0)), Some(sb)) => {
+                        let (h, r) = (bm.config().n_hidden, bm.config().n_recurrent());
                         let (yb, cb, mb) = alone(bm, &x, len, true, &bc0[i * h..(i + 1) * h], &bm0[i * r..(i + 1) * r]);
                         prop_assert_eq!(&sb.c()[i * h..(i + 1) * h], &cb[..], "layer {} rev c", k);
                         prop_assert_eq!(&sb.m()[i * r..(i + 1) * r], &mb[..], "layer {} rev m", k);
@@ -301,4 +310,36 @@ fn a_state_from_another_stack_is_an_error() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("batch 1"), "{e}");
+    // A bidirectional layer whose reverse cell is larger (H=8 against 6,
+    // the same output width through a head): the reverse state is checked
+    // against the reverse cell, so the forward cell's state put there is
+    // an error, not a slice out of range in a kernel.
+    let fwd = Lstm::new(
+        LstmConfig::new(3, 6).with_head(4),
+        LstmWeights::random(&LstmConfig::new(3, 6).with_head(4), 2).unwrap(),
+    )
+    .unwrap();
+    let rev = Lstm::new(
+        LstmConfig::new(3, 8).with_head(4),
+        LstmWeights::random(&LstmConfig::new(3, 8).with_head(4), 3).unwrap(),
+    )
+    .unwrap();
+    let bi = LstmStack::new(
+        vec![StackLayer {
+            forward: fwd.clone(),
+            backward: Some(rev),
+        }],
+        Merge::Sum,
+    )
+    .unwrap();
+    let mut st = bi.new_state(2).unwrap();
+    let mut y = vec![0.0; 2 * 2 * 4];
+    bi.forward(&mut st, &xs[..2 * 2 * 3], &mut y, SeqOptions::default())
+        .unwrap();
+    *st.layer_mut(0).unwrap().1.unwrap() = fwd.new_state(2).unwrap();
+    let e = bi
+        .forward(&mut st, &xs[..2 * 2 * 3], &mut y, SeqOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("layer 0") && e.contains("another stack"), "{e}");
 }

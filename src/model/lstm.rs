@@ -623,13 +623,16 @@ impl Lstm {
 
     /// The kernels a call with `batch` rows runs (one name per distinct
     /// kernel, in chunk order): [`Lstm::kernel_name`], or its
-    /// batch-in-lanes variant for the chunks large enough for it.
-    pub fn kernels_for_batch(&self, batch: usize) -> Vec<&'static str> {
+    /// batch-in-lanes variant for the chunks large enough for it. A batch
+    /// that no call could run (0, or too large, as for
+    /// [`Lstm::new_state`]) is an error.
+    pub fn kernels_for_batch(&self, batch: usize) -> Result<Vec<&'static str>> {
+        self.config.validate_batch(batch)?;
         if let Some(b) = &self.lowp {
-            return vec![b.kernel_name()];
+            return Ok(vec![b.kernel_name()]);
         }
         let par = self.parallel(batch);
-        engine::kernels_for_batch(&self.packed, par, batch)
+        Ok(engine::kernels_for_batch(&self.packed, par, batch))
     }
 
     /// Name of the instruction set the kernel uses.

@@ -454,6 +454,8 @@ impl Int8Gates {
     /// all-zero part gets scale 0. Only configs without a projection have
     /// int8 gates (the recurrent rows are H).
     pub fn quantize(cfg: &LstmConfig, w: &LstmWeights) -> Result<Self> {
+        // The sizes below are then within the tensor limit (no overflow).
+        cfg.validate()?;
         let (n, h) = (cfg.n_input, cfg.n_hidden);
         let cols = 4 * h;
         if cfg.projection.is_some() || w.gates.len() != (n + h) * cols {
@@ -508,6 +510,7 @@ impl Int8Gates {
     /// Checks the shapes against `cfg` and that every scale is finite and
     /// not negative.
     pub fn check(&self, cfg: &LstmConfig) -> Result<()> {
+        cfg.validate()?;
         let (n, h) = (cfg.n_input, cfg.n_hidden);
         if cfg.projection.is_some() {
             return Err(Error::Config(

@@ -41,7 +41,9 @@ pub struct SeqOptions<'a> {
 pub struct StackLayer {
     /// The forward-direction cell.
     pub forward: Lstm,
-    /// The reverse-direction cell (same sizes), if bidirectional.
+    /// The reverse-direction cell, if bidirectional: the same `n_input`
+    /// and `n_output` as `forward` (its hidden size and variants may
+    /// differ).
     pub backward: Option<Lstm>,
 }
 
@@ -247,13 +249,18 @@ impl LstmStack {
         // Each layer's state must fit its cells and the stack's batch (a
         // state from another stack, or one replaced through `layer_mut`).
         for (k, (layer, (sf, sb))) in self.layers.iter().zip(&st.states).enumerate() {
-            let dirs = [(&layer.forward, Some(sf)), (&layer.forward, sb.as_ref())];
+            let dirs = [
+                (Some(&layer.forward), Some(sf)),
+                (layer.backward.as_ref(), sb.as_ref()),
+            ];
             if layer.backward.is_some() != sb.is_some() {
                 return Err(Error::Invalid(format!(
                     "the state of layer {k} was made for another stack (directions differ)"
                 )));
             }
-            for (cell, s) in dirs.into_iter().filter_map(|(c, s)| s.map(|s| (c, s))) {
+            // Each direction's state against its own cell (their hidden
+            // sizes may differ).
+            for (cell, s) in dirs.into_iter().filter_map(|(c, s)| Some((c?, s?))) {
                 let cfg = cell.config();
                 if s.batch() != st.batch
                     || s.n_hidden() != cfg.n_hidden

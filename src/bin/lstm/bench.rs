@@ -271,7 +271,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     // small cells' `lanes_`/`batch_` bodies).
     // The kernels that ran: a small cell's chunks of 5+ rows run its
     // batch-in-lanes variant.
-    let kernels = model.kernels_for_batch(a.batch);
+    let kernels = model.kernels_for_batch(a.batch)?;
     let blocked = kernels
         .iter()
         .all(|k| *k == "generic" || k.starts_with("blocked_"));

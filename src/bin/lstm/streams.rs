@@ -145,7 +145,7 @@ pub fn bench(model: Lstm, a: &StreamArgs) -> Result<()> {
     if a.json {
         let v = serde_json::json!({
             "isa": model.isa_name(),
-            "kernel": model.kernels_for_batch(n).join("+"),
+            "kernel": model.kernels_for_batch(n)?.join("+"),
             "input": cfg.n_input,
             "hidden": cfg.n_hidden,
             "head": cfg.head,
