@@ -1397,3 +1397,97 @@ fn cli_tune_writes_a_plan_file_that_bench_and_the_env_var_load() {
     assert_eq!(j["tuning"], "measured", "{j}");
     assert!(run_err(lstm().args(["bench", "--plan", "kc=x"])).contains("kc=x"));
 }
+
+/// Runs `cmd` to completion within `limit`, or kills it and fails: a
+/// bench that hangs fails its test instead of stopping the suite.
+fn finishes_within(cmd: &mut Command, limit: std::time::Duration) -> std::process::Output {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A review's findings: with `--per-frame`, a client whose every frame
+/// came back at its own submit parked with nothing to wake it (the bench
+/// hung whenever a step was faster than the submits, e.g. one stream per
+/// client); a think time longer than the run outlasted `--seconds`. Both
+/// finish now, and report frames.
+#[test]
+fn cli_bench_streams_never_hangs() {
+    let limit = std::time::Duration::from_secs(60);
+    for extra in [
+        &["--streams", "16", "--clients", "16", "--per-frame"][..],
+        &[
+            "--streams",
+            "4",
+            "--clients",
+            "4",
+            "--per-frame",
+            "--catch-up",
+        ],
+        &[
+            "--streams",
+            "10",
+            "--clients",
+            "2",
+            "--per-frame",
+            "--max-wait-us",
+            "0",
+        ],
+        &["--streams", "16", "--clients", "16"],
+    ] {
+        let out = finishes_within(
+            lstm()
+                .args(["bench", "--input", "4", "--hidden", "4", "--seconds", "0.2"])
+                .args(["--json"])
+                .args(extra),
+            limit,
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{extra:?}: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            v["frames_per_s"].as_f64().unwrap() > 0.0,
+            "{extra:?}: {text}"
+        );
+    }
+    // A 10 s think time in a 0.1 s window: the run ends with its window
+    // (each of its 3 rounds), not after the clients' sleeps.
+    let t0 = std::time::Instant::now();
+    let out = finishes_within(
+        lstm().args([
+            "bench",
+            "--streams",
+            "5",
+            "--clients",
+            "1",
+            "--input",
+            "4",
+            "--hidden",
+            "4",
+            "--seconds",
+            "0.1",
+            "--think-us",
+            "10000000",
+            "--json",
+        ]),
+        limit,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(8),
+        "a 10 s think time outlasted a 0.1 s run: {:?}",
+        t0.elapsed()
+    );
+}

@@ -103,7 +103,9 @@ fn main() {
     // 130 = 128 + SIGINT, the shell's convention for an interrupted run.
     let _ = ctrlc::set_handler(|| {
         lstm_kernels::io::remove_pending_files();
-        eprintln!("lstm: interrupted");
+        // Not `eprintln!`: it panics when stderr is a closed pipe, and the
+        // exit below would never run (nor any later Ctrl-C's).
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), b"lstm: interrupted\n");
         std::process::exit(130);
     });
     let result = match cli.command.unwrap_or(Command::Demo) {

@@ -28,6 +28,10 @@ use lstm_kernels::{Batcher, BatcherConfig, Lstm, Pending, StreamId, StreamPool};
 /// `batch_client`).
 const SPIN: Duration = Duration::from_micros(60);
 
+/// The longest a client sleeps or waits before it looks at `stop` again:
+/// a think time longer than the measured window ends with it.
+const NAP: Duration = Duration::from_millis(10);
+
 /// Yields the thread until `t` (for a frame due within [`SPIN`]).
 fn yield_until(t: Instant) {
     while Instant::now() < t {
@@ -316,21 +320,33 @@ fn run_served(model: &Lstm, a: &StreamArgs, xs: &[f32], secs: f64) -> Result<Ser
     let window = Duration::from_secs_f64(secs.max(0.05));
     let t0 = Instant::now();
     let ((latencies, server), before, t_start, after, t_end) = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..k)
-            .map(|c| {
-                // Client c drives streams c, c + k, c + 2k, …
-                let mine: Vec<usize> = (c..n).step_by(k).collect();
-                let (batcher, ids, stop) = (&batcher, &ids, &stop);
-                let per_frame = a.per_frame;
-                s.spawn(move || {
+        let mut handles = Vec::with_capacity(k);
+        for c in 0..k {
+            // Client c drives streams c, c + k, c + 2k, …
+            let mine: Vec<usize> = (c..n).step_by(k).collect();
+            let (batcher, ids, stop) = (&batcher, &ids, &stop);
+            let per_frame = a.per_frame;
+            let started = std::thread::Builder::new()
+                .name(format!("bench-client-{c}"))
+                .spawn_scoped(s, move || {
                     if per_frame {
                         client(batcher, ids, &mine, xs, ni, think, stop, t0 + warm, c)
                     } else {
                         batch_client(batcher, ids, &mine, xs, ni, think, stop, t0 + warm, c)
                     }
-                })
-            })
-            .collect();
+                });
+            match started {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    // The clients started stop, and the scope joins them.
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(Error::Invalid(format!(
+                        "cannot start bench client thread {} of {k} (--clients): {e}",
+                        c + 1
+                    )));
+                }
+            }
+        }
         std::thread::sleep(warm);
         let (before, t_start) = (batcher.stats(), Instant::now());
         std::thread::sleep(window);
@@ -421,9 +437,10 @@ fn batch_client(
         if stopping && cl.outstanding() == 0 {
             return Ok(lat);
         }
-        // Outputs, or the next frame's time.
+        // Outputs, or the next frame's time (at most `NAP` away, so that
+        // a long think time does not outlast `stop`).
         let timeout = match soonest {
-            Some(t) => Some(t.saturating_duration_since(Instant::now())),
+            Some(t) => Some(t.saturating_duration_since(Instant::now()).min(NAP)),
             None if stopping => Some(Duration::from_millis(1)),
             None => None,
         };
@@ -534,9 +551,13 @@ fn client(
                         delay,
                     )?;
                 }
-                Some(t) if !stopping => soonest = Some(soonest.map_or(t, |u| u.min(t))),
                 _ => {}
             }
+        }
+        // The next frame due, among every stream: one whose output came
+        // back at its submit has its next frame scheduled already.
+        if !stopping {
+            soonest = next.iter().flatten().min().copied();
         }
         match soonest {
             Some(t) if t.saturating_duration_since(Instant::now()) <= SPIN => {
@@ -545,10 +566,13 @@ fn client(
             }
             Some(t) => std::thread::park_timeout(
                 t.saturating_duration_since(Instant::now())
-                    .saturating_sub(SPIN),
+                    .saturating_sub(SPIN)
+                    .min(NAP),
             ),
             None if stopping => std::thread::park_timeout(Duration::from_millis(1)),
-            None => std::thread::park(),
+            // Every stream has a frame out: its waker unparks this thread
+            // (and `stop` is seen within `NAP`).
+            None => std::thread::park_timeout(NAP),
         }
     }
 }
