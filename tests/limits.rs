@@ -158,3 +158,19 @@ fn non_finite_weights_are_named_unless_allowed() {
     let e = Lstm::new(cfg, w).unwrap_err().to_string();
     assert!(e.contains("weight w_cf[3] is NaN"), "{e}");
 }
+
+/// A review's finding: a batcher's queue of 2^30 frames (within the
+/// ticket limit) built its tickets with an infallible allocation and
+/// aborted the process; over the budget, it is now `Error::Alloc`.
+#[test]
+fn a_huge_batcher_queue_is_an_alloc_error() {
+    use lstm_kernels::{Batcher, BatcherConfig, StreamPool};
+    let cfg = LstmConfig::new(3, 8);
+    let model = Lstm::new(cfg, LstmWeights::random(&cfg, 1).unwrap()).unwrap();
+    let pool = StreamPool::new(model, 4).unwrap();
+    match Batcher::new(pool, BatcherConfig::new().with_queue(1 << 30)) {
+        Err(e @ Error::Alloc { .. }) => assert!(e.to_string().contains("batcher"), "{e}"),
+        Err(e) => panic!("not an allocation error: {e}"),
+        Ok(_) => panic!("a queue of 2^30 frames was allocated within a 1 GiB budget"),
+    }
+}
