@@ -6,7 +6,15 @@ use lstm_kernels_codegen::{SHAPES_ENV, build_script};
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    let shapes = std::env::var(SHAPES_ENV).ok();
+    // A list that is not UTF-8 is malformed too: an error, not the defaults.
+    let shapes = match std::env::var(SHAPES_ENV) {
+        Ok(v) => Some(v),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(v)) => {
+            eprintln!("error: {SHAPES_ENV}={v:?} is not valid UTF-8");
+            std::process::exit(1);
+        }
+    };
     let out = match build_script(shapes.as_deref()) {
         Ok(out) => out,
         Err(e) => {

@@ -1491,3 +1491,26 @@ fn cli_bench_streams_never_hangs() {
         t0.elapsed()
     );
 }
+
+/// A forcing variable that is not UTF-8 is an error naming it, not
+/// silently the automatic choice (a review's finding).
+#[test]
+fn forcing_variables_that_are_not_utf8_are_errors() {
+    use std::os::unix::ffi::OsStrExt;
+    let bad = std::ffi::OsStr::from_bytes(b"\xff");
+    for (var, precision) in [
+        ("LSTM_KERNELS_ISA", "f32"),
+        ("LSTM_KERNELS_BF16", "bf16"),
+        ("LSTM_KERNELS_INT8", "int8"),
+    ] {
+        let out = lstm()
+            .env(var, bad)
+            .args(["bench", "--batch", "2", "--input", "4", "--hidden", "4"])
+            .args(["--seconds", "0", "--precision", precision])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{var}");
+        let err = stderr(&out);
+        assert!(err.contains(var) && err.contains("UTF-8"), "{var}: {err}");
+    }
+}

@@ -157,6 +157,31 @@ fn non_finite_weights_are_named_unless_allowed() {
     w.peep_diag.as_mut().unwrap()[h + 3] = f32::NAN;
     let e = Lstm::new(cfg, w).unwrap_err().to_string();
     assert!(e.contains("weight w_cf[3] is NaN"), "{e}");
+    // Allowed non-finite weights have no int8 value (a NaN quantized to 0
+    // and ran as a finite model): int8 refuses them, naming the weight;
+    // bf16 keeps the NaN, as f32 does.
+    let cfg = LstmConfig::new(4, 17).with_non_finite_weights(true);
+    let mut w = LstmWeights::random(&cfg, 1).unwrap();
+    w.gates[5] = f32::NAN;
+    let model = Lstm::new(cfg, w.clone()).unwrap();
+    let e = model
+        .clone()
+        .with_precision(lstm_kernels::Precision::Int8)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("finite") && e.contains("gates[0, 5] = NaN"),
+        "{e}"
+    );
+    let e = lstm_kernels::Int8Gates::quantize(&cfg, &w)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("gates[0, 5] = NaN"), "{e}");
+    let bf16 = model.with_precision(lstm_kernels::Precision::Bf16).unwrap();
+    let mut st = bf16.new_state(1).unwrap();
+    let mut y = vec![0.0; 17];
+    bf16.forward(&mut st, &[0.5; 4], &mut y).unwrap();
+    assert!(y[5].is_nan(), "{y:?}");
 }
 
 /// A review's finding: a batcher's queue of 2^30 frames (within the

@@ -91,6 +91,9 @@ impl Isa {
                     Err(format!("{ISA_ENV}={v}: this CPU does not support {v}"))
                 }
             }
+            Err(std::env::VarError::NotUnicode(v)) => Err(format!(
+                "{ISA_ENV}={v:?} is not an ISA name (not valid UTF-8)"
+            )),
             _ => Ok(None),
         }
     }

@@ -44,6 +44,10 @@ pub(crate) trait KernelSet: Copy + PartialEq + Sized + 'static {
     fn choose() -> Result<Self> {
         match std::env::var(Self::ENV) {
             Ok(v) if !v.is_empty() => Self::from_name(&v),
+            Err(std::env::VarError::NotUnicode(v)) => Err(Error::Unsupported(format!(
+                "{}={v:?} is not a kernel name (not valid UTF-8)",
+                Self::ENV
+            ))),
             _ => Ok(Self::ALL
                 .into_iter()
                 .find(|k| k.available())

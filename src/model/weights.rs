@@ -463,6 +463,17 @@ impl Int8Gates {
                 "int8 gates need a config without a projection and gates of [n_in + H, 4H]".into(),
             ));
         }
+        // A non-finite weight (allowed with `with_non_finite_weights`) has
+        // no int8 value: a NaN would quantize to 0 and an infinity make its
+        // column's scale infinite, unlike the f32 and bf16 results.
+        if let Some(i) = w.gates.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "int8 gates need finite weights: gates[{}, {}] = {}",
+                i / cols,
+                i % cols,
+                w.gates[i]
+            )));
+        }
         let mut q = try_filled::<i8>((n + h) * cols, 0, "int8 gates")?;
         let mut scale_x = try_filled::<f32>(cols, 0.0, "int8 scales")?;
         let mut scale_h = try_filled::<f32>(cols, 0.0, "int8 scales")?;
