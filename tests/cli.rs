@@ -19,11 +19,19 @@ use common::generated_kernels;
 use common::golden::{self, NUMPY_CASES, assert_close_to_numpy, numpy_expected};
 use lstm_kernels::{Isa, io};
 
-/// The largest |a - b| over two arrays.
+/// The largest |a - b| over two arrays of the same length; infinite if
+/// either holds a NaN where the other differs (`f32::max` drops a NaN, so
+/// an all-NaN output compared as 0 apart) or the lengths differ.
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return f32::INFINITY;
+    }
     a.iter()
         .zip(b)
-        .map(|(a, b)| (a - b).abs())
+        .map(|(a, b)| {
+            let d = (a - b).abs();
+            if d.is_nan() { f32::INFINITY } else { d }
+        })
         .fold(0.0f32, f32::max)
 }
 

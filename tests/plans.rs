@@ -449,3 +449,44 @@ fn plan_rules_parse_and_check() {
         .unwrap_err();
     assert!(e.to_string().contains("hoist"), "{e}");
 }
+
+/// The plan a model is given is the plan that runs, not only the one it
+/// reports: results never depend on the plan, so this is seen through what
+/// the planner decides. A seed-sized cell runs its batch-in-lanes kernel
+/// on chunks of 5+ rows and its gates-in-lanes kernel on smaller ones, so
+/// 8 rows in chunks of at most 4 must run the latter, in one chunk the
+/// former (`kernels_for_batch` asks the planner). A planner that ignored
+/// the given rules passed every other test here.
+#[test]
+fn the_given_plan_is_the_plan_that_runs() {
+    let cfg = LstmConfig::new(7, 5)
+        .with_head(3)
+        .with_peephole(Peephole::Matrix);
+    let model = lstm_kernels::Lstm::new(cfg, lstm_kernels::LstmWeights::random(&cfg, 5).unwrap())
+        .unwrap()
+        .with_threads(1)
+        .unwrap();
+    let small = |chunk_rows: usize| {
+        let rules = PlanRules {
+            chunk_rows,
+            ..PlanRules::default()
+        };
+        let m = model.clone().with_plan_rules(rules).unwrap();
+        m.kernels_for_batch(8).unwrap()
+    };
+    let (whole, quarters) = (small(64), small(4));
+    if !model.kernel_name().starts_with("lanes_") {
+        // Without the generated small kernels (an `only:` build list)
+        // every chunk runs the same generic kernel.
+        assert_eq!((whole.len(), quarters.len()), (1, 1));
+        return;
+    }
+    assert!(
+        whole.len() == 1 && whole[0].starts_with("batch_"),
+        "{whole:?}"
+    );
+    assert!(
+        quarters.iter().all(|k| k.starts_with("lanes_")),
+        "{quarters:?}"
+    );
+}

@@ -224,14 +224,17 @@ unsafe fn run_chunk(pk: &Bf16Packed, ch: Chunk, scratch: &mut [u64]) -> Result<(
     let bufs = Bufs { a, stage, g };
     // SAFETY: the kernel is available (the caller's contract); the rest is
     // forwarded.
-    unsafe {
+    let ran = unsafe {
         match pk.kernel {
             #[cfg(target_arch = "x86_64")]
             Bf16Kernel::Amx | Bf16Kernel::Avx512Bf16 => run_avx512(pk, ch, bufs),
             _ => body::<Portable>(pk, ch, bufs),
         }
+    };
+    // The kernel whose GEMM really ran (not merely the one configured).
+    if let Some(k) = ran {
+        super::diagnostics::record_bf16(k as usize);
     }
-    super::diagnostics::record_bf16(pk.kernel as usize);
     Ok(())
 }
 
@@ -252,7 +255,7 @@ struct Bufs<'a> {
 /// As [`run_chunk`]; the CPU has these features.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
-unsafe fn run_avx512(pk: &Bf16Packed, ch: Chunk, bufs: Bufs) {
+unsafe fn run_avx512(pk: &Bf16Packed, ch: Chunk, bufs: Bufs) -> Option<Bf16Kernel> {
     // SAFETY: forwarded.
     unsafe { body::<Avx512>(pk, ch, bufs) }
 }
@@ -264,7 +267,9 @@ unsafe fn run_avx512(pk: &Bf16Packed, ch: Chunk, bufs: Bufs) {
 /// As [`run_chunk`]; runs inside an entry with `S`'s features (and
 /// AVX512-BF16 when `pk.kernel` is not portable).
 #[inline(always)]
-unsafe fn body<S: Simd>(pk: &Bf16Packed, mut ch: Chunk, bufs: Bufs) {
+unsafe fn body<S: Simd>(pk: &Bf16Packed, mut ch: Chunk, bufs: Bufs) -> Option<Bf16Kernel> {
+    // Which GEMM ran (for the diagnostics' run counters).
+    let mut ran = None;
     let (n, h, kp) = (pk.n_in, pk.h, pk.kp);
     let rows = ch.rows;
     // Every access to the state below goes through these two pointers.
@@ -325,6 +330,7 @@ unsafe fn body<S: Simd>(pk: &Bf16Packed, mut ch: Chunk, bufs: Bufs) {
                                 amx::gemm_pair(a_blocks, tiles, kp, g, pair);
                             }
                         }
+                        ran = Some(Bf16Kernel::Amx);
                         rb += 2;
                     }
                 }
@@ -339,12 +345,18 @@ unsafe fn body<S: Simd>(pk: &Bf16Packed, mut ch: Chunk, bufs: Bufs) {
             let a_block = &bufs.a[r0 * kp..(rb + 1) * ROWS * kp];
             for u in 0..pk.ub {
                 let tiles = &pk.tiles[u * (kp / KCHUNK) * 4 * BLOCK..][..(kp / KCHUNK) * 4 * BLOCK];
-                match pk.kernel {
+                ran = Some(match pk.kernel {
                     #[cfg(target_arch = "x86_64")]
-                    // SAFETY: inside the AVX512-BF16 entry.
-                    Bf16Kernel::Avx512Bf16 => unsafe { dp::gemm(a_block, tiles, kp, nr, bufs.g) },
-                    _ => scalar_gemm(a_block, tiles, kp, nr, bufs.g),
-                }
+                    Bf16Kernel::Avx512Bf16 => {
+                        // SAFETY: inside the AVX512-BF16 entry.
+                        unsafe { dp::gemm(a_block, tiles, kp, nr, bufs.g) };
+                        Bf16Kernel::Avx512Bf16
+                    }
+                    _ => {
+                        scalar_gemm(a_block, tiles, kp, nr, bufs.g);
+                        Bf16Kernel::Portable
+                    }
+                });
                 // SAFETY: rows r0 .. r0 + nr of the chunk; the output row of
                 // step t is within out (the caller's contract).
                 unsafe { epilogue::<S>(&pk.epi, &ch, st, bufs.g, t, r0, nr, u) };
@@ -356,6 +368,7 @@ unsafe fn body<S: Simd>(pk: &Bf16Packed, mut ch: Chunk, bufs: Bufs) {
         // SAFETY: releases the tile state configured above.
         unsafe { tiles_cfg::release() };
     }
+    ran
 }
 
 /// Rounds one staged row to bf16 (the pad beyond n_in + H stays zero).

@@ -275,14 +275,17 @@ unsafe fn run_chunk(pk: &Int8Packed, ch: Chunk, scratch: &mut [u64]) -> Result<(
     let bufs = Bufs { a, scales, acc, g };
     // SAFETY: the kernel is available (the caller's contract); the rest is
     // forwarded.
-    unsafe {
+    let ran = unsafe {
         match pk.kernel {
             #[cfg(target_arch = "x86_64")]
             Int8Kernel::Amx | Int8Kernel::Avx512Vnni => run_avx512(pk, ch, bufs),
             _ => body::<Portable>(pk, ch, bufs),
         }
+    };
+    // The kernel whose GEMM really ran (not merely the one configured).
+    if let Some(k) = ran {
+        super::diagnostics::record_int8(k as usize);
     }
-    super::diagnostics::record_int8(pk.kernel as usize);
     Ok(())
 }
 
@@ -293,7 +296,7 @@ unsafe fn run_chunk(pk: &Int8Packed, ch: Chunk, scratch: &mut [u64]) -> Result<(
 /// As [`run_chunk`]; the CPU has these features.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
-unsafe fn run_avx512(pk: &Int8Packed, ch: Chunk, bufs: Bufs) {
+unsafe fn run_avx512(pk: &Int8Packed, ch: Chunk, bufs: Bufs) -> Option<Int8Kernel> {
     // SAFETY: forwarded.
     unsafe { body::<Avx512>(pk, ch, bufs) }
 }
@@ -305,7 +308,9 @@ unsafe fn run_avx512(pk: &Int8Packed, ch: Chunk, bufs: Bufs) {
 /// As [`run_chunk`]; runs inside an entry with `S`'s features (and
 /// AVX512-VNNI when `pk.kernel` is not portable).
 #[inline(always)]
-unsafe fn body<S: Simd>(pk: &Int8Packed, mut ch: Chunk, bufs: Bufs) {
+unsafe fn body<S: Simd>(pk: &Int8Packed, mut ch: Chunk, bufs: Bufs) -> Option<Int8Kernel> {
+    // Which GEMM ran (for the diagnostics' run counters).
+    let mut ran = None;
     let (n, h, nch) = (pk.n_in, pk.h, pk.chunks());
     let rows = ch.rows;
     let st = ch.state(h);
@@ -350,6 +355,7 @@ unsafe fn body<S: Simd>(pk: &Int8Packed, mut ch: Chunk, bufs: Bufs) {
                             // SAFETY: AMX configured above; a holds the
                             // row blocks' nch tiles each, acc their rows.
                             unsafe { amx::gemm(a, tiles, nch, c0, c1, acc, part, pair, two) };
+                            ran = Some(Int8Kernel::Amx);
                             rb += 2;
                         }
                     }
@@ -368,14 +374,18 @@ unsafe fn body<S: Simd>(pk: &Int8Packed, mut ch: Chunk, bufs: Bufs) {
                 let tiles = &pk.tiles[u * per_unit..][..per_unit];
                 let acc = &mut bufs.acc[..ROWS * ACC_ROW];
                 for (part, c0, c1) in [(0, 0, pk.cx), (1, pk.cx, nch)] {
-                    match pk.kernel {
+                    ran = Some(match pk.kernel {
                         #[cfg(target_arch = "x86_64")]
-                        // SAFETY: inside the AVX512-VNNI entry.
-                        Int8Kernel::Avx512Vnni => unsafe {
-                            vnni::gemm(a, tiles, c0, c1, nr, acc, part)
-                        },
-                        _ => scalar_gemm(a, tiles, c0, c1, nr, acc, part),
-                    }
+                        Int8Kernel::Avx512Vnni => {
+                            // SAFETY: inside the AVX512-VNNI entry.
+                            unsafe { vnni::gemm(a, tiles, c0, c1, nr, acc, part) };
+                            Int8Kernel::Avx512Vnni
+                        }
+                        _ => {
+                            scalar_gemm(a, tiles, c0, c1, nr, acc, part);
+                            Int8Kernel::Portable
+                        }
+                    });
                 }
                 dequantize(pk, u, acc, &bufs.scales[r0 * 2..], bufs.g, 0, nr);
                 // SAFETY: rows r0 .. r0 + nr of the chunk; the output row of
@@ -389,6 +399,7 @@ unsafe fn body<S: Simd>(pk: &Int8Packed, mut ch: Chunk, bufs: Bufs) {
         // SAFETY: releases the tile state configured above.
         unsafe { tiles_cfg::release() };
     }
+    ran
 }
 
 /// Quantizes one operand part (`vals`) into `chunks` chunks of 64 bytes at
