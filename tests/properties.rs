@@ -87,21 +87,28 @@ proptest! {
     }
 }
 
-/// Edge shapes, deterministic: 1, primes and sizes around vector widths.
+/// Edge shapes, deterministic: 1, primes and sizes around vector widths,
+/// on every ISA this CPU has (each checked to have run).
 #[test]
 fn edge_shapes() {
     let dims = [
         1usize, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 129,
     ];
-    for (k, &h) in dims.iter().enumerate() {
-        let n = dims[(k * 5 + 3) % dims.len()];
-        for &b in &[1usize, 2, 3, 4, 5, 6, 7, 13, 37] {
-            for (head, peep) in [(None, false), (Some(h.div_ceil(2)), true)] {
-                let case = Case::new(config(n, h, head, peep), b, 3, (k * 31 + b) as u64, 1.0);
-                check_run(&case, &case.run_forward(&case.model()))
-                    .unwrap_or_else(|e| panic!("n={n} h={h} b={b}: {e}"));
+    for isa in Isa::all_available() {
+        let runs = Runs::start(isa);
+        for (k, &h) in dims.iter().enumerate() {
+            let n = dims[(k * 5 + 3) % dims.len()];
+            for &b in &[1usize, 2, 3, 4, 5, 6, 7, 13, 37] {
+                for (head, peep) in [(None, false), (Some(h.div_ceil(2)), true)] {
+                    let case = Case::new(config(n, h, head, peep), b, 3, (k * 31 + b) as u64, 1.0);
+                    let model = case.model().with_isa(isa).unwrap();
+                    assert_eq!(model.isa(), isa);
+                    check_run(&case, &case.run_forward(&model))
+                        .unwrap_or_else(|e| panic!("{isa}: n={n} h={h} b={b}: {e}"));
+                }
             }
         }
+        assert!(runs.kernel() > 0, "the {isa} kernels did not run");
     }
 }
 
