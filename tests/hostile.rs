@@ -1512,35 +1512,15 @@ fn onnx_from_bytes_needs_a_directory_for_external_data() {
     assert_eq!(s.layers().len(), 2);
 }
 
-/// Appends `field` (length-delimited) to a protobuf message.
-fn pb_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    let mut varint = |mut v: u64| loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            break;
-        }
-        out.push(b | 0x80);
-    };
-    varint(((field as u64) << 3) | 2);
-    varint(bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
 /// `model` with `nodes` (input, output) Identity nodes appended to its
 /// graph (a repeated embedded message merges into the first).
 fn with_identity_nodes(model: &[u8], nodes: impl Iterator<Item = (String, String)>) -> Vec<u8> {
     let mut graph = Vec::new();
     for (i, o) in nodes {
-        let mut n = Vec::new();
-        pb_field(&mut n, 1, i.as_bytes());
-        pb_field(&mut n, 2, o.as_bytes());
-        pb_field(&mut n, 4, b"Identity");
-        pb_field(&mut graph, 1, &n);
+        pb::bytes(&mut graph, 1, &pb::node("Identity", &[&i], &[&o], &[]));
     }
     let mut out = model.to_vec();
-    pb_field(&mut out, 7, &graph);
+    pb::bytes(&mut out, 7, &graph);
     out
 }
 

@@ -358,7 +358,8 @@ pub(crate) fn zip_member_claim(
             "the zip directory says it is stored (uncompressed) in {compressed} bytes but holds {size}"
         ));
     }
-    // Deflate's densest stream inflates 1032-fold (258-byte matches).
+    // Deflate's densest stream inflates 1032-fold (258 bytes per 2-bit
+    // code); the one place the readers check it.
     if method != zip::CompressionMethod::Stored
         && size > compressed.saturating_mul(1032).saturating_add(65_536)
     {

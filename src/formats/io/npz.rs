@@ -19,19 +19,12 @@ use super::npy::{Ctx, Header, npy_bytes, read_header, read_tensor_data};
 use super::{Archive, Entry, Source, Tensor, TensorFile, format_err, io_err, write_atomic};
 use crate::error::{Error, Result};
 
-/// The most bytes one compressed byte of a deflate stream can inflate to
-/// (258 bytes per 2-bit code); a member declaring more than this allows is
-/// an error before anything is allocated.
-const MAX_DEFLATE_RATIO: u64 = 1032;
-
 /// Where a member's data is and how big the directory says it is.
 #[derive(Debug)]
 pub(super) struct Member {
     index: usize,
     header: Header,
     size: u64,
-    compressed: u64,
-    method: zip::CompressionMethod,
     /// What is wrong with its directory entry (see
     /// [`super::zip_member_claim`]), said when its data is asked for.
     bad_claim: Option<String>,
@@ -115,8 +108,6 @@ pub(super) fn from_archive(path: &Path, mut zip: Archive) -> Result<TensorFile> 
         let m = Member {
             index,
             size: f.size(),
-            compressed: f.compressed_size(),
-            method: f.compression(),
             bad_claim: super::zip_member_claim(
                 f.size(),
                 f.compressed_size(),
@@ -165,14 +156,6 @@ pub(super) fn load_member(
     let dt = h.float_dtype(&ctx)?;
     let need = h.data_bytes(dt, &ctx)?;
     h.check_present(m.size.saturating_sub(h.data_offset), need, &ctx)?;
-    if m.method == zip::CompressionMethod::Deflated
-        && m.size > m.compressed.saturating_mul(MAX_DEFLATE_RATIO) + 65_536
-    {
-        return Err(ctx.err(format!(
-            "the zip directory says {} bytes, more than its {} compressed bytes can inflate to",
-            m.size, m.compressed
-        )));
-    }
     let mut f = zip
         .by_index(m.index)
         .map_err(|e| ctx.err(format!("opening the member: {e}")))?;

@@ -39,9 +39,6 @@ pub(super) const SNIFF_BYTES: usize = 32;
 /// The format name in messages.
 const FORMAT: &str = "PyTorch";
 
-/// The most one compressed byte of a deflate stream inflates to.
-const MAX_DEFLATE_RATIO: u64 = 1032;
-
 /// Where a tensor's storage is.
 #[derive(Debug)]
 enum Loc {
@@ -382,18 +379,6 @@ pub(super) fn load(
                         st.numel,
                         st.kind.dtype(),
                         storage_bytes.map_or("more".into(), |b| b.to_string())
-                    ),
-                ));
-            }
-            if f.compression() != zip::CompressionMethod::Stored
-                && f.size() > f.compressed_size().saturating_mul(MAX_DEFLATE_RATIO) + 65_536
-            {
-                return Err(err(
-                    path,
-                    format!(
-                        "storage member `{member}` claims {} bytes from {} compressed",
-                        f.size(),
-                        f.compressed_size()
                     ),
                 ));
             }
