@@ -22,6 +22,13 @@ use lstm_kernels::{Isa, io};
 /// The largest |a - b| over two arrays of the same length; infinite if
 /// either holds a NaN where the other differs (`f32::max` drops a NaN, so
 /// an all-NaN output compared as 0 apart) or the lengths differ.
+/// The CLI's numbers are the library's, bit for bit.
+fn assert_same_bits(what: &str, got: &[f32], want: &[f32]) {
+    if let Err(e) = common::same_bits(what, got, want) {
+        panic!("{e}");
+    }
+}
+
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     if a.len() != b.len() {
         return f32::INFINITY;
@@ -561,13 +568,11 @@ fn lstm_run_reads_every_format() {
         let y = io::read_npy(&y_path).unwrap();
         let want = io::read_npy(dir.join("expected_y.npy")).unwrap();
         assert_eq!(y.shape, want.shape, "{case}");
-        let worst = max_abs_diff(&y.data, &want.data);
-        // The per-element derived check is in frameworks.rs; here the CLI
-        // path must give the library's numbers (≈1e-6 of the framework's).
-        assert!(
-            worst < 1e-5,
-            "{case}: CLI output differs from the framework by {worst}"
-        );
+        // frameworks.rs checks the library against the framework (the
+        // derived bound); the CLI must give the library's numbers, bit for
+        // bit.
+        let (lib, _, _) = golden::library_framework_run(&dir);
+        assert_same_bits(&format!("{case}: lstm run vs the library"), &y.data, &lib);
     }
 }
 
@@ -599,7 +604,7 @@ fn lstm_run_takes_the_onnx_layout_from_the_graph() {
             let out = run_ok(&mut cmd);
             let got = io::read_npy(&y).unwrap();
             assert_eq!(got.shape, want.shape);
-            assert!(max_abs_diff(&got.data, &want.data) < 1e-5, "{case}");
+            assert_same_bits(case, &got.data, &golden::library_sequence_run(&bf).0);
             assert_eq!(
                 stderr(&out).contains("--batch-first is not needed"),
                 flag,
@@ -704,21 +709,25 @@ fn lstm_run_runs_stacks() {
             cmd.arg("--seq-lens").arg(dir.join("seq_lens.npy"));
         }
         run_ok(&mut cmd);
-        let close = |got: &io::Tensor, want: &io::Tensor, what: &str| {
-            assert_eq!(got.shape, want.shape, "{case} {what}");
-            let worst = max_abs_diff(&got.data, &want.data);
-            assert!(worst < 1e-5, "{case} {what}: off by {worst}");
-        };
-        close(
-            &io::read_npy(&y_path).unwrap(),
-            &io::read_npy(dir.join("expected_y.npy")).unwrap(),
-            "y",
-        );
+        // sequences.rs checks the library against the framework (the
+        // derived bound); the CLI must give the library's numbers, bit for
+        // bit, in the framework's shapes.
+        let (lib_y, lib_state) = golden::library_sequence_run(&dir);
+        let y = io::read_npy(&y_path).unwrap();
+        let want_y = io::read_npy(dir.join("expected_y.npy")).unwrap();
+        assert_eq!(y.shape, want_y.shape, "{case} y");
+        assert_same_bits(&format!("{case} y"), &y.data, &lib_y);
         if stateful {
             let (c, m) = golden::read_state(&s_path);
             let (want_c, want_m) = golden::read_state(dir.join("expected_state.npz"));
-            close(&c, &want_c, "c_n");
-            close(&m, &want_m, "h_n");
+            assert_eq!(
+                (&c.shape, &m.shape),
+                (&want_c.shape, &want_m.shape),
+                "{case}"
+            );
+            let (lib_c, lib_m) = lib_state.expect("a stateful case");
+            assert_same_bits(&format!("{case} c_n"), &c.data, &lib_c);
+            assert_same_bits(&format!("{case} h_n"), &m.data, &lib_m);
         }
     }
     // Lengths longer than the sequence: a one-line error, no output.
@@ -769,8 +778,11 @@ fn lstm_run_reads_keras_files() {
             let y = io::read_npy(&y_path).unwrap();
             let want = io::read_npy(dir.join("expected_y.npy")).unwrap();
             assert_eq!(y.shape, want.shape, "{case} {file}");
-            let worst = max_abs_diff(&y.data, &want.data);
-            assert!(worst < 1e-5, "{case} {file}: off by {worst}");
+            // keras.rs checks the library against Keras (the derived
+            // bound); the CLI must give the library's numbers, bit for bit.
+            let model = lstm_kernels::import::keras_model(dir.join(file)).unwrap();
+            let (lib, _, _) = golden::run_keras(&dir, &model);
+            assert_same_bits(&format!("{case} {file}"), &y.data, &lib);
             let notes = stderr(&out);
             if case == "embed_lstm_dense" {
                 assert!(

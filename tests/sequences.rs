@@ -24,82 +24,11 @@ mod common;
 use std::path::Path;
 
 use common::golden;
-use lstm_kernels::reference::{self, ErrorModel, RefState};
+use common::stack_ref::exact_sample;
 use lstm_kernels::{Isa, LstmStack, Merge, SeqOptions, import, io};
 
 fn read_lens(path: &Path) -> Option<Vec<usize>> {
     path.exists().then(|| io::read_npy_lengths(path).unwrap())
-}
-
-/// Exact outputs and bounds of one sample through the whole stack; also
-/// the exact final (c, m) and their bounds per (layer, direction).
-type Finals = Vec<(Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)>;
-
-fn exact_sample(
-    stack: &LstmStack,
-    x: &[f64],
-    len: usize,
-    init: &dyn Fn(usize, usize) -> (Vec<f32>, Vec<f32>),
-) -> (Vec<f64>, Vec<f64>, Finals) {
-    let model = ErrorModel::default();
-    let (mut xin, mut ein) = (
-        x[..len * stack.input_size()].to_vec(),
-        vec![0.0; len * stack.input_size()],
-    );
-    let mut finals = Vec::new();
-    for (k, layer) in stack.layers().iter().enumerate() {
-        let cfg = *layer.forward.config();
-        let n = cfg.n_input;
-        let p = cfg.n_output();
-        let run = |lstm: &lstm_kernels::Lstm, d: usize, rev: bool, finals: &mut Finals| {
-            let seed = lstm.weights().to_seed(lstm.config()).unwrap();
-            let order: Vec<usize> = if rev {
-                (0..len).rev().collect()
-            } else {
-                (0..len).collect()
-            };
-            let xs: Vec<f64> = order
-                .iter()
-                .flat_map(|&t| xin[t * n..(t + 1) * n].to_vec())
-                .collect();
-            let es: Vec<f64> = order
-                .iter()
-                .flat_map(|&t| ein[t * n..(t + 1) * n].to_vec())
-                .collect();
-            let (c0, m0) = init(k, d);
-            let mut st = RefState::from_f32(1, &c0, &m0);
-            let b = reference::forward_with_bound_f64(
-                lstm.config(),
-                &seed,
-                &xs,
-                Some(&es),
-                &mut st,
-                model,
-            );
-            finals.push((st.c.clone(), b.c_err.clone(), st.m.clone(), b.m_err.clone()));
-            let mut y = vec![0.0; len * p];
-            let mut e = vec![0.0; len * p];
-            for (s, &t) in order.iter().enumerate() {
-                y[t * p..(t + 1) * p].copy_from_slice(&b.y[s * p..(s + 1) * p]);
-                e[t * p..(t + 1) * p].copy_from_slice(&b.y_err[s * p..(s + 1) * p]);
-            }
-            (y, e)
-        };
-        let (yf, ef) = run(&layer.forward, 0, false, &mut finals);
-        (xin, ein) = match &layer.backward {
-            Some(bm) => {
-                let (yb, eb) = run(bm, 1, true, &mut finals);
-                let cat = |a: &[f64], b: &[f64]| {
-                    (0..len)
-                        .flat_map(|t| [&a[t * p..(t + 1) * p], &b[t * p..(t + 1) * p]].concat())
-                        .collect::<Vec<f64>>()
-                };
-                (cat(&yf, &yb), cat(&ef, &eb))
-            }
-            None => (yf, ef),
-        };
-    }
-    (xin, ein, finals)
 }
 
 #[test]
@@ -188,7 +117,9 @@ fn pytorch_stacks_match_on_every_isa() {
                         .collect::<Vec<_>>()
                 })
                 .collect();
-            exact.push(exact_sample(&base, &xi, len, &|k, d| init(k, d, i)));
+            exact.push(exact_sample(&base, Merge::Concat, &xi, len, &|k, d| {
+                init(k, d, i)
+            }));
         }
         let idx = |i: usize, s: usize| {
             if batch_first {

@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use lstm_kernels::io;
+use lstm_kernels::import::{self, TfOptions};
+use lstm_kernels::{Lstm, LstmConfig, LstmStack, LstmWeights, SeqOptions, io};
 
 /// tests/golden/`case`: the numpy cases of `tools/make_golden.py`
 /// ([`NUMPY_CASES`]), `bad_onnx`, `charlm`, ….
@@ -154,4 +155,139 @@ pub fn npy_bytes(descr: &str, n: usize, data: &[u8]) -> Vec<u8> {
     v.extend(header.as_bytes());
     v.extend(data);
     v
+}
+
+/// A framework case's model, read by the importer of its format with the
+/// options its `meta.json` records.
+pub fn load_framework(dir: &Path) -> (LstmConfig, LstmWeights) {
+    let m = meta(dir);
+    let prefix = m["prefix"].as_str().unwrap_or("");
+    let path = weights_file(dir);
+    match m["format"].as_str().unwrap() {
+        "pytorch" => import::pytorch(&path, prefix).unwrap(),
+        "keras" => import::keras(&path, prefix).unwrap(),
+        "tf" => {
+            let opts = TfOptions {
+                forget_bias: m["forget_bias"].as_f64().unwrap() as f32,
+                cell_clip: m["cell_clip"].as_f64().map(|v| v as f32),
+                proj_clip: m["proj_clip"].as_f64().map(|v| v as f32),
+            };
+            import::tf(&path, prefix, opts).unwrap()
+        }
+        "onnx" => import::onnx(&path).unwrap(),
+        other => panic!("unknown format {other}"),
+    }
+}
+
+/// What the library computes for a framework case with its defaults (the
+/// ISA it picks, the heuristic plan): `y` and the final `c`, `m`.
+pub fn library_framework_run(dir: &Path) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (cfg, w) = load_framework(dir);
+    let x = io::read_npy(dir.join("x.npy")).unwrap();
+    let (c0, m0) = read_state(dir.join("state_in.npz"));
+    let batch = x.shape[x.shape.len() - 2];
+    let model = Lstm::new(cfg, w).unwrap();
+    let mut st = model.state_from(batch, &c0.data, &m0.data).unwrap();
+    let mut y = vec![f32::NAN; x.data.len() / cfg.n_input * cfg.n_output()];
+    model.forward(&mut st, &x.data, &mut y).unwrap();
+    (y, st.c().to_vec(), st.m().to_vec())
+}
+
+/// A sequence case's stack, read as `lstm run` reads it, and whether its
+/// inputs are batch-first.
+pub fn load_sequence(dir: &Path) -> (LstmStack, bool) {
+    let m = meta(dir);
+    let batch_first = m["batch_first"].as_bool().unwrap();
+    let stack = match m["format"].as_str().unwrap() {
+        "onnx" => import::onnx_model(dir.join("weights.onnx")).unwrap().stack,
+        #[cfg(feature = "keras")]
+        "keras" => import::keras_model(dir.join("model.keras"))
+            .unwrap()
+            .stack()
+            .clone(),
+        #[cfg(not(feature = "keras"))]
+        "keras" => panic!("a Keras case needs the `keras` feature"),
+        _ => import::pytorch_stack(weights_file(dir), m["prefix"].as_str().unwrap_or("")).unwrap(),
+    };
+    (stack, batch_first)
+}
+
+/// Puts a state file's `[L·D, B, ·]` blocks (layer-major, forward then
+/// reverse) into `st`, or reads them back out of it with `put = false`.
+pub fn stack_state_blocks(
+    st: &mut lstm_kernels::StackState,
+    c: &mut [f32],
+    m: &mut [f32],
+    put: bool,
+) {
+    let (mut oc, mut om) = (0, 0);
+    for k in 0.. {
+        let Some((f, r)) = st.layer_mut(k) else {
+            break;
+        };
+        for s in std::iter::once(f).chain(r) {
+            let (hc, hm) = (s.c().len(), s.m().len());
+            if put {
+                s.c_mut().copy_from_slice(&c[oc..oc + hc]);
+                s.m_mut().copy_from_slice(&m[om..om + hm]);
+            } else {
+                c[oc..oc + hc].copy_from_slice(s.c());
+                m[om..om + hm].copy_from_slice(s.m());
+            }
+            oc += hc;
+            om += hm;
+        }
+    }
+    assert_eq!((oc, om), (c.len(), m.len()), "state blocks");
+}
+
+/// `y`, and the final `(c, m)` of a case with state files.
+pub type SequenceRun = (Vec<f32>, Option<(Vec<f32>, Vec<f32>)>);
+
+/// What the library computes for a sequence case with its defaults: `y`
+/// and, when the case has state files, the final `c` and `m` in their
+/// layout.
+pub fn library_sequence_run(dir: &Path) -> SequenceRun {
+    let (stack, batch_first) = load_sequence(dir);
+    let x = io::read_npy(dir.join("x.npy")).unwrap();
+    let b = if batch_first { x.shape[0] } else { x.shape[1] };
+    let lens = dir.join("seq_lens.npy");
+    let lens = lens.exists().then(|| io::read_npy_lengths(&lens).unwrap());
+    let mut st = stack.new_state(b).unwrap();
+    let state_in = dir.join("state_in.npz");
+    let state = state_in.exists().then(|| read_state(&state_in));
+    if let Some((c0, m0)) = &state {
+        let (mut c, mut m) = (c0.data.clone(), m0.data.clone());
+        stack_state_blocks(&mut st, &mut c, &mut m, true);
+    }
+    let n = stack.input_size();
+    let mut y = vec![f32::NAN; x.data.len() / n * stack.output_size()];
+    let opts = SeqOptions {
+        batch_first,
+        seq_lens: lens.as_deref(),
+    };
+    stack.forward(&mut st, &x.data, &mut y, opts).unwrap();
+    let finals = state.map(|(c0, m0)| {
+        let (mut c, mut m) = (vec![0.0; c0.data.len()], vec![0.0; m0.data.len()]);
+        stack_state_blocks(&mut st, &mut c, &mut m, false);
+        (c, m)
+    });
+    (y, finals)
+}
+
+/// Runs a Keras case's `model` on its input and initial state: (y, c, m)
+/// in the golden layouts.
+#[cfg(feature = "keras")]
+pub fn run_keras(dir: &Path, model: &import::KerasModel) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let x = io::read_npy(dir.join("x.npy")).unwrap();
+    let b = x.shape[0];
+    let (c0, m0) = read_state(dir.join("state_in.npz"));
+    let mut st = model.stack().new_state(b).unwrap();
+    let (mut c, mut m) = (c0.data.clone(), m0.data.clone());
+    stack_state_blocks(&mut st, &mut c, &mut m, true);
+    let want_len = io::read_npy(dir.join("expected_y.npy")).unwrap().data.len();
+    let mut y = vec![f32::NAN; want_len];
+    model.forward(&mut st, &x.data, &mut y, None).unwrap();
+    stack_state_blocks(&mut st, &mut c, &mut m, false);
+    (y, c, m)
 }

@@ -25,6 +25,7 @@
 
 #[cfg(feature = "formats")]
 pub mod golden;
+pub mod stack_ref;
 
 use lstm_kernels::reference::{self, Bounded, ErrorModel, RefState};
 use lstm_kernels::rng::SplitMix64;
