@@ -178,7 +178,9 @@ fn int8_non_finite_inputs_poison_only_their_row() {
         let mut bad = case.clone();
         bad.xs[2 * 20 + 3] = f32::NAN; // step 0, row 2
         let model = on_kernel(bad.model(), Precision::Int8, k).unwrap();
+        let before = runs(Precision::Int8, k);
         let (y, _, _) = bad.run_forward(&model);
+        assert!(runs(Precision::Int8, k) > before, "{k} did not run");
         let (want, _, _) = case.run_forward(&on_kernel(case.model(), Precision::Int8, k).unwrap());
         for t in 0..2 {
             for r in 0..5 {

@@ -195,7 +195,9 @@ fn subnormals_are_harmless() {
     case.c0.iter_mut().for_each(|v| *v *= 1e-39);
     case.m0.iter_mut().for_each(|v| *v *= 1e-39);
     for isa in Isa::all_available() {
+        let runs = Runs::start(isa);
         let run = case.run_forward(&case.model().with_isa(isa).unwrap());
+        assert!(runs.kernel() > 0, "the {isa} kernel did not run");
         check_run(&case, &run).unwrap_or_else(|e| panic!("{isa}: {e}"));
     }
 }
@@ -319,6 +321,7 @@ proptest! {
             let one = case.run_forward(model);
             let many = case.run_forward(&on_threads(model, threads));
             prop_assert_eq!(bits(&one.0), bits(&many.0));
+            prop_assert_eq!(bits(&one.1), bits(&many.1));
             prop_assert_eq!(bits(&one.2), bits(&many.2));
             Ok(())
         })?;
