@@ -147,6 +147,7 @@ pub(crate) fn forward(
             kc: plan.kc,
             pf: plan.pf,
             ahead: plan.ahead,
+            l1_slice: plan.l1_slice,
             xs: xs.as_ptr(),
             out: out_ptr,
             c: ck.as_mut_ptr(),

@@ -34,6 +34,8 @@ pub(crate) struct Job<'a> {
     /// Fetch the next `W_h` panel into L2 during the later row blocks
     /// (see `PlanRules::ahead`).
     pub(crate) ahead: bool,
+    /// Panel slices up to this many bytes stay in L1 (see `Plan`).
+    pub(crate) l1_slice: usize,
     /// `[T, batch, n_in]`.
     pub(crate) xs: *const f32,
     /// `[T, batch, n_out]`.

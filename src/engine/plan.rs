@@ -5,7 +5,7 @@
 //! a row's arithmetic, so results are identical for every plan.
 
 use super::packed::Packed;
-use super::tuning::{STREAMED_WEIGHTS, XW_BUDGET_STREAMED};
+use super::tuning::{STREAMED_WEIGHTS, XW_BUDGET_STREAMED, l1_slice_bytes};
 use crate::tuning::{Partition, PlanRules};
 
 /// `rows` split into as few parts of at most `max` rows as possible,
@@ -109,6 +109,9 @@ pub(crate) struct Plan {
     pub(crate) pf: usize,
     /// Fetch the next `W_h` panel ahead (see `PlanRules::ahead`).
     pub(crate) ahead: bool,
+    /// Panel slices up to this many bytes stay in L1 across row blocks
+    /// (from this CPU's L1d; see `tuning::l1_slice_bytes`).
+    pub(crate) l1_slice: usize,
 }
 
 fn round16(n: usize) -> usize {
@@ -188,6 +191,7 @@ impl Plan {
             kc,
             pf: rules.prefetch,
             ahead: rules.ahead,
+            l1_slice: l1_slice_bytes(crate::tuning::CpuFacts::get().l1d_bytes),
         }
     }
 

@@ -24,11 +24,31 @@ pub(crate) const BATCH_MIN_ROWS: usize = 5;
 pub(crate) const DEFAULT_MIN_PARALLEL_FLOPS: f64 = 2e6;
 
 /// Bytes of a panel slice (a `kc`-row K block of a 4-vector panel, or a
-/// whole panel) that stay in L1 across the row blocks that read it: the
-/// first row block streams such a slice in with the plan's software
-/// prefetches, the later ones find it in L1 and issue none (measured on
-/// the Xeon model 167, 48 KiB L1d: H=128, whose 32 KiB panels stay, +5%
-/// at B=16 and 64, as fast as no prefetch at all). The CPUs whose plans
-/// prefetch (full-rate AVX-512 Xeons since Ice Lake) have 48 KiB of L1d;
-/// 32 KiB leaves room for the tile's rows of A and its `xw`.
-pub(crate) const L1_SLICE_BYTES: usize = 32 << 10;
+/// whole panel) that stay in L1 across the row blocks that read it, on a
+/// core with `l1d_bytes` of L1d: two thirds of it, which leaves the rest
+/// for the tile's rows of A, its `xw` and `c`. The first row block streams
+/// such a slice in with the plan's software prefetches; the later ones
+/// find it in L1 and issue none. Measured on the Xeon model 167 (48 KiB
+/// L1d, so 32 KiB): H=128, whose 32 KiB panels stay, +5% at B=16 and 64,
+/// as fast as no prefetch at all. On a 32 KiB L1d (Skylake-SP and Cascade
+/// Lake Xeons, which also get the prefetching plan) the limit is 21 KiB,
+/// so a 32 KiB panel keeps its prefetches in every block.
+pub(crate) fn l1_slice_bytes(l1d_bytes: usize) -> usize {
+    l1d_bytes / 3 * 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::l1_slice_bytes;
+
+    /// A whole 4-zmm panel of H=128 (128 rows × 64 floats = 32 KiB) stays
+    /// in a 48 KiB L1d, not in a 32 KiB one.
+    #[test]
+    fn the_l1_slice_follows_the_l1d() {
+        let panel_h128 = 128 * 64 * 4;
+        assert_eq!(l1_slice_bytes(48 << 10), 32 << 10);
+        assert!(panel_h128 <= l1_slice_bytes(48 << 10));
+        assert!(panel_h128 > l1_slice_bytes(32 << 10));
+        assert!(l1_slice_bytes(32 << 10) >= 20 << 10);
+    }
+}

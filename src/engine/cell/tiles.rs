@@ -14,7 +14,6 @@ use crate::engine::job::Job;
 use crate::engine::layout::{Dims, Shape};
 use crate::engine::microkernel::{Acc, LINE_FLOATS, Prefetch};
 use crate::engine::simd::Simd;
-use crate::engine::tuning::L1_SLICE_BYTES;
 
 /// Pointers to rows `r0..r0+MR` of a row-major matrix at `base` with
 /// rows of `stride` floats (the `a` operand of a tile).
@@ -129,10 +128,10 @@ pub(super) unsafe fn input_tile<S: Arch, D: Dims, const MR: usize>(
 /// The L1 prefetches of a tile over `kk` rows of a panel: the plan's
 /// distance for the first row block, which streams the slice in; none for
 /// the later ones when the slice fits in L1 (they find it there; see
-/// [`L1_SLICE_BYTES`]).
+/// `Job::l1_slice`).
 #[inline(always)]
 fn near<S: Arch>(job: &Job, kk: usize, first: bool) -> Prefetch {
-    if !first && kk * 4 * S::LANES * 4 <= L1_SLICE_BYTES {
+    if !first && kk * 4 * S::LANES * 4 <= job.l1_slice {
         Prefetch::near(0)
     } else {
         Prefetch::near(job.pf)
