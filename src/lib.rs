@@ -34,6 +34,9 @@ mod model;
 pub mod reference;
 pub mod rng;
 mod seq;
+// Atomic file writes (re-exported by `io`; plan files use them without it).
+#[cfg_attr(not(feature = "formats"), allow(dead_code))]
+mod staged;
 pub mod tuning;
 
 #[cfg(feature = "charlm")]

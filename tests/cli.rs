@@ -974,6 +974,19 @@ fn lstm_codegen_dumps_the_source() {
     assert!(
         src.contains("\"blocked_9x9__avx2_f32x8\"") && src.contains("\"lanes_9x9__avx512_f32x16\"")
     );
+    // --list with --shapes: the names of the kernels of that list, one a
+    // line, each of them in the source above (it printed the source).
+    let out = run_ok(lstm().args(["codegen", "--shapes", "only:9x9", "--list"]));
+    let names = String::from_utf8(out.stdout).unwrap();
+    let names: Vec<&str> = names.lines().collect();
+    assert!(names.contains(&"blocked_9x9__avx2_f32x8"), "{names:?}");
+    for name in &names {
+        assert!(src.contains(&format!("\"{name}\"")), "{name}");
+    }
+    // Without --shapes, --list names this build's kernels.
+    let out = run_ok(lstm().args(["codegen", "--list"]));
+    let built = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(built.lines().collect::<Vec<_>>(), generated_kernels());
     let err = run_err(lstm().args(["codegen", "--shapes", "9y9"]));
     assert!(err.contains("bad shape `9y9`"));
 }
@@ -1416,6 +1429,118 @@ fn cli_tune_writes_a_plan_file_that_bench_and_the_env_var_load() {
         serde_json::from_slice(&bench(&["--tuning", "measure"], None).stdout).unwrap();
     assert_eq!(j["tuning"], "measured", "{j}");
     assert!(run_err(lstm().args(["bench", "--plan", "kc=x"])).contains("kc=x"));
+}
+
+/// A review's findings on plan files: a FIFO named by `LSTM_KERNELS_PLANS`
+/// or `--plans` hung the process (and `tune --out /dev/stdout | cat` read
+/// its own pipe forever); `tune --out` into a missing directory failed only
+/// after tuning; tunes running at once into one file lost each other's
+/// entries; an empty existing file was "not a plan file".
+#[cfg(unix)]
+#[test]
+fn cli_plan_files_that_are_not_files_or_are_shared() {
+    let limit = std::time::Duration::from_secs(60);
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("ff");
+    run_ok(Command::new("mkfifo").arg(&fifo));
+    let shape = ["--batch", "2", "--input", "8", "--hidden", "8"];
+    let mut env = lstm();
+    env.arg("bench")
+        .args(shape)
+        .args(["--steps", "2", "--seconds", "0", "--json"])
+        .env("LSTM_KERNELS_PLANS", &fifo);
+    let out = finishes_within(&mut env, limit);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+    let out = finishes_within(
+        lstm()
+            .arg("bench")
+            .args(shape)
+            .args(["--seconds", "0", "--plans"])
+            .arg(&fifo),
+        limit,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+    // To a device: the plan is written there, nothing is read from it.
+    let out = finishes_within(
+        lstm()
+            .arg("tune")
+            .args(shape)
+            .args(["--out", "/dev/stdout"]),
+        limit,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("lstm-kernels plans v1\n"));
+    // A missing directory: an error naming the path, nothing created.
+    let missing = dir.path().join("no/such/dir/p.txt");
+    let e = run_err(lstm().arg("tune").args(shape).arg("--out").arg(&missing));
+    assert!(e.contains("no/such/dir/p.txt"), "{e}");
+    // An empty file takes the plan.
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    run_ok(lstm().arg("tune").args(shape).arg("--out").arg(&empty));
+    let text = std::fs::read_to_string(&empty).unwrap();
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("plan ")).count(),
+        1,
+        "{text}"
+    );
+    // Six tunes at once into one file: six entries.
+    let shared = dir.path().join("shared.txt");
+    let children: Vec<_> = (1..=6)
+        .map(|n| {
+            lstm()
+                .args(["tune", "--batch", "1", "--hidden", "4", "--input"])
+                .arg(n.to_string())
+                .arg("--out")
+                .arg(&shared)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let text = std::fs::read_to_string(&shared).unwrap();
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("plan ")).count(),
+        6,
+        "{text}"
+    );
+}
+
+/// A closed stderr made the CLI panic (exit 101) where it prints an error
+/// or a note; it now exits as it would have (1 for an error).
+#[cfg(unix)]
+#[test]
+fn cli_a_closed_stderr_is_no_panic() {
+    for args in [
+        &["bench", "--steps", "0"][..],
+        &["generate", "--length", "5"],
+        &["codegen", "--shapes", "9y9"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = lstm()
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(writer)
+            .output()
+            .unwrap();
+        assert_ne!(out.status.code(), Some(101), "{args:?} panicked");
+    }
 }
 
 /// Runs `cmd` to completion within `limit`, or kills it and fails: a

@@ -239,6 +239,44 @@ fn plan_file_round_trips() {
     assert_eq!(PlanFile::load(&p).unwrap(), parsed);
 }
 
+/// Saving a plan file follows no path planted beside it: the old
+/// `<out>.tmp` scheme wrote the plans through a symbolic link planted at
+/// `<out>.tmp` into its target, and left the destination a link to it.
+#[cfg(unix)]
+#[test]
+fn saving_a_plan_file_follows_no_planted_path() {
+    let mut f = PlanFile::default();
+    f.insert(entry("Some CPU", 64, 0));
+    // A directory of its own: other tests save plan files meanwhile.
+    let dir = tmp("planted");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (out, victim) = (dir.join("p.plans"), dir.join("victim"));
+    let planted = dir.join("p.plans.tmp");
+    std::fs::write(&victim, "untouched").unwrap();
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    f.save(&out).unwrap();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    assert!(
+        !std::fs::symlink_metadata(&out)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(PlanFile::load(&out).unwrap(), f);
+    // No temporary file is left beside it.
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".lstm-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // A directory is an error naming it, not a panic.
+    let e = f.save(&dir).unwrap_err().to_string();
+    assert!(e.contains(&*dir.to_string_lossy()), "{e}");
+}
+
 #[test]
 fn corrupt_plan_files_are_errors_never_panics() {
     let good = {

@@ -463,7 +463,12 @@ impl Lstm {
             Err(e) => {
                 static WARNED: std::sync::Once = std::sync::Once::new();
                 WARNED.call_once(|| {
-                    eprintln!("lstm-kernels: {PLANS_ENV}: {e}; using the heuristic plans");
+                    // Not `eprintln!`, which panics on a closed stderr.
+                    use std::io::Write as _;
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "lstm-kernels: {PLANS_ENV}: {e}; using the heuristic plans"
+                    );
                 });
                 fallback
             }

@@ -78,20 +78,32 @@ impl PlanFile {
             format: "lstm-kernels plans",
             reason,
         };
-        let len = std::fs::metadata(path).map_err(io)?.len();
+        // Only a regular file: a FIFO or a device (`/dev/stdout` on a
+        // pipe this process writes) could block the open or the read
+        // forever. The check is made on what was opened, too.
+        let not_regular = || {
+            format("not a regular file (a plan file is text written by `lstm tune --out`)".into())
+        };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if !meta.is_file() {
+            return Err(not_regular());
+        }
+        let file = std::fs::File::open(path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(not_regular());
+        }
+        let len = meta.len();
         if len > MAX_PLAN_FILE_BYTES {
             return Err(format(format!(
                 "{len} bytes, more than the {MAX_PLAN_FILE_BYTES} a plan file may have"
             )));
         }
-        // The length said is a regular file's; a device or a pipe says 0
-        // and may never end: read one byte more than a plan file may have.
+        // A file may grow after the check: read one byte more than a plan
+        // file may have, no further.
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(
-            &mut std::io::Read::take(
-                std::fs::File::open(path).map_err(io)?,
-                MAX_PLAN_FILE_BYTES + 1,
-            ),
+            &mut std::io::Read::take(file, MAX_PLAN_FILE_BYTES + 1),
             &mut bytes,
         )
         .map_err(io)?;
@@ -143,18 +155,20 @@ impl PlanFile {
         s
     }
 
-    /// Writes the file (through a temporary file renamed into place, so a
-    /// reader never sees half a file).
+    /// Writes the file atomically, as `lstm run` writes its outputs: to a
+    /// temporary file created afresh (`O_EXCL`, an unpredictable name)
+    /// beside the destination, then renamed into place, so a reader never
+    /// sees half a file and no path planted beside it is followed (see
+    /// `io::Staged` for links, devices and stdout).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let io = |source: std::io::Error| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        std::fs::write(&tmp, self.to_text()).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        let text = self.to_text();
+        crate::staged::write_atomic(path, |w| {
+            w.write_all(text.as_bytes()).map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        })
     }
 }
 

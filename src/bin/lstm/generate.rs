@@ -88,7 +88,7 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
         }
     }
     let chars = a.length * prompts.len();
-    eprintln!(
+    errln!(
         "[{chars} characters in {secs:.3} s: {:.0} characters/s, batch {}]",
         chars as f64 / secs,
         prompts.len()

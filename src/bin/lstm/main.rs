@@ -26,6 +26,15 @@ macro_rules! out {
     }};
 }
 
+/// `eprintln!` that never panics: a closed stderr loses the message, not
+/// the exit status.
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 mod bench;
 mod demo;
 mod generate;
@@ -94,7 +103,7 @@ fn main() {
                 .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
                 .map(str::trim)
                 .collect();
-            eprintln!("lstm: {} (see lstm --help)", words.join(" "));
+            errln!("lstm: {} (see lstm --help)", words.join(" "));
             std::process::exit(1);
         }
     };
@@ -117,7 +126,7 @@ fn main() {
         Command::Codegen { shapes, list } => codegen(shapes.as_deref(), list),
     };
     if let Err(e) = result {
-        eprintln!("lstm: error: {e}");
+        errln!("lstm: error: {e}");
         std::process::exit(1);
     }
 }
@@ -130,12 +139,19 @@ fn codegen(shapes: Option<&str>, list: bool) -> lstm_kernels::Result<()> {
                 outln!("{name}");
             }
         }
-        (Some(s), _) => {
+        (Some(s), list) => {
             // What build.rs would generate for this list (the generator's
-            // own grammar and errors).
+            // own grammar and errors): the file, or with --list its
+            // kernels' names.
             let shapes =
                 lstm_kernels_codegen::shape_list(s).map_err(lstm_kernels::Error::Invalid)?;
-            out!("{}", lstm_kernels_codegen::GeneratedFile(&shapes));
+            if list {
+                for k in lstm_kernels_codegen::kernels(&shapes) {
+                    outln!("{}", k.name());
+                }
+            } else {
+                out!("{}", lstm_kernels_codegen::GeneratedFile(&shapes));
+            }
         }
     }
     Ok(())

@@ -139,7 +139,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             let model =
                 import::keras_model_from_bytes_with(&bytes, &args.weights, load_options(args))?;
             for note in model.notes() {
-                eprintln!("note: {}: {note}", args.weights.display());
+                errln!("note: {}: {note}", args.weights.display());
             }
             return run_stack(args, model.stack(), false, Some(&model));
         }
@@ -170,7 +170,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             )));
         }
         if args.batch_first {
-            eprintln!(
+            errln!(
                 "note: --batch-first is not needed for ONNX models: the graph of {} is batch-first, and its layout is used",
                 args.weights.display()
             );

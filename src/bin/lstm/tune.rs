@@ -2,6 +2,8 @@
 //! every timing and the fastest, and (with `--out`) records the fastest in
 //! a plan file keyed by this CPU's model name and the shape.
 
+use std::path::{Path, PathBuf};
+
 use clap::Args;
 use lstm_kernels::error::Result;
 use lstm_kernels::tuning::{CpuFacts, PlanFile};
@@ -23,16 +25,45 @@ pub struct TuneArgs {
     json: bool,
 }
 
+/// The plans already in `--out`: a regular file's (an empty one holds
+/// none); none for a path with nothing there yet, or one that is not a
+/// regular file (`/dev/stdout`, a FIFO: written to, never read).
+fn existing_plans(path: &Path) -> Result<PlanFile> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() && m.len() == 0 => Ok(PlanFile::default()),
+        Ok(m) if m.is_file() => PlanFile::load(path),
+        _ => Ok(PlanFile::default()),
+    }
+}
+
+/// An advisory lock on the directory of `path`, held while a plan file is
+/// read, merged and replaced, so that tunes running at once into one file
+/// keep each other's entries (without it the last rename wins). `None`
+/// where the directory cannot be opened or locked: the write goes ahead.
+fn lock_dir(path: &Path) -> Option<std::fs::File> {
+    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let f = std::fs::File::open(dir).ok()?;
+    f.lock().ok()?;
+    Some(f)
+}
+
 pub fn tune(a: &TuneArgs) -> Result<()> {
+    // `--out` is checked before the tuning, which takes seconds: it must be
+    // replaceable, and an existing plan file must read.
+    if let Some(path) = &a.out {
+        lstm_kernels::io::check_replaceable(path)?;
+        existing_plans(path)?;
+    }
     let model = crate::bench::random_model(&a.model)?;
     let report = model.tune(a.batch)?;
     let entry = model.plan_entry(a.batch, report.chosen);
     if let Some(path) = &a.out {
-        let mut file = if path.exists() {
-            PlanFile::load(path)?
-        } else {
-            PlanFile::default()
-        };
+        let _lock = lock_dir(path);
+        let mut file = existing_plans(path)?;
         file.insert(entry.clone());
         file.save(path)?;
     }

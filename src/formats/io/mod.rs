@@ -32,7 +32,6 @@ mod npz;
 mod pickle;
 mod safetensors;
 mod seed;
-mod staged;
 mod torch;
 
 pub use pickle::MAX_PICKLE_OBJECTS;
@@ -42,14 +41,14 @@ pub use self::safetensors::{
     MAX_PIPE_DATA_BYTES, read_safetensors, safetensors_file_bytes, safetensors_from_bytes,
     write_safetensors,
 };
+pub use crate::staged::{
+    Staged, check_replaceable, commit_all, remove_pending_files, same_file, write_atomic,
+};
 pub use npy::{
     MAX_NPY_DIMS, MAX_NPY_HEADER_BYTES, npy_file_bytes, read_npy, read_npy_lengths, write_npy,
 };
 pub use npz::{npz_file_bytes, read_npz, write_npz};
 pub use seed::{load_seed_weights, save_seed_weights};
-pub use staged::{
-    Staged, check_replaceable, commit_all, remove_pending_files, same_file, write_atomic,
-};
 
 /// An `f32` tensor: shape and row-major (C order) data.
 #[derive(Clone, Debug, PartialEq)]
