@@ -92,8 +92,10 @@ fn pool_steps_do_not_allocate() {
         if threads == 1 {
             assert_eq!(n, 0, "a warm pool step allocated");
         } else {
-            // rayon's per-call bookkeeping only, not per row.
-            assert!(n < 50 * 8, "{n} allocations in 50 steps");
+            // Not per step (the driver collected its chunks' jobs into a
+            // Vec per call, so per step, before): rayon's bookkeeping may
+            // allocate now and then.
+            assert!(n < 10, "{n} allocations in 50 steps");
         }
     }
 }

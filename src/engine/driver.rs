@@ -30,6 +30,20 @@ fn run_job(job: &Job) {
     unsafe { run(job) }
 }
 
+/// The base pointers of a call's mutable buffers, from which each chunk's
+/// job takes its own regions (see `forward`).
+struct Bufs {
+    scratch: *mut f32,
+    c: *mut f32,
+    m: *mut f32,
+    out: *mut f32,
+}
+
+// SAFETY: shared by the chunks' jobs of one call, each of which writes
+// only its own regions of these buffers (disjoint, checked in `forward`);
+// the pointers are only offset, never written through, here.
+unsafe impl Sync for Bufs {}
+
 /// A chunk's job, sendable to a worker thread.
 struct SendJob<'a>(Job<'a>);
 
@@ -123,20 +137,44 @@ pub(crate) fn forward(
     if st.scratch.as_slice().len() < need {
         *st.scratch = AlignedBuf::try_zeros(need, "step scratch")?;
     }
-    let mut scratch = st.scratch.as_mut_slice();
-    let (mut c, mut m) = (st.c, st.m);
-    let out_ptr = out.as_mut_ptr();
-    let mut make_job = |k: usize| {
+    // Chunk k's buffers, found from k alone (so that the chunks can be
+    // handed to rayon without collecting them): every chunk before the
+    // last has `plan.per` rows, so chunk k's scratch starts at k times the
+    // scratch of `per` rows, and its rows of c and m at k·per.
+    let scratch = st.scratch.as_mut_slice();
+    let stride: usize = plan.chunk_scratch(pk, plan.per).iter().sum();
+    let lens = (scratch.len(), st.c.len(), st.m.len());
+    let bufs = Bufs {
+        scratch: scratch.as_mut_ptr(),
+        c: st.c.as_mut_ptr(),
+        m: st.m.as_mut_ptr(),
+        out: out.as_mut_ptr(),
+    };
+    let make_job = |k: usize| {
+        let bufs = &bufs;
         let rows = plan.rows(batch, k);
         let [n_xw, n_op, n_ma, n_mf] = plan.chunk_scratch(pk, rows);
-        let (xw, rest) = std::mem::take(&mut scratch).split_at_mut(n_xw);
-        let (o_pre, rest) = rest.split_at_mut(n_op);
-        let (m_alt, rest) = rest.split_at_mut(n_ma);
-        let (m_full, rest) = rest.split_at_mut(n_mf);
-        scratch = rest;
-        let (ck, c_rest) = std::mem::take(&mut c).split_at_mut(rows * h);
-        let (mk, m_rest) = std::mem::take(&mut m).split_at_mut(rows * pk.r);
-        (c, m) = (c_rest, m_rest);
+        let (s0, c0, m0) = (k * stride, k * plan.per * h, k * plan.per * pk.r);
+        // Memory safety rests on these (release) checks: the chunk's
+        // regions lie inside their buffers, and its scratch within its own
+        // stride (so no two chunks' regions overlap; c and m rows are
+        // disjoint by construction, chunk k owns rows k·per..k·per+rows).
+        let n_scratch = n_xw + n_op + n_ma + n_mf;
+        assert!(k < plan.chunks && rows <= plan.per && n_scratch <= stride);
+        assert!(s0 + n_scratch <= lens.0 && c0 + rows * h <= lens.1 && m0 + rows * pk.r <= lens.2);
+        // SAFETY: every offset is within its buffer (asserted above), and
+        // the buffers outlive the jobs (they run before `forward` returns).
+        let (xw, o_pre, m_alt, m_full, ck, mk) = unsafe {
+            let s = bufs.scratch.add(s0);
+            (
+                s,
+                s.add(n_xw),
+                s.add(n_xw + n_op),
+                s.add(n_xw + n_op + n_ma),
+                bufs.c.add(c0),
+                bufs.m.add(m0),
+            )
+        };
         SendJob(Job {
             packed: pk,
             rows,
@@ -149,13 +187,13 @@ pub(crate) fn forward(
             ahead: plan.ahead,
             l1_slice: plan.l1_slice,
             xs: xs.as_ptr(),
-            out: out_ptr,
-            c: ck.as_mut_ptr(),
-            m: mk.as_mut_ptr(),
-            m_alt: m_alt.as_mut_ptr(),
-            o_pre: o_pre.as_mut_ptr(),
-            xw: xw.as_mut_ptr(),
-            m_full: m_full.as_mut_ptr(),
+            out: bufs.out,
+            c: ck,
+            m: mk,
+            m_alt,
+            o_pre,
+            xw,
+            m_full,
             part: 0,
             parts: 1,
             barrier: None,
@@ -180,11 +218,12 @@ pub(crate) fn forward(
             });
         }
         Some(pool) if plan.chunks > 1 => {
-            // One small Vec per call (not per step) to hand chunks to rayon.
-            let jobs: Vec<SendJob> = (0..plan.chunks).map(&mut make_job).collect();
+            // Each worker builds its chunks' jobs: nothing is allocated.
             pool.install(|| {
                 use rayon::prelude::*;
-                jobs.into_par_iter().for_each(|j| run_job(&j.0));
+                (0..plan.chunks)
+                    .into_par_iter()
+                    .for_each(|k| run_job(&make_job(k).0));
             });
         }
         _ => {
