@@ -1035,7 +1035,34 @@ fn cli_errors_are_one_line_and_leave_no_output() {
             run_args(&w, &x, "/nonexistent-dir/y.npy", &["--state-out", &ss]),
             "nonexistent-dir",
         ),
-        (args(&["bench", "--batch", "0", "--seconds", "0"]), "batch"),
+        (
+            args(&["bench", "--batch", "0", "--seconds", "0"]),
+            "--batch",
+        ),
+        (args(&["tune", "--batch", "0"]), "--batch"),
+        // A review's findings: flags that could not apply were accepted
+        // and ignored.
+        (
+            args(&["bench", "--catch-up", "--seconds", "0"]),
+            "--streams",
+        ),
+        (
+            args(&["bench", "--clients", "4", "--seconds", "0"]),
+            "--streams",
+        ),
+        (
+            args(&["bench", "--max-wait-us", "9", "--seconds", "0"]),
+            "--streams",
+        ),
+        (
+            args(&["bench", "--streams", "4", "--subnormal", "--seconds", "0"]),
+            "--subnormal",
+        ),
+        (run_args(&w, &x, &ys, &["--prefix", "lstm."]), "--prefix"),
+        (
+            run_args(&w, &x, &ys, &["--state-out", &format!("{ss}.txt")]),
+            "--state-out",
+        ),
         (
             args(&["bench", "--hidden", "4", "--head", "5", "--seconds", "0"]),
             "head",

@@ -772,3 +772,22 @@ fn keras_npz_of_a_bidirectional_layer_loads_by_direction() {
     let e = import::keras(&typo, "l/").unwrap_err().to_string();
     assert!(e.contains("l/bais"), "{e}");
 }
+
+/// Sequence-length files: a dtype that is not read names the ones that
+/// are (it listed only the float types, though int64 is the usual one),
+/// and a length too large to be one says so.
+#[test]
+fn sequence_length_files_say_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("lens.npy");
+    std::fs::write(&p, golden::npy_bytes("|u1", 2, &[1, 2])).unwrap();
+    let e = io::read_npy_lengths(&p).unwrap_err().to_string();
+    assert!(e.contains("|u1") && e.contains("int64"), "{e}");
+    let huge = (u64::MAX as f64).to_le_bytes();
+    std::fs::write(&p, golden::npy_bytes("<f8", 1, &huge)).unwrap();
+    let e = io::read_npy_lengths(&p).unwrap_err().to_string();
+    assert!(e.contains("too large"), "{e}");
+    let lens: Vec<u8> = [3i64, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(&p, golden::npy_bytes("<i8", 2, &lens)).unwrap();
+    assert_eq!(io::read_npy_lengths(&p).unwrap(), vec![3, 1]);
+}

@@ -41,16 +41,21 @@ impl WithArch for Chains {
     }
 }
 
-/// Measures this core's f32 FMA peak in GFLOP/s on `isa` (about 0.2 s).
-/// Returns `None` if the CPU lacks the ISA.
+/// Measures this core's f32 FMA peak in GFLOP/s on `isa` (about 0.2 s):
+/// the best of three runs, so that a run the OS interrupted (a shared
+/// machine) does not lower it. Returns `None` if the CPU lacks the ISA.
 pub fn fma_peak_gflops(isa: Isa) -> Option<f64> {
     let isa = Supported::new(isa).ok()?;
     std::hint::black_box(isa.dispatch(Chains(100_000)));
-    let iters = 20_000_000;
-    let t = Instant::now();
-    std::hint::black_box(isa.dispatch(Chains(std::hint::black_box(iters))));
-    let s = t.elapsed().as_secs_f64();
-    Some(iters as f64 * 12.0 * isa.isa().lanes() as f64 * 2.0 / s / 1e9)
+    let iters = 7_000_000;
+    (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(isa.dispatch(Chains(std::hint::black_box(iters))));
+            let s = t.elapsed().as_secs_f64();
+            iters as f64 * 12.0 * isa.isa().lanes() as f64 * 2.0 / s / 1e9
+        })
+        .reduce(f64::max)
 }
 
 /// K rows of the L1 probe's panel: 96 rows of 4 vectors are 24 KiB on
@@ -149,38 +154,59 @@ pub fn kernel_l1_gflops(isa: Isa) -> Option<f64> {
         panel: &panel,
         a: &a,
     };
-    // A warm-up that sizes the timed run to about 0.2 s.
+    // A warm-up that sizes the timed runs.
     let t = Instant::now();
     let (_, mr) = std::hint::black_box(isa.dispatch(probe(std::hint::black_box(2_000))));
     let per_call = t.elapsed().as_secs_f64().max(1e-9) / 2_000.0;
-    let calls = ((0.2 / per_call) as usize).clamp(2_000, 100_000_000);
+    // Three runs of about 0.07 s, the best one (as the FMA peak).
+    let calls = ((0.07 / per_call) as usize).clamp(1_000, 100_000_000);
     let flops_per_call = 2.0 * (mr * L1_K * 4 * lanes) as f64;
-    let t = Instant::now();
-    std::hint::black_box(isa.dispatch(probe(std::hint::black_box(calls))));
-    let s = t.elapsed().as_secs_f64();
-    Some(calls as f64 * flops_per_call / s / 1e9)
+    (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(isa.dispatch(probe(std::hint::black_box(calls))));
+            let s = t.elapsed().as_secs_f64();
+            calls as f64 * flops_per_call / s / 1e9
+        })
+        .reduce(f64::max)
 }
 
 /// The ratio of the AVX-512 to the AVX2 FMA throughput on this core, from
-/// a probe of about 2 ms (best of 3 short runs each): about 2 where 512-bit
-/// FMAs issue at full rate, about 1 where they issue at half rate. 0 if
-/// the CPU lacks either ISA.
+/// a probe of about 2 ms (the best of 7 interleaved short runs each; up to
+/// three times as long on a disturbed machine): about 2 where 512-bit FMAs
+/// issue at full rate, about 1 where they issue at half rate. 0 if the CPU
+/// lacks either ISA.
 pub fn fma_rate_probe() -> f64 {
     let (Ok(a), Ok(b)) = (Supported::new(Isa::Avx512), Supported::new(Isa::Avx2)) else {
         return 0.0;
     };
-    let rate = |isa: Supported| {
-        std::hint::black_box(isa.dispatch(Chains(2_000)));
-        (0..3)
-            .map(|_| {
-                let iters = 40_000;
-                let t = Instant::now();
-                std::hint::black_box(isa.dispatch(Chains(std::hint::black_box(iters))));
-                iters as f64 * isa.isa().lanes() as f64 / t.elapsed().as_secs_f64().max(1e-9)
-            })
-            .fold(0.0, f64::max)
+    let run = |isa: Supported| {
+        let iters = 40_000;
+        let t = Instant::now();
+        std::hint::black_box(isa.dispatch(Chains(std::hint::black_box(iters))));
+        iters as f64 * isa.isa().lanes() as f64 / t.elapsed().as_secs_f64().max(1e-9)
     };
-    rate(a) / rate(b)
+    // The 512-bit units' power-up first (their first microseconds run
+    // slower), then 7 interleaved pairs, the best run of each ISA: a
+    // preempted run (a shared VM) lowers one sample, not one ISA's whole
+    // share of the probe. A ratio between the two rates' clusters (about 1
+    // at half rate, 1.8–2 at full rate) means the probe was disturbed: it
+    // runs again, at most twice more, keeping the highest ratio.
+    std::hint::black_box(a.dispatch(Chains(20_000)));
+    std::hint::black_box(b.dispatch(Chains(2_000)));
+    let mut ratio: f64 = 0.0;
+    for _attempt in 0..3 {
+        let (mut ra, mut rb) = (0.0f64, 0.0f64);
+        for _ in 0..7 {
+            ra = ra.max(run(a));
+            rb = rb.max(run(b));
+        }
+        ratio = ratio.max(ra / rb);
+        if !(1.15..1.5).contains(&ratio) {
+            break;
+        }
+    }
+    ratio
 }
 
 #[cfg(test)]

@@ -166,9 +166,11 @@ pub(crate) fn tune(model: &Lstm, batch: usize, start: PlanRules) -> Result<TuneR
                         Some((_, v)) => v.push(ns),
                         None => timed.push((*c, vec![ns])),
                     }
-                }
-                if t_start.elapsed() > TUNE_BUDGET {
-                    break 'passes;
+                    // Checked after every call: one call of a huge batch
+                    // can take a good part of the budget.
+                    if t_start.elapsed() > TUNE_BUDGET {
+                        break 'passes;
+                    }
                 }
             }
             best = *cands

@@ -61,13 +61,14 @@ pub struct BenchArgs {
     #[arg(long, default_value = "f32")]
     precision: Precision,
     /// Fill inputs and state with subnormal numbers (denormal slow-path check).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "streams")]
     subnormal: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
     /// How the plan is chosen: heuristic (from the CPU's facts) or measure
-    /// (time candidate plans for this batch first, under 2 s).
+    /// (time candidate plans for this batch first: under 2 s, unless one
+    /// step of the batch takes longer than a fraction of that).
     #[arg(long, default_value = "heuristic")]
     tuning: String,
     /// Load plans from this file (written by `lstm tune --out`).
@@ -83,28 +84,28 @@ pub struct BenchArgs {
     #[arg(long)]
     streams: Option<usize>,
     /// With --streams: client threads, each driving streams/clients streams.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, requires = "streams")]
     clients: usize,
     /// With --streams: the batcher's max_wait, in microseconds (the
     /// library's default).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, requires = "streams")]
     max_wait_us: u64,
     /// With --streams: a stream's think time, the delay before it sends its
     /// next frame after its last output came back, is uniform in
     /// [0, think_us] (the same load whatever --max-wait-us is).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, requires = "streams")]
     think_us: u64,
     /// With --streams: the batcher's max_batch (default: all streams).
-    #[arg(long)]
+    #[arg(long, requires = "streams")]
     max_batch: Option<usize>,
     /// With --streams: clients submit and collect each frame on its own
     /// (`submit_async` and a `Pending` per frame) instead of through a
     /// `Client` (many frames per call, one wake-up per step).
-    #[arg(long)]
+    #[arg(long, requires = "streams")]
     per_frame: bool,
     /// With --streams: the batcher runs the frames that came during a step
     /// right after it, in a catch-up step (`BatcherConfig::catch_up`).
-    #[arg(long)]
+    #[arg(long, requires = "streams")]
     catch_up: bool,
 }
 
@@ -185,6 +186,9 @@ pub fn random_model(a: &ModelArgs) -> Result<Lstm> {
 pub fn bench(a: &BenchArgs) -> Result<()> {
     if a.steps == 0 {
         return Err(Error::Invalid("--steps must be at least 1".into()));
+    }
+    if a.batch == 0 {
+        return Err(Error::Invalid("--batch must be at least 1".into()));
     }
     // A day at most: `Duration` cannot hold every f64 (1e308 panicked).
     if !(a.seconds.is_finite() && (0.0..=86_400.0).contains(&a.seconds)) {

@@ -106,6 +106,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
             "--default-activations is a setting of --format keras with an .npz".into(),
         ));
     }
+    if !args.prefix.is_empty() && matches!(args.format, Format::Seed | Format::Onnx) {
+        return Err(Error::Invalid(
+            "--prefix is a setting of --format pytorch, tf, or keras with an .npz".into(),
+        ));
+    }
     tensorflow_save_formats(&args.weights)?;
     // A PyTorch state dict is read once (any tensor file: torch.save,
     // safetensors, npz), its prefix resolved (`lstm` or `lstm.`).
@@ -138,6 +143,12 @@ pub fn run(args: &RunArgs) -> Result<()> {
             }
             let model =
                 import::keras_model_from_bytes_with(&bytes, &args.weights, load_options(args))?;
+            if !args.prefix.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "{}: --prefix is a setting of an .npz of Keras weights; a whole Keras model has none",
+                    args.weights.display()
+                )));
+            }
             for note in model.notes() {
                 errln!("note: {}: {note}", args.weights.display());
             }
@@ -312,7 +323,7 @@ fn check_outputs(args: &RunArgs) -> Result<()> {
         )));
     }
     if let Some(state) = &args.state_out {
-        io::tensor_format(state)?;
+        io::tensor_format(state).map_err(|e| Error::Invalid(format!("--state-out {e}")))?;
     }
     let outputs: Vec<(&str, &Path)> = std::iter::once(("--output", args.output.as_path()))
         .chain(args.state_out.as_deref().map(|s| ("--state-out", s)))

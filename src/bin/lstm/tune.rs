@@ -52,6 +52,11 @@ fn lock_dir(path: &Path) -> Option<std::fs::File> {
 }
 
 pub fn tune(a: &TuneArgs) -> Result<()> {
+    if a.batch == 0 {
+        return Err(lstm_kernels::Error::Invalid(
+            "--batch must be at least 1".into(),
+        ));
+    }
     // `--out` is checked before the tuning, which takes seconds: it must be
     // replaceable, and an existing plan file must read.
     if let Some(path) = &a.out {

@@ -715,10 +715,12 @@ pub fn read_npy_lengths(path: impl AsRef<Path>) -> Result<Vec<usize>> {
             got: shape_str(&h.shape),
         });
     }
-    let dt = Dtype::parse(&h.descr).ok_or_else(|| Error::Dtype {
-        tensor: "lengths".into(),
-        path: path.to_path_buf(),
-        dtype: h.descr.clone(),
+    let dt = Dtype::parse(&h.descr).ok_or_else(|| {
+        Error::Invalid(format!(
+            "{}: lengths have dtype {}; expected int64, int32, uint64, uint32 or integral floats",
+            path.display(),
+            h.descr
+        ))
     })?;
     let need = h.data_bytes(dt, &ctx)?;
     if let Some(have) = have {
@@ -737,6 +739,11 @@ pub fn read_npy_lengths(path: impl AsRef<Path>) -> Result<Vec<usize>> {
         .map(|(i, &v)| {
             if v >= 0.0 && v.fract() == 0.0 && v < 1e15 {
                 Ok(v as usize)
+            } else if v >= 1e15 && v.fract() == 0.0 {
+                Err(Error::Invalid(format!(
+                    "{}: length [{i}] = {v} is too large (a sequence length is below 10^15)",
+                    path.display()
+                )))
             } else {
                 Err(Error::Invalid(format!(
                     "{}: length [{i}] = {v} is not a nonnegative integer",
