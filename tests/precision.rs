@@ -9,7 +9,7 @@
 mod common;
 
 use common::{Case, check_run_in, on_threads, same_bits};
-use lstm_kernels::diagnostics::{bf16_runs, int8_runs};
+use lstm_kernels::diagnostics::{bf16_runs_on_this_thread, int8_runs_on_this_thread};
 use lstm_kernels::{Error, Lstm, LstmConfig, Peephole, Precision};
 use proptest::prelude::*;
 
@@ -71,10 +71,12 @@ fn on_kernel(model: Lstm, p: Precision, k: &str) -> Result<Lstm, Error> {
     }
 }
 
+/// Runs of kernel `k` on the calling thread, where the single-threaded
+/// models of these tests run (other tests running meanwhile do not count).
 fn runs(p: Precision, k: &str) -> u64 {
     match p {
-        Precision::Bf16 => bf16_runs(k),
-        _ => int8_runs(k),
+        Precision::Bf16 => bf16_runs_on_this_thread(k),
+        _ => int8_runs_on_this_thread(k),
     }
 }
 

@@ -17,8 +17,25 @@ mod counters {
     /// Chunk runs of the batch-in-lanes layout of small generated kernels.
     static BATCH: AtomicU64 = AtomicU64::new(0);
 
+    std::thread_local! {
+        /// Chunk runs per ISA on this thread (const-initialised: no
+        /// allocation), then per bf16 kernel and per int8 kernel.
+        static MINE: [std::cell::Cell<u64>; 9] = const {
+            [const { std::cell::Cell::new(0) }; 9]
+        };
+    }
+
+    fn bump_mine(i: usize) {
+        MINE.with(|m| m[i].set(m[i].get() + 1));
+    }
+
+    fn mine(i: usize) -> u64 {
+        MINE.with(|m| m[i].get())
+    }
+
     #[inline]
     pub(crate) fn record(isa: Isa, generated: bool, batch: bool) {
+        bump_mine(isa as usize);
         RUNS[isa as usize].fetch_add(1, Ordering::Relaxed);
         if generated {
             GENERATED.fetch_add(1, Ordering::Relaxed);
@@ -33,6 +50,7 @@ mod counters {
 
     #[inline]
     pub(crate) fn record_bf16(kernel: usize) {
+        bump_mine(3 + kernel);
         BF16[kernel].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -41,6 +59,7 @@ mod counters {
 
     #[inline]
     pub(crate) fn record_int8(kernel: usize) {
+        bump_mine(6 + kernel);
         INT8[kernel].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -71,6 +90,33 @@ mod counters {
         RUNS[isa as usize].load(Ordering::Relaxed)
     }
 
+    /// Number of chunk runs on `isa` so far on the calling thread (where
+    /// a single-threaded model's calls run): unlike [`kernel_runs`], other
+    /// threads' runs (tests running at the same time) do not count.
+    pub fn kernel_runs_on_this_thread(isa: Isa) -> u64 {
+        mine(isa as usize)
+    }
+
+    /// [`int8_runs`] on the calling thread only (see
+    /// [`kernel_runs_on_this_thread`]).
+    pub fn int8_runs_on_this_thread(name: &str) -> u64 {
+        use crate::engine::KernelSet;
+        crate::engine::int8::Int8Kernel::ALL
+            .iter()
+            .position(|k| k.name() == name)
+            .map_or(0, |i| mine(6 + i))
+    }
+
+    /// [`bf16_runs`] on the calling thread only (see
+    /// [`kernel_runs_on_this_thread`]).
+    pub fn bf16_runs_on_this_thread(name: &str) -> u64 {
+        use crate::engine::KernelSet;
+        crate::engine::bf16::Bf16Kernel::ALL
+            .iter()
+            .position(|k| k.name() == name)
+            .map_or(0, |i| mine(3 + i))
+    }
+
     /// Number of chunk runs of generated (specialized) kernels so far.
     pub fn specialized_runs() -> u64 {
         GENERATED.load(Ordering::Relaxed)
@@ -84,7 +130,10 @@ mod counters {
 }
 
 #[cfg(feature = "diagnostics")]
-pub use counters::{bf16_runs, int8_runs, kernel_runs, small_batch_runs, specialized_runs};
+pub use counters::{
+    bf16_runs, bf16_runs_on_this_thread, int8_runs, int8_runs_on_this_thread, kernel_runs,
+    kernel_runs_on_this_thread, small_batch_runs, specialized_runs,
+};
 #[cfg(feature = "diagnostics")]
 pub(crate) use counters::{record, record_bf16, record_int8};
 

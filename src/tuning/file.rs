@@ -79,8 +79,8 @@ impl PlanFile {
             reason,
         };
         // Only a regular file: a FIFO or a device (`/dev/stdout` on a
-        // pipe this process writes) could block the open or the read
-        // forever. The check is made on what was opened, too.
+        // pipe this process writes, `/dev/stdin`) could block the open or
+        // the read forever. The check is made on what was opened, too.
         let not_regular = || {
             format("not a regular file (a plan file is text written by `lstm tune --out`)".into())
         };
@@ -88,7 +88,13 @@ impl PlanFile {
         if !meta.is_file() {
             return Err(not_regular());
         }
-        let file = std::fs::File::open(path).map_err(io)?;
+        // Non-blocking where the flag is known (Linux): a path swapped for
+        // a FIFO after the check above cannot block the open.
+        let mut opts = std::fs::OpenOptions::new();
+        opts.read(true);
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, 0o4000); // O_NONBLOCK
+        let file = opts.open(path).map_err(io)?;
         let meta = file.metadata().map_err(io)?;
         if !meta.is_file() {
             return Err(not_regular());

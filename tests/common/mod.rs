@@ -206,6 +206,7 @@ pub fn on_threads(model: &Lstm, threads: usize) -> Lstm {
 #[derive(Clone, Copy, Debug)]
 pub struct Runs {
     isa: Isa,
+    mine: u64,
     kernel: u64,
     specialized: u64,
     small_batch: u64,
@@ -215,10 +216,18 @@ impl Runs {
     pub fn start(isa: Isa) -> Runs {
         Runs {
             isa,
+            mine: lstm_kernels::diagnostics::kernel_runs_on_this_thread(isa),
             kernel: lstm_kernels::diagnostics::kernel_runs(isa),
             specialized: lstm_kernels::diagnostics::specialized_runs(),
             small_batch: lstm_kernels::diagnostics::small_batch_runs(),
         }
+    }
+
+    /// Chunk runs of `isa`'s kernel entry on the calling thread since
+    /// `start` (exact for a single-threaded model's calls, which run on
+    /// it: tests running meanwhile do not count).
+    pub fn kernel_on_this_thread(&self) -> u64 {
+        lstm_kernels::diagnostics::kernel_runs_on_this_thread(self.isa) - self.mine
     }
 
     /// Chunk runs of `isa`'s kernel entry since `start`.

@@ -36,19 +36,44 @@ fn existing_plans(path: &Path) -> Result<PlanFile> {
     }
 }
 
-/// An advisory lock on the directory of `path`, held while a plan file is
-/// read, merged and replaced, so that tunes running at once into one file
-/// keep each other's entries (without it the last rename wins). `None`
-/// where the directory cannot be opened or locked: the write goes ahead.
+/// An advisory lock on the directory the plan file is renamed into (that
+/// of `path`'s final target, through any symbolic links, dangling ones
+/// too, as the atomic writer resolves it), held while a plan file is read,
+/// merged and replaced, so that tunes running at once into one file keep
+/// each other's entries (without it the last rename wins). Waiting for it
+/// says so. `None` where the directory cannot be opened or locked: the
+/// write goes ahead.
 fn lock_dir(path: &Path) -> Option<std::fs::File> {
-    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut target = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&target) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let link = std::fs::read_link(&target).ok()?;
+                target = match target.parent() {
+                    Some(d) => d.join(link),
+                    None => link,
+                };
+            }
+            _ => break,
+        }
+    }
     let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let f = std::fs::File::open(dir).ok()?;
-    f.lock().ok()?;
-    Some(f)
+    let f = std::fs::File::open(&dir).ok()?;
+    match f.try_lock() {
+        Ok(()) => Some(f),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            errln!(
+                "lstm tune: waiting for the lock on {} (another lstm tune writing there)",
+                dir.display()
+            );
+            f.lock().ok()?;
+            Some(f)
+        }
+        Err(_) => None,
+    }
 }
 
 pub fn tune(a: &TuneArgs) -> Result<()> {
