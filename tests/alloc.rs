@@ -56,6 +56,15 @@ fn count(f: &mut dyn FnMut()) -> usize {
     ALLOCS.load(Ordering::SeqCst) - before
 }
 
+/// [`count`], the fewest of three runs of `f`: the test harness's own
+/// threads allocate now and then (another test finishing: its captured
+/// output, its result), which a single count takes for `f`'s under load
+/// (a CI run saw 16 in a 100-step call and 2 in a 1-step one); an `f` that
+/// allocates does so in all three.
+fn count_least(f: &mut dyn FnMut()) -> usize {
+    (0..3).map(|_| count(f)).min().unwrap_or(0)
+}
+
 /// Allocations by the calling thread while `f` runs (exact).
 fn count_mine(f: &mut dyn FnMut()) -> usize {
     let before = MINE.with(|c| c.get());
@@ -87,7 +96,11 @@ fn forward_does_not_allocate_per_step() {
             model.forward(&mut st, &xs, &mut ys).unwrap();
             // One thread: every allocation would be on this thread, counted
             // exactly; with a pool, count the whole process.
-            let counter = if threads == 1 { count_mine } else { count };
+            let counter = if threads == 1 {
+                count_mine
+            } else {
+                count_least
+            };
             let one = counter(&mut || {
                 model
                     .forward(&mut st, &xs[..batch * 24], &mut ys[..batch * 8])
@@ -172,7 +185,11 @@ fn reduced_precision_does_not_allocate_per_step() {
             let xs = vec![0.25f32; long * batch * 24];
             let mut ys = vec![0.0f32; long * batch * 40];
             model.forward(&mut st, &xs, &mut ys).unwrap();
-            let counter = if threads == 1 { count_mine } else { count };
+            let counter = if threads == 1 {
+                count_mine
+            } else {
+                count_least
+            };
             let one = counter(&mut || {
                 model
                     .forward(&mut st, &xs[..batch * 24], &mut ys[..batch * 40])
