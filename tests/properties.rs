@@ -11,8 +11,8 @@
 
 mod common;
 
-use common::{Case, Runs, bits, check_run, config, on_threads};
-use lstm_kernels::{Isa, Lstm, LstmConfig, LstmWeights, Peephole};
+use common::{Case, Runs, bits, check_run, check_stepwise, config, on_threads};
+use lstm_kernels::{Isa, Lstm, LstmConfig, LstmWeights, Peephole, Precision};
 use proptest::prelude::*;
 
 /// Runs `f` on the case's model under every ISA this CPU has, checking that
@@ -73,7 +73,13 @@ proptest! {
     #[test]
     fn step_by_step_matches_reference(case in arb_case()) {
         on_every_isa(&case, |isa, model| {
-            check_run(&case, &case.run_steps(model)).map_err(|e| TestCaseError::fail(format!("{isa}: {e}")))
+            check_run(&case, &case.run_steps(model)).map_err(|e| TestCaseError::fail(format!("{isa}: {e}")))?;
+            // And each step within its own one-step bound, from the
+            // kernel's state before it: the whole-run bound compounds with
+            // worst-case slopes and is loose by the last steps.
+            check_stepwise(&case, model, Precision::F32)
+                .map(|_| ())
+                .map_err(|e| TestCaseError::fail(format!("{isa}: {e}")))
         })?;
     }
 

@@ -127,6 +127,15 @@ pub fn within(what: &str, got: &[f32], want: &[f64], bound: &[f64]) -> Result<()
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (k, ((&g, &w), &e)) in got.iter().zip(want).zip(bound).enumerate() {
         let err = (g as f64 - w).abs();
+        // The bound compounds over steps (worst-case slopes); over a long
+        // run it can overflow, and a NaN or infinite bound would pass
+        // anything: such a run is checked step by step instead
+        // (`check_stepwise`).
+        if !e.is_finite() {
+            return Err(format!(
+                "{what}[{k}]: the bound is {e} (too many steps for a whole-run bound; use check_stepwise)"
+            ));
+        }
         // A NaN result is a failure too.
         if err.is_nan() || err > e {
             return Err(format!(
@@ -152,6 +161,42 @@ pub fn check_run_in(
     within("y", &run.0, &b.y, &b.y_err)?;
     within("c", &run.1, &st.c, &b.c_err)?;
     within("m", &run.2, &st.m, &b.m_err)
+}
+
+/// Checks `model` (in `precision`) step by step with `step`: each step
+/// from the kernel's own `f32` state before it, against the reference's
+/// one-step bound. Unlike the whole-run bound, which compounds with
+/// worst-case slopes over the steps (and overflows after a few tens of
+/// them), each step's bound stays as tight as the first's, so a long run
+/// is checked everywhere. Returns the final (c, m).
+pub fn check_stepwise(
+    case: &Case,
+    model: &Lstm,
+    precision: Precision,
+) -> Result<(Vec<f32>, Vec<f32>), String> {
+    let seed = case.weights.to_seed(&case.cfg).expect("valid case");
+    let mut st = model
+        .state_from(case.batch, &case.c0, &case.m0)
+        .expect("state");
+    let (b, n, p) = (case.batch, case.cfg.n_input, case.cfg.n_output());
+    let mut y = vec![f32::NAN; b * p];
+    for t in 0..case.steps {
+        let x = &case.xs[t * b * n..(t + 1) * b * n];
+        let mut rst = RefState::from_f32(b, st.c(), st.m());
+        let bound = reference::forward_with_bound(
+            &case.cfg,
+            &seed,
+            x,
+            &mut rst,
+            ErrorModel::for_precision(precision),
+        );
+        y.fill(f32::NAN);
+        model.step(&mut st, x, &mut y).expect("step");
+        within(&format!("step {t} y"), &y, &bound.y, &bound.y_err)?;
+        within(&format!("step {t} c"), st.c(), &rst.c, &bound.c_err)?;
+        within(&format!("step {t} m"), st.m(), &rst.m, &bound.m_err)?;
+    }
+    Ok((st.c().to_vec(), st.m().to_vec()))
 }
 
 /// All the shapes of a config family, for sweeps.
