@@ -231,7 +231,8 @@ pub struct Bounded {
     pub y_err: Vec<f64>,
     /// Bound on the final `|c_f32 - c|` per element, `[batch, H]`.
     pub c_err: Vec<f64>,
-    /// Bound on the final `|m_f32 - m|` per element, `[batch, H]`.
+    /// Bound on the final `|m_f32 - m|` per element, `[batch, R]` (R the
+    /// projection size with a projection, else H).
     pub m_err: Vec<f64>,
 }
 
