@@ -170,6 +170,17 @@ pub(crate) fn destination(path: &Path) -> Result<Destination> {
     )))
 }
 
+/// The directory a write to `path` is staged in and renamed into: that of
+/// its final target, symbolic links followed (dangling ones too); `None`
+/// where the write goes through instead (a device, a FIFO, stdout) or the
+/// path does not resolve.
+pub fn rename_dir(path: impl AsRef<Path>) -> Option<PathBuf> {
+    match destination(path.as_ref()).ok()? {
+        Destination::Replace(p) => Some(dest_dir(&p)),
+        _ => None,
+    }
+}
+
 /// `p` absolute, its directory resolved (links, `..`) when it exists.
 fn absolute(p: &Path) -> PathBuf {
     let dir = match p.parent() {

@@ -107,7 +107,7 @@ fn forward_does_not_allocate_per_step() {
                     .unwrap()
             });
             let many = counter(&mut || model.forward(&mut st, &xs, &mut ys).unwrap());
-            let steps = counter(&mut || {
+            let mut fifty_steps = || {
                 for t in 0..50 {
                     model
                         .step(
@@ -117,7 +117,8 @@ fn forward_does_not_allocate_per_step() {
                         )
                         .unwrap();
                 }
-            });
+            };
+            let steps = counter(&mut fifty_steps);
             println!(
                 "{isa}, {threads} thread(s): 1 step {one} allocations, {long} steps {many}, 50 × step() {steps}"
             );
@@ -136,17 +137,7 @@ fn forward_does_not_allocate_per_step() {
                 // calling thread hands the chunks to rayon without
                 // collecting them (it allocated a Vec of jobs per call,
                 // so per step() before). rayon may allocate now and then.
-                let mine = count_mine(&mut || {
-                    for t in 0..50 {
-                        model
-                            .step(
-                                &mut st,
-                                &xs[t * batch * 24..(t + 1) * batch * 24],
-                                &mut ys[..batch * 8],
-                            )
-                            .unwrap();
-                    }
-                });
+                let mine = count_mine(&mut fifty_steps);
                 assert!(
                     mine < 10,
                     "{isa}: {mine} allocations on the calling thread in 50 two-thread steps"

@@ -25,7 +25,7 @@ use std::path::Path;
 
 use common::golden;
 use common::stack_ref::exact_sample;
-use lstm_kernels::{Isa, LstmStack, Merge, SeqOptions, import, io};
+use lstm_kernels::{Isa, LstmStack, Merge, SeqOptions, io};
 
 fn read_lens(path: &Path) -> Option<Vec<usize>> {
     path.exists().then(|| io::read_npy_lengths(path).unwrap())
@@ -53,31 +53,12 @@ fn pytorch_stacks_match_on_every_isa() {
         let state_in = state_in.exists().then(|| golden::read_state(state_in));
         let want_state = dir.join("expected_state.npz");
         let want_state = want_state.exists().then(|| golden::read_state(want_state));
-        let base = match meta["format"].as_str().unwrap() {
-            "onnx" => {
-                let m = import::onnx_model(dir.join("weights.onnx")).unwrap();
-                assert_eq!(
-                    m.batch_first, batch_first,
-                    "{case}: the layout found in the graph"
-                );
-                m.stack
-            }
-            // Keras model files (tools/make_keras_goldens.py): batch-first,
-            // state c, m [L·D, B, H]; the `.h5` twin is checked by
-            // tests/keras.rs.
-            #[cfg(feature = "keras")]
-            "keras" => import::keras_model(dir.join("model.keras"))
-                .unwrap()
-                .stack()
-                .clone(),
-            #[cfg(not(feature = "keras"))]
-            "keras" => continue,
-            _ => import::pytorch_stack(
-                golden::weights_file(&dir),
-                meta["prefix"].as_str().unwrap_or(""),
-            )
-            .unwrap(),
-        };
+        // Keras model files (tools/make_keras_goldens.py) need the `keras`
+        // feature; their `.h5` twins are checked by tests/keras.rs.
+        if meta["format"] == "keras" && !cfg!(feature = "keras") {
+            continue;
+        }
+        let (base, _) = golden::load_sequence(&dir);
         let dirs = if base.layers()[0].backward.is_some() {
             2
         } else {
@@ -154,21 +135,9 @@ fn pytorch_stacks_match_on_every_isa() {
                 .collect();
             let stack = LstmStack::new(layers, Merge::Concat).unwrap();
             let mut st = stack.new_state(b).unwrap();
-            for k in 0..stack.layers().len() {
-                let (h, r) = sizes(k);
-                let (f, bk) = st.layer_mut(k).unwrap();
-                for i in 0..b {
-                    let (c, m) = init(k, 0, i);
-                    f.c_mut()[i * h..(i + 1) * h].copy_from_slice(&c);
-                    f.m_mut()[i * r..(i + 1) * r].copy_from_slice(&m);
-                }
-                if let Some(bs) = bk {
-                    for i in 0..b {
-                        let (c, m) = init(k, 1, i);
-                        bs.c_mut()[i * h..(i + 1) * h].copy_from_slice(&c);
-                        bs.m_mut()[i * r..(i + 1) * r].copy_from_slice(&m);
-                    }
-                }
+            if let Some((c0, m0)) = &state_in {
+                let (mut c, mut m) = (c0.data.clone(), m0.data.clone());
+                golden::stack_state_blocks(&mut st, &mut c, &mut m, true);
             }
             let mut out = vec![f32::NAN; t * b * w];
             stack

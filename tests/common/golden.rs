@@ -199,7 +199,16 @@ pub fn load_sequence(dir: &Path) -> (LstmStack, bool) {
     let m = meta(dir);
     let batch_first = m["batch_first"].as_bool().unwrap();
     let stack = match m["format"].as_str().unwrap() {
-        "onnx" => import::onnx_model(dir.join("weights.onnx")).unwrap().stack,
+        "onnx" => {
+            let m = import::onnx_model(dir.join("weights.onnx")).unwrap();
+            assert_eq!(
+                m.batch_first,
+                batch_first,
+                "{}: the layout found in the graph",
+                dir.display()
+            );
+            m.stack
+        }
         #[cfg(feature = "keras")]
         "keras" => import::keras_model(dir.join("model.keras"))
             .unwrap()

@@ -2,7 +2,7 @@
 //! every timing and the fastest, and (with `--out`) records the fastest in
 //! a plan file keyed by this CPU's model name and the shape.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use clap::Args;
 use lstm_kernels::error::Result;
@@ -36,31 +36,15 @@ fn existing_plans(path: &Path) -> Result<PlanFile> {
     }
 }
 
-/// An advisory lock on the directory the plan file is renamed into (that
-/// of `path`'s final target, through any symbolic links, dangling ones
-/// too, as the atomic writer resolves it), held while a plan file is read,
-/// merged and replaced, so that tunes running at once into one file keep
-/// each other's entries (without it the last rename wins). Waiting for it
-/// says so. `None` where the directory cannot be opened or locked: the
-/// write goes ahead.
+/// An advisory lock on the directory the plan file is renamed into
+/// (`io::rename_dir`: that of `path`'s final target, as the atomic writer
+/// resolves it), held while a plan file is read, merged and replaced, so
+/// that tunes running at once into one file keep each other's entries
+/// (without it the last rename wins). Waiting for it says so. `None` for
+/// a device (written through, nothing to merge) or where the directory
+/// cannot be opened or locked: the write goes ahead.
 fn lock_dir(path: &Path) -> Option<std::fs::File> {
-    let mut target = path.to_path_buf();
-    for _ in 0..40 {
-        match std::fs::symlink_metadata(&target) {
-            Ok(m) if m.file_type().is_symlink() => {
-                let link = std::fs::read_link(&target).ok()?;
-                target = match target.parent() {
-                    Some(d) => d.join(link),
-                    None => link,
-                };
-            }
-            _ => break,
-        }
-    }
-    let dir = match target.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = lstm_kernels::io::rename_dir(path)?;
     let f = std::fs::File::open(&dir).ok()?;
     match f.try_lock() {
         Ok(()) => Some(f),

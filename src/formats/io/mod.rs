@@ -42,7 +42,8 @@ pub use self::safetensors::{
     write_safetensors,
 };
 pub use crate::staged::{
-    Staged, check_replaceable, commit_all, remove_pending_files, same_file, write_atomic,
+    Staged, check_replaceable, commit_all, remove_pending_files, rename_dir, same_file,
+    write_atomic,
 };
 pub use npy::{
     MAX_NPY_DIMS, MAX_NPY_HEADER_BYTES, npy_file_bytes, read_npy, read_npy_lengths, write_npy,
