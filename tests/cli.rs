@@ -1449,7 +1449,7 @@ fn cli_tune_writes_a_plan_file_that_bench_and_the_env_var_load() {
         serde_json::from_slice(&bench(&["--plan", "kc=16,partition=rows"], None).stdout).unwrap();
     assert_eq!(j["tuning"], "given", "{j}");
     assert_eq!(
-        j["plan"], "kc=16 chunk=64 hoist=65536 partition=rows prefetch=0 ahead=0",
+        j["plan"], "kc=16 chunk=64 hoist=65536 partition=rows prefetch=0 ahead=0 fuse=0",
         "{j}"
     );
     let j: serde_json::Value =

@@ -6,6 +6,7 @@
 mod common;
 
 use common::{Case, Runs, check_run, config, on_threads, same_bits};
+use lstm_kernels::diagnostics::fused_runs_on_this_thread;
 use lstm_kernels::tuning::{PlanEntry, PlanFile, PlanKey, PlanSource};
 use lstm_kernels::{Isa, LstmConfig, Partition, Peephole, PlanRules, Tuning};
 use proptest::prelude::*;
@@ -42,6 +43,16 @@ fn candidates() -> Vec<PlanRules> {
         ahead: true,
         ..PlanRules::default()
     });
+    // Fused one-step tiles: in `step()` calls, and (hoist = 1: one-step
+    // blocks) in whole sequences, with K blocks the fused loop ignores.
+    for (hoist, kc) in [(1 << 16, 0), (1, 0), (1, 7)] {
+        v.push(PlanRules {
+            hoist,
+            kc,
+            fuse: true,
+            ..PlanRules::default()
+        });
+    }
     for partition in [Partition::Rows, Partition::Units] {
         v.push(PlanRules {
             partition,
@@ -54,13 +65,16 @@ fn candidates() -> Vec<PlanRules> {
             partition,
             prefetch: 8,
             ahead: true,
+            fuse: true,
         });
     }
     v
 }
 
 /// Every candidate, on every ISA and on 1 and 2 threads: within the
-/// reference bound and bitwise equal to the default plan.
+/// reference bound and bitwise equal to the default plan, in one call and
+/// (plans that fuse one-step blocks) one `step()` call per step, where the
+/// fused loop must run.
 fn check_every_plan(case: &Case) -> Result<(), String> {
     check_run(case, &case.run_forward(&case.model()))?;
     for isa in Isa::all_available() {
@@ -79,8 +93,41 @@ fn check_every_plan(case: &Case) -> Result<(), String> {
                 same_bits(&format!("{what}: y"), &got.0, &want.0)?;
                 same_bits(&format!("{what}: c"), &got.1, &want.1)?;
                 same_bits(&format!("{what}: m"), &got.2, &want.2)?;
+                if rules.fuse {
+                    check_fused_steps(case, &m, &want, threads == 1)
+                        .map_err(|e| format!("{what}, step by step: {e}"))?;
+                }
             }
         }
+    }
+    Ok(())
+}
+
+/// `model` stepped one call per step: the same bits as `want`; and, where
+/// the calls run on this thread and the blocked body runs (not a small
+/// cell's kernel), the fused loop ran once per step.
+fn check_fused_steps(
+    case: &Case,
+    model: &lstm_kernels::Lstm,
+    want: &(Vec<f32>, Vec<f32>, Vec<f32>),
+    on_this_thread: bool,
+) -> Result<(), String> {
+    let before = fused_runs_on_this_thread();
+    let got = case.run_steps(model);
+    let fused = fused_runs_on_this_thread() - before;
+    same_bits("y", &got.0, &want.0)?;
+    same_bits("c", &got.1, &want.1)?;
+    same_bits("m", &got.2, &want.2)?;
+    let blocked = model
+        .kernels_for_batch(case.batch)
+        .map_err(|e| e.to_string())?
+        .iter()
+        .all(|k| *k == "generic" || k.starts_with("blocked_"));
+    if on_this_thread && blocked && fused < case.steps as u64 {
+        return Err(format!(
+            "the fused loop ran {fused} times in {} steps",
+            case.steps
+        ));
     }
     Ok(())
 }
@@ -122,6 +169,7 @@ fn streamed_weights_plans_give_the_same_bits() {
             let rules = PlanRules {
                 ahead: true,
                 partition,
+                fuse: partition == Partition::Units,
                 ..PlanRules::default()
             };
             let m = heuristic.clone().with_plan_rules(rules).unwrap();
@@ -172,7 +220,7 @@ proptest! {
         n in 1usize..=70, h in 1usize..=70, b in 1usize..=20, t in 1usize..=4,
         kc in 0usize..=80, chunk in 1usize..=24, hoist in 1usize..=5000,
         part in 0usize..3, threads in 1usize..=3, seed in any::<u64>(), prefetch in 0usize..40,
-        ahead in any::<bool>(),
+        ahead in any::<bool>(), fuse in any::<bool>(),
     ) {
         let case = Case::new(config(n, h, None, false), b, t, seed, 1.0);
         let rules = PlanRules {
@@ -182,6 +230,7 @@ proptest! {
             partition: [Partition::Auto, Partition::Rows, Partition::Units][part],
             prefetch,
             ahead,
+            fuse,
         };
         let base = case.model();
         let want = case.run_forward(&base.clone().with_plan_rules(PlanRules::default()).unwrap());
@@ -189,6 +238,11 @@ proptest! {
         prop_assert!(check_run(&case, &got).is_ok());
         prop_assert!(same_bits("y", &got.0, &want.0).is_ok(), "plan {}", rules);
         prop_assert!(same_bits("c", &got.1, &want.1).is_ok(), "plan {}", rules);
+        if fuse {
+            let m = on_threads(&base, threads).with_plan_rules(rules).unwrap();
+            let r = check_fused_steps(&case, &m, &want, threads == 1);
+            prop_assert!(r.is_ok(), "plan {}: {:?}", rules, r);
+        }
     }
 }
 
@@ -212,6 +266,7 @@ fn entry(cpu: &str, batch: usize, kc: usize) -> PlanEntry {
             partition: Partition::Rows,
             prefetch: 16,
             ahead: kc % 2 == 1,
+            fuse: kc.is_multiple_of(4),
         },
     }
 }
@@ -307,6 +362,7 @@ fn corrupt_plan_files_are_errors_never_panics() {
         (edit("peephole=none", "peephole=full"), "peephole"),
         (format!("{header}garbage"), "line 2"),
         (edit("ahead=0", "ahead=2"), "ahead"),
+        (edit("fuse=1", "fuse=yes"), "fuse"),
     ];
     for (text, why) in bad {
         let e = PlanFile::parse(text.as_bytes()).unwrap_err();
@@ -317,9 +373,12 @@ fn corrupt_plan_files_are_errors_never_panics() {
             .unwrap_err()
             .contains("UTF-8")
     );
-    // A line written before `ahead` existed means ahead=0.
+    // A line written before `ahead` (or `fuse`) existed means 0.
     let old = PlanFile::parse(edit(" ahead=0", "").as_bytes()).unwrap();
     assert!(!old.entries[0].rules.ahead);
+    assert_eq!(old.entries[0].rules.kc, 64);
+    let old = PlanFile::parse(edit(" fuse=1", "").as_bytes()).unwrap();
+    assert!(!old.entries[0].rules.fuse);
     assert_eq!(old.entries[0].rules.kc, 64);
     // A corrupt file is an error through the model's API too, naming it.
     let p = tmp("corrupt.plans");
@@ -443,7 +502,7 @@ fn model_tune_rejects_zero(case: &Case) -> bool {
 
 #[test]
 fn plan_rules_parse_and_check() {
-    let r: PlanRules = "kc=64,chunk=16 hoist=1024,partition=units,prefetch=8,ahead=1"
+    let r: PlanRules = "kc=64,chunk=16 hoist=1024,partition=units,prefetch=8,ahead=1,fuse=1"
         .parse()
         .unwrap();
     assert_eq!(
@@ -455,6 +514,7 @@ fn plan_rules_parse_and_check() {
             partition: Partition::Units,
             prefetch: 8,
             ahead: true,
+            fuse: true,
         }
     );
     assert_eq!(
@@ -477,6 +537,7 @@ fn plan_rules_parse_and_check() {
         "prefetch=5000",
         "ahead=2",
         "ahead=yes",
+        "fuse=2",
     ] {
         assert!(bad.parse::<PlanRules>().is_err(), "{bad}");
     }

@@ -20,8 +20,8 @@ mod counters {
     std::thread_local! {
         /// Chunk runs per ISA on this thread (const-initialised: no
         /// allocation), then per bf16 kernel and per int8 kernel.
-        static MINE: [std::cell::Cell<u64>; 9] = const {
-            [const { std::cell::Cell::new(0) }; 9]
+        static MINE: [std::cell::Cell<u64>; 10] = const {
+            [const { std::cell::Cell::new(0) }; 10]
         };
     }
 
@@ -46,6 +46,18 @@ mod counters {
     }
 
     /// Chunk runs per bf16 kernel (amx, avx512bf16, portable).
+    /// Records one chunk run of the fused one-step loop (`Plan::group`).
+    #[inline]
+    pub(crate) fn record_fused() {
+        bump_mine(9);
+    }
+
+    /// Number of chunk runs of the f32 engine's fused one-step loop
+    /// (`PlanRules::fuse`) on the calling thread so far.
+    pub fn fused_runs_on_this_thread() -> u64 {
+        mine(9)
+    }
+
     static BF16: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
 
     #[inline]
@@ -131,11 +143,12 @@ mod counters {
 
 #[cfg(feature = "diagnostics")]
 pub use counters::{
-    bf16_runs, bf16_runs_on_this_thread, int8_runs, int8_runs_on_this_thread, kernel_runs,
-    kernel_runs_on_this_thread, small_batch_runs, specialized_runs,
+    bf16_runs, bf16_runs_on_this_thread, fused_runs_on_this_thread, int8_runs,
+    int8_runs_on_this_thread, kernel_runs, kernel_runs_on_this_thread, small_batch_runs,
+    specialized_runs,
 };
 #[cfg(feature = "diagnostics")]
-pub(crate) use counters::{record, record_bf16, record_int8};
+pub(crate) use counters::{record, record_bf16, record_fused, record_int8};
 
 /// Records one chunk run (nothing without the `diagnostics` feature).
 #[cfg(not(feature = "diagnostics"))]
@@ -151,3 +164,9 @@ pub(crate) fn record_bf16(_kernel: usize) {}
 #[cfg(not(feature = "diagnostics"))]
 #[inline(always)]
 pub(crate) fn record_int8(_kernel: usize) {}
+
+/// Records one fused-loop chunk run (nothing without the `diagnostics`
+/// feature).
+#[cfg(not(feature = "diagnostics"))]
+#[inline(always)]
+pub(crate) fn record_fused() {}

@@ -25,6 +25,9 @@ fn run_job(job: &Job) {
     let k = &job.packed.kernel;
     let (_, run, batch) = k.for_rows(job.rows);
     diagnostics::record(k.isa.isa(), k.generated, batch);
+    if job.fused() {
+        diagnostics::record_fused();
+    }
     // SAFETY: `forward` built the job for this packed model; the kernel's
     // entry checks that the model is packed as it reads.
     unsafe { run(job) }
@@ -186,6 +189,7 @@ pub(crate) fn forward(
             pf: plan.pf,
             ahead: plan.ahead,
             l1_slice: plan.l1_slice,
+            group: plan.group,
             xs: xs.as_ptr(),
             out: bufs.out,
             c: ck,

@@ -36,6 +36,8 @@ pub(crate) struct Job<'a> {
     pub(crate) ahead: bool,
     /// Panel slices up to this many bytes stay in L1 (see `Plan`).
     pub(crate) l1_slice: usize,
+    /// Panels per group of the fused one-step loop (see `Plan::group`).
+    pub(crate) group: usize,
     /// `[T, batch, n_in]`.
     pub(crate) xs: *const f32,
     /// `[T, batch, n_out]`.
@@ -59,6 +61,12 @@ pub(crate) struct Job<'a> {
 }
 
 impl Job<'_> {
+    /// Whether steps run as fused one-step tiles (see `Plan::group`).
+    #[inline(always)]
+    pub(crate) fn fused(&self) -> bool {
+        self.group > 0
+    }
+
     /// This job's contiguous share of `n` panels.
     #[inline(always)]
     pub(crate) fn share(&self, n: usize) -> std::ops::Range<usize> {

@@ -112,6 +112,11 @@ pub(crate) struct Plan {
     /// Panel slices up to this many bytes stay in L1 across row blocks
     /// (from this CPU's L1d; see `tuning::l1_slice_bytes`).
     pub(crate) l1_slice: usize,
+    /// Fused one-step loop (`PlanRules::fuse`, where a call's hoisted
+    /// block would be one step): panels per group, which every row block
+    /// of the chunk runs through while the group stays in L2 (half of it);
+    /// 0: the hoisted loop.
+    pub(crate) group: usize,
 }
 
 fn round16(n: usize) -> usize {
@@ -183,6 +188,16 @@ impl Plan {
         let split = if chunks == 1 { split } else { 1 };
         let tb = (budget / (per * 4 * pk.hp)).clamp(1, steps.max(1));
         let kc = rules.kc;
+        // One-step blocks run fused tiles (no hoisted input GEMM, no round
+        // trip through xw), in groups of panels that fit in half of L2,
+        // when the plan asks for it; the small cells' kernels have their
+        // own loops.
+        let group = if rules.fuse && !pk.kernel.small && (steps == 1 || tb == 1) {
+            let panel_bytes = (pk.wx.panel_len() + pk.wh.panel_len()) * 4;
+            (crate::tuning::CpuFacts::get().l2_bytes / 2 / panel_bytes.max(1)).max(1)
+        } else {
+            0
+        };
         Plan {
             per,
             chunks,
@@ -192,6 +207,7 @@ impl Plan {
             pf: rules.prefetch,
             ahead: rules.ahead,
             l1_slice: l1_slice_bytes(crate::tuning::CpuFacts::get().l1d_bytes),
+            group,
         }
     }
 
@@ -203,7 +219,12 @@ impl Plan {
     /// Scratch floats for a chunk of `rows` samples.
     pub(crate) fn chunk_scratch(&self, pk: &Packed, rows: usize) -> [usize; 4] {
         [
-            round16(self.tb * rows * 4 * pk.hp),
+            // The fused loop keeps no input-GEMM results.
+            if self.group > 0 {
+                0
+            } else {
+                round16(self.tb * rows * 4 * pk.hp)
+            },
             round16(rows * pk.hw),
             round16(rows * pk.r),
             if pk.variants.proj {

@@ -182,7 +182,7 @@ fn format_entry(e: &PlanEntry) -> String {
     let k = &e.key;
     let r = &e.rules;
     format!(
-        "plan cpu=\"{}\" isa={} n_in={} hidden={} recurrent={} head={} peephole={} batch={} threads={} kc={} chunk={} hoist={} partition={} prefetch={} ahead={}",
+        "plan cpu=\"{}\" isa={} n_in={} hidden={} recurrent={} head={} peephole={} batch={} threads={} kc={} chunk={} hoist={} partition={} prefetch={} ahead={} fuse={}",
         k.cpu.replace(['"', '\n', '\r'], " "),
         k.isa,
         k.n_in,
@@ -197,7 +197,8 @@ fn format_entry(e: &PlanEntry) -> String {
         r.hoist,
         r.partition.name(),
         r.prefetch,
-        u8::from(r.ahead)
+        u8::from(r.ahead),
+        u8::from(r.fuse)
     )
 }
 
@@ -271,6 +272,11 @@ fn parse_entry(line: &str) -> std::result::Result<PlanEntry, String> {
             Some("1") => true,
             Some(v) => return Err(format!("`ahead={v}` is not 0 or 1")),
         },
+        fuse: match fields.iter().find(|(k, _)| *k == "fuse").map(|(_, v)| *v) {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(v) => return Err(format!("`fuse={v}` is not 0 or 1")),
+        },
     };
     rules.check().map_err(|e| e.to_string())?;
     let known = [
@@ -288,6 +294,7 @@ fn parse_entry(line: &str) -> std::result::Result<PlanEntry, String> {
         "partition",
         "prefetch",
         "ahead",
+        "fuse",
     ];
     if let Some((k, _)) = fields.iter().find(|(k, _)| !known.contains(k)) {
         return Err(format!("unknown field `{k}`"));

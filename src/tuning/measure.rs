@@ -52,8 +52,14 @@ impl TuneReport {
 }
 
 /// The values tried for each knob (those that make no difference for this
-/// shape are dropped).
-fn knob_values(model: &Lstm, batch: usize, base: &PlanRules, knob: usize) -> Vec<PlanRules> {
+/// shape, or for calls of `steps` steps, are dropped).
+fn knob_values(
+    model: &Lstm,
+    batch: usize,
+    steps: usize,
+    base: &PlanRules,
+    knob: usize,
+) -> Vec<PlanRules> {
     let cfg = model.config();
     let k = cfg.n_input.max(cfg.n_recurrent());
     let mut out = Vec::new();
@@ -97,6 +103,16 @@ fn knob_values(model: &Lstm, batch: usize, base: &PlanRules, knob: usize) -> Vec
             if model.isa() != crate::Isa::Avx2 {
                 for ahead in [false, true] {
                     out.push(PlanRules { ahead, ..*base });
+                }
+            }
+        }
+        5 => {
+            // Only one-step calls run fused (longer ones whose hoisted
+            // block is one step too, but those are H ≥ 1024 batches, where
+            // it measured within noise).
+            if steps == 1 {
+                for fuse in [false, true] {
+                    out.push(PlanRules { fuse, ..*base });
                 }
             }
         }
@@ -154,8 +170,8 @@ pub(crate) fn tune(model: &Lstm, batch: usize, start: PlanRules) -> Result<TuneR
     let mut timed: Vec<(PlanRules, Vec<f64>)> = Vec::new();
     let mut best = start;
     'passes: for _pass in 0..2 {
-        for knob in 0..6 {
-            let cands = knob_values(model, batch, &best, knob);
+        for knob in 0..7 {
+            let cands = knob_values(model, batch, steps, &best, knob);
             if cands.len() < 2 {
                 continue;
             }
@@ -273,7 +289,7 @@ mod tests {
                 chunk_rows: base,
                 ..PlanRules::default()
             };
-            knob_values(&model, batch, &base, 1)
+            knob_values(&model, batch, 1, &base, 1)
                 .iter()
                 .map(|r| r.chunk_rows)
                 .collect()

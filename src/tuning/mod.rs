@@ -108,6 +108,13 @@ pub struct PlanRules {
     /// that the next panel's first block does not wait on memory. Worth it
     /// where `W_h` is streamed from beyond L2 every step.
     pub ahead: bool,
+    /// Whether a call whose hoisted input-GEMM block would be one step
+    /// (every `step()` call, and long sequences whose block is one step)
+    /// runs fused tiles instead: each tile adds `x·W_x` and `m·W_h` to the
+    /// bias in registers and applies the epilogue, with no input GEMM into
+    /// scratch and back, and the row blocks run through groups of panels
+    /// that stay in L2. The same products in the same order: the same bits.
+    pub fuse: bool,
 }
 
 impl Default for PlanRules {
@@ -120,6 +127,7 @@ impl Default for PlanRules {
             partition: Partition::Auto,
             prefetch: 0,
             ahead: false,
+            fuse: false,
         }
     }
 }
@@ -176,6 +184,13 @@ impl PlanRules {
     ///   B = 32, H = 1024, 2 threads: units faster than rows in 6 of 6
     ///   interleaved runs (+2–16%), B = 12 5 of 5 (+4–13%), B = 128 within
     ///   noise; at H = 512 (not streamed) units were 3–8% slower.
+    /// * one-step blocks run fused tiles ([`PlanRules::fuse`]): on the
+    ///   model 167, `step()`-sized calls (T = 1), 1 thread, best of 5
+    ///   interleaved runs: B = 1000 H = 256 +9% (medians +36%, the hoisted
+    ///   loop streaming both weight matrices from L3 for every 64-row
+    ///   chunk), B = 64 H = 256 +5%, B = 256 H = 512 +1–5%, B = 1000 on 2
+    ///   threads +3% (medians +18%); B = 64 H = 1024 T = 10 (one-step
+    ///   blocks) within noise.
     ///
     /// Elsewhere (half-rate 512-bit FMAs as on Zen 4/5, AVX2, portable)
     /// the defaults stay, as measured on a Zen 5. `k` is the panel's rows,
@@ -193,6 +208,7 @@ impl PlanRules {
             r.prefetch = 8;
             r.hoist = (cpu.l2_bytes / 2 / 4).clamp(1 << 14, 1 << 20);
             r.ahead = wh_bytes > cpu.l2_bytes / 2;
+            r.fuse = true;
             if gate_bytes > crate::engine::STREAMED_WEIGHTS {
                 r.partition = Partition::Units;
             }
@@ -205,20 +221,21 @@ impl fmt::Display for PlanRules {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "kc={} chunk={} hoist={} partition={} prefetch={} ahead={}",
+            "kc={} chunk={} hoist={} partition={} prefetch={} ahead={} fuse={}",
             self.kc,
             self.chunk_rows,
             self.hoist,
             self.partition.name(),
             self.prefetch,
-            u8::from(self.ahead)
+            u8::from(self.ahead),
+            u8::from(self.fuse)
         )
     }
 }
 
 impl std::str::FromStr for PlanRules {
     type Err = Error;
-    /// `kc=128,chunk=64,hoist=65536,partition=units,prefetch=16,ahead=1` (commas or spaces;
+    /// `kc=128,chunk=64,hoist=65536,partition=units,prefetch=16,ahead=1,fuse=1` (commas or spaces;
     /// knobs not named keep their defaults), or `default`.
     fn from_str(s: &str) -> Result<Self> {
         let mut r = PlanRules::default();
@@ -239,18 +256,23 @@ impl std::str::FromStr for PlanRules {
                 "hoist" => r.hoist = num()?,
                 "partition" => r.partition = v.parse()?,
                 "prefetch" => r.prefetch = num()?,
-                "ahead" => {
-                    r.ahead = match v {
+                "ahead" | "fuse" => {
+                    let on = match v {
                         "0" => false,
                         "1" => true,
                         _ => {
-                            return Err(Error::Invalid(format!("plan: `{tok}`: ahead is 0 or 1")));
+                            return Err(Error::Invalid(format!("plan: `{tok}`: {k} is 0 or 1")));
                         }
+                    };
+                    if k == "ahead" {
+                        r.ahead = on;
+                    } else {
+                        r.fuse = on;
                     }
                 }
                 _ => {
                     return Err(Error::Invalid(format!(
-                        "plan: unknown knob `{k}` (expected kc, chunk, hoist, partition, prefetch or ahead)"
+                        "plan: unknown knob `{k}` (expected kc, chunk, hoist, partition, prefetch, ahead or fuse)"
                     )));
                 }
             }

@@ -2,12 +2,15 @@
 //! part `x·W_x + b` of a block of steps is one GEMM into scratch; then per
 //! step the recurrent gate GEMM `m·W_h` with the fused cell epilogue, the
 //! matrix peephole GEMM `c·v_o` (or the projection) and the head GEMM.
+//! Where a block would be one step and the plan fuses (`Job::fused`), each
+//! gate tile computes `b + x·W_x + m·W_h` itself instead, the same
+//! products in the same order.
 //! Generic over the ISA and the dimensions; everything is
 //! `#[inline(always)]`, so it compiles inside the ISA's entry.
 
 mod tiles;
 
-use tiles::{gate_tile, head_tile, input_tile, peephole_tile, proj_tile};
+use tiles::{fused_tile, gate_tile, head_tile, input_tile, peephole_tile, proj_tile};
 
 use super::isa::Arch;
 use super::job::Job;
@@ -61,11 +64,17 @@ pub(crate) unsafe fn run<S: Arch, D: Dims>(job: &Job) {
     // With a hidden-unit split, parts write disjoint units (their panels)
     // and read other parts' results only after a barrier.
     unsafe {
+        let fused = job.fused();
         while t0 < job.steps {
-            let nt = job.tb.min(job.steps - t0);
+            let nt = if fused { 1 } else { job.tb.min(job.steps - t0) };
             // Each part only ever reads its own panels' columns of xw, so
             // no barrier is needed after the input GEMM.
-            for p in job.share(d.gate_panels) {
+            let input_panels = if fused {
+                0..0
+            } else {
+                job.share(d.gate_panels)
+            };
+            for p in input_panels {
                 for kb in KBlocks::new(d.n_in, job.kc) {
                     row_blocks!(S, nt * rows, |q0, nr| with_mr!(
                         nr,
@@ -81,12 +90,27 @@ pub(crate) unsafe fn run<S: Arch, D: Dims>(job: &Job) {
                     (job.m_alt, job.m)
                 };
                 let gates = job.share(d.gate_panels);
-                for p in gates.clone() {
-                    for kb in KBlocks::new(d.r, job.kc) {
-                        row_blocks!(S, rows, |r0, nr, b, nb| with_mr!(
+                if fused {
+                    // Groups of panels that stay in L2 while every row
+                    // block of the chunk runs through them (whole K: no
+                    // K blocks).
+                    let mut g0 = gates.start;
+                    while g0 < gates.end {
+                        let g1 = (g0 + job.group).min(gates.end);
+                        row_blocks!(S, rows, |r0, nr, b, _nb| with_mr!(
                             nr,
-                            gate_tile::<S, D>(job, s, (r0, b, nb), p, m_cur, m_next, kb)
+                            fused_tile::<S, D>(job, t, (r0, b), g0..g1, m_cur, m_next)
                         ));
+                        g0 = g1;
+                    }
+                } else {
+                    for p in gates.clone() {
+                        for kb in KBlocks::new(d.r, job.kc) {
+                            row_blocks!(S, rows, |r0, nr, b, nb| with_mr!(
+                                nr,
+                                gate_tile::<S, D>(job, s, (r0, b, nb), p, m_cur, m_next, kb)
+                            ));
+                        }
                     }
                 }
                 if d.peephole {

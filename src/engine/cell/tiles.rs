@@ -189,7 +189,7 @@ pub(super) unsafe fn gate_tile<S: Arch, D: Dims, const MR: usize>(
 ) {
     let pk = job.packed;
     let d = Shape::of::<S, D>(pk);
-    let (l, h, rr) = (S::LANES, d.h, d.r);
+    let (l, rr) = (S::LANES, d.r);
     // SAFETY: rows r0..r0+MR < job.rows; c is [rows, H], m buffers
     // [rows, R], m_full [rows, H], xw [tb, rows, 4hp], o_pre [rows, hw ≥ hp],
     // diag [3][hp]; units j0..j0+n < H.
@@ -209,6 +209,86 @@ pub(super) unsafe fn gate_tile<S: Arch, D: Dims, const MR: usize>(
             }
             return;
         }
+        epilogue::<S, D, MR>(job, r0, p, &acc, m_next);
+    }
+}
+
+/// Fused tile of a one-step block (no hoisted input GEMM): samples
+/// `r0..r0+MR` (row block `b`) at step `t`, the hidden units of each panel
+/// in `panels`, one after another while the rows' `x` and `m` stay in L1.
+/// Each panel's accumulators start from the bias and add `x_t·W_x`, then
+/// `m_cur·W_h`: the products of the input tile and the gate tile in the
+/// same order, so the same bits, without the round trip through `xw`. Then
+/// the fused epilogue.
+///
+/// # Safety
+/// The module's tile contract; `panels` are in range.
+#[inline(always)]
+pub(super) unsafe fn fused_tile<S: Arch, D: Dims, const MR: usize>(
+    job: &Job,
+    t: usize,
+    (r0, b): (usize, usize),
+    panels: std::ops::Range<usize>,
+    m_cur: *const f32,
+    m_next: *mut f32,
+) {
+    let pk = job.packed;
+    let d = Shape::of::<S, D>(pk);
+    let (l, rr) = (S::LANES, d.r);
+    // A group of several panels evicts each from L1 before the next row
+    // block reads it: every block prefetches then.
+    let first = b == 0 || panels.len() > 1;
+    // SAFETY: xs holds every (t, sample) row; each W_x panel a bias row and
+    // n_in rows, each W_h panel R rows; m_cur rows are [R].
+    unsafe {
+        let x = row_ptrs::<MR>(
+            job.xs.wrapping_add((t * job.batch + job.row0) * d.n_in),
+            r0,
+            d.n_in,
+        );
+        let a = row_ptrs::<MR>(m_cur, r0, rr);
+        for p in panels {
+            let wx = pk.wx.panel(p).as_ptr();
+            let mut acc: Acc<S, MR> = [load4::<S>(wx); MR];
+            let body = wx.add(4 * l);
+            S::tile_range::<MR>(
+                d.n_in,
+                0,
+                d.n_in,
+                &x,
+                body,
+                &mut acc,
+                near::<S>(job, d.n_in, first),
+            );
+            let body = pk.wh.panel(p).as_ptr();
+            S::tile_range::<MR>(rr, 0, rr, &a, body, &mut acc, near::<S>(job, rr, first));
+            epilogue::<S, D, MR>(job, r0, p, &acc, m_next);
+        }
+    }
+}
+
+/// The fused epilogue of a gate tile's accumulators `acc` (the gates'
+/// pre-activations of samples `r0..r0+MR`, units of panel `p`):
+/// `c = σ(f)·c + σ(i)·tanh(c̃)`, and either `m_next = σ(o)·tanh(c)` or
+/// (matrix peephole) `o_pre = o`.
+///
+/// # Safety
+/// The module's tile contract.
+#[inline(always)]
+unsafe fn epilogue<S: Arch, D: Dims, const MR: usize>(
+    job: &Job,
+    r0: usize,
+    p: usize,
+    acc: &Acc<S, MR>,
+    m_next: *mut f32,
+) {
+    let pk = job.packed;
+    let d = Shape::of::<S, D>(pk);
+    let (l, h) = (S::LANES, d.h);
+    // SAFETY: rows r0..r0+MR < job.rows; c is [rows, H], m buffers
+    // [rows, R], m_full [rows, H], o_pre [rows, hw ≥ hp], diag [3][hp];
+    // units j0..j0+n < H.
+    unsafe {
         let j0 = p * l;
         let n = l.min(h - j0);
         // Without a projection m goes straight to m_next (R = H).
