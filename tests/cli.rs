@@ -1456,6 +1456,37 @@ fn cli_tune_writes_a_plan_file_that_bench_and_the_env_var_load() {
         serde_json::from_slice(&bench(&["--tuning", "measure"], None).stdout).unwrap();
     assert_eq!(j["tuning"], "measured", "{j}");
     assert!(run_err(lstm().args(["bench", "--plan", "kc=x"])).contains("kc=x"));
+    // A paired comparison with another plan reports both and the ratios.
+    let j: serde_json::Value = serde_json::from_slice(
+        &bench(&["--plan", "fuse=0", "--versus", "fuse=1,kc=8"], None).stdout,
+    )
+    .unwrap();
+    let v = &j["versus"];
+    assert_eq!(
+        v["plan"], "kc=8 chunk=64 hoist=65536 partition=auto prefetch=0 ahead=0 fuse=1",
+        "{j}"
+    );
+    let pairs = v["pairs"].as_u64().unwrap();
+    assert!(
+        pairs >= 5 && v["versus_faster_pairs"].as_u64().unwrap() <= pairs,
+        "{j}"
+    );
+    let q = |k: &str| v[k].as_f64().unwrap();
+    assert!(
+        q("speedup_p25") > 0.0
+            && q("speedup_p25") <= q("speedup_median")
+            && q("speedup_median") <= q("speedup_p75"),
+        "{j}"
+    );
+    assert!(
+        q("sample_steps_per_s") > 0.0 && q("versus_sample_steps_per_s") > 0.0,
+        "{j}"
+    );
+    assert!(run_err(lstm().args(["bench", "--versus", "fuse=2"])).contains("fuse"));
+    assert!(
+        run_err(lstm().args(["bench", "--streams", "4", "--versus", "fuse=1"]))
+            .contains("--versus")
+    );
 }
 
 /// A review's findings on plan files: a FIFO named by `LSTM_KERNELS_PLANS`

@@ -78,6 +78,12 @@ pub struct BenchArgs {
     /// (knobs not named keep their defaults).
     #[arg(long)]
     plan: Option<PlanRules>,
+    /// Also time this plan against the model's own, in alternating calls
+    /// of one process (after the usual measurement, for as long again),
+    /// and report the paired speed ratio: robust on a noisy machine, where
+    /// separate runs differ by more than most plans do.
+    #[arg(long, conflicts_with = "streams")]
+    versus: Option<PlanRules>,
     /// Serve this many live streams through the batcher instead (see
     /// README, "Serving streams"); compares with one batch of them through
     /// `step` and with one `step` call per stream.
@@ -139,6 +145,64 @@ pub fn measure(seconds: f64, mut call: impl FnMut()) -> Measurement {
     Measurement {
         median_s: times[times.len() / 2],
         repeats: times.len(),
+    }
+}
+
+/// Timing of two calls in alternating pairs (see [`measure_pair`]).
+pub struct Paired {
+    /// Median seconds per call of each.
+    pub median_s: [f64; 2],
+    /// Per pair, the first call's time over the second's (the second's
+    /// speed relative to the first), sorted.
+    pub ratios: Vec<f64>,
+}
+
+impl Paired {
+    /// The `q` quantile of the ratios (0.5: the median).
+    pub fn ratio_quantile(&self, q: f64) -> f64 {
+        let i = ((self.ratios.len() - 1) as f64 * q).round() as usize;
+        self.ratios[i]
+    }
+
+    /// Pairs in which the second call was the faster.
+    pub fn second_faster(&self) -> usize {
+        self.ratios.iter().filter(|&&r| r > 1.0).count()
+    }
+}
+
+/// Times `a` and `b` in pairs for about `seconds` (at least 5 pairs, after
+/// one untimed warm-up call of each), the order alternating from pair to
+/// pair, so that both see the same machine: what a noisy neighbour or the
+/// process's memory layout does to one does it to the other.
+pub fn measure_pair(seconds: f64, mut a: impl FnMut(), mut b: impl FnMut()) -> Paired {
+    a();
+    b();
+    let budget = Duration::from_secs_f64(seconds.max(0.0));
+    let start = Instant::now();
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    let time = |f: &mut dyn FnMut(), v: &mut Vec<f64>| {
+        let t = Instant::now();
+        f();
+        v.push(t.elapsed().as_secs_f64());
+    };
+    while ta.len() < 5 || (start.elapsed() < budget && ta.len() < 100_000) {
+        if ta.len() % 2 == 0 {
+            time(&mut a, &mut ta);
+            time(&mut b, &mut tb);
+        } else {
+            time(&mut b, &mut tb);
+            time(&mut a, &mut ta);
+        }
+    }
+    let mut ratios: Vec<f64> = ta.iter().zip(&tb).map(|(x, y)| x / y).collect();
+    ratios.sort_by(f64::total_cmp);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Paired {
+        median_s: [median(&mut ta), median(&mut tb)],
+        ratios,
     }
 }
 
@@ -253,6 +317,34 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     if let Some(e) = failure {
         return Err(e);
     }
+    let versus = match a.versus {
+        Some(rules) => {
+            let other = model.clone().with_plan_rules(rules)?;
+            let mut state_b = other.new_state(a.batch)?;
+            state_b.c_mut().copy_from_slice(state.c());
+            state_b.m_mut().copy_from_slice(state.m());
+            let mut ys_b = try_zeros(ys.len(), "bench outputs")?;
+            let (mut fa, mut fb) = (None, None);
+            let p = measure_pair(
+                a.seconds,
+                || {
+                    if let Err(e) = model.forward(&mut state, &xs, &mut ys) {
+                        fa = Some(e);
+                    }
+                },
+                || {
+                    if let Err(e) = other.forward(&mut state_b, &xs, &mut ys_b) {
+                        fb = Some(e);
+                    }
+                },
+            );
+            if let Some(e) = fa.or(fb) {
+                return Err(e);
+            }
+            Some((other.plan_for(a.batch).rules, p))
+        }
+        None => None,
+    };
     let runs: serde_json::Map<String, serde_json::Value> = Isa::ALL
         .iter()
         .zip(&runs_before)
@@ -315,6 +407,20 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             "plan": plan.rules.to_string(),
             "tuning": plan.source.name(),
         });
+        let mut v = v;
+        if let Some((rules, p)) = &versus {
+            let per_s = |s: f64| (a.batch * a.steps) as f64 / s;
+            v["versus"] = serde_json::json!({
+                "plan": rules.to_string(),
+                "pairs": p.ratios.len(),
+                "sample_steps_per_s": per_s(p.median_s[0]),
+                "versus_sample_steps_per_s": per_s(p.median_s[1]),
+                "speedup_median": p.ratio_quantile(0.5),
+                "speedup_p25": p.ratio_quantile(0.25),
+                "speedup_p75": p.ratio_quantile(0.75),
+                "versus_faster_pairs": p.second_faster(),
+            });
+        }
         outln!("{v}");
     } else {
         outln!(
@@ -349,6 +455,20 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             );
         }
         outln!("plan {plan}");
+        if let Some((rules, p)) = &versus {
+            let per_s = |s: f64| (a.batch * a.steps) as f64 / s;
+            outln!(
+                "versus {rules}: {:.0} against {:.0} sample-steps/s (medians of {} alternating pairs); its speed over the plan's: median {:.3}, quartiles {:.3}–{:.3}; faster in {} of {} pairs",
+                per_s(p.median_s[1]),
+                per_s(p.median_s[0]),
+                p.ratios.len(),
+                p.ratio_quantile(0.5),
+                p.ratio_quantile(0.25),
+                p.ratio_quantile(0.75),
+                p.second_faster(),
+                p.ratios.len()
+            );
+        }
     }
     Ok(())
 }
