@@ -184,13 +184,15 @@ impl PlanRules {
     ///   B = 32, H = 1024, 2 threads: units faster than rows in 6 of 6
     ///   interleaved runs (+2–16%), B = 12 5 of 5 (+4–13%), B = 128 within
     ///   noise; at H = 512 (not streamed) units were 3–8% slower.
-    /// * one-step blocks run fused tiles ([`PlanRules::fuse`]): on the
-    ///   model 167, `step()`-sized calls (T = 1), 1 thread, best of 5
-    ///   interleaved runs: B = 1000 H = 256 +9% (medians +36%, the hoisted
-    ///   loop streaming both weight matrices from L3 for every 64-row
-    ///   chunk), B = 64 H = 256 +5%, B = 256 H = 512 +1–5%, B = 1000 on 2
-    ///   threads +3% (medians +18%); B = 64 H = 1024 T = 10 (one-step
-    ///   blocks) within noise.
+    /// * where `W_h` fits in half of L2 (the same test), one-step blocks
+    ///   run fused tiles ([`PlanRules::fuse`]). On the model 167,
+    ///   `step()`-sized calls (T = 1), `lstm bench --versus` (alternating
+    ///   pairs in one process, median speed ratio): H = 256 B = 1000 +7%
+    ///   on 1 thread and +8% on 2 (146 of 150 and 185 of 185 pairs
+    ///   faster), B = 64 +4%, B = 16 and 1 within noise. Where `W_h`
+    ///   outgrows it, fused tiles lose the next-panel fetches: H = 512
+    ///   B = 6, 256 within noise, H = 1024 B = 64 −4% (8 of 113 pairs
+    ///   faster).
     ///
     /// Elsewhere (half-rate 512-bit FMAs as on Zen 4/5, AVX2, portable)
     /// the defaults stay, as measured on a Zen 5. `k` is the panel's rows,
@@ -208,7 +210,7 @@ impl PlanRules {
             r.prefetch = 8;
             r.hoist = (cpu.l2_bytes / 2 / 4).clamp(1 << 14, 1 << 20);
             r.ahead = wh_bytes > cpu.l2_bytes / 2;
-            r.fuse = true;
+            r.fuse = !r.ahead;
             if gate_bytes > crate::engine::STREAMED_WEIGHTS {
                 r.partition = Partition::Units;
             }
@@ -384,5 +386,45 @@ impl Plans {
     pub(crate) fn insert(&mut self, entry: PlanEntry, source: PlanSource) {
         self.entries.retain(|(e, _)| e.key != entry.key);
         self.entries.push((entry, source));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CpuFacts, Partition, PlanRules};
+
+    fn cpu(full_rate_512: bool) -> CpuFacts {
+        CpuFacts {
+            vendor: "GenuineIntel".into(),
+            family: 6,
+            model: 167,
+            model_name: "test".into(),
+            l1d_bytes: 48 << 10,
+            l2_bytes: 2 << 20,
+            full_rate_512,
+            fma_512_ratio: if full_rate_512 { 1.9 } else { 1.0 },
+        }
+    }
+
+    /// The heuristic's rules where 512-bit FMAs are full rate: `W_h` within
+    /// half of L2 fuses one-step blocks, beyond it fetches the next panel
+    /// ahead instead; streamed weights split units. Elsewhere the defaults.
+    #[test]
+    fn the_heuristic_plan_follows_the_cpu_and_the_weights() {
+        let mib = 1 << 20;
+        let small = PlanRules::heuristic(&cpu(true), 256, 16, mib, 2 * mib);
+        assert!(small.fuse && !small.ahead && small.prefetch == 8);
+        assert_eq!(small.hoist, mib / 4);
+        let large = PlanRules::heuristic(&cpu(true), 512, 16, 4 * mib, 8 * mib);
+        assert!(!large.fuse && large.ahead);
+        assert_eq!(large.partition, Partition::Auto);
+        let streamed = PlanRules::heuristic(&cpu(true), 1024, 16, 16 * mib, 32 * mib);
+        assert_eq!(streamed.partition, Partition::Units);
+        for (c, lanes) in [(cpu(false), 16), (cpu(true), 8)] {
+            assert_eq!(
+                PlanRules::heuristic(&c, 256, lanes, mib, 2 * mib),
+                PlanRules::default()
+            );
+        }
     }
 }
