@@ -1483,6 +1483,8 @@ fn cli_tune_writes_a_plan_file_that_bench_and_the_env_var_load() {
         "{j}"
     );
     assert!(run_err(lstm().args(["bench", "--versus", "fuse=2"])).contains("fuse"));
+    let e = run_err(lstm().args(["bench", "--precision", "bf16", "--versus", "fuse=1"]));
+    assert!(e.contains("--versus") && e.contains("bf16"), "{e}");
     assert!(
         run_err(lstm().args(["bench", "--streams", "4", "--versus", "fuse=1"]))
             .contains("--versus")

@@ -144,6 +144,9 @@ fn every_plan_on_edge_shapes() {
         (17, 15, 7),
         (130, 33, 5),
         (40, 129, 12),
+        // Panels of ~190 KiB (AVX-512) or ~95 KiB (AVX2): on a 2 MiB L2
+        // the fused loop runs them in two groups (5 + 4, 11 + 6).
+        (600, 129, 13),
     ] {
         let case = Case::new(config(n, h, None, false), b, 3, (n * h + b) as u64, 1.0);
         check_every_plan(&case).unwrap();
@@ -186,6 +189,12 @@ fn streamed_weights_plans_give_the_same_bits() {
             let what = format!("{isa}, plan {}", m.plan_for(19));
             same_bits(&format!("{what}: y"), &got.0, &want.0).unwrap();
             same_bits(&format!("{what}: c"), &got.1, &want.1).unwrap();
+            // Fused one-step calls, split by units across the threads.
+            if m.plan_for(19).rules.fuse {
+                let got = case.run_steps(&m);
+                same_bits(&format!("{what}, stepped: y"), &got.0, &want.0).unwrap();
+                same_bits(&format!("{what}, stepped: c"), &got.1, &want.1).unwrap();
+            }
         }
     }
 }
@@ -373,6 +382,15 @@ fn corrupt_plan_files_are_errors_never_panics() {
             .unwrap_err()
             .contains("UTF-8")
     );
+    // An empty or blank file (`touch`, `echo >`) holds no plans; a blank
+    // line before the header is not a plan file.
+    for blank in ["", "\n", " \n\n\t\n"] {
+        assert_eq!(
+            PlanFile::parse(blank.as_bytes()).unwrap(),
+            PlanFile::default()
+        );
+    }
+    assert!(PlanFile::parse(format!("\n{}", good).as_bytes()).is_err());
     // A line written before `ahead` (or `fuse`) existed means 0.
     let old = PlanFile::parse(edit(" ahead=0", "").as_bytes()).unwrap();
     assert!(!old.entries[0].rules.ahead);

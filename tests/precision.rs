@@ -8,8 +8,9 @@
 
 mod common;
 
-use common::{Case, check_run_in, on_threads, same_bits};
+use common::{Case, check_run_in, on_threads, same_bits, within};
 use lstm_kernels::diagnostics::{bf16_runs_on_this_thread, int8_runs_on_this_thread};
+use lstm_kernels::reference::{self, ErrorModel, RefState};
 use lstm_kernels::{Error, Lstm, LstmConfig, Peephole, Precision};
 use proptest::prelude::*;
 
@@ -120,6 +121,108 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+/// `x` rounded to bf16 (to nearest, ties to even), as an f32: how the
+/// bf16 kernels round their GEMM operands (finite `x`).
+fn bf16(x: f32) -> f32 {
+    let b = x.to_bits();
+    f32::from_bits((b + 0x7fff + ((b >> 16) & 1)) & 0xffff_0000)
+}
+
+/// The bf16 oracle: every step of `model` (on a bf16 kernel), one `step()`
+/// call each from the kernel's own f32 state, against the exact result of
+/// that step with the GEMM operands rounded to bf16 as the kernel rounds
+/// them (the gate weights once, `x` and `m` as they enter the GEMM; the
+/// bias, peepholes, `c` and the epilogue stay f32), within the **f32**
+/// bound of that rounded problem: bf16 products are exact in f32, so all
+/// that is left is f32 accumulation (any order; products and partial sums
+/// flushed below 2⁻¹²⁶ included, though not operands flushed on input,
+/// which these cases never have), the f32 epilogue and the activations'
+/// error. Several
+/// hundred times tighter than the bound that treats the rounding as error
+/// (`ErrorModel::for_precision(Bf16)`), so it checks the rounding itself:
+/// the mode, which operands, and every weight to the last bf16 bit.
+fn check_bf16_oracle(case: &Case, model: &Lstm) -> Result<(), String> {
+    check_bf16_oracle_rounding(case, model, bf16)
+}
+
+/// [`check_bf16_oracle`] with the operands `x` and `m` rounded by `round`.
+fn check_bf16_oracle_rounding(
+    case: &Case,
+    model: &Lstm,
+    round: fn(f32) -> f32,
+) -> Result<(), String> {
+    let mut rounded = case.weights.clone();
+    rounded.gates.iter_mut().for_each(|w| *w = bf16(*w));
+    let seed = rounded.to_seed(&case.cfg).map_err(|e| e.to_string())?;
+    let (b, n, p) = (case.batch, case.cfg.n_input, case.cfg.n_output());
+    let mut st = model
+        .state_from(b, &case.c0, &case.m0)
+        .map_err(|e| e.to_string())?;
+    let mut y = vec![f32::NAN; b * p];
+    for t in 0..case.steps {
+        let x = &case.xs[t * b * n..(t + 1) * b * n];
+        let x_r: Vec<f32> = x.iter().map(|&v| round(v)).collect();
+        let m_r: Vec<f32> = st.m().iter().map(|&v| round(v)).collect();
+        let mut rst = RefState::from_f32(b, st.c(), &m_r);
+        let bound = reference::forward_with_bound(
+            &case.cfg,
+            &seed,
+            &x_r,
+            &mut rst,
+            ErrorModel::for_precision(Precision::F32),
+        );
+        y.fill(f32::NAN);
+        model.step(&mut st, x, &mut y).map_err(|e| e.to_string())?;
+        within(&format!("step {t} y"), &y, &bound.y, &bound.y_err)?;
+        within(&format!("step {t} c"), st.c(), &rst.c, &bound.c_err)?;
+        within(&format!("step {t} m"), st.m(), &rst.m, &bound.m_err)?;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Every bf16 kernel against the bf16 oracle, on every variant bf16
+    /// computes, step by step.
+    #[test]
+    fn bf16_kernels_match_the_bf16_oracle(case in arb_case()) {
+        for k in kernels(Precision::Bf16) {
+            let model = on_kernel(case.model(), Precision::Bf16, k).unwrap();
+            let before = runs(Precision::Bf16, k);
+            check_bf16_oracle(&case, &model).map_err(|e| TestCaseError::fail(format!("{k}: {e}")))?;
+            prop_assert!(runs(Precision::Bf16, k) >= before + case.steps as u64, "{} did not run", k);
+        }
+    }
+}
+
+/// The oracle has teeth: one gate weight moved to the next bf16 value (a
+/// relative change of at most 2⁻⁷) fails it on every bf16 kernel, and so
+/// does an oracle that rounds `x` and `m` by truncation instead of to
+/// nearest.
+#[test]
+fn the_bf16_oracle_catches_one_bf16_ulp() {
+    let case = Case::new(LstmConfig::new(24, 32), 8, 3, 5, 1.0);
+    for k in kernels(Precision::Bf16) {
+        let model = on_kernel(case.model(), Precision::Bf16, k).unwrap();
+        check_bf16_oracle(&case, &model).unwrap_or_else(|e| panic!("{k}: {e}"));
+        let mut bad = case.clone();
+        let w = bf16(bad.weights.gates[40]);
+        bad.weights.gates[40] = f32::from_bits(w.to_bits() + 0x1_0000);
+        let model = on_kernel(bad.model(), Precision::Bf16, k).unwrap();
+        assert!(
+            check_bf16_oracle(&case, &model).is_err(),
+            "{k}: a weight one bf16 ulp off passed"
+        );
+        let model = on_kernel(case.model(), Precision::Bf16, k).unwrap();
+        let truncate = |x: f32| f32::from_bits(x.to_bits() & 0xffff_0000);
+        assert!(
+            check_bf16_oracle_rounding(&case, &model, truncate).is_err(),
+            "{k}: the oracle cannot tell rounding to nearest from truncation"
+        );
     }
 }
 

@@ -19,7 +19,8 @@ mod counters {
 
     std::thread_local! {
         /// Chunk runs per ISA on this thread (const-initialised: no
-        /// allocation), then per bf16 kernel and per int8 kernel.
+        /// allocation), then per bf16 kernel and per int8 kernel, then of
+        /// the f32 engine's fused one-step loop.
         static MINE: [std::cell::Cell<u64>; 10] = const {
             [const { std::cell::Cell::new(0) }; 10]
         };
@@ -45,7 +46,6 @@ mod counters {
         }
     }
 
-    /// Chunk runs per bf16 kernel (amx, avx512bf16, portable).
     /// Records one chunk run of the fused one-step loop (`Plan::group`).
     #[inline]
     pub(crate) fn record_fused() {
@@ -58,6 +58,7 @@ mod counters {
         mine(9)
     }
 
+    /// Chunk runs per bf16 kernel (amx, avx512bf16, portable).
     static BF16: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
 
     #[inline]

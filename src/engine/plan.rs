@@ -188,11 +188,11 @@ impl Plan {
         let split = if chunks == 1 { split } else { 1 };
         let tb = (budget / (per * 4 * pk.hp)).clamp(1, steps.max(1));
         let kc = rules.kc;
-        // One-step blocks run fused tiles (no hoisted input GEMM, no round
-        // trip through xw), in groups of panels that fit in half of L2,
-        // when the plan asks for it; the small cells' kernels have their
-        // own loops.
-        let group = if rules.fuse && !pk.kernel.small && (steps == 1 || tb == 1) {
+        // One-step blocks (every one-step call: `tb` is at most `steps`)
+        // run fused tiles (no hoisted input GEMM, no round trip through
+        // xw), in groups of panels that fit in half of L2, when the plan
+        // asks for it; the small cells' kernels have their own loops.
+        let group = if rules.fuse && !pk.kernel.small && tb == 1 {
             let panel_bytes = (pk.wx.panel_len() + pk.wh.panel_len()) * 4;
             (crate::tuning::CpuFacts::get().l2_bytes / 2 / panel_bytes.max(1)).max(1)
         } else {

@@ -116,12 +116,17 @@ impl PlanFile {
         PlanFile::parse(&bytes).map_err(format)
     }
 
-    /// Parses plan-file bytes (see the module docs).
+    /// Parses plan-file bytes (see the module docs). Empty text (or only
+    /// blank lines: a file made by `touch` or `echo >`) is a plan file
+    /// with no entries.
     pub fn parse(bytes: &[u8]) -> std::result::Result<PlanFile, String> {
         if bytes.len() as u64 > MAX_PLAN_FILE_BYTES {
             return Err(format!("more than {MAX_PLAN_FILE_BYTES} bytes"));
         }
         let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8 text ({e})"))?;
+        if text.trim().is_empty() {
+            return Ok(PlanFile::default());
+        }
         let mut lines = text.lines().enumerate();
         match lines.next() {
             Some((_, l)) if l.trim() == PLAN_FILE_HEADER => {}

@@ -107,9 +107,10 @@ fn knob_values(
             }
         }
         5 => {
-            // Only one-step calls run fused (longer ones whose hoisted
-            // block is one step too, but those are H ≥ 1024 batches, where
-            // it measured within noise).
+            // Only one-step calls are timed with and without it: longer
+            // calls fuse only where their hoisted block is one step (the
+            // heuristic's hoist of half of L2 makes that rare, H ≥ 1024 at
+            // 64-row chunks, where it measured within noise).
             if steps == 1 {
                 for fuse in [false, true] {
                     out.push(PlanRules { fuse, ..*base });
@@ -212,6 +213,14 @@ pub(crate) fn tune(model: &Lstm, batch: usize, start: PlanRules) -> Result<TuneR
         // A long call of each first (warm-up, and the cost of the rest):
         // the long calls only if ten more fit within the 2 s, else calls
         // as long as the descent's.
+        // A pick that fuses where the heuristic does not (or the other way
+        // round) differs only in one-step calls (longer ones hoist): it is
+        // confirmed in calls as long as the descent's, which are one step.
+        let long_steps = if pick.fuse != start.fuse {
+            steps
+        } else {
+            long_steps
+        };
         let warm = Instant::now();
         time_n(&start, long_steps)?;
         time_n(&pick, long_steps)?;

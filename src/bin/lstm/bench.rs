@@ -280,6 +280,12 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         model = model.with_plan_rules(r)?;
     }
     model = model.with_precision(a.precision)?;
+    if a.versus.is_some() && a.precision != Precision::F32 {
+        return Err(Error::Invalid(format!(
+            "--versus compares plans of the f32 engine; the {} engine does not use plans",
+            a.precision
+        )));
+    }
     if let Some(streams) = a.streams {
         let args = crate::streams::StreamArgs {
             streams,
@@ -317,6 +323,16 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     if let Some(e) = failure {
         return Err(e);
     }
+    let runs: serde_json::Map<String, serde_json::Value> = Isa::ALL
+        .iter()
+        .zip(&runs_before)
+        .map(|(&i, &b)| {
+            (
+                i.name().to_string(),
+                serde_json::Value::from(diagnostics::kernel_runs(i) - b),
+            )
+        })
+        .collect();
     let versus = match a.versus {
         Some(rules) => {
             let other = model.clone().with_plan_rules(rules)?;
@@ -345,16 +361,6 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         }
         None => None,
     };
-    let runs: serde_json::Map<String, serde_json::Value> = Isa::ALL
-        .iter()
-        .zip(&runs_before)
-        .map(|(&i, &b)| {
-            (
-                i.name().to_string(),
-                serde_json::Value::from(diagnostics::kernel_runs(i) - b),
-            )
-        })
-        .collect();
     let sps = m.sample_steps_per_s(a.batch, a.steps);
     let gflops = sps * cfg.flops_per_sample_step() / 1e9;
     let ns_per_step = m.median_s / a.steps as f64 * 1e9;
@@ -378,7 +384,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     let kernel = kernels.join("+");
     let plan = model.plan_for(a.batch);
     if a.json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "isa": model.isa_name(),
             "kernel": kernel,
             "precision": model.precision().name(),
@@ -407,7 +413,6 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             "plan": plan.rules.to_string(),
             "tuning": plan.source.name(),
         });
-        let mut v = v;
         if let Some((rules, p)) = &versus {
             let per_s = |s: f64| (a.batch * a.steps) as f64 / s;
             v["versus"] = serde_json::json!({

@@ -25,12 +25,11 @@ pub struct TuneArgs {
     json: bool,
 }
 
-/// The plans already in `--out`: a regular file's (an empty one holds
-/// none); none for a path with nothing there yet, or one that is not a
-/// regular file (`/dev/stdout`, a FIFO: written to, never read).
+/// The plans already in `--out`: a regular file's (an empty or blank one
+/// holds none); none for a path with nothing there yet, or one that is not
+/// a regular file (`/dev/stdout`, a FIFO: written to, never read).
 fn existing_plans(path: &Path) -> Result<PlanFile> {
     match std::fs::metadata(path) {
-        Ok(m) if m.is_file() && m.len() == 0 => Ok(PlanFile::default()),
         Ok(m) if m.is_file() => PlanFile::load(path),
         _ => Ok(PlanFile::default()),
     }
