@@ -2,8 +2,8 @@
 //! `forward` over many steps allocates exactly as often as over one step
 //! (and, once the state's scratch has grown, a single-threaded call does
 //! not allocate at all; with threads, the calling thread does not either,
-//! and only rayon's bookkeeping may, now and then; a hidden-unit split,
-//! which needs rayon's `broadcast`, allocates its bookkeeping per call).
+//! and only rayon's bookkeeping may, now and then; a hidden-unit split
+//! runs on the model's team of helper threads, and allocates nothing).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -143,6 +143,52 @@ fn forward_does_not_allocate_per_step() {
                     "{isa}: {mine} allocations on the calling thread in 50 two-thread steps"
                 );
             }
+        }
+    }
+}
+
+/// A batch split by hidden units (one row block on two threads: the
+/// latency-bound case of one stream) allocates nothing in any thread: its
+/// parts run on the caller and the model's team, not through rayon's
+/// `broadcast` (which allocated its bookkeeping every call).
+#[test]
+fn hidden_unit_splits_do_not_allocate() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cfg = LstmConfig::new(64, 128);
+    for isa in Isa::all_available() {
+        for rules in ["partition=units", "partition=units,fuse=1"] {
+            let model = Lstm::new(cfg, LstmWeights::random(&cfg, 1).unwrap())
+                .unwrap()
+                .with_isa(isa)
+                .unwrap()
+                .with_threads(2)
+                .unwrap()
+                .with_parallel_threshold(0.0)
+                .with_plan_rules(rules.parse().unwrap())
+                .unwrap();
+            let batch = 3;
+            let mut st = model.new_state(batch).unwrap();
+            let xs = vec![0.25f32; 50 * batch * 64];
+            let mut ys = vec![0.0f32; 50 * batch * 128];
+            let mut fifty_steps = || {
+                for t in 0..50 {
+                    model
+                        .step(
+                            &mut st,
+                            &xs[t * batch * 64..(t + 1) * batch * 64],
+                            &mut ys[..batch * 128],
+                        )
+                        .unwrap();
+                }
+            };
+            fifty_steps(); // warm up: the scratch, the helpers' first wake-up
+            let steps = count_least(&mut fifty_steps);
+            let whole = count_least(&mut || model.forward(&mut st, &xs, &mut ys).unwrap());
+            println!(
+                "{isa} {rules}: 50 split step() calls {steps} allocations, one 50-step call {whole}"
+            );
+            assert_eq!(steps, 0, "{isa} {rules}: split steps allocated");
+            assert_eq!(whole, 0, "{isa} {rules}: a split forward allocated");
         }
     }
 }

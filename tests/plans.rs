@@ -610,3 +610,28 @@ fn the_given_plan_is_the_plan_that_runs() {
         "{quarters:?}"
     );
 }
+
+/// Models that share one pool (clones, a stack's layers) split by hidden
+/// units from several threads at once: one call has the pool's team of
+/// helpers, the others run their parts through rayon's `broadcast`; every
+/// call gives the bits of one thread.
+#[test]
+fn concurrent_splits_on_one_pool_give_the_same_bits() {
+    let case = Case::new(config(48, 96, None, false), 3, 6, 21, 1.0);
+    let one = case.run_steps(&case.model());
+    let shared = on_threads(&case.model(), 2)
+        .with_plan_rules("partition=units,fuse=1".parse().unwrap())
+        .unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            let (m, case, one) = (shared.clone(), &case, &one);
+            s.spawn(move || {
+                for _ in 0..20 {
+                    let got = case.run_steps(&m);
+                    same_bits("y", &got.0, &one.0).unwrap();
+                    same_bits("c", &got.1, &one.1).unwrap();
+                }
+            });
+        }
+    });
+}

@@ -69,6 +69,8 @@ unsafe impl Sync for SendJob<'_> {}
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Parallel<'a> {
     pub(crate) pool: Option<&'a rayon::ThreadPool>,
+    /// The helpers of a hidden-unit split (with `pool`).
+    pub(crate) team: Option<&'a super::Team>,
     pub(crate) threads: usize,
     /// Gate FLOPs per step below which a call stays on one thread.
     pub(crate) min_flops: f64,
@@ -209,17 +211,23 @@ pub(crate) fn forward(
             let shared = make_job(0);
             // SAFETY-relevant: every part gets the same buffers; `cell::run`
             // confines each part's writes to its own panels' units and
-            // separates phases with the barrier. `broadcast` runs exactly
-            // one part on each of the pool's `split` threads at once, so the
-            // barrier cannot deadlock.
-            pool.broadcast(|ctx| {
+            // separates phases with the barrier. The team runs every part at
+            // once (the caller part 0, a helper each of the others), without
+            // allocating; when it is busy (another call on a shared pool),
+            // `broadcast` runs exactly one part on each of the pool's
+            // `split` threads at once. Either way the barrier cannot
+            // deadlock.
+            let part = |p: usize| {
                 run_job(&Job {
-                    part: ctx.index(),
+                    part: p,
                     parts: plan.split,
                     barrier: Some(&barrier),
                     ..shared.job()
                 })
-            });
+            };
+            if !par.team.is_some_and(|t| t.run(plan.split, &part)) {
+                pool.broadcast(|ctx| part(ctx.index()));
+            }
         }
         Some(pool) if plan.chunks > 1 => {
             // Each worker builds its chunks' jobs: nothing is allocated.

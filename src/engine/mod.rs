@@ -6,8 +6,10 @@
 //!    and the weights are packed once in the format that kernel reads.
 //! 2. **Plan** (`plan`, `tuning`): per call, the batch is cut into chunks
 //!    of whole register blocks (or one chunk is split by hidden units).
-//! 3. **Driver** (`driver`, `job`): each chunk's [`job::Job`] runs on the
-//!    caller's thread or the model's rayon pool, with subnormals flushed.
+//! 3. **Driver** (`driver`, `job`, `team`): each chunk's [`job::Job`]
+//!    runs on the caller's thread or the model's rayon pool (the parts of
+//!    a hidden-unit split on the caller and the pool's team of helpers),
+//!    with subnormals flushed.
 //! 4. **Bodies**: `cell` (blocked GEMM tiles over `microkernel::tile`,
 //!    fused epilogue with `activation`), `small` (register-resident small
 //!    cells). Generic over the vector type (`simd`) and the dimensions
@@ -34,7 +36,9 @@ mod registry;
 mod simd;
 #[cfg(lstm_kernels_small)]
 mod small;
+mod team;
 mod tuning;
+pub(crate) use team::{Team, Threads};
 pub(crate) use tuning::STREAMED_WEIGHTS;
 
 pub use isa::{ISA_ENV, Isa};

@@ -11,7 +11,7 @@ use crate::engine::bf16::{Bf16Kernel, Bf16Packed};
 use crate::engine::int8::{Int8Kernel, Int8Packed};
 use crate::engine::{
     self, AlignedBuf, DEFAULT_MIN_PARALLEL_FLOPS, Isa, KernelChoice, Packed, Parallel, StateBufs,
-    Supported,
+    Supported, Threads,
 };
 use crate::error::{Error, Result, check_len, try_zeros};
 use crate::tuning::measure::{self, TuneReport};
@@ -42,7 +42,7 @@ pub struct Lstm {
     weights: LstmWeights,
     packed: Packed,
     threads: usize,
-    pool: Option<Arc<rayon::ThreadPool>>,
+    pool: Option<Arc<Threads>>,
     min_parallel_flops: f64,
     kernel_choice: KernelChoice,
     precision: Precision,
@@ -198,7 +198,7 @@ pub fn max_threads() -> usize {
 
 /// A pool of `threads` threads (0: one per core; at most [`max_threads`]),
 /// or none for one thread, and the thread count.
-pub(crate) fn thread_pool(threads: usize) -> Result<(Option<Arc<rayon::ThreadPool>>, usize)> {
+pub(crate) fn thread_pool(threads: usize) -> Result<(Option<Arc<Threads>>, usize)> {
     let n = if threads == 0 { cores() } else { threads };
     let limit = max_threads();
     if n > limit {
@@ -212,7 +212,11 @@ pub(crate) fn thread_pool(threads: usize) -> Result<(Option<Arc<rayon::ThreadPoo
             .num_threads(n)
             .build()
             .map_err(|e| Error::Invalid(format!("cannot start {n} threads: {e}")))?;
-        Some(Arc::new(pool))
+        // The split's helpers: the calling thread runs one part.
+        Some(Arc::new(Threads {
+            pool,
+            team: crate::engine::Team::new(n - 1),
+        }))
     } else {
         None
     };
@@ -588,11 +592,7 @@ impl Lstm {
 
     /// Runs on `pool` (`threads` threads, or none): models of one stack
     /// share one pool.
-    pub(crate) fn with_pool(
-        mut self,
-        pool: Option<Arc<rayon::ThreadPool>>,
-        threads: usize,
-    ) -> Self {
+    pub(crate) fn with_pool(mut self, pool: Option<Arc<Threads>>, threads: usize) -> Self {
         self.pool = pool;
         self.threads = threads;
         self
@@ -814,7 +814,8 @@ impl Lstm {
 
     fn parallel(&self, batch: usize) -> Parallel<'_> {
         Parallel {
-            pool: self.pool.as_deref(),
+            pool: self.pool.as_deref().map(|t| &t.pool),
+            team: self.pool.as_deref().map(|t| &t.team),
             threads: self.threads,
             min_flops: self.min_parallel_flops,
             rules: self.rules_for(batch),

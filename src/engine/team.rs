@@ -1,0 +1,268 @@
+//! The threads of a hidden-unit split: the calling thread runs part 0 and
+//! a team of helper threads, started once with the model's pool, run the
+//! others, all at once (the parts meet at barriers, so every part must be
+//! running). Unlike rayon's `broadcast`, a call allocates nothing: the
+//! job is a reference to the caller's closure, which the caller keeps
+//! alive until every helper is done with it.
+//!
+//! Helpers spin briefly after each call (the next step of a stream usually
+//! follows within microseconds), then sleep on a condition variable. One
+//! call at a time: a call that finds the team busy (two threads stepping
+//! models that share a pool at once) gets `false` and runs its split the
+//! old way.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A model's threads: its rayon pool (chunks of a batch) and the team of
+/// its hidden-unit splits.
+#[derive(Debug)]
+pub(crate) struct Threads {
+    pub(crate) pool: rayon::ThreadPool,
+    pub(crate) team: Team,
+}
+
+/// A call's job with its lifetime erased (see [`Team::run`]).
+#[derive(Clone, Copy)]
+struct JobRef {
+    f: *const (dyn Fn(usize) + Sync + 'static),
+    parts: usize,
+}
+
+// SAFETY: the closure behind `f` is `Sync`, and `Team::run` keeps it alive
+// until every helper that read the reference is done with it.
+unsafe impl Send for JobRef {}
+
+struct Shared {
+    /// The current call's job (`None` between calls).
+    job: Mutex<Option<JobRef>>,
+    /// Woken when `generation` moves or `stop` is set.
+    wake: Condvar,
+    /// Bumped (under `job`'s lock) by each call.
+    generation: AtomicU64,
+    /// Helpers done with the current call's part.
+    done: AtomicUsize,
+    /// A helper's part panicked in the current call.
+    panicked: AtomicBool,
+    stop: AtomicBool,
+}
+
+/// How long a helper spins for the next call before it sleeps.
+const SPIN: Duration = Duration::from_micros(100);
+
+/// See the module docs.
+pub(crate) struct Team {
+    shared: Arc<Shared>,
+    helpers: Vec<JoinHandle<()>>,
+    busy: AtomicBool,
+}
+
+impl std::fmt::Debug for Team {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Team({} helpers)", self.helpers.len())
+    }
+}
+
+impl Team {
+    /// A team of up to `helpers` threads (fewer if the system refuses to
+    /// start them: [`Team::run`] then declines splits that need more).
+    pub(crate) fn new(helpers: usize) -> Team {
+        let shared = Arc::new(Shared {
+            job: Mutex::new(None),
+            wake: Condvar::new(),
+            generation: AtomicU64::new(0),
+            done: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        });
+        let helpers = (0..helpers)
+            .map_while(|i| {
+                let s = Arc::clone(&shared);
+                std::thread::Builder::new()
+                    .name(format!("lstm-split-{}", i + 1))
+                    .spawn(move || helper(&s, i + 1))
+                    .ok()
+            })
+            .collect();
+        Team {
+            shared,
+            helpers,
+            busy: AtomicBool::new(false),
+        }
+    }
+
+    /// Runs `f(part)` for every part `0..parts` at once: part 0 on the
+    /// calling thread, the others on helpers; returns when all are done.
+    /// `false` (and nothing run) if the team is busy with another call or
+    /// has too few helpers.
+    pub(crate) fn run(&self, parts: usize, f: &(dyn Fn(usize) + Sync)) -> bool {
+        if parts == 0 || parts - 1 > self.helpers.len() {
+            return false;
+        }
+        if self.busy.swap(true, Ordering::Acquire) {
+            return false;
+        }
+        let s = &*self.shared;
+        let erased: *const (dyn Fn(usize) + Sync + '_) = f;
+        // SAFETY: only the lifetime changes (same fat-pointer layout). The
+        // pointer is dereferenced only by helpers between this publication
+        // and the wait below (`Finish`), which does not return — not even
+        // by unwinding from part 0 — before every helper that runs a part
+        // is done with it; the job is cleared before `run` returns, so no
+        // later reader sees it.
+        let f_static: *const (dyn Fn(usize) + Sync + 'static) =
+            unsafe { std::mem::transmute(erased) };
+        {
+            let mut job = s.job.lock().unwrap_or_else(|e| e.into_inner());
+            *job = Some(JobRef { f: f_static, parts });
+            s.done.store(0, Ordering::Relaxed);
+            s.panicked.store(false, Ordering::Relaxed);
+            s.generation.fetch_add(1, Ordering::Release);
+        }
+        s.wake.notify_all();
+        /// Waits for the helpers' parts when dropped (also while part 0
+        /// unwinds), then frees the team.
+        struct Finish<'a> {
+            team: &'a Team,
+            helpers: usize,
+        }
+        impl Drop for Finish<'_> {
+            fn drop(&mut self) {
+                let s = &*self.team.shared;
+                let start = Instant::now();
+                while s.done.load(Ordering::Acquire) < self.helpers {
+                    if start.elapsed() < SPIN {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+                *s.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                self.team.busy.store(false, Ordering::Release);
+            }
+        }
+        let finish = Finish {
+            team: self,
+            helpers: parts - 1,
+        };
+        f(0);
+        drop(finish);
+        assert!(
+            !s.panicked.load(Ordering::Acquire),
+            "a part of a hidden-unit split panicked"
+        );
+        true
+    }
+}
+
+/// Helper `idx`'s loop: runs part `idx` of each call that has that many
+/// parts.
+fn helper(s: &Shared, idx: usize) {
+    let mut seen = 0u64;
+    loop {
+        // Spin for the next call, then sleep until it comes.
+        let start = Instant::now();
+        while s.generation.load(Ordering::Acquire) == seen
+            && !s.stop.load(Ordering::Acquire)
+            && start.elapsed() < SPIN
+        {
+            std::hint::spin_loop();
+        }
+        let job = {
+            let mut job = s.job.lock().unwrap_or_else(|e| e.into_inner());
+            while s.generation.load(Ordering::Acquire) == seen && !s.stop.load(Ordering::Acquire) {
+                job = s.wake.wait(job).unwrap_or_else(|e| e.into_inner());
+            }
+            if s.stop.load(Ordering::Acquire) {
+                return;
+            }
+            seen = s.generation.load(Ordering::Acquire);
+            *job
+        };
+        let Some(job) = job else { continue };
+        if idx >= job.parts {
+            continue;
+        }
+        // SAFETY: `Team::run` keeps the closure alive until this helper's
+        // `done` below (see there).
+        let f = unsafe { &*job.f };
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(idx))).is_err() {
+            s.panicked.store(true, Ordering::Release);
+        }
+        s.done.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for Team {
+    fn drop(&mut self) {
+        {
+            let _job = self.shared.job.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.stop.store(true, Ordering::Release);
+        }
+        self.shared.wake.notify_all();
+        for h in self.helpers.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Team;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Every part runs once per call, at the same time (a barrier between
+    /// them would otherwise hang), call after call; a busy team declines.
+    #[test]
+    fn every_part_runs_once_and_at_once() {
+        let team = Team::new(3);
+        for parts in [1, 2, 3, 4, 2] {
+            let ran: Vec<AtomicUsize> = (0..4).map(|_| AtomicUsize::new(0)).collect();
+            let barrier = std::sync::Barrier::new(parts);
+            assert!(team.run(parts, &|p| {
+                barrier.wait();
+                ran[p].fetch_add(1, Ordering::Relaxed);
+            }));
+            for (p, r) in ran.iter().enumerate() {
+                assert_eq!(
+                    r.load(Ordering::Relaxed),
+                    usize::from(p < parts),
+                    "part {p}"
+                );
+            }
+        }
+        assert!(!team.run(5, &|_| {}), "more parts than helpers + 1");
+        // A call from inside a call finds the team busy.
+        let inner = AtomicUsize::new(0);
+        assert!(team.run(2, &|p| {
+            if p == 0 && !team.run(2, &|_| {}) {
+                inner.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+        assert_eq!(inner.load(Ordering::Relaxed), 1);
+        // After a sleep the helpers wake for the next call.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let n = AtomicUsize::new(0);
+        assert!(team.run(4, &|_| {
+            n.fetch_add(1, Ordering::Relaxed);
+        }));
+        assert_eq!(n.load(Ordering::Relaxed), 4);
+    }
+
+    /// A helper's panic reaches the caller, and the team still works.
+    #[test]
+    fn a_panicking_part_reaches_the_caller() {
+        let team = Team::new(1);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            team.run(2, &|p| {
+                if p == 1 {
+                    panic!("part 1");
+                }
+            })
+        }));
+        assert!(r.is_err());
+        assert!(team.run(2, &|_| {}));
+    }
+}
