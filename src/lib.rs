@@ -65,7 +65,7 @@ pub mod diagnostics {
     pub use crate::engine::diagnostics::{
         bf16_runs, bf16_runs_on_this_thread, fused_runs_on_this_thread, int8_runs,
         int8_runs_on_this_thread, kernel_runs, kernel_runs_on_this_thread, small_batch_runs,
-        specialized_runs,
+        specialized_runs, split_runs_on_this_thread,
     };
 }
 

@@ -181,7 +181,12 @@ fn hidden_unit_splits_do_not_allocate() {
                         .unwrap();
                 }
             };
-            fifty_steps(); // warm up: the scratch, the helpers' first wake-up
+            // Warm up (the scratch, the team's start), and prove that every
+            // step is a split run by the team.
+            let before = lstm_kernels::diagnostics::split_runs_on_this_thread();
+            fifty_steps();
+            let splits = lstm_kernels::diagnostics::split_runs_on_this_thread() - before;
+            assert_eq!(splits, 50, "{isa} {rules}: not every step was a split");
             let steps = count_least(&mut fifty_steps);
             let whole = count_least(&mut || model.forward(&mut st, &xs, &mut ys).unwrap());
             println!(

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{Case, Runs, check_run, config, on_threads, same_bits};
-use lstm_kernels::diagnostics::fused_runs_on_this_thread;
+use lstm_kernels::diagnostics::{fused_runs_on_this_thread, split_runs_on_this_thread};
 use lstm_kernels::tuning::{PlanEntry, PlanFile, PlanKey, PlanSource};
 use lstm_kernels::{Isa, LstmConfig, Partition, Peephole, PlanRules, Tuning};
 use proptest::prelude::*;
@@ -612,9 +612,9 @@ fn the_given_plan_is_the_plan_that_runs() {
 }
 
 /// Models that share one pool (clones, a stack's layers) split by hidden
-/// units from several threads at once: one call has the pool's team of
-/// helpers, the others run their parts through rayon's `broadcast`; every
-/// call gives the bits of one thread.
+/// units from several threads at once: the calls take the pool's team of
+/// helpers in turn (every one of them runs on it), and every call gives
+/// the bits of one thread.
 #[test]
 fn concurrent_splits_on_one_pool_give_the_same_bits() {
     let case = Case::new(config(48, 96, None, false), 3, 6, 21, 1.0);
@@ -626,11 +626,18 @@ fn concurrent_splits_on_one_pool_give_the_same_bits() {
         for _ in 0..3 {
             let (m, case, one) = (shared.clone(), &case, &one);
             s.spawn(move || {
+                let before = split_runs_on_this_thread();
                 for _ in 0..20 {
                     let got = case.run_steps(&m);
                     same_bits("y", &got.0, &one.0).unwrap();
                     same_bits("c", &got.1, &one.1).unwrap();
                 }
+                let splits = split_runs_on_this_thread() - before;
+                assert_eq!(
+                    splits,
+                    20 * case.steps as u64,
+                    "steps not split by the team"
+                );
             });
         }
     });

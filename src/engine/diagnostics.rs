@@ -20,9 +20,10 @@ mod counters {
     std::thread_local! {
         /// Chunk runs per ISA on this thread (const-initialised: no
         /// allocation), then per bf16 kernel and per int8 kernel, then of
-        /// the f32 engine's fused one-step loop.
-        static MINE: [std::cell::Cell<u64>; 10] = const {
-            [const { std::cell::Cell::new(0) }; 10]
+        /// the f32 engine's fused one-step loop, then split calls run by
+        /// a team from this thread.
+        static MINE: [std::cell::Cell<u64>; 11] = const {
+            [const { std::cell::Cell::new(0) }; 11]
         };
     }
 
@@ -59,6 +60,19 @@ mod counters {
     }
 
     /// Chunk runs per bf16 kernel (amx, avx512bf16, portable).
+    /// Records one hidden-unit split run by the pool's team, called
+    /// from this thread (`engine::team`).
+    #[inline]
+    pub(crate) fn record_split() {
+        bump_mine(10);
+    }
+
+    /// Number of hidden-unit splits run by a pool's team of helpers from
+    /// the calling thread so far.
+    pub fn split_runs_on_this_thread() -> u64 {
+        mine(10)
+    }
+
     static BF16: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
 
     #[inline]
@@ -146,10 +160,10 @@ mod counters {
 pub use counters::{
     bf16_runs, bf16_runs_on_this_thread, fused_runs_on_this_thread, int8_runs,
     int8_runs_on_this_thread, kernel_runs, kernel_runs_on_this_thread, small_batch_runs,
-    specialized_runs,
+    specialized_runs, split_runs_on_this_thread,
 };
 #[cfg(feature = "diagnostics")]
-pub(crate) use counters::{record, record_bf16, record_fused, record_int8};
+pub(crate) use counters::{record, record_bf16, record_fused, record_int8, record_split};
 
 /// Records one chunk run (nothing without the `diagnostics` feature).
 #[cfg(not(feature = "diagnostics"))]
@@ -171,3 +185,9 @@ pub(crate) fn record_int8(_kernel: usize) {}
 #[cfg(not(feature = "diagnostics"))]
 #[inline(always)]
 pub(crate) fn record_fused() {}
+
+/// Records one team-run split (nothing without the `diagnostics`
+/// feature).
+#[cfg(not(feature = "diagnostics"))]
+#[inline(always)]
+pub(crate) fn record_split() {}

@@ -69,8 +69,8 @@ unsafe impl Sync for SendJob<'_> {}
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Parallel<'a> {
     pub(crate) pool: Option<&'a rayon::ThreadPool>,
-    /// The helpers of a hidden-unit split (with `pool`).
-    pub(crate) team: Option<&'a super::Team>,
+    /// The pool's threads, whose team runs a hidden-unit split.
+    pub(crate) split_team: Option<&'a super::Threads>,
     pub(crate) threads: usize,
     /// Gate FLOPs per step below which a call stays on one thread.
     pub(crate) min_flops: f64,
@@ -213,7 +213,8 @@ pub(crate) fn forward(
             // confines each part's writes to its own panels' units and
             // separates phases with the barrier. The team runs every part at
             // once (the caller part 0, a helper each of the others), without
-            // allocating; when it is busy (another call on a shared pool),
+            // allocating, after any other call it is running; where it
+            // cannot (too few helpers started, or a split inside a part),
             // `broadcast` runs exactly one part on each of the pool's
             // `split` threads at once. Either way the barrier cannot
             // deadlock.
@@ -225,7 +226,10 @@ pub(crate) fn forward(
                     ..shared.job()
                 })
             };
-            if !par.team.is_some_and(|t| t.run(plan.split, &part)) {
+            if !par
+                .split_team
+                .is_some_and(|t| t.team().run(plan.split, &part))
+            {
                 pool.broadcast(|ctx| part(ctx.index()));
             }
         }

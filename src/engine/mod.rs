@@ -38,7 +38,7 @@ mod simd;
 mod small;
 mod team;
 mod tuning;
-pub(crate) use team::{Team, Threads};
+pub(crate) use team::Threads;
 pub(crate) use tuning::STREAMED_WEIGHTS;
 
 pub use isa::{ISA_ENV, Isa};

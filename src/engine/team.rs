@@ -8,20 +8,58 @@
 //! Helpers spin briefly after each call (the next step of a stream usually
 //! follows within microseconds), then sleep on a condition variable. One
 //! call at a time: a call that finds the team busy (two threads stepping
-//! models that share a pool at once) gets `false` and runs its split the
-//! old way.
+//! models that share a pool at once) waits for it — running its parts
+//! next to the other call's would put two threads on each core, spinning
+//! at barriers. The team is started by the first split call of its pool.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// A model's threads: its rayon pool (chunks of a batch) and the team of
-/// its hidden-unit splits.
+/// its hidden-unit splits, started by the first split.
 #[derive(Debug)]
 pub(crate) struct Threads {
     pub(crate) pool: rayon::ThreadPool,
-    pub(crate) team: Team,
+    team: OnceLock<Team>,
+}
+
+impl Threads {
+    pub(crate) fn new(pool: rayon::ThreadPool) -> Threads {
+        Threads {
+            pool,
+            team: OnceLock::new(),
+        }
+    }
+
+    /// The split team: one helper per pool thread but one (the caller
+    /// runs a part).
+    pub(crate) fn team(&self) -> &Team {
+        self.team
+            .get_or_init(|| Team::new(self.pool.current_num_threads().saturating_sub(1)))
+    }
+}
+
+std::thread_local! {
+    /// Set while this thread runs a part of a team's call.
+    static IN_PART: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the running thread as inside a part until dropped.
+struct InPart(bool);
+
+impl InPart {
+    fn enter() -> InPart {
+        InPart(IN_PART.with(|c| c.replace(true)))
+    }
+}
+
+impl Drop for InPart {
+    fn drop(&mut self) {
+        IN_PART.with(|c| c.set(self.0));
+    }
 }
 
 /// A call's job with its lifetime erased (see [`Team::run`]).
@@ -56,7 +94,8 @@ const SPIN: Duration = Duration::from_micros(100);
 pub(crate) struct Team {
     shared: Arc<Shared>,
     helpers: Vec<JoinHandle<()>>,
-    busy: AtomicBool,
+    /// Held for a call.
+    busy: Mutex<()>,
 }
 
 impl std::fmt::Debug for Team {
@@ -89,21 +128,22 @@ impl Team {
         Team {
             shared,
             helpers,
-            busy: AtomicBool::new(false),
+            busy: Mutex::new(()),
         }
     }
 
     /// Runs `f(part)` for every part `0..parts` at once: part 0 on the
-    /// calling thread, the others on helpers; returns when all are done.
-    /// `false` (and nothing run) if the team is busy with another call or
-    /// has too few helpers.
+    /// calling thread, the others on helpers; returns when all are done,
+    /// after waiting for another thread's call if there is one. `false`
+    /// (and nothing run) if the team has too few helpers or the calling
+    /// thread is itself running a part (a split inside a split would wait
+    /// for itself).
     pub(crate) fn run(&self, parts: usize, f: &(dyn Fn(usize) + Sync)) -> bool {
-        if parts == 0 || parts - 1 > self.helpers.len() {
+        if parts == 0 || parts - 1 > self.helpers.len() || IN_PART.with(|c| c.get()) {
             return false;
         }
-        if self.busy.swap(true, Ordering::Acquire) {
-            return false;
-        }
+        let busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        crate::engine::diagnostics::record_split();
         let s = &*self.shared;
         let erased: *const (dyn Fn(usize) + Sync + '_) = f;
         // SAFETY: only the lifetime changes (same fat-pointer layout). The
@@ -123,7 +163,7 @@ impl Team {
         }
         s.wake.notify_all();
         /// Waits for the helpers' parts when dropped (also while part 0
-        /// unwinds), then frees the team.
+        /// unwinds), then clears the job (the team is freed after it).
         struct Finish<'a> {
             team: &'a Team,
             helpers: usize,
@@ -140,15 +180,18 @@ impl Team {
                     }
                 }
                 *s.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                self.team.busy.store(false, Ordering::Release);
             }
         }
         let finish = Finish {
             team: self,
             helpers: parts - 1,
         };
-        f(0);
+        {
+            let _part = InPart::enter();
+            f(0);
+        }
         drop(finish);
+        drop(busy);
         assert!(
             !s.panicked.load(Ordering::Acquire),
             "a part of a hidden-unit split panicked"
@@ -188,7 +231,10 @@ fn helper(s: &Shared, idx: usize) {
         // SAFETY: `Team::run` keeps the closure alive until this helper's
         // `done` below (see there).
         let f = unsafe { &*job.f };
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(idx))).is_err() {
+        let part = InPart::enter();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(idx)));
+        drop(part);
+        if r.is_err() {
             s.panicked.store(true, Ordering::Release);
         }
         s.done.fetch_add(1, Ordering::AcqRel);
@@ -234,14 +280,31 @@ mod tests {
             }
         }
         assert!(!team.run(5, &|_| {}), "more parts than helpers + 1");
-        // A call from inside a call finds the team busy.
+        // A call from inside a part declines (on the caller's part and on
+        // a helper's).
         let inner = AtomicUsize::new(0);
-        assert!(team.run(2, &|p| {
-            if p == 0 && !team.run(2, &|_| {}) {
+        assert!(team.run(2, &|_| {
+            if !team.run(2, &|_| {}) {
                 inner.fetch_add(1, Ordering::Relaxed);
             }
         }));
-        assert_eq!(inner.load(Ordering::Relaxed), 1);
+        assert_eq!(inner.load(Ordering::Relaxed), 2);
+        // Calls from several threads at once wait for each other.
+        let total = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        let b = std::sync::Barrier::new(3);
+                        assert!(team.run(3, &|_| {
+                            b.wait();
+                            total.fetch_add(1, Ordering::Relaxed);
+                        }));
+                    }
+                });
+            }
+        });
+        assert_eq!(total.load(Ordering::Relaxed), 3 * 50 * 3);
         // After a sleep the helpers wake for the next call.
         std::thread::sleep(std::time::Duration::from_millis(5));
         let n = AtomicUsize::new(0);

@@ -213,10 +213,7 @@ pub(crate) fn thread_pool(threads: usize) -> Result<(Option<Arc<Threads>>, usize
             .build()
             .map_err(|e| Error::Invalid(format!("cannot start {n} threads: {e}")))?;
         // The split's helpers: the calling thread runs one part.
-        Some(Arc::new(Threads {
-            pool,
-            team: crate::engine::Team::new(n - 1),
-        }))
+        Some(Arc::new(Threads::new(pool)))
     } else {
         None
     };
@@ -815,7 +812,7 @@ impl Lstm {
     fn parallel(&self, batch: usize) -> Parallel<'_> {
         Parallel {
             pool: self.pool.as_deref().map(|t| &t.pool),
-            team: self.pool.as_deref().map(|t| &t.team),
+            split_team: self.pool.as_deref(),
             threads: self.threads,
             min_flops: self.min_parallel_flops,
             rules: self.rules_for(batch),
