@@ -8,7 +8,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use lstm_kernels::{Isa, Lstm, LstmConfig, LstmWeights, Peephole};
+use lstm_kernels::{Isa, Lstm, LstmConfig, LstmState, LstmWeights, Peephole};
 
 struct Counting;
 
@@ -72,6 +72,21 @@ fn count_mine(f: &mut dyn FnMut()) -> usize {
     MINE.with(|c| c.get()) - before
 }
 
+/// `steps` calls of `model.step`, one per step of `xs` (`[T, batch,
+/// n_in]`), each writing its output to the front of `ys`.
+fn step_each(model: &Lstm, st: &mut LstmState, xs: &[f32], ys: &mut [f32], steps: usize) {
+    let (b, n, p) = (
+        st.batch(),
+        model.config().n_input,
+        model.config().n_output(),
+    );
+    for t in 0..steps {
+        model
+            .step(st, &xs[t * b * n..(t + 1) * b * n], &mut ys[..b * p])
+            .unwrap();
+    }
+}
+
 #[test]
 fn forward_does_not_allocate_per_step() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -107,17 +122,7 @@ fn forward_does_not_allocate_per_step() {
                     .unwrap()
             });
             let many = counter(&mut || model.forward(&mut st, &xs, &mut ys).unwrap());
-            let mut fifty_steps = || {
-                for t in 0..50 {
-                    model
-                        .step(
-                            &mut st,
-                            &xs[t * batch * 24..(t + 1) * batch * 24],
-                            &mut ys[..batch * 8],
-                        )
-                        .unwrap();
-                }
-            };
+            let mut fifty_steps = || step_each(&model, &mut st, &xs, &mut ys, 50);
             let steps = counter(&mut fifty_steps);
             println!(
                 "{isa}, {threads} thread(s): 1 step {one} allocations, {long} steps {many}, 50 × step() {steps}"
@@ -170,17 +175,7 @@ fn hidden_unit_splits_do_not_allocate() {
             let mut st = model.new_state(batch).unwrap();
             let xs = vec![0.25f32; 50 * batch * 64];
             let mut ys = vec![0.0f32; 50 * batch * 128];
-            let mut fifty_steps = || {
-                for t in 0..50 {
-                    model
-                        .step(
-                            &mut st,
-                            &xs[t * batch * 64..(t + 1) * batch * 64],
-                            &mut ys[..batch * 128],
-                        )
-                        .unwrap();
-                }
-            };
+            let mut fifty_steps = || step_each(&model, &mut st, &xs, &mut ys, 50);
             // Warm up (the scratch, the team's start), and prove that every
             // step is a split run by the team.
             let before = lstm_kernels::diagnostics::split_runs_on_this_thread();
@@ -238,12 +233,7 @@ fn reduced_precision_does_not_allocate_per_step() {
                     .unwrap()
             });
             let many = counter(&mut || model.forward(&mut st, &xs, &mut ys).unwrap());
-            let steps = counter(&mut || {
-                for t in 0..50 {
-                    let x = &xs[t * batch * 24..(t + 1) * batch * 24];
-                    model.step(&mut st, x, &mut ys[..batch * 40]).unwrap();
-                }
-            });
+            let steps = counter(&mut || step_each(&model, &mut st, &xs, &mut ys, 50));
             println!(
                 "{k}, {threads} thread(s): 1 step {one}, {long} steps {many}, 50 × step() {steps}"
             );

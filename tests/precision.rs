@@ -8,9 +8,9 @@
 
 mod common;
 
-use common::{Case, check_run_in, on_threads, same_bits, within};
+use common::{Case, check_run_in, check_stepwise_against, on_threads, same_bits};
 use lstm_kernels::diagnostics::{bf16_runs_on_this_thread, int8_runs_on_this_thread};
-use lstm_kernels::reference::{self, ErrorModel, RefState};
+use lstm_kernels::reference::ErrorModel;
 use lstm_kernels::{Error, Lstm, LstmConfig, Peephole, Precision};
 use proptest::prelude::*;
 
@@ -156,31 +156,14 @@ fn check_bf16_oracle_rounding(
 ) -> Result<(), String> {
     let mut rounded = case.weights.clone();
     rounded.gates.iter_mut().for_each(|w| *w = bf16(*w));
-    let seed = rounded.to_seed(&case.cfg).map_err(|e| e.to_string())?;
-    let (b, n, p) = (case.batch, case.cfg.n_input, case.cfg.n_output());
-    let mut st = model
-        .state_from(b, &case.c0, &case.m0)
-        .map_err(|e| e.to_string())?;
-    let mut y = vec![f32::NAN; b * p];
-    for t in 0..case.steps {
-        let x = &case.xs[t * b * n..(t + 1) * b * n];
-        let x_r: Vec<f32> = x.iter().map(|&v| round(v)).collect();
-        let m_r: Vec<f32> = st.m().iter().map(|&v| round(v)).collect();
-        let mut rst = RefState::from_f32(b, st.c(), &m_r);
-        let bound = reference::forward_with_bound(
-            &case.cfg,
-            &seed,
-            &x_r,
-            &mut rst,
-            ErrorModel::for_precision(Precision::F32),
-        );
-        y.fill(f32::NAN);
-        model.step(&mut st, x, &mut y).map_err(|e| e.to_string())?;
-        within(&format!("step {t} y"), &y, &bound.y, &bound.y_err)?;
-        within(&format!("step {t} c"), st.c(), &rst.c, &bound.c_err)?;
-        within(&format!("step {t} m"), st.m(), &rst.m, &bound.m_err)?;
-    }
-    Ok(())
+    check_stepwise_against(
+        case,
+        model,
+        &rounded,
+        ErrorModel::for_precision(Precision::F32),
+        round,
+    )
+    .map(|_| ())
 }
 
 proptest! {

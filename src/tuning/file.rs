@@ -247,6 +247,12 @@ fn parse_entry(line: &str) -> std::result::Result<PlanEntry, String> {
         }
         Ok(n)
     };
+    // A 0/1 knob, optional: files written before it existed mean 0.
+    let flag = |k: &str| match fields.iter().find(|(f, _)| *f == k).map(|(_, v)| *v) {
+        None | Some("0") => Ok(false),
+        Some("1") => Ok(true),
+        Some(v) => Err(format!("`{k}={v}` is not 0 or 1")),
+    };
     const DIM: usize = crate::MAX_TENSOR_ELEMENTS;
     let peephole = get("peephole")?;
     if !["none", "diagonal", "matrix"].contains(&peephole) {
@@ -271,17 +277,8 @@ fn parse_entry(line: &str) -> std::result::Result<PlanEntry, String> {
             .parse::<Partition>()
             .map_err(|e| e.to_string())?,
         prefetch: num("prefetch", usize::MAX)?,
-        // Optional: files written before the knob existed mean 0.
-        ahead: match fields.iter().find(|(k, _)| *k == "ahead").map(|(_, v)| *v) {
-            None | Some("0") => false,
-            Some("1") => true,
-            Some(v) => return Err(format!("`ahead={v}` is not 0 or 1")),
-        },
-        fuse: match fields.iter().find(|(k, _)| *k == "fuse").map(|(_, v)| *v) {
-            None | Some("0") => false,
-            Some("1") => true,
-            Some(v) => return Err(format!("`fuse={v}` is not 0 or 1")),
-        },
+        ahead: flag("ahead")?,
+        fuse: flag("fuse")?,
     };
     rules.check().map_err(|e| e.to_string())?;
     let known = [

@@ -174,24 +174,40 @@ pub fn check_stepwise(
     model: &Lstm,
     precision: Precision,
 ) -> Result<(Vec<f32>, Vec<f32>), String> {
-    let seed = case.weights.to_seed(&case.cfg).expect("valid case");
+    check_stepwise_against(
+        case,
+        model,
+        &case.weights,
+        ErrorModel::for_precision(precision),
+        |v| v,
+    )
+}
+
+/// [`check_stepwise`] against the reference of other `weights` under
+/// `errors`, its GEMM operands `x` and `m` passed through `round` first
+/// (the bf16 oracle: the weights and operands rounded as a bf16 kernel
+/// rounds them, under the f32 bound).
+pub fn check_stepwise_against(
+    case: &Case,
+    model: &Lstm,
+    weights: &LstmWeights,
+    errors: ErrorModel,
+    round: fn(f32) -> f32,
+) -> Result<(Vec<f32>, Vec<f32>), String> {
+    let seed = weights.to_seed(&case.cfg).map_err(|e| e.to_string())?;
     let mut st = model
         .state_from(case.batch, &case.c0, &case.m0)
-        .expect("state");
+        .map_err(|e| e.to_string())?;
     let (b, n, p) = (case.batch, case.cfg.n_input, case.cfg.n_output());
     let mut y = vec![f32::NAN; b * p];
     for t in 0..case.steps {
         let x = &case.xs[t * b * n..(t + 1) * b * n];
-        let mut rst = RefState::from_f32(b, st.c(), st.m());
-        let bound = reference::forward_with_bound(
-            &case.cfg,
-            &seed,
-            x,
-            &mut rst,
-            ErrorModel::for_precision(precision),
-        );
+        let x_r: Vec<f32> = x.iter().map(|&v| round(v)).collect();
+        let m_r: Vec<f32> = st.m().iter().map(|&v| round(v)).collect();
+        let mut rst = RefState::from_f32(b, st.c(), &m_r);
+        let bound = reference::forward_with_bound(&case.cfg, &seed, &x_r, &mut rst, errors);
         y.fill(f32::NAN);
-        model.step(&mut st, x, &mut y).expect("step");
+        model.step(&mut st, x, &mut y).map_err(|e| e.to_string())?;
         within(&format!("step {t} y"), &y, &bound.y, &bound.y_err)?;
         within(&format!("step {t} c"), st.c(), &rst.c, &bound.c_err)?;
         within(&format!("step {t} m"), st.m(), &rst.m, &bound.m_err)?;
