@@ -58,7 +58,7 @@ macro_rules! row_blocks {
 pub(crate) unsafe fn run<S: Arch, D: Dims>(job: &Job) {
     let pk = job.packed;
     let d = Shape::of::<S, D>(pk);
-    let (h, rows, l) = (d.h, job.rows, S::LANES);
+    let rows = job.rows;
     let mut t0 = 0;
     // SAFETY: every tile call stays within the buffers `driver::forward` checked.
     // With a hidden-unit split, parts write disjoint units (their panels)
@@ -84,11 +84,7 @@ pub(crate) unsafe fn run<S: Arch, D: Dims>(job: &Job) {
             }
             for s in 0..nt {
                 let t = t0 + s;
-                let (m_cur, m_next) = if t % 2 == 0 {
-                    (job.m, job.m_alt)
-                } else {
-                    (job.m_alt, job.m)
-                };
+                let (m_cur, m_next) = step_m(job, &d, t);
                 let gates = job.share(d.gate_panels);
                 if fused {
                     // Groups of panels that stay in L2 while every row
@@ -141,35 +137,48 @@ pub(crate) unsafe fn run<S: Arch, D: Dims>(job: &Job) {
                             ));
                         }
                     }
-                    false => {
-                        // The output is m (or r): copy this part's gate
-                        // units (after the peephole, others may have
-                        // written them); unsplit, all R of them.
-                        if d.peephole {
-                            job.sync();
-                        }
-                        let rr = d.r;
-                        let (j0, j1) = if job.parts == 1 {
-                            (0, rr)
-                        } else {
-                            ((gates.start * l).min(h), (gates.end * l).min(h))
-                        };
-                        for r in 0..rows {
-                            let dst = job.out.add((t * job.batch + job.row0 + r) * rr);
-                            std::ptr::copy_nonoverlapping(
-                                m_next.add(r * rr + j0),
-                                dst.add(j0),
-                                j1 - j0,
-                            );
-                        }
-                    }
+                    // The output is m (or r): the tiles wrote it there.
+                    false => {}
                 }
                 job.sync(); // the next step reads every unit of m and c
             }
             t0 += nt;
         }
-        if job.steps % 2 == 1 && job.part == 0 {
-            std::ptr::copy_nonoverlapping(job.m_alt, job.m, rows * d.r);
+        if job.part == 0 {
+            // The state's m is the last step's (`step_m`), copied once
+            // every part has written its units (the loop ends at a barrier).
+            let (_, m_last) = step_m(job, &d, job.steps - 1);
+            if m_last != job.m {
+                std::ptr::copy_nonoverlapping(m_last, job.m, rows * d.r);
+            }
         }
+    }
+}
+
+/// Where step `t` reads `m` (`m_cur`) and writes the new one (`m_next`),
+/// both `[rows, R]` with rows of `R` floats. Without a head the output is
+/// `m` itself, so step `t` writes straight into the job's rows of output
+/// step `t` (same layout) and reads step `t − 1`'s there, the first step
+/// the state's; with a head, steps alternate between the state's `m` and
+/// the `m_alt` scratch. Either way the last step's `m_next` ends up in
+/// the state (`run` copies it there unless it is the state already).
+///
+/// # Safety
+/// `job` was built by `driver::forward`, `t < job.steps`.
+#[inline(always)]
+unsafe fn step_m(job: &Job, d: &Shape, t: usize) -> (*mut f32, *mut f32) {
+    // SAFETY: out holds [steps, batch, R] without a head (n_out = R) and
+    // the job's rows row0..row0+rows of every step are its own.
+    unsafe {
+        if d.head {
+            return if t % 2 == 0 {
+                (job.m, job.m_alt)
+            } else {
+                (job.m_alt, job.m)
+            };
+        }
+        let out_m = |t: usize| job.out.add((t * job.batch + job.row0) * d.r);
+        let cur = if t == 0 { job.m } else { out_m(t - 1) };
+        (cur, out_m(t))
     }
 }
