@@ -42,9 +42,11 @@ pub(crate) struct Job<'a> {
     pub(crate) xs: *const f32,
     /// `[T, batch, n_out]`.
     pub(crate) out: *mut f32,
-    /// `[rows, H]` each.
+    /// `[rows, H]` and `[rows, R]`.
     pub(crate) c: *mut f32,
     pub(crate) m: *mut f32,
+    /// `[rows, R]` with a head; without one the steps' `m` live in `out`
+    /// and this is empty (see `cell::run`).
     pub(crate) m_alt: *mut f32,
     /// `[rows, hw]` (matrix peephole only).
     pub(crate) o_pre: *mut f32,

@@ -226,7 +226,12 @@ impl Plan {
                 round16(self.tb * rows * 4 * pk.hp)
             },
             round16(rows * pk.hw),
-            round16(rows * pk.r),
+            // Without a head the steps' m live in the output (`cell::run`).
+            if pk.head.is_some() {
+                round16(rows * pk.r)
+            } else {
+                0
+            },
             if pk.variants.proj {
                 round16(rows * pk.h)
             } else {
