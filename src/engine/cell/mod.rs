@@ -127,18 +127,15 @@ pub(crate) unsafe fn run<S: Arch, D: Dims>(job: &Job) {
                         ));
                     }
                 }
-                match d.head {
-                    true => {
-                        job.sync(); // the head reads every unit of the new m
-                        for q in job.share(d.head_panels) {
-                            row_blocks!(S, rows, |r0, nr| with_mr!(
-                                nr,
-                                head_tile::<S, D>(job, t, r0, q, m_next)
-                            ));
-                        }
+                // Without a head the output is m (or r): the tiles wrote it.
+                if d.head {
+                    job.sync(); // the head reads every unit of the new m
+                    for q in job.share(d.head_panels) {
+                        row_blocks!(S, rows, |r0, nr| with_mr!(
+                            nr,
+                            head_tile::<S, D>(job, t, r0, q, m_next)
+                        ));
                     }
-                    // The output is m (or r): the tiles wrote it there.
-                    false => {}
                 }
                 job.sync(); // the next step reads every unit of m and c
             }
@@ -171,7 +168,7 @@ unsafe fn step_m(job: &Job, d: &Shape, t: usize) -> (*mut f32, *mut f32) {
     // the job's rows row0..row0+rows of every step are its own.
     unsafe {
         if d.head {
-            return if t % 2 == 0 {
+            return if t.is_multiple_of(2) {
                 (job.m, job.m_alt)
             } else {
                 (job.m_alt, job.m)
