@@ -219,6 +219,8 @@ pub(crate) fn forward(
             // `split` threads at once. Either way the barrier cannot
             // deadlock.
             let part = |p: usize| {
+                // A panicking part must not leave the others at the barrier.
+                let _poison = barrier.poison_on_panic();
                 run_job(&Job {
                     part: p,
                     parts: plan.split,

@@ -2,7 +2,7 @@
 //! one call, built only by the driver (which checks every length), and the
 //! barrier the parts of a hidden-unit split meet at.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::packed::Packed;
 
@@ -85,11 +85,15 @@ impl Job<'_> {
 }
 
 /// A barrier for the parts of a hidden-unit split: they spin (briefly, then
-/// yield) instead of sleeping, since a step takes microseconds.
+/// yield) instead of sleeping, since a step takes microseconds. A part that
+/// panics poisons it ([`SpinBarrier::poison_on_panic`]): the parts waiting
+/// for it, and any that arrive later, panic too instead of waiting forever,
+/// so the call's panic reaches its caller rather than hanging the threads.
 pub(crate) struct SpinBarrier {
     parts: usize,
     arrived: AtomicU64,
     generation: AtomicU64,
+    poisoned: AtomicBool,
 }
 
 impl SpinBarrier {
@@ -98,10 +102,12 @@ impl SpinBarrier {
             parts,
             arrived: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
         }
     }
 
-    /// Returns once all `parts` callers have arrived.
+    /// Returns once all `parts` callers have arrived; panics if a part
+    /// panicked (see the type's docs).
     pub(crate) fn wait(&self) {
         let generation = self.generation.load(Ordering::Acquire);
         if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.parts as u64 {
@@ -110,6 +116,9 @@ impl SpinBarrier {
         } else {
             let mut spins = 0u32;
             while self.generation.load(Ordering::Acquire) == generation {
+                if self.poisoned.load(Ordering::Acquire) {
+                    panic!("another part of the hidden-unit split panicked");
+                }
                 spins += 1;
                 if spins < 1 << 14 {
                     std::hint::spin_loop();
@@ -117,6 +126,23 @@ impl SpinBarrier {
                     std::thread::yield_now();
                 }
             }
+        }
+    }
+
+    /// A guard that poisons the barrier if it is dropped while its thread
+    /// panics: hold it for the whole of a part.
+    pub(crate) fn poison_on_panic(&self) -> PoisonOnPanic<'_> {
+        PoisonOnPanic(self)
+    }
+}
+
+/// See [`SpinBarrier::poison_on_panic`].
+pub(crate) struct PoisonOnPanic<'a>(&'a SpinBarrier);
+
+impl Drop for PoisonOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.poisoned.store(true, Ordering::Release);
         }
     }
 }

@@ -328,4 +328,36 @@ mod tests {
         assert!(r.is_err());
         assert!(team.run(2, &|_| {}));
     }
+
+    /// A part that panics before a barrier the others wait at (as the
+    /// driver's parts do between phases) poisons it: the call panics in
+    /// its caller instead of hanging, whichever part panicked, and the
+    /// team still works afterwards.
+    #[test]
+    fn a_panic_before_a_barrier_does_not_hang_the_others() {
+        use crate::engine::job::SpinBarrier;
+        let team = Team::new(2);
+        for bad in 0..3 {
+            let barrier = SpinBarrier::new(3);
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                team.run(3, &|p| {
+                    let _poison = barrier.poison_on_panic();
+                    if p == bad {
+                        panic!("part {p}");
+                    }
+                    barrier.wait();
+                    barrier.wait();
+                })
+            }));
+            assert!(r.is_err(), "part {bad}'s panic was lost");
+        }
+        let barrier = SpinBarrier::new(3);
+        let n = AtomicUsize::new(0);
+        assert!(team.run(3, &|_| {
+            let _poison = barrier.poison_on_panic();
+            barrier.wait();
+            n.fetch_add(1, Ordering::Relaxed);
+        }));
+        assert_eq!(n.load(Ordering::Relaxed), 3);
+    }
 }
