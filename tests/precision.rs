@@ -161,9 +161,51 @@ fn check_bf16_oracle_rounding(
         model,
         &rounded,
         ErrorModel::for_precision(Precision::F32),
-        round,
+        &|row| row.iter().map(|&v| round(v)).collect(),
     )
     .map(|_| ())
+}
+
+/// One operand row part quantized as the int8 kernels quantize it (see
+/// `engine::int8`): `s = fl(max|a|/127)`, `q = round(a·fl(127/max|a|))` to
+/// nearest even (`round` here), and back as `fl(q·s)`; all zeros stay zero.
+fn int8_row(row: &[f32], round: fn(f32) -> f32) -> Vec<f32> {
+    let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if amax == 0.0 {
+        return vec![0.0; row.len()];
+    }
+    let (inv, s) = (127.0 / amax, amax / 127.0);
+    row.iter()
+        .map(|&v| round(v * inv).clamp(-127.0, 127.0) * s)
+        .collect()
+}
+
+/// The int8 oracle: every step of `model` (on an int8 kernel, with the
+/// int8 `gates`), one `step()` call each from the kernel's own f32 state,
+/// against the exact step of the quantized problem: the dequantized gate
+/// weights, `x` and `m` quantized per row as they enter the GEMM (`round`
+/// to an integer), under the **f32** bound. The kernel's i32 sums are exact,
+/// so what is left is f32 arithmetic: per term the oracle's own rounding of
+/// `q·s` for the weight and the operand (2 roundings), the kernel's two
+/// dequantization multiplies of each part (2), and the two additions that
+/// join the parts and the bias (2, at most the terms' magnitudes) — six
+/// unit roundoffs relative to `Σ|w·a|`, `(1 + u)⁶ − 1` as the model's
+/// per-term operand error, on top of the γ term for the sums — then the
+/// f32 epilogue and the activations' error. About 10⁵ times tighter than
+/// the int8 bound (`ErrorModel::for_precision(Int8)`, which counts the
+/// quantization as error), so it checks the quantization itself: every
+/// weight's integer and scale, the operands' scales and rounding mode.
+fn check_int8_oracle(
+    case: &Case,
+    model: &Lstm,
+    gates: &lstm_kernels::Int8Gates,
+    round: fn(f32) -> f32,
+) -> Result<(), String> {
+    let mut quantized = case.weights.clone();
+    quantized.gates = gates.dequantize(&case.cfg).map_err(|e| e.to_string())?;
+    let mut errors = ErrorModel::for_precision(Precision::F32);
+    errors.operand_rounding = (1.0 + 2f64.powi(-24)).powi(6) - 1.0;
+    check_stepwise_against(case, model, &quantized, errors, &|row| int8_row(row, round)).map(|_| ())
 }
 
 proptest! {
@@ -179,6 +221,64 @@ proptest! {
             check_bf16_oracle(&case, &model).map_err(|e| TestCaseError::fail(format!("{k}: {e}")))?;
             prop_assert!(runs(Precision::Bf16, k) >= before + case.steps as u64, "{} did not run", k);
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Every int8 kernel against the int8 oracle, on every variant int8
+    /// computes, step by step.
+    #[test]
+    fn int8_kernels_match_the_int8_oracle(case in arb_case()) {
+        let gates = lstm_kernels::Int8Gates::quantize(&case.cfg, &case.weights).unwrap();
+        for k in kernels(Precision::Int8) {
+            let model = on_kernel(case.model(), Precision::Int8, k).unwrap();
+            let before = runs(Precision::Int8, k);
+            check_int8_oracle(&case, &model, &gates, f32::round_ties_even)
+                .map_err(|e| TestCaseError::fail(format!("{k}: {e}")))?;
+            prop_assert!(runs(Precision::Int8, k) >= before + case.steps as u64, "{} did not run", k);
+        }
+    }
+}
+
+/// The int8 oracle has teeth: one weight's integer moved by one (given as
+/// int8 gates, the oracle keeping the original ones) fails it on every
+/// int8 kernel, and so does an oracle that rounds the operands toward zero
+/// instead of to nearest. The moved gates pass against themselves, so each
+/// kernel runs the int8 gates it was given (`with_int8_kernel` keeps them).
+#[test]
+fn the_int8_oracle_catches_one_int8_step() {
+    use lstm_kernels::Int8Gates;
+    let case = Case::new(LstmConfig::new(24, 32), 8, 3, 5, 1.0);
+    let gates = Int8Gates::quantize(&case.cfg, &case.weights).unwrap();
+    for k in kernels(Precision::Int8) {
+        let model = on_kernel(case.model(), Precision::Int8, k).unwrap();
+        check_int8_oracle(&case, &model, &gates, f32::round_ties_even)
+            .unwrap_or_else(|e| panic!("{k}: {e}"));
+        let mut moved = gates.clone();
+        let i = (0..moved.q.len())
+            .find(|&i| moved.q[i].abs() < 100)
+            .unwrap();
+        moved.q[i] += 1;
+        let model = on_kernel(
+            case.model().with_int8_gates(&moved).unwrap(),
+            Precision::Int8,
+            k,
+        )
+        .unwrap();
+        assert!(
+            check_int8_oracle(&case, &model, &gates, f32::round_ties_even).is_err(),
+            "{k}: a weight one int8 step off passed"
+        );
+        // (And the kernel runs the gates it was given.)
+        check_int8_oracle(&case, &model, &moved, f32::round_ties_even)
+            .unwrap_or_else(|e| panic!("{k}, given gates: {e}"));
+        let model = on_kernel(case.model(), Precision::Int8, k).unwrap();
+        assert!(
+            check_int8_oracle(&case, &model, &gates, f32::trunc).is_err(),
+            "{k}: the oracle cannot tell rounding to nearest from truncation"
+        );
     }
 }
 

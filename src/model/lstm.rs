@@ -48,6 +48,9 @@ pub struct Lstm {
     precision: Precision,
     /// The reduced-precision packing, with precision bf16 or int8.
     lowp: Option<Arc<LowPacked>>,
+    /// Int8 gates given as they are ([`Lstm::with_int8_gates`]), which
+    /// [`Lstm::with_int8_kernel`] packs for its kernel.
+    int8_gates: Option<Arc<Int8Gates>>,
     /// Measured or loaded plans (the heuristic one otherwise).
     plans: Arc<Plans>,
 }
@@ -243,6 +246,7 @@ impl Lstm {
             kernel_choice: KernelChoice::Auto,
             precision: Precision::F32,
             lowp: None,
+            int8_gates: None,
             plans: Arc::new(Plans::default()),
         }
         .with_env_plans())
@@ -257,6 +261,7 @@ impl Lstm {
     /// reduced precisions do not compute yet (the matrix peephole, a
     /// projection, a head) are an [`Error::Config`] naming them.
     pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
+        self.int8_gates = None;
         match precision {
             Precision::F32 => self.lowp = None,
             Precision::Bf16 => {
@@ -283,16 +288,22 @@ impl Lstm {
         let pk = Bf16Packed::build(&self.config, &self.weights, kernel)?;
         self.lowp = Some(Arc::new(LowPacked::Bf16(pk)));
         self.precision = Precision::Bf16;
+        self.int8_gates = None;
         Ok(self)
     }
 
     /// Runs the model in int8 on the kernel named `kernel` (`amx`,
     /// `avx512vnni`, `portable`, or a full name as [`Lstm::kernel_name`]
     /// gives it); an error if this CPU cannot run it. For tests and
-    /// benchmarks that compare the kernels.
+    /// benchmarks that compare the kernels. Int8 gates given before
+    /// ([`Lstm::with_int8_gates`]) are kept; otherwise the model's weights
+    /// are quantized.
     pub fn with_int8_kernel(mut self, kernel: &str) -> Result<Self> {
         let kernel = Int8Kernel::from_name(kernel)?;
-        let pk = Int8Packed::build(&self.config, &self.weights, kernel)?;
+        let pk = match &self.int8_gates {
+            Some(g) => Int8Packed::from_gates(&self.config, &self.weights, g, kernel)?,
+            None => Int8Packed::build(&self.config, &self.weights, kernel)?,
+        };
         self.lowp = Some(Arc::new(LowPacked::Int8(pk)));
         self.precision = Precision::Int8;
         Ok(self)
@@ -303,12 +314,15 @@ impl Lstm {
     /// kernel [`Lstm::with_precision`] would choose. The bias and
     /// peepholes are the model's; its f32 gates stay what `Precision::F32`
     /// runs, so build the model from [`Int8Gates::dequantize`] for the two
-    /// to agree. An error if the shapes do not fit the config or a scale
-    /// is negative or not finite.
+    /// to agree. [`Lstm::with_int8_kernel`] keeps these gates;
+    /// [`Lstm::with_precision`] and [`Lstm::with_bf16_kernel`] drop them
+    /// (they quantize or round the model's f32 weights). An error if the
+    /// shapes do not fit the config or a scale is negative or not finite.
     pub fn with_int8_gates(mut self, gates: &Int8Gates) -> Result<Self> {
         let kernel = Int8Kernel::choose()?;
         let pk = Int8Packed::from_gates(&self.config, &self.weights, gates, kernel)?;
         self.lowp = Some(Arc::new(LowPacked::Int8(pk)));
+        self.int8_gates = Some(Arc::new(gates.clone()));
         self.precision = Precision::Int8;
         Ok(self)
     }

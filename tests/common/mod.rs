@@ -179,20 +179,21 @@ pub fn check_stepwise(
         model,
         &case.weights,
         ErrorModel::for_precision(precision),
-        |v| v,
+        &|row| row.to_vec(),
     )
 }
 
 /// [`check_stepwise`] against the reference of other `weights` under
-/// `errors`, its GEMM operands `x` and `m` passed through `round` first
-/// (the bf16 oracle: the weights and operands rounded as a bf16 kernel
-/// rounds them, under the f32 bound).
+/// `errors`, its GEMM operands passed through `round` first, one row at a
+/// time (a sample's `x`, then its `m`; the reduced-precision oracles: the
+/// weights and operands rounded or quantized as the kernel does, under the
+/// f32 bound).
 pub fn check_stepwise_against(
     case: &Case,
     model: &Lstm,
     weights: &LstmWeights,
     errors: ErrorModel,
-    round: fn(f32) -> f32,
+    round: &dyn Fn(&[f32]) -> Vec<f32>,
 ) -> Result<(Vec<f32>, Vec<f32>), String> {
     let seed = weights.to_seed(&case.cfg).map_err(|e| e.to_string())?;
     let mut st = model
@@ -202,8 +203,8 @@ pub fn check_stepwise_against(
     let mut y = vec![f32::NAN; b * p];
     for t in 0..case.steps {
         let x = &case.xs[t * b * n..(t + 1) * b * n];
-        let x_r: Vec<f32> = x.iter().map(|&v| round(v)).collect();
-        let m_r: Vec<f32> = st.m().iter().map(|&v| round(v)).collect();
+        let x_r: Vec<f32> = x.chunks(n).flat_map(round).collect();
+        let m_r: Vec<f32> = st.m().chunks(st.m().len() / b).flat_map(round).collect();
         let mut rst = RefState::from_f32(b, st.c(), &m_r);
         let bound = reference::forward_with_bound(&case.cfg, &seed, &x_r, &mut rst, errors);
         y.fill(f32::NAN);
