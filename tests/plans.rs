@@ -650,3 +650,41 @@ fn concurrent_splits_on_one_pool_give_the_same_bits() {
         }
     });
 }
+
+/// One-step calls that do not fuse, on gate weights larger than L2, run in
+/// chunks as large as the hoisted block holds one step of (fewer passes
+/// over the weights): here 128 rows instead of 64, on every ISA. Calls of
+/// more steps keep 64-row chunks, and every plan gives the same bits.
+#[test]
+fn one_step_calls_on_large_weights_run_in_larger_chunks() {
+    // 8 MiB of gate weights: beyond any L2, short of streamed (16 MiB).
+    let cfg = LstmConfig::new(512, 512);
+    let case = Case::new(cfg, 256, 2, 17, 1.0);
+    let grown: PlanRules = "kc=0,chunk=64,hoist=262144,fuse=0".parse().unwrap();
+    // 16,384 floats hold 8 rows of one step: the chunks stay at 64 rows.
+    let plain: PlanRules = "kc=0,chunk=64,hoist=16384,fuse=0".parse().unwrap();
+    let beyond_l2 = 8 << 20 > lstm_kernels::tuning::CpuFacts::get().l2_bytes;
+    for isa in Isa::all_available() {
+        let base = case.model().with_isa(isa).unwrap();
+        let want = case.run_steps(&base.clone().with_plan_rules(plain).unwrap());
+        let m = base.with_plan_rules(grown).unwrap();
+        let runs = Runs::start(isa);
+        let got = case.run_steps(&m);
+        let one_step_chunks = runs.kernel_on_this_thread();
+        same_bits(&format!("{isa} y"), &got.0, &want.0).unwrap();
+        same_bits(&format!("{isa} c"), &got.1, &want.1).unwrap();
+        same_bits(&format!("{isa} m"), &got.2, &want.2).unwrap();
+        let runs = Runs::start(isa);
+        let whole = case.run_forward(&m);
+        let two_step_chunks = runs.kernel_on_this_thread();
+        same_bits(&format!("{isa} forward y"), &whole.0, &want.0).unwrap();
+        // 2 one-step calls of 2 chunks; 1 two-step call of 4 chunks.
+        if beyond_l2 {
+            assert_eq!(
+                (one_step_chunks, two_step_chunks),
+                (2 * 2, 4),
+                "{isa}: chunk runs"
+            );
+        }
+    }
+}

@@ -185,13 +185,15 @@ fn int8_row(row: &[f32], round: fn(f32) -> f32) -> Vec<f32> {
 /// against the exact step of the quantized problem: the dequantized gate
 /// weights, `x` and `m` quantized per row as they enter the GEMM (`round`
 /// to an integer), under the **f32** bound. The kernel's i32 sums are exact,
-/// so what is left is f32 arithmetic: per term the oracle's own rounding of
-/// `q·s` for the weight and the operand (2 roundings), the kernel's two
-/// dequantization multiplies of each part (2), and the two additions that
-/// join the parts and the bias (2, at most the terms' magnitudes) — six
-/// unit roundoffs relative to `Σ|w·a|`, `(1 + u)⁶ − 1` as the model's
-/// per-term operand error, on top of the γ term for the sums — then the
-/// f32 epilogue and the activations' error. About 10⁵ times tighter than
+/// so what is left is f32 arithmetic. Per term, relative to `Σ|w·a|`: the
+/// oracle's own rounding of `q·s` for the weight and the operand (2 unit
+/// roundoffs), the kernel's two dequantization multiplies of each part
+/// (2), and its i32 → f32 conversion of the sum (exact up to 2²⁴, so none
+/// in these tests, 1 beyond): at most 5, covered by `(1 + u)⁶ − 1` as the
+/// model's per-term operand error. The additions that join the parts and
+/// the bias are what the reference's γ term over the sum covers (the
+/// kernel's own sums being exact leave it otherwise unused). Then the f32
+/// epilogue and the activations' error. About 10⁵ times tighter than
 /// the int8 bound (`ErrorModel::for_precision(Int8)`, which counts the
 /// quantization as error), so it checks the quantization itself: every
 /// weight's integer and scale, the operands' scales and rounding mode.
@@ -461,6 +463,18 @@ fn int8_gates_given_as_they_are() {
     deq.weights.gates = other.dequantize(&cfg).unwrap();
     let run = deq.run_forward(&deq.model().with_int8_gates(&other).unwrap());
     check_run_in(&deq, &run, Precision::Int8).unwrap();
+    // The given gates stay the model's int8 weights through a detour to
+    // f32 and back (what `lstm run --precision int8` does to an ONNX
+    // DynamicQuantizeLSTM), not the f32 gates re-quantized.
+    let back = deq
+        .model()
+        .with_int8_gates(&other)
+        .and_then(|m| m.with_precision(Precision::F32))
+        .and_then(|m| m.with_precision(Precision::Int8))
+        .unwrap();
+    let again = deq.run_forward(&back);
+    same_bits("given gates after f32 y", &again.0, &run.0).unwrap();
+    same_bits("given gates after f32 c", &again.1, &run.1).unwrap();
     // And they are not the f32 results of the dequantized weights.
     assert!(run.0 != deq.run_forward(&deq.model()).0);
 

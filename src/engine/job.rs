@@ -129,20 +129,34 @@ impl SpinBarrier {
         }
     }
 
-    /// A guard that poisons the barrier if it is dropped while its thread
-    /// panics: hold it for the whole of a part.
+    /// Whether a part panicked (see the type's docs).
+    #[cfg(test)]
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    /// A guard that poisons the barrier if its thread starts panicking
+    /// while it is held (not if it was already unwinding when the guard
+    /// was made: a call from a `Drop` during a panic): hold it for the
+    /// whole of a part.
     pub(crate) fn poison_on_panic(&self) -> PoisonOnPanic<'_> {
-        PoisonOnPanic(self)
+        PoisonOnPanic {
+            barrier: self,
+            was_panicking: std::thread::panicking(),
+        }
     }
 }
 
 /// See [`SpinBarrier::poison_on_panic`].
-pub(crate) struct PoisonOnPanic<'a>(&'a SpinBarrier);
+pub(crate) struct PoisonOnPanic<'a> {
+    barrier: &'a SpinBarrier,
+    was_panicking: bool,
+}
 
 impl Drop for PoisonOnPanic<'_> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.poisoned.store(true, Ordering::Release);
+        if !self.was_panicking && std::thread::panicking() {
+            self.barrier.poisoned.store(true, Ordering::Release);
         }
     }
 }

@@ -144,11 +144,25 @@ impl Plan {
         // one after another on each thread (see `PlanRules`) — unless the
         // weights are streamed from memory anyway, which each chunk would do
         // again.
-        let streamed = pk.wx.bytes() + pk.wh.bytes() > STREAMED_WEIGHTS;
+        let w_bytes = pk.wx.bytes() + pk.wh.bytes();
+        let streamed = w_bytes > STREAMED_WEIGHTS;
+        // A one-step call that does not fuse streams all of the weights
+        // through each chunk once (no later step reuses them), so where they
+        // exceed L2 its chunks grow to the rows whose one step of
+        // input-GEMM results fills the hoisted block: fewer passes over
+        // the weights, `xw` still in L2. (Xeon model 167, H=512, one-step
+        // calls: 64 → 128-row chunks 1.02×, 256-row 1.05× at B=256 on 1
+        // thread; 1024-row chunks 0.96× at B=1024.)
+        let one_step_unfused = steps == 1 && (!rules.fuse || pk.kernel.small);
+        let chunk_rows = if one_step_unfused && w_bytes > crate::tuning::CpuFacts::get().l2_bytes {
+            rules.chunk_rows.max(rules.hoist / (4 * pk.hp).max(1))
+        } else {
+            rules.chunk_rows
+        };
         let chunks = if streamed {
             chunks
         } else {
-            chunks.max(batch.div_ceil(rules.chunk_rows.max(1)))
+            chunks.max(batch.div_ceil(chunk_rows.max(1)))
         };
         // Even chunks (64 rows on 2 threads: 32 + 32, not 36 + 28): a row's
         // arithmetic does not depend on which block or chunk it is in.
@@ -180,7 +194,7 @@ impl Plan {
         // A split runs the whole batch as one chunk (every part runs every
         // row), so it only replaces a row partition that was there for the
         // threads, not one that chunk_rows asks for.
-        let (per, chunks) = if split > 1 && (streamed || batch <= rules.chunk_rows) {
+        let (per, chunks) = if split > 1 && (streamed || batch <= chunk_rows) {
             (batch, 1)
         } else {
             (per, chunks)

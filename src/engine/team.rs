@@ -335,6 +335,44 @@ mod tests {
     /// team still works afterwards.
     #[test]
     fn a_panic_before_a_barrier_does_not_hang_the_others() {
+        // On a thread of its own, so that a hang fails the test.
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            panic_then_work();
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("a split with a panicking part hung (or failed)");
+    }
+
+    /// The guard poisons for a panic that starts while it is held, not
+    /// for one its thread was already unwinding from when it was made (a
+    /// split call from a `Drop` during a panic runs normally).
+    #[test]
+    fn only_a_panic_inside_the_guard_poisons() {
+        use crate::engine::job::SpinBarrier;
+        struct SplitInDrop<'a>(&'a SpinBarrier);
+        impl Drop for SplitInDrop<'_> {
+            fn drop(&mut self) {
+                let _poison = self.0.poison_on_panic();
+            }
+        }
+        let quiet = SpinBarrier::new(1);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _d = SplitInDrop(&quiet);
+            panic!("outer");
+        }));
+        assert!(r.is_err() && !quiet.is_poisoned());
+        let hit = SpinBarrier::new(1);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _poison = hit.poison_on_panic();
+            panic!("inner");
+        }));
+        assert!(r.is_err() && hit.is_poisoned());
+    }
+
+    fn panic_then_work() {
         use crate::engine::job::SpinBarrier;
         let team = Team::new(2);
         for bad in 0..3 {

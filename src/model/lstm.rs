@@ -48,8 +48,8 @@ pub struct Lstm {
     precision: Precision,
     /// The reduced-precision packing, with precision bf16 or int8.
     lowp: Option<Arc<LowPacked>>,
-    /// Int8 gates given as they are ([`Lstm::with_int8_gates`]), which
-    /// [`Lstm::with_int8_kernel`] packs for its kernel.
+    /// Int8 gates given as they are ([`Lstm::with_int8_gates`]): the int8
+    /// weights of every int8 packing.
     int8_gates: Option<Arc<Int8Gates>>,
     /// Measured or loaded plans (the heuristic one otherwise).
     plans: Arc<Plans>,
@@ -254,14 +254,14 @@ impl Lstm {
 
     /// Runs the model in `precision` (see [`Precision`]); the weights are
     /// converted once, here, from the f32 weights (which the model keeps:
-    /// `Precision::F32` returns to exactly the f32 model). bf16 and int8
+    /// `Precision::F32` returns to exactly the f32 model), except that
+    /// int8 runs the int8 gates given by [`Lstm::with_int8_gates`] if any. bf16 and int8
     /// pick the fastest kernel this CPU has (or the one
     /// `LSTM_KERNELS_BF16=amx|avx512bf16|portable` /
     /// `LSTM_KERNELS_INT8=amx|avx512vnni|portable` forces). Variants the
     /// reduced precisions do not compute yet (the matrix peephole, a
     /// projection, a head) are an [`Error::Config`] naming them.
     pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
-        self.int8_gates = None;
         match precision {
             Precision::F32 => self.lowp = None,
             Precision::Bf16 => {
@@ -271,7 +271,7 @@ impl Lstm {
             }
             Precision::Int8 => {
                 let kernel = Int8Kernel::choose()?;
-                let pk = Int8Packed::build(&self.config, &self.weights, kernel)?;
+                let pk = self.int8_packed(kernel)?;
                 self.lowp = Some(Arc::new(LowPacked::Int8(pk)));
             }
         }
@@ -288,7 +288,6 @@ impl Lstm {
         let pk = Bf16Packed::build(&self.config, &self.weights, kernel)?;
         self.lowp = Some(Arc::new(LowPacked::Bf16(pk)));
         self.precision = Precision::Bf16;
-        self.int8_gates = None;
         Ok(self)
     }
 
@@ -296,17 +295,23 @@ impl Lstm {
     /// `avx512vnni`, `portable`, or a full name as [`Lstm::kernel_name`]
     /// gives it); an error if this CPU cannot run it. For tests and
     /// benchmarks that compare the kernels. Int8 gates given before
-    /// ([`Lstm::with_int8_gates`]) are kept; otherwise the model's weights
-    /// are quantized.
+    /// ([`Lstm::with_int8_gates`]) are the weights it runs; otherwise the
+    /// model's f32 gates quantized.
     pub fn with_int8_kernel(mut self, kernel: &str) -> Result<Self> {
         let kernel = Int8Kernel::from_name(kernel)?;
-        let pk = match &self.int8_gates {
-            Some(g) => Int8Packed::from_gates(&self.config, &self.weights, g, kernel)?,
-            None => Int8Packed::build(&self.config, &self.weights, kernel)?,
-        };
+        let pk = self.int8_packed(kernel)?;
         self.lowp = Some(Arc::new(LowPacked::Int8(pk)));
         self.precision = Precision::Int8;
         Ok(self)
+    }
+
+    /// The model's int8 weights packed for `kernel`: the int8 gates given
+    /// ([`Lstm::with_int8_gates`]), or else its f32 gates quantized.
+    fn int8_packed(&self, kernel: Int8Kernel) -> Result<Int8Packed> {
+        match &self.int8_gates {
+            Some(g) => Int8Packed::from_gates(&self.config, &self.weights, g, kernel),
+            None => Int8Packed::build(&self.config, &self.weights, kernel),
+        }
     }
 
     /// Runs the model in int8 with these gate weights as they are (for
@@ -314,9 +319,10 @@ impl Lstm {
     /// kernel [`Lstm::with_precision`] would choose. The bias and
     /// peepholes are the model's; its f32 gates stay what `Precision::F32`
     /// runs, so build the model from [`Int8Gates::dequantize`] for the two
-    /// to agree. [`Lstm::with_int8_kernel`] keeps these gates;
-    /// [`Lstm::with_precision`] and [`Lstm::with_bf16_kernel`] drop them
-    /// (they quantize or round the model's f32 weights). An error if the
+    /// to agree. The gates become the model's int8 weights: every int8
+    /// path ([`Lstm::with_precision`]`(Int8)`, [`Lstm::with_int8_kernel`])
+    /// runs them, also after a detour through f32 or bf16 (the model keeps
+    /// a copy, `(n_in + R)·4H` bytes and the scales). An error if the
     /// shapes do not fit the config or a scale is negative or not finite.
     pub fn with_int8_gates(mut self, gates: &Int8Gates) -> Result<Self> {
         let kernel = Int8Kernel::choose()?;

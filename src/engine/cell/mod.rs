@@ -141,7 +141,7 @@ pub(crate) unsafe fn run<S: Arch, D: Dims>(job: &Job) {
             }
             t0 += nt;
         }
-        if job.part == 0 {
+        if job.part == 0 && job.steps > 0 {
             // The state's m is the last step's (`step_m`), copied once
             // every part has written its units (the loop ends at a barrier).
             let (_, m_last) = step_m(job, &d, job.steps - 1);
