@@ -314,10 +314,20 @@ fn dynamic_quantize_lstm_runs_its_own_int8_weights() {
                     bound.y_err[k]
                 );
             }
-            let again = run(&(*cell).clone().with_precision(Precision::Int8).unwrap());
+            // The file's int8 weights stay the cell's through a switch of
+            // precision, and they are not its f32 weights quantized again.
+            let again = run(&(*cell)
+                .clone()
+                .with_precision(Precision::F32)
+                .and_then(|m| m.with_precision(Precision::Int8))
+                .unwrap());
+            assert!(y == again, "{case}: the file's int8 weights were replaced");
+            let requantized = Lstm::new(cfg, cell.weights().clone())
+                .and_then(|m| m.with_precision(Precision::Int8))
+                .unwrap();
             if case == "onnx_dq_tensor" {
                 assert!(
-                    y != again,
+                    y != run(&requantized),
                     "{case}: the file's int8 weights were quantized again"
                 );
             }
