@@ -151,14 +151,15 @@ impl Plan {
         // exceed L2 its chunks grow to the rows whose one step of
         // input-GEMM results fills the hoisted block: fewer passes over
         // the weights, `xw` still in L2. (Xeon model 167, H=512, one-step
-        // calls: 64 → 128-row chunks 1.02×, 256-row 1.05× at B=256 on 1
-        // thread; 1024-row chunks 0.96× at B=1024.)
-        let one_step_unfused = steps == 1 && (!rules.fuse || pk.kernel.small);
-        let chunk_rows = if one_step_unfused && w_bytes > crate::tuning::CpuFacts::get().l2_bytes {
-            rules.chunk_rows.max(rules.hoist / (4 * pk.hp).max(1))
-        } else {
-            rules.chunk_rows
-        };
+        // calls against 64-row chunks: 128 rows 1.03× at B=256 on 1 thread,
+        // 1.06× on 2; 1024-row chunks 0.96× at B=1024.)
+        let fuses = rules.fuse && !pk.kernel.small;
+        let chunk_rows =
+            if steps == 1 && !fuses && w_bytes > crate::tuning::CpuFacts::get().l2_bytes {
+                rules.chunk_rows.max(rules.hoist / (4 * pk.hp).max(1))
+            } else {
+                rules.chunk_rows
+            };
         let chunks = if streamed {
             chunks
         } else {
@@ -206,7 +207,7 @@ impl Plan {
         // run fused tiles (no hoisted input GEMM, no round trip through
         // xw), in groups of panels that fit in half of L2, when the plan
         // asks for it; the small cells' kernels have their own loops.
-        let group = if rules.fuse && !pk.kernel.small && tb == 1 {
+        let group = if fuses && tb == 1 {
             let panel_bytes = (pk.wx.panel_len() + pk.wh.panel_len()) * 4;
             (crate::tuning::CpuFacts::get().l2_bytes / 2 / panel_bytes.max(1)).max(1)
         } else {
