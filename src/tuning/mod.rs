@@ -160,9 +160,16 @@ impl PlanRules {
     ///
     /// The rules, measured with `lstm bench --plan` A/B runs (see the
     /// README's per-CPU table). Where 512-bit FMAs issue at full rate
-    /// (Intel Xeons) the microkernel needs two panel loads per cycle, so:
+    /// (Intel Xeons, Zen 5 EPYC) the microkernel needs two panel loads per cycle, so:
     /// * it prefetches the panel 8 rows (2 KiB) ahead: +6–11% on an Intel
-    ///   Xeon model 167 at H = 256–1024 (32 rows: +3–10%, 16: +3–7%);
+    ///   Xeon model 167 at H = 256–1024 (32 rows: +3–10%, 16: +3–7%); not
+    ///   on AMD parts (Zen 5 with full-rate 512-bit FMAs, family 26
+    ///   model 2), whose hardware prefetchers keep up: there no prefetch
+    ///   was as fast or faster on every issue-13 row (`lstm bench
+    ///   --versus prefetch=0,…`, 1 thread: B = 1 H = 256 +10.1%, 710 of
+    ///   719 pairs faster; B = 16 H = 256 +2.6%; B = 64 H = 256 +1.8%;
+    ///   H = 512 B = 64 +1.3%, B = 256 +1.0%; B = 32 H = 1024 +0.4%;
+    ///   2 threads within −0…+1%);
     /// * the hoisted input-GEMM block is half of L2 (1 MiB of a 2 MiB L2),
     ///   a further +1–4%;
     /// * no K blocking: with the prefetch, K blocks of 128 rows were within
@@ -194,8 +201,8 @@ impl PlanRules {
     ///   B = 6, 256 within noise, H = 1024 B = 64 −4% (8 of 113 pairs
     ///   faster).
     ///
-    /// Elsewhere (half-rate 512-bit FMAs as on Zen 4/5, AVX2, portable)
-    /// the defaults stay, as measured on a Zen 5. `k` is the panel's rows,
+    /// Elsewhere (half-rate 512-bit FMAs as on Zen 4 and some Zen 5 hosts,
+    /// AVX2, portable) the defaults stay, as measured on such a Zen 5. `k` is the panel's rows,
     /// for rules that depend on it (none today).
     pub fn heuristic(
         cpu: &CpuFacts,
@@ -207,7 +214,7 @@ impl PlanRules {
         let _ = k;
         let mut r = PlanRules::default();
         if cpu.full_rate_512 && lanes == 16 {
-            r.prefetch = 8;
+            r.prefetch = if cpu.vendor == "AuthenticAMD" { 0 } else { 8 };
             r.hoist = (cpu.l2_bytes / 2 / 4).clamp(1 << 14, 1 << 20);
             r.ahead = wh_bytes > cpu.l2_bytes / 2;
             r.fuse = !r.ahead;
@@ -420,6 +427,20 @@ mod tests {
         assert_eq!(large.partition, Partition::Auto);
         let streamed = PlanRules::heuristic(&cpu(true), 1024, 16, 16 * mib, 32 * mib);
         assert_eq!(streamed.partition, Partition::Units);
+        let amd = CpuFacts {
+            vendor: "AuthenticAMD".into(),
+            family: 26,
+            model: 2,
+            ..cpu(true)
+        };
+        let on_amd = PlanRules::heuristic(&amd, 512, 16, 4 * mib, 8 * mib);
+        assert_eq!(
+            on_amd,
+            PlanRules {
+                prefetch: 0,
+                ..large
+            }
+        );
         for (c, lanes) in [(cpu(false), 16), (cpu(true), 8)] {
             assert_eq!(
                 PlanRules::heuristic(&c, 256, lanes, mib, 2 * mib),
