@@ -165,11 +165,12 @@ impl PlanRules {
     ///   Xeon model 167 at H = 256–1024 (32 rows: +3–10%, 16: +3–7%); not
     ///   on AMD parts (Zen 5 with full-rate 512-bit FMAs, family 26
     ///   model 2), whose hardware prefetchers keep up: there no prefetch
-    ///   was as fast or faster on every issue-13 row (`lstm bench
-    ///   --versus prefetch=0,…`, 1 thread: B = 1 H = 256 +10.1%, 710 of
-    ///   719 pairs faster; B = 16 H = 256 +2.6%; B = 64 H = 256 +1.8%;
-    ///   H = 512 B = 64 +1.3%, B = 256 +1.0%; B = 32 H = 1024 +0.4%;
-    ///   2 threads within −0…+1%);
+    ///   was faster on 5 of the 6 issue-13 rows (`lstm bench --versus
+    ///   prefetch=0,…`, 1 thread: B = 1 H = 256 +10.1%, 710 of 719 pairs
+    ///   faster; B = 64 H = 256 +1.8%; H = 512 B = 64 +1.3%, B = 256
+    ///   +1.0%; B = 32 H = 1024 +0.4%) and ~1% slower on B = 16 H = 256
+    ///   (prefetch=8 1.008× and 1.012× in two runs); 2 threads within
+    ///   −0…+1%;
     /// * the hoisted input-GEMM block is half of L2 (1 MiB of a 2 MiB L2),
     ///   a further +1–4%;
     /// * no K blocking: with the prefetch, K blocks of 128 rows were within
