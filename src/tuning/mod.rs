@@ -160,7 +160,8 @@ impl PlanRules {
     ///
     /// The rules, measured with `lstm bench --plan` A/B runs (see the
     /// README's per-CPU table). Where 512-bit FMAs issue at full rate
-    /// (Intel Xeons, Zen 5 EPYC) the microkernel needs two panel loads per cycle, so:
+    /// (Intel Xeons, Zen 5 EPYC) the microkernel needs two panel loads per
+    /// cycle, so:
     /// * it prefetches the panel 8 rows (2 KiB) ahead: +6–11% on an Intel
     ///   Xeon model 167 at H = 256–1024 (32 rows: +3–10%, 16: +3–7%); not
     ///   on AMD parts (Zen 5 with full-rate 512-bit FMAs, family 26
@@ -203,8 +204,8 @@ impl PlanRules {
     ///   faster).
     ///
     /// Elsewhere (half-rate 512-bit FMAs as on Zen 4 and some Zen 5 hosts,
-    /// AVX2, portable) the defaults stay, as measured on such a Zen 5. `k` is the panel's rows,
-    /// for rules that depend on it (none today).
+    /// AVX2, portable) the defaults stay, as measured on such a Zen 5. `k`
+    /// is the panel's rows, for rules that depend on it (none today).
     pub fn heuristic(
         cpu: &CpuFacts,
         k: usize,
