@@ -506,7 +506,7 @@ impl Lstm {
         let gate_bytes = 16usize
             .saturating_mul(c.n_input.saturating_add(c.n_recurrent()))
             .saturating_mul(c.n_hidden);
-        PlanRules::heuristic(CpuFacts::get(), k, self.isa().lanes(), wh_bytes, gate_bytes)
+        PlanRules::heuristic(CpuFacts::get(), k, self.isa(), wh_bytes, gate_bytes)
     }
 
     /// The rules a call of `batch` rows runs with (no allocation).

@@ -27,6 +27,7 @@ pub use file::{PlanEntry, PlanFile, PlanKey};
 
 use std::fmt;
 
+use crate::engine::Isa;
 use crate::error::{Error, Result};
 
 /// The environment variable naming a plan file every model loads at
@@ -204,18 +205,34 @@ impl PlanRules {
     ///   faster).
     ///
     /// Elsewhere (half-rate 512-bit FMAs as on Zen 4 and some Zen 5 hosts,
-    /// AVX2, portable) the defaults stay, as measured on such a Zen 5. `k`
-    /// is the panel's rows, for rules that depend on it (none today).
+    /// or no AVX-512) the defaults stay, as measured on such a Zen 5, but
+    /// for one rule:
+    /// * where 512-bit FMAs are not full rate, the SIMD paths (AVX-512 and
+    ///   AVX2) fuse one-step blocks whatever the size of `W_h` (nothing is
+    ///   fetched ahead there to lose). On a Zen 4 EPYC (family 25 model
+    ///   17, 1 MiB L2), `lstm bench --steps 1 --versus fuse=1` (paired):
+    ///   AVX-512, 1 thread, H = 256: B = 1 +0.2% (within noise), B = 16
+    ///   +1.3%, 64 +1.7%, 250 +4.7%, 1000 +4.2% (84 of 92 pairs faster);
+    ///   2 threads B = 16 +2.1%, 250 +4.1%, 1000 +6.1% and +6.3%; H = 512
+    ///   B = 64 +1.6%, B = 256 +2.4% (1 thread) and +3.1% (2); H = 1024
+    ///   B = 32 +1.9%; AVX2 B = 1000 2 threads +9.4%, B = 64 +2.6%;
+    ///   whole sequences (T = 32) within noise. The portable kernel does
+    ///   not: fused, it was 19% slower (B = 64 and 1000).
+    ///
+    /// `k` is the panel's rows, for rules that depend on it (none today).
     pub fn heuristic(
         cpu: &CpuFacts,
         k: usize,
-        lanes: usize,
+        isa: Isa,
         wh_bytes: usize,
         gate_bytes: usize,
     ) -> PlanRules {
         let _ = k;
         let mut r = PlanRules::default();
-        if cpu.full_rate_512 && lanes == 16 {
+        if !cpu.full_rate_512 && isa != Isa::Portable {
+            r.fuse = true;
+        }
+        if cpu.full_rate_512 && isa == Isa::Avx512 {
             r.prefetch = if cpu.vendor == "AuthenticAMD" { 0 } else { 8 };
             r.hoist = (cpu.l2_bytes / 2 / 4).clamp(1 << 14, 1 << 20);
             r.ahead = wh_bytes > cpu.l2_bytes / 2;
@@ -400,7 +417,7 @@ impl Plans {
 
 #[cfg(test)]
 mod tests {
-    use super::{CpuFacts, Partition, PlanRules};
+    use super::{CpuFacts, Isa, Partition, PlanRules};
 
     fn cpu(full_rate_512: bool) -> CpuFacts {
         CpuFacts {
@@ -417,17 +434,18 @@ mod tests {
 
     /// The heuristic's rules where 512-bit FMAs are full rate: `W_h` within
     /// half of L2 fuses one-step blocks, beyond it fetches the next panel
-    /// ahead instead; streamed weights split units. Elsewhere the defaults.
+    /// ahead instead; streamed weights split units. Elsewhere the defaults,
+    /// but for fused one-step blocks on the SIMD paths.
     #[test]
     fn the_heuristic_plan_follows_the_cpu_and_the_weights() {
         let mib = 1 << 20;
-        let small = PlanRules::heuristic(&cpu(true), 256, 16, mib, 2 * mib);
+        let small = PlanRules::heuristic(&cpu(true), 256, Isa::Avx512, mib, 2 * mib);
         assert!(small.fuse && !small.ahead && small.prefetch == 8);
         assert_eq!(small.hoist, mib / 4);
-        let large = PlanRules::heuristic(&cpu(true), 512, 16, 4 * mib, 8 * mib);
+        let large = PlanRules::heuristic(&cpu(true), 512, Isa::Avx512, 4 * mib, 8 * mib);
         assert!(!large.fuse && large.ahead);
         assert_eq!(large.partition, Partition::Auto);
-        let streamed = PlanRules::heuristic(&cpu(true), 1024, 16, 16 * mib, 32 * mib);
+        let streamed = PlanRules::heuristic(&cpu(true), 1024, Isa::Avx512, 16 * mib, 32 * mib);
         assert_eq!(streamed.partition, Partition::Units);
         let amd = CpuFacts {
             vendor: "AuthenticAMD".into(),
@@ -435,7 +453,7 @@ mod tests {
             model: 2,
             ..cpu(true)
         };
-        let on_amd = PlanRules::heuristic(&amd, 512, 16, 4 * mib, 8 * mib);
+        let on_amd = PlanRules::heuristic(&amd, 512, Isa::Avx512, 4 * mib, 8 * mib);
         assert_eq!(
             on_amd,
             PlanRules {
@@ -443,11 +461,29 @@ mod tests {
                 ..large
             }
         );
-        for (c, lanes) in [(cpu(false), 16), (cpu(true), 8)] {
+        // Full-rate CPUs' AVX2 and portable paths: the defaults.
+        for isa in [Isa::Avx2, Isa::Portable] {
             assert_eq!(
-                PlanRules::heuristic(&c, 256, lanes, mib, 2 * mib),
+                PlanRules::heuristic(&cpu(true), 256, isa, mib, 2 * mib),
                 PlanRules::default()
             );
         }
+        // Elsewhere the SIMD paths fuse one-step blocks (also where `W_h`
+        // outgrows L2); the portable kernel does not.
+        for isa in [Isa::Avx512, Isa::Avx2] {
+            for wh in [mib, 16 * mib] {
+                assert_eq!(
+                    PlanRules::heuristic(&cpu(false), 256, isa, wh, 2 * wh),
+                    PlanRules {
+                        fuse: true,
+                        ..PlanRules::default()
+                    }
+                );
+            }
+        }
+        assert_eq!(
+            PlanRules::heuristic(&cpu(false), 256, Isa::Portable, mib, 2 * mib),
+            PlanRules::default()
+        );
     }
 }
