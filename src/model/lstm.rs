@@ -589,7 +589,12 @@ impl Lstm {
         self.packed.kernel.isa.isa()
     }
 
-    /// Bytes of packed weights.
+    /// Bytes of the packed weights the kernels run: the bf16 or int8
+    /// packing at those precisions, else the f32 one. Not counted: the f32
+    /// packing a bf16/int8 model keeps (so that
+    /// `with_precision(Precision::F32)` returns to it), the canonical
+    /// weights ([`Lstm::weights`]), and the copy of int8 gates given by
+    /// [`Lstm::with_int8_gates`].
     pub fn packed_bytes(&self) -> usize {
         match &self.lowp {
             Some(b) => b.bytes(),
