@@ -216,8 +216,13 @@ impl PlanRules {
     ///   2 threads B = 16 +2.1%, 250 +4.1%, 1000 +6.1% and +6.3%; H = 512
     ///   B = 64 +1.6%, B = 256 +2.4% (1 thread) and +3.1% (2); H = 1024
     ///   B = 32 +1.9%; AVX2 B = 1000 2 threads +9.4%, B = 64 +2.6%;
-    ///   whole sequences (T = 32) within noise. The portable kernel does
-    ///   not: fused, it was 19% slower (B = 64 and 1000).
+    ///   whole sequences (T = 32) within noise. Variants at H = 256, 2
+    ///   threads: diagonal and matrix peepholes +5% at B = 1000, within
+    ///   noise at B = 64; a projection (128) within noise; **a head
+    ///   (128) at B = 1000 −1.6% (2 threads) and −1.8% (1 thread), fused
+    ///   faster in only 40% of pairs** (+0.8% at B = 64), left to the
+    ///   measured mode. The portable kernel does not fuse: fused, it was
+    ///   19% slower (B = 64 and 1000).
     ///
     /// `k` is the panel's rows, for rules that depend on it (none today).
     pub fn heuristic(
