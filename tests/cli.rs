@@ -860,6 +860,20 @@ fn lstm_run_explains_torch_files_it_cannot_use() {
 
 // ---- `lstm bench` ----
 
+/// `cpu_steal` is null (no `/proc/stat`) or a share in [0, 1]; on Linux,
+/// where `/proc/stat` has a steal column, a number.
+fn assert_steal_is_a_share(v: &serde_json::Value, text: &str) {
+    let steal = &v["cpu_steal"];
+    match steal.as_f64() {
+        Some(s) => assert!((0.0..=1.0).contains(&s), "{text}"),
+        None => assert!(steal.is_null(), "{text}"),
+    }
+    if std::fs::read_to_string("/proc/stat").is_ok_and(|t| t.lines().any(|l| l.starts_with("cpu ")))
+    {
+        assert!(steal.is_f64(), "{text}");
+    }
+}
+
 #[test]
 fn cli_bench_json_has_the_fields() {
     let out = run_ok(lstm().args([
@@ -896,9 +910,11 @@ fn cli_bench_json_has_the_fields() {
         "sample_steps_per_s",
         "gflops",
         "ns_per_step",
+        "cpu_steal",
     ] {
         assert!(v.get(key).is_some(), "missing {key} in {text}");
     }
+    assert_steal_is_a_share(&v, &text);
     assert_eq!(v["batch"], 3);
     assert_eq!(v["head"], 2);
     assert_eq!(v["peephole"], "matrix");
@@ -1305,9 +1321,11 @@ fn cli_bench_streams_json() {
         "p50_us",
         "p99_us",
         "max_us",
+        "cpu_steal",
     ] {
         assert!(v.get(key).is_some(), "missing {key} in {text}");
     }
+    assert_steal_is_a_share(&v, &text);
     assert_eq!(
         (v["streams"].as_u64(), v["clients"].as_u64()),
         (Some(40), Some(4))

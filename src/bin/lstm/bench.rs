@@ -315,6 +315,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         .collect();
     let mut ys = try_zeros(a.steps * a.batch * cfg.n_output(), "bench outputs")?;
     let mut failure = None;
+    let steal_before = crate::steal::now();
     let m = measure(a.seconds, || {
         if let Err(e) = model.forward(&mut state, &xs, &mut ys) {
             failure = Some(e);
@@ -361,6 +362,8 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         }
         None => None,
     };
+    // Over the measurement and the paired one.
+    let steal = crate::steal::share(steal_before, crate::steal::now());
     let sps = m.sample_steps_per_s(a.batch, a.steps);
     let gflops = sps * cfg.flops_per_sample_step() / 1e9;
     let ns_per_step = m.median_s / a.steps as f64 * 1e9;
@@ -412,6 +415,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             "cpu": CpuFacts::get().model_name,
             "plan": plan.rules.to_string(),
             "tuning": plan.source.name(),
+            "cpu_steal": steal,
         });
         if let Some((rules, p)) = &versus {
             let per_s = |s: f64| (a.batch * a.steps) as f64 / s;
@@ -460,6 +464,10 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             );
         }
         outln!("plan {plan}");
+        outln!(
+            "{} of the machine's CPU time during the run (given to other guests: a run above a few % is disturbed)",
+            crate::steal::text(steal)
+        );
         if let Some((rules, p)) = &versus {
             let per_s = |s: f64| (a.batch * a.steps) as f64 / s;
             outln!(

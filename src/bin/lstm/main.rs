@@ -39,6 +39,7 @@ mod bench;
 mod demo;
 mod generate;
 mod run;
+mod steal;
 mod streams;
 mod tune;
 

@@ -99,6 +99,7 @@ pub fn bench(model: Lstm, a: &StreamArgs) -> Result<()> {
     let single = model.clone().with_threads(1)?;
     let mut per_stream_1t = Vec::new();
     let mut ceiling_step_us = Vec::new();
+    let steal_before = crate::steal::now();
     for _ in 0..ROUNDS {
         let (fps, step_us) = run_ceiling(&model, n, &xs, 0.2 * per_round)?;
         ceiling.push(fps);
@@ -107,6 +108,7 @@ pub fn bench(model: Lstm, a: &StreamArgs) -> Result<()> {
         per_stream_1t.push(run_per_stream(&single, n, &xs, 0.1 * per_round)?);
         served.push(run_served(&model, a, &xs, 0.6 * per_round)?);
     }
+    let steal = crate::steal::share(steal_before, crate::steal::now());
     let med = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -186,6 +188,7 @@ pub fn bench(model: Lstm, a: &StreamArgs) -> Result<()> {
             "handoff_p50_us": h50,
             "handoff_p99_us": h99,
             "client_max_us": cmax,
+            "cpu_steal": steal,
         });
         outln!("{v}");
     } else {
@@ -227,6 +230,10 @@ pub fn bench(model: Lstm, a: &StreamArgs) -> Result<()> {
         );
         outln!(
             "  as seen  p50 {c50:.0} µs  p99 {c99:.0} µs  max {cmax:.0} µs  (by the client threads; output ready to client: p50 {h50:.0} µs, p99 {h99:.0} µs)"
+        );
+        outln!(
+            "{} of the machine's CPU time over the rounds (given to other guests: a run above a few % is disturbed)",
+            crate::steal::text(steal)
         );
     }
     Ok(())
